@@ -1,0 +1,25 @@
+//! Switchyard's vocabulary and every decision, with no IO.
+//!
+//! This crate holds the `switchyard.dev/v1alpha1` resource types ([`Function`],
+//! [`FunctionVersion`]), their validation, the CLI's traffic syntax, the routing table with its
+//! version pick, and the plans of every traffic change (shift, promote, rollback, undo, delete,
+//! gc). It is not a client: nothing here talks to a network, reads a clock or draws a random
+//! number. Time comes in as an argument (`now`), randomness as a `roll`.
+
+pub mod ack;
+pub mod crd;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
+pub mod plan;
+pub mod resources;
+pub mod table;
+pub mod traffic;
+pub mod validate;
+pub mod weight;
+
+pub use resources::{
+    object_name, Action, Affinity, EnvVar, Function, FunctionSpec, FunctionStatus, FunctionVersion,
+    FunctionVersionSpec, HistoryEntry, Resources, RouterAck, Tag, TrafficTarget,
+};
+pub use table::{BuildOptions, Route, RoutingTable};
+pub use weight::TOTAL_PPM;

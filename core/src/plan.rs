@@ -1,0 +1,403 @@
+//! Plans: what a deploy, shift, promote, rollback, undo, delete or gc does to a Function, as pure
+//! functions from the current spec to the next one.
+//!
+//! Every traffic change goes through [`apply`], which validates the split, records the state in
+//! the bounded history and keeps `stable` / `previousStable` up to date, so that the rollback
+//! target survives any trimming of the history.
+
+use std::collections::BTreeSet;
+
+use crate::resources::{Action, FunctionSpec, HistoryEntry, TrafficTarget, DEFAULT_HISTORY_LIMIT};
+use crate::traffic::TrafficError;
+use crate::validate::{self, ValidationError};
+use crate::weight::{Percent, TOTAL_PPM};
+
+/// Who makes a change, when and why. `now` comes from the caller: the core has no clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// RFC 3339 time of the change.
+    pub now: String,
+    /// Who makes it.
+    pub actor: String,
+    /// Why, if given.
+    pub reason: Option<String>,
+}
+
+/// One existing version of a function and whether it can take traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionState {
+    /// The version.
+    pub version: String,
+    /// Whether it is ready (a managed version's Deployment is available; an external one is
+    /// always ready).
+    pub ready: bool,
+}
+
+/// Why a plan is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// The resulting spec would be invalid.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The traffic words are wrong.
+    #[error(transparent)]
+    Traffic(#[from] TrafficError),
+    /// A version that does not exist.
+    #[error("version {version} of function {function} does not exist")]
+    UnknownVersion {
+        /// The function.
+        function: String,
+        /// The version.
+        version: String,
+    },
+    /// Weight would go to a version that is not ready.
+    #[error("version {version} is not ready; weight goes only to ready versions (use --force to override)")]
+    NotReady {
+        /// The version.
+        version: String,
+    },
+    /// No earlier state to restore.
+    #[error("nothing to undo: the history of function {0} holds no earlier state")]
+    NothingToUndo(String),
+    /// No stable version to roll back to.
+    #[error("no stable version to roll back to: no version other than the current one has held 100% of function {0} (use --to VERSION)")]
+    NoStable(String),
+    /// A version that is still referenced.
+    #[error("version {version} of function {function} {why}")]
+    Referenced {
+        /// The function.
+        function: String,
+        /// The version.
+        version: String,
+        /// How it is referenced (a sentence fragment: "has 10% of the traffic", …).
+        why: String,
+    },
+}
+
+/// Whether two splits give every version the same weight (order and weight-0 entries aside).
+pub fn same_split(a: &[TrafficTarget], b: &[TrafficTarget]) -> bool {
+    let weighted = |s: &[TrafficTarget]| -> BTreeSet<(String, u32)> {
+        s.iter()
+            .filter(|t| t.weight > 0)
+            .map(|t| (t.version.clone(), t.weight))
+            .collect()
+    };
+    weighted(a) == weighted(b)
+}
+
+/// A split for display: `1.3.0=10% 1.2.0=90%`, weight-0 entries left out.
+pub fn describe(traffic: &[TrafficTarget]) -> String {
+    let parts: Vec<String> = traffic
+        .iter()
+        .filter(|t| t.weight > 0)
+        .map(|t| format!("{}={}", t.version, Percent(t.weight)))
+        .collect();
+    if parts.is_empty() {
+        "(none)".to_string()
+    } else {
+        parts.join(" ")
+    }
+}
+
+fn full_holder(traffic: &[TrafficTarget]) -> Option<&str> {
+    traffic
+        .iter()
+        .find(|t| t.weight == TOTAL_PPM)
+        .map(|t| t.version.as_str())
+}
+
+/// Records `traffic` as the function's new state: validates it against the existing versions,
+/// refuses weight increases on unready versions unless `force`, appends a history entry
+/// (trimmed to [`DEFAULT_HISTORY_LIMIT`]) and updates the stable versions.
+pub fn apply(
+    function: &str,
+    spec: &FunctionSpec,
+    traffic: Vec<TrafficTarget>,
+    action: Action,
+    versions: &[VersionState],
+    force: bool,
+    change: &Change,
+) -> Result<FunctionSpec, PlanError> {
+    validate::traffic(&traffic)?;
+    for t in &traffic {
+        let state = versions
+            .iter()
+            .find(|v| v.version == t.version)
+            .ok_or_else(|| PlanError::UnknownVersion {
+                function: function.to_string(),
+                version: t.version.clone(),
+            })?;
+        if !force && !state.ready && t.weight > spec.weight_of(&t.version) {
+            return Err(PlanError::NotReady {
+                version: t.version.clone(),
+            });
+        }
+    }
+    let mut next = spec.clone();
+    next.traffic = traffic;
+    if let Some(holder) = full_holder(&next.traffic) {
+        if next.stable.as_deref() != Some(holder) {
+            next.previous_stable = next.stable.take();
+            next.stable = Some(holder.to_string());
+        }
+    }
+    next.history.push(HistoryEntry {
+        time: change.now.clone(),
+        actor: change.actor.clone(),
+        action,
+        reason: change.reason.clone(),
+        traffic: next.traffic.clone(),
+        undone: false,
+    });
+    let excess = next.history.len().saturating_sub(DEFAULT_HISTORY_LIMIT);
+    next.history.drain(..excess);
+    validate::function(function, &next, versions.iter().map(|v| v.version.as_str()))?;
+    Ok(next)
+}
+
+/// The spec of a function's first deploy: all traffic on its only version.
+pub fn first_deploy(version: &str, change: &Change) -> FunctionSpec {
+    let traffic = vec![TrafficTarget::new(version, TOTAL_PPM)];
+    FunctionSpec {
+        stable: Some(version.to_string()),
+        history: vec![HistoryEntry {
+            time: change.now.clone(),
+            actor: change.actor.clone(),
+            action: Action::Deploy,
+            reason: change.reason.clone(),
+            traffic: traffic.clone(),
+            undone: false,
+        }],
+        traffic,
+        ..Default::default()
+    }
+}
+
+/// The split after moving `share` ppm to `version`, taken from the other versions in
+/// proportion to their weights (largest remainder, so the total stays exact).
+pub fn with_share(traffic: &[TrafficTarget], version: &str, share: u32) -> Vec<TrafficTarget> {
+    let share = share.min(TOTAL_PPM);
+    let others: Vec<&TrafficTarget> = traffic.iter().filter(|t| t.version != version).collect();
+    let others_total: u64 = others.iter().map(|t| u64::from(t.weight)).sum();
+    let budget = u64::from(TOTAL_PPM - share);
+    let mut out: Vec<TrafficTarget> = Vec::with_capacity(others.len() + 1);
+    if others_total == 0 {
+        return vec![TrafficTarget::new(version, TOTAL_PPM)];
+    }
+    let mut remainders = Vec::with_capacity(others.len());
+    let mut given = 0u64;
+    for (i, t) in others.iter().enumerate() {
+        let exact = u64::from(t.weight) * budget;
+        let w = exact / others_total;
+        given += w;
+        remainders.push((exact % others_total, i));
+        out.push(TrafficTarget::new(t.version.clone(), w as u32));
+    }
+    remainders.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    for (_, i) in remainders.into_iter().take((budget - given) as usize) {
+        out[i].weight += 1;
+    }
+    out.push(TrafficTarget::new(version, share));
+    out.retain(|t| t.weight > 0 || t.version == version);
+    out
+}
+
+/// Where `rollback` sends all traffic: the most recent version to hold 100%, other than the
+/// one holding 100% now.
+pub fn rollback_target(spec: &FunctionSpec) -> Option<&str> {
+    let current = full_holder(&spec.traffic);
+    [spec.stable.as_deref(), spec.previous_stable.as_deref()]
+        .into_iter()
+        .flatten()
+        .find(|v| Some(*v) != current)
+}
+
+/// The traffic of `rollback`: 100% to `to`, or to the [`rollback_target`].
+pub fn rollback(
+    function: &str,
+    spec: &FunctionSpec,
+    to: Option<&str>,
+) -> Result<Vec<TrafficTarget>, PlanError> {
+    let target = match to {
+        Some(v) => v,
+        None => rollback_target(spec).ok_or_else(|| PlanError::NoStable(function.to_string()))?,
+    };
+    Ok(vec![TrafficTarget::new(target, TOTAL_PPM)])
+}
+
+/// Indices of the history entries that form the undo stack: every state not walked back by
+/// an earlier undo, undo entries themselves excluded.
+fn undo_stack(spec: &FunctionSpec) -> Vec<usize> {
+    spec.history
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| !e.undone && e.action != Action::Undo)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// `undo`: restores the state before the latest one exactly, marks the latest as undone (so
+/// the next undo walks back one more step) and records the undo itself.
+pub fn undo(
+    function: &str,
+    spec: &FunctionSpec,
+    versions: &[VersionState],
+    force: bool,
+    change: &Change,
+) -> Result<FunctionSpec, PlanError> {
+    let stack = undo_stack(spec);
+    let [.., previous, latest] = stack[..] else {
+        return Err(PlanError::NothingToUndo(function.to_string()));
+    };
+    let restored = spec.history[previous].traffic.clone();
+    let mut marked = spec.clone();
+    marked.history[latest].undone = true;
+    apply(
+        function,
+        &marked,
+        restored,
+        Action::Undo,
+        versions,
+        force,
+        change,
+    )
+}
+
+/// Why a version must not be deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Protection {
+    /// It has weight: deleting it would break routing, even with `--force`.
+    Weighted(u32),
+    /// A tag names it.
+    Tagged(String),
+    /// It is a rollback target (`stable` or `previousStable`).
+    Stable,
+    /// It appears in the last N history entries (the rollback window).
+    RecentHistory,
+    /// It is newer than every version that has had traffic: deployed and not yet rolled out.
+    Unreleased,
+}
+
+impl Protection {
+    /// Whether `--force` may override it.
+    pub fn forceable(&self) -> bool {
+        !matches!(self, Protection::Weighted(_))
+    }
+
+    fn why(&self) -> String {
+        match self {
+            Protection::Weighted(w) => {
+                format!("has {} of the traffic; shift it away first", Percent(*w))
+            }
+            Protection::Tagged(t) => {
+                format!("is named by tag {t} (use --force to delete it with the tag)")
+            }
+            Protection::Stable => "is a rollback target (use --force)".to_string(),
+            Protection::RecentHistory => {
+                "is in the rollback window of recent history (use --force)".to_string()
+            }
+            Protection::Unreleased => {
+                "is newer than every released version and has not had traffic yet (use --force)"
+                    .to_string()
+            }
+        }
+    }
+}
+
+/// What protects `version` from deletion, given the function's spec (if it exists) and a
+/// rollback window of `window` history entries.
+pub fn protection(spec: Option<&FunctionSpec>, version: &str, window: usize) -> Option<Protection> {
+    let spec = spec?;
+    let w = spec.weight_of(version);
+    if w > 0 {
+        return Some(Protection::Weighted(w));
+    }
+    if let Some(t) = spec.tags.iter().find(|t| t.version == version) {
+        return Some(Protection::Tagged(t.tag.clone()));
+    }
+    if spec.stable.as_deref() == Some(version) || spec.previous_stable.as_deref() == Some(version) {
+        return Some(Protection::Stable);
+    }
+    let recent = spec.history.iter().rev().take(window);
+    if recent.clone().any(|e| {
+        e.traffic
+            .iter()
+            .any(|t| t.version == version && t.weight > 0)
+    }) {
+        return Some(Protection::RecentHistory);
+    }
+    let released = spec
+        .history
+        .iter()
+        .flat_map(|e| e.traffic.iter())
+        .chain(spec.traffic.iter())
+        .filter(|t| t.weight > 0)
+        .filter_map(|t| semver::Version::parse(&t.version).ok())
+        .max();
+    let parsed = semver::Version::parse(version).ok();
+    let unreleased = match (parsed, released) {
+        (Some(v), Some(r)) => v > r,
+        _ => false,
+    };
+    unreleased.then_some(Protection::Unreleased)
+}
+
+/// What `delete` may do: `Ok(tags to drop from the Function)` or the reason it is refused.
+pub fn delete(
+    function: &str,
+    spec: Option<&FunctionSpec>,
+    all_versions: &[String],
+    version: &str,
+    window: usize,
+    force: bool,
+) -> Result<Vec<String>, PlanError> {
+    if !all_versions.iter().any(|v| v == version) {
+        return Err(PlanError::UnknownVersion {
+            function: function.to_string(),
+            version: version.to_string(),
+        });
+    }
+    match protection(spec, version, window) {
+        Some(p) if !force || !p.forceable() => Err(PlanError::Referenced {
+            function: function.to_string(),
+            version: version.to_string(),
+            why: p.why(),
+        }),
+        _ => Ok(spec
+            .map(|s| {
+                s.tags
+                    .iter()
+                    .filter(|t| t.version == version)
+                    .map(|t| t.tag.clone())
+                    .collect()
+            })
+            .unwrap_or_default()),
+    }
+}
+
+/// A gc plan: the versions to delete and, for the others, why they stay.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GcPlan {
+    /// Versions to delete, oldest first.
+    pub delete: Vec<String>,
+    /// Versions kept, with the reason.
+    pub keep: Vec<(String, Protection)>,
+}
+
+/// `gc --keep N`: every version that nothing protects (see [`protection`]) with a rollback
+/// window of `window` history entries.
+pub fn gc(spec: Option<&FunctionSpec>, all_versions: &[String], window: usize) -> GcPlan {
+    let mut sorted: Vec<&String> = all_versions.iter().collect();
+    sorted.sort_by_key(|v| semver::Version::parse(v).ok());
+    let mut plan = GcPlan::default();
+    for v in sorted {
+        match protection(spec, v, window) {
+            Some(p) => plan.keep.push((v.clone(), p)),
+            None => plan.delete.push(v.clone()),
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,395 @@
+use super::*;
+use crate::resources::Tag;
+use proptest::prelude::*;
+
+fn change(n: u32) -> Change {
+    Change {
+        now: format!("2026-11-27T10:{:02}:{:02}Z", n / 60 % 60, n % 60),
+        actor: "alice".into(),
+        reason: None,
+    }
+}
+
+fn ready(list: &[&str]) -> Vec<VersionState> {
+    list.iter()
+        .map(|v| VersionState {
+            version: v.to_string(),
+            ready: true,
+        })
+        .collect()
+}
+
+fn split(pairs: &[(&str, u32)]) -> Vec<TrafficTarget> {
+    pairs
+        .iter()
+        .map(|(v, w)| TrafficTarget::new(*v, *w))
+        .collect()
+}
+
+const ALL: [&str; 4] = ["1.0.0", "1.1.0", "1.2.0", "1.3.0"];
+
+/// A function deployed at 1.0.0, promoted to 1.1.0, now canarying 1.2.0 at 10%.
+fn mid_canary() -> FunctionSpec {
+    let vs = ready(&ALL);
+    let s = first_deploy("1.0.0", &change(0));
+    let s = apply(
+        "hello",
+        &s,
+        split(&[("1.1.0", TOTAL_PPM)]),
+        Action::Promote,
+        &vs,
+        false,
+        &change(1),
+    )
+    .expect("promote");
+    apply(
+        "hello",
+        &s,
+        split(&[("1.2.0", 100_000), ("1.1.0", 900_000)]),
+        Action::Traffic,
+        &vs,
+        false,
+        &change(2),
+    )
+    .expect("shift")
+}
+
+#[test]
+fn first_deploy_puts_everything_on_the_only_version_and_makes_it_stable() {
+    let s = first_deploy("1.0.0", &change(0));
+    assert_eq!(s.traffic, split(&[("1.0.0", TOTAL_PPM)]));
+    assert_eq!(s.stable.as_deref(), Some("1.0.0"));
+    assert_eq!(s.history.len(), 1);
+    assert_eq!(s.history[0].action, Action::Deploy);
+}
+
+#[test]
+fn rollback_from_the_middle_of_a_canary_returns_everything_to_the_stable_version() {
+    let s = mid_canary();
+    assert_eq!(rollback_target(&s), Some("1.1.0"));
+    let t = rollback("hello", &s, None).expect("target");
+    assert_eq!(t, split(&[("1.1.0", TOTAL_PPM)]));
+}
+
+#[test]
+fn rollback_right_after_a_promote_returns_to_the_version_before_it() {
+    let vs = ready(&ALL);
+    let s = mid_canary();
+    let s = apply(
+        "hello",
+        &s,
+        split(&[("1.2.0", TOTAL_PPM)]),
+        Action::Promote,
+        &vs,
+        false,
+        &change(3),
+    )
+    .expect("promote");
+    assert_eq!(
+        (s.stable.as_deref(), s.previous_stable.as_deref()),
+        (Some("1.2.0"), Some("1.1.0"))
+    );
+    assert_eq!(rollback_target(&s), Some("1.1.0"));
+}
+
+#[test]
+fn rollback_with_no_earlier_stable_version_says_so() {
+    let s = first_deploy("1.0.0", &change(0));
+    assert_eq!(
+        rollback("hello", &s, None),
+        Err(PlanError::NoStable("hello".into()))
+    );
+    assert_eq!(
+        rollback("hello", &s, Some("1.1.0")),
+        Ok(split(&[("1.1.0", TOTAL_PPM)]))
+    );
+}
+
+#[test]
+fn the_stable_version_survives_trimming_of_the_history() {
+    let vs = ready(&ALL);
+    let mut s = first_deploy("1.0.0", &change(0));
+    for i in 1..=(DEFAULT_HISTORY_LIMIT as u32 + 5) {
+        let w = 1_000 * i;
+        s = apply(
+            "hello",
+            &s,
+            split(&[("1.1.0", w), ("1.0.0", TOTAL_PPM - w)]),
+            Action::Traffic,
+            &vs,
+            false,
+            &change(i),
+        )
+        .expect("shift");
+    }
+    assert_eq!(s.history.len(), DEFAULT_HISTORY_LIMIT);
+    assert!(s.history.iter().all(|e| e.action == Action::Traffic));
+    assert_eq!(rollback_target(&s), Some("1.0.0"));
+}
+
+#[test]
+fn undo_after_three_shifts_walks_back_one_step_at_a_time() {
+    let vs = ready(&ALL);
+    let states = [
+        split(&[("1.0.0", TOTAL_PPM)]),
+        split(&[("1.1.0", 100_000), ("1.0.0", 900_000)]),
+        split(&[("1.1.0", 500_000), ("1.0.0", 500_000)]),
+        split(&[("1.1.0", TOTAL_PPM)]),
+    ];
+    let mut s = first_deploy("1.0.0", &change(0));
+    for (i, t) in states.iter().enumerate().skip(1) {
+        s = apply(
+            "hello",
+            &s,
+            t.clone(),
+            Action::Traffic,
+            &vs,
+            false,
+            &change(i as u32),
+        )
+        .expect("shift");
+    }
+    for (i, expected) in states.iter().enumerate().rev().skip(1) {
+        s = undo("hello", &s, &vs, false, &change(10 + i as u32)).expect("undo");
+        assert_eq!(&s.traffic, expected, "after undoing back to state {i}");
+        assert_eq!(s.history.last().map(|e| e.action), Some(Action::Undo));
+    }
+    assert_eq!(
+        undo("hello", &s, &vs, false, &change(20)),
+        Err(PlanError::NothingToUndo("hello".into()))
+    );
+}
+
+#[test]
+fn a_change_after_an_undo_continues_from_the_restored_state() {
+    let vs = ready(&ALL);
+    let s = mid_canary();
+    let s = undo("hello", &s, &vs, false, &change(3)).expect("undo");
+    let s = apply(
+        "hello",
+        &s,
+        split(&[("1.3.0", 50_000), ("1.1.0", 950_000)]),
+        Action::Traffic,
+        &vs,
+        false,
+        &change(4),
+    )
+    .expect("shift");
+    let s = undo("hello", &s, &vs, false, &change(5)).expect("undo");
+    assert_eq!(s.traffic, split(&[("1.1.0", TOTAL_PPM)]));
+}
+
+#[test]
+fn weight_goes_only_to_ready_versions_unless_forced() {
+    let mut vs = ready(&ALL);
+    vs[2].ready = false;
+    let s = mid_canary();
+    let more = split(&[("1.2.0", 200_000), ("1.1.0", 800_000)]);
+    assert_eq!(
+        apply(
+            "hello",
+            &s,
+            more.clone(),
+            Action::Traffic,
+            &vs,
+            false,
+            &change(3)
+        ),
+        Err(PlanError::NotReady {
+            version: "1.2.0".into()
+        })
+    );
+    assert!(apply("hello", &s, more, Action::Traffic, &vs, true, &change(3)).is_ok());
+    // Taking weight away from an unready version is always allowed: that is the way out.
+    let less = split(&[("1.2.0", 50_000), ("1.1.0", 950_000)]);
+    assert!(apply("hello", &s, less, Action::Traffic, &vs, false, &change(3)).is_ok());
+}
+
+#[test]
+fn apply_refuses_unknown_versions_and_bad_totals() {
+    let vs = ready(&["1.0.0"]);
+    let s = first_deploy("1.0.0", &change(0));
+    assert_eq!(
+        apply(
+            "hello",
+            &s,
+            split(&[("2.0.0", TOTAL_PPM)]),
+            Action::Traffic,
+            &vs,
+            false,
+            &change(1)
+        ),
+        Err(PlanError::UnknownVersion {
+            function: "hello".into(),
+            version: "2.0.0".into()
+        })
+    );
+    assert!(matches!(
+        apply(
+            "hello",
+            &s,
+            split(&[("1.0.0", 999_000)]),
+            Action::Traffic,
+            &vs,
+            false,
+            &change(1)
+        ),
+        Err(PlanError::Invalid(ValidationError::WeightSum {
+            total: 999_000
+        }))
+    ));
+}
+
+#[test]
+fn a_new_share_is_taken_from_the_others_in_proportion() {
+    let t = split(&[("1.0.0", 600_000), ("1.1.0", 400_000)]);
+    assert_eq!(
+        with_share(&t, "1.2.0", 100_000),
+        split(&[("1.0.0", 540_000), ("1.1.0", 360_000), ("1.2.0", 100_000)])
+    );
+    let thirds = split(&[("1.0.0", 333_334), ("1.1.0", 333_333), ("1.2.0", 333_333)]);
+    let out = with_share(&thirds, "1.3.0", 1);
+    assert_eq!(out.iter().map(|t| t.weight).sum::<u32>(), TOTAL_PPM);
+    assert_eq!(
+        with_share(&t, "1.2.0", TOTAL_PPM),
+        split(&[("1.2.0", TOTAL_PPM)])
+    );
+}
+
+#[test]
+fn delete_refuses_referenced_versions_and_force_overrides_all_but_weight() {
+    let mut s = mid_canary();
+    s.tags.push(Tag {
+        tag: "qa".into(),
+        version: "1.3.0".into(),
+    });
+    let all: Vec<String> = ALL.iter().map(|v| v.to_string()).collect();
+    let refused = |v: &str, force: bool| {
+        delete("hello", Some(&s), &all, v, 5, force)
+            .expect_err(v)
+            .to_string()
+    };
+    assert_eq!(
+        refused("1.2.0", false),
+        "version 1.2.0 of function hello has 10% of the traffic; shift it away first"
+    );
+    assert_eq!(
+        refused("1.2.0", true),
+        "version 1.2.0 of function hello has 10% of the traffic; shift it away first"
+    );
+    assert!(refused("1.3.0", false).contains("is named by tag qa"));
+    assert_eq!(
+        delete("hello", Some(&s), &all, "1.3.0", 5, true),
+        Ok(vec!["qa".to_string()])
+    );
+    assert!(
+        refused("1.0.0", false).contains("rollback target"),
+        "{}",
+        refused("1.0.0", false)
+    );
+    assert!(delete("hello", Some(&s), &all, "9.9.9", 5, true).is_err());
+}
+
+#[test]
+fn gc_keeps_what_rollback_and_routing_need() {
+    let vs = ready(&["1.0.0", "1.1.0", "1.2.0", "1.3.0", "1.4.0", "1.5.0"]);
+    let mut s = first_deploy("1.0.0", &change(0));
+    for (i, v) in ["1.1.0", "1.2.0", "1.3.0"].iter().enumerate() {
+        s = apply(
+            "hello",
+            &s,
+            split(&[(v, TOTAL_PPM)]),
+            Action::Promote,
+            &vs,
+            false,
+            &change(i as u32 + 1),
+        )
+        .expect("promote");
+    }
+    s = apply(
+        "hello",
+        &s,
+        split(&[("1.4.0", 100_000), ("1.3.0", 900_000)]),
+        Action::Traffic,
+        &vs,
+        false,
+        &change(9),
+    )
+    .expect("shift");
+    let all: Vec<String> = vs.iter().map(|v| v.version.clone()).collect();
+    let plan = gc(Some(&s), &all, 1);
+    assert_eq!(plan.delete, vec!["1.0.0", "1.1.0"]);
+    let kept: Vec<(&str, &Protection)> = plan.keep.iter().map(|(v, p)| (v.as_str(), p)).collect();
+    assert_eq!(
+        kept,
+        vec![
+            ("1.2.0", &Protection::Stable),
+            ("1.3.0", &Protection::Weighted(900_000)),
+            ("1.4.0", &Protection::Weighted(100_000)),
+            ("1.5.0", &Protection::Unreleased),
+        ]
+    );
+    // A wider rollback window keeps the versions it saw with traffic.
+    assert_eq!(gc(Some(&s), &all, 10).delete, Vec::<String>::new());
+}
+
+fn shift_strategy() -> impl Strategy<Value = Vec<(usize, u32)>> {
+    proptest::collection::vec((0usize..4, 0u32..=1_000_000), 1..15)
+}
+
+proptest! {
+    #[test]
+    fn rollback_after_any_sequence_of_shifts_leaves_the_stable_version_at_100(shifts in shift_strategy()) {
+        let vs = ready(&ALL);
+        let mut s = first_deploy("1.0.0", &change(0));
+        let mut last_full: Vec<String> = vec!["1.0.0".into()];
+        for (i, (target, share)) in shifts.iter().enumerate() {
+            let t = with_share(&s.traffic, ALL[*target], *share);
+            s = apply("hello", &s, t, Action::Traffic, &vs, false, &change(i as u32 + 1)).expect("valid shift");
+            if let Some(full) = s.traffic.iter().find(|t| t.weight == TOTAL_PPM) {
+                if last_full.last() != Some(&full.version) {
+                    last_full.push(full.version.clone());
+                }
+            }
+        }
+        let current_full = s.traffic.iter().find(|t| t.weight == TOTAL_PPM).map(|t| t.version.clone());
+        let expected = last_full.iter().rev().find(|v| Some(*v) != current_full.as_ref()).cloned();
+        match rollback("hello", &s, None) {
+            Ok(t) => {
+                prop_assert_eq!(t.len(), 1);
+                prop_assert_eq!(t[0].weight, TOTAL_PPM);
+                prop_assert_eq!(Some(t[0].version.clone()), expected);
+            }
+            Err(e) => {
+                prop_assert_eq!(e, PlanError::NoStable("hello".into()));
+                prop_assert_eq!(expected, None);
+            }
+        }
+    }
+
+    #[test]
+    fn undo_after_a_shift_restores_the_exact_prior_traffic(shifts in shift_strategy(), last in (0usize..4, 0u32..=1_000_000)) {
+        let vs = ready(&ALL);
+        let mut s = first_deploy("1.0.0", &change(0));
+        for (i, (target, share)) in shifts.iter().enumerate() {
+            s = apply("hello", &s, with_share(&s.traffic, ALL[*target], *share), Action::Traffic, &vs, false, &change(i as u32 + 1)).expect("shift");
+        }
+        let before = s.traffic.clone();
+        let shifted = apply("hello", &s, with_share(&s.traffic, ALL[last.0], last.1), Action::Traffic, &vs, false, &change(99)).expect("shift");
+        let undone = undo("hello", &shifted, &vs, false, &change(100)).expect("undo");
+        prop_assert_eq!(undone.traffic, before);
+    }
+
+    #[test]
+    fn with_share_always_sums_to_the_whole(weights in proptest::collection::vec(0u32..1_000_000, 1..5), share in 0u32..=1_000_000) {
+        let total: u64 = weights.iter().map(|w| u64::from(*w)).sum();
+        prop_assume!(total > 0);
+        let mut t: Vec<TrafficTarget> = weights.iter().enumerate()
+            .map(|(i, w)| TrafficTarget::new(format!("1.{i}.0"), (u64::from(*w) * 1_000_000 / total) as u32)).collect();
+        let short = TOTAL_PPM - t.iter().map(|x| x.weight).sum::<u32>();
+        t[0].weight += short;
+        let out = with_share(&t, "9.0.0", share);
+        prop_assert_eq!(out.iter().map(|x| u64::from(x.weight)).sum::<u64>(), 1_000_000u64);
+        prop_assert_eq!(out.iter().find(|x| x.version == "9.0.0").map(|x| x.weight), Some(share));
+    }
+}

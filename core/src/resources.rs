@@ -1,0 +1,332 @@
+//! The two kinds of the `switchyard.dev/v1alpha1` API: [`Function`] and [`FunctionVersion`].
+//!
+//! The Rust types are the source of truth: `manifests/crds.yaml` is generated from them (see
+//! [`crate::crd`]). Rules the API server must enforce by itself (immutability, weights summing to
+//! 1,000,000, no duplicate traffic entry) are CEL rules attached here, so no client can bypass
+//! them.
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The API group of every Switchyard resource.
+pub const GROUP: &str = "switchyard.dev";
+/// The API version of every Switchyard resource.
+pub const VERSION: &str = "v1alpha1";
+/// Label carrying the function name on every object Switchyard creates.
+pub const LABEL_FUNCTION: &str = "switchyard.dev/function";
+/// Label carrying the version on every object Switchyard creates.
+pub const LABEL_VERSION: &str = "switchyard.dev/version";
+/// How many traffic states `spec.history` keeps by default.
+pub const DEFAULT_HISTORY_LIMIT: usize = 20;
+/// The largest number of entries the API server accepts in `spec.traffic` and `spec.tags`.
+pub const MAX_TRAFFIC_ENTRIES: usize = 64;
+/// The largest number of entries the API server accepts in `spec.history`.
+pub const MAX_HISTORY_ENTRIES: usize = 50;
+
+/// One immutable version of one function: either a managed workload (`image`, …) that the CLI
+/// runs as a Deployment and a Service, or an external `endpoint` served outside the cluster.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "switchyard.dev",
+    version = "v1alpha1",
+    kind = "FunctionVersion",
+    plural = "functionversions",
+    shortname = "fv",
+    namespaced,
+    printcolumn = r#"{"name":"Function","type":"string","jsonPath":".spec.function"}"#,
+    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".spec.version"}"#,
+    printcolumn = r#"{"name":"Image","type":"string","jsonPath":".spec.image"}"#,
+    printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".spec.endpoint"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("self.spec == oldSelf.spec").message("spec is immutable: versions cannot change, deploy a new version instead")
+)]
+#[x_kube(
+    validation = Rule::new("has(self.image) != has(self.endpoint)").message("exactly one of image and endpoint must be set")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionVersionSpec {
+    /// The function this version belongs to (a DNS-1123 label).
+    #[schemars(length(min = 1, max = 63))]
+    pub function: String,
+    /// The version, in semver (`1.2.0`, `2.0.0-rc.1`).
+    #[schemars(length(min = 1, max = 128))]
+    pub version: String,
+    /// Container image of a managed version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub image: Option<String>,
+    /// Port the container listens on; default 8080.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+    /// Environment variables of a managed version, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub env: Vec<EnvVar>,
+    /// Container arguments of a managed version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100), inner(length(max = 4096)))]
+    pub args: Vec<String>,
+    /// Replicas of a managed version; default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: Option<i32>,
+    /// CPU and memory of each replica of a managed version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// URL of an external version (`http://10.1.2.3:8080`), served outside the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub endpoint: Option<String>,
+}
+
+/// One environment variable.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct EnvVar {
+    /// Variable name.
+    #[schemars(length(min = 1, max = 256))]
+    pub name: String,
+    /// Variable value.
+    #[serde(default)]
+    #[schemars(length(max = 4096))]
+    pub value: String,
+}
+
+/// Requests (and equal limits) of one replica, in Kubernetes quantities.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub struct Resources {
+    /// CPU, for example `250m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub cpu: Option<String>,
+    /// Memory, for example `128Mi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub memory: Option<String>,
+}
+
+/// The route and the traffic split of one function.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "switchyard.dev",
+    version = "v1alpha1",
+    kind = "Function",
+    plural = "functions",
+    shortname = "fn",
+    namespaced,
+    status = "FunctionStatus",
+    printcolumn = r#"{"name":"Traffic","type":"string","jsonPath":".spec.traffic[?(@.weight > 0)].version","description":"versions that receive traffic"}"#,
+    printcolumn = r#"{"name":"Weights","type":"string","jsonPath":".spec.traffic[?(@.weight > 0)].weight","description":"their weights, in parts per million"}"#,
+    printcolumn = r#"{"name":"Hosts","type":"string","jsonPath":".spec.hosts"}"#,
+    printcolumn = r#"{"name":"Path","type":"string","jsonPath":".spec.pathPrefix"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionSpec {
+    /// Host names whose requests belong to this function; empty matches any host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(max = 253)))]
+    pub hosts: Vec<String>,
+    /// Path prefix of this function's requests; default `/<name>` when no host is given,
+    /// `/` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    /// Whether the prefix is removed before the request goes upstream; default false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub strip_prefix: bool,
+    /// The split: weights in parts per million, summing to 1,000,000.
+    #[x_kube(
+        validation = Rule::new("self.map(t, t.weight).sum() == 1000000").message("traffic weights must sum to 1000000 ppm"),
+        validation = Rule::new("self.all(t, self.exists_one(u, u.version == t.version))").message("no version may appear twice in traffic"),
+    )]
+    #[schemars(length(min = 1, max = 64))]
+    pub traffic: Vec<TrafficTarget>,
+    /// Stable names that pin a version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(t, self.exists_one(u, u.tag == t.tag))").message("no tag may appear twice"))]
+    #[schemars(length(max = 64))]
+    pub tags: Vec<Tag>,
+    /// Keeps requests carrying a key on one version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Whether a request may choose its version with `x-switchyard-version`; default false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub pinning: bool,
+    /// The most recent version to have held 100% of the traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable: Option<String>,
+    /// The most recent version other than `stable` to have held 100% of the traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_stable: Option<String>,
+    /// The last traffic states, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    pub history: Vec<HistoryEntry>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// One version's share of a function's traffic.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub struct TrafficTarget {
+    /// The version (`spec.version` of a FunctionVersion of this function).
+    #[schemars(length(min = 1, max = 128))]
+    pub version: String,
+    /// Parts per million of the traffic, 0 to 1,000,000.
+    #[schemars(range(min = 0, max = 1_000_000))]
+    pub weight: u32,
+}
+
+impl TrafficTarget {
+    /// A target of `weight` parts per million on `version`.
+    pub fn new(version: impl Into<String>, weight: u32) -> Self {
+        TrafficTarget {
+            version: version.into(),
+            weight,
+        }
+    }
+}
+
+/// A stable name for a version.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct Tag {
+    /// The name (a DNS-1123 label).
+    #[schemars(length(min = 1, max = 63))]
+    pub tag: String,
+    /// The version it names.
+    #[schemars(length(min = 1, max = 128))]
+    pub version: String,
+}
+
+/// Which request key keeps a client on one version. Exactly one of the two is set.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.header) != has(self.cookie)").message("affinity takes exactly one of header and cookie"))]
+pub struct Affinity {
+    /// A request header whose value is the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// A cookie whose value is the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+}
+
+/// What kind of change produced a traffic state.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// A deploy created the function or moved traffic to a new version.
+    Deploy,
+    /// An explicit split.
+    Traffic,
+    /// All traffic to one version.
+    Promote,
+    /// All traffic back to the stable version (or a chosen one).
+    Rollback,
+    /// The previous state restored.
+    Undo,
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Action::Deploy => "deploy",
+            Action::Traffic => "traffic",
+            Action::Promote => "promote",
+            Action::Rollback => "rollback",
+            Action::Undo => "undo",
+        })
+    }
+}
+
+/// One traffic state and who made it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// When, in RFC 3339.
+    pub time: String,
+    /// Who (the kubeconfig user, or the local user name).
+    pub actor: String,
+    /// What kind of change.
+    pub action: Action,
+    /// Why, when the actor said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The traffic after the change.
+    pub traffic: Vec<TrafficTarget>,
+    /// Set on a state that `undo` walked back from; undo never returns to it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub undone: bool,
+}
+
+/// What the routers report about a Function.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+pub struct FunctionStatus {
+    /// One entry per router replica, each written only by that replica.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub routers: Vec<RouterAck>,
+}
+
+/// One router replica's acknowledgement of a Function generation.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouterAck {
+    /// The replica (also the name of its Lease).
+    pub name: String,
+    /// The Function generation this replica has processed.
+    pub observed_generation: i64,
+    /// When it applied (or rejected) it, in RFC 3339.
+    pub applied_at: String,
+    /// Why it refused this generation; absent when it serves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
+}
+
+/// The object name of a version's FunctionVersion, Deployment and Service:
+/// `<function>-<version with every character outside [a-z0-9] as a dash>`.
+///
+/// ```
+/// assert_eq!(switchyard_core::object_name("hello", "1.3.0"), "hello-1-3-0");
+/// assert_eq!(switchyard_core::object_name("hello", "2.0.0-RC.1"), "hello-2-0-0-rc-1");
+/// ```
+pub fn object_name(function: &str, version: &str) -> String {
+    let mut name = String::with_capacity(function.len() + version.len() + 1);
+    name.push_str(function);
+    name.push('-');
+    for c in version.chars() {
+        let c = c.to_ascii_lowercase();
+        name.push(if c.is_ascii_alphanumeric() { c } else { '-' });
+    }
+    name
+}
+
+impl FunctionSpec {
+    /// The path prefix this function answers on: `spec.pathPrefix`, else `/<name>` without hosts
+    /// and `/` with hosts.
+    pub fn effective_prefix(&self, name: &str) -> String {
+        match &self.path_prefix {
+            Some(p) => p.clone(),
+            None if self.hosts.is_empty() => format!("/{name}"),
+            None => "/".to_string(),
+        }
+    }
+
+    /// The weight of `version`, 0 when it is not in the split.
+    pub fn weight_of(&self, version: &str) -> u32 {
+        self.traffic
+            .iter()
+            .find(|t| t.version == version)
+            .map_or(0, |t| t.weight)
+    }
+
+    /// The version a tag names.
+    pub fn tag(&self, tag: &str) -> Option<&str> {
+        self.tags
+            .iter()
+            .find(|t| t.tag == tag)
+            .map(|t| t.version.as_str())
+    }
+}

@@ -1,0 +1,552 @@
+//! The routing table: which function a request belongs to, and which version serves it.
+//!
+//! A [`Route`] is built from one Function and its FunctionVersions, validated on the way; a
+//! [`RoutingTable`] indexes routes by host and path prefix. Both are immutable once built: the
+//! router swaps whole tables, it never edits one in place.
+//!
+//! Versions occupy intervals of `[0, 1_000_000)` in ascending semver order, each as wide as its
+//! weight. A request's version is the interval its *roll* falls in. The router draws rolls from
+//! [`roll`], a low-discrepancy sequence, so the observed shares follow the weights closely even
+//! over a few thousand requests; with affinity, the roll is the hash of the key instead
+//! ([`affinity_point`]), so a key stays on its version for as long as that version's interval
+//! covers it. Growing the newest version's weight moves its lower edge down: only keys in the
+//! moved interval change version, and none flips back while the ramp only grows.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::resources::{Function, FunctionVersion};
+use crate::validate::{self, ValidationError};
+use crate::weight::TOTAL_PPM;
+
+/// How routes turn versions into upstream addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// Cluster DNS domain of managed versions' Services; default `cluster.local`.
+    pub cluster_domain: String,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            cluster_domain: "cluster.local".to_string(),
+        }
+    }
+}
+
+/// The port of every Service the CLI creates for a managed version; it forwards to the
+/// container's `spec.port`.
+pub const SERVICE_PORT: u16 = 80;
+
+/// Where a version is served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Upstream {
+    /// Host name or IP address to connect to.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Whether to speak TLS (an `https` endpoint).
+    pub tls: bool,
+    /// Path prepended to every request (an endpoint URL's path, without the trailing `/`).
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub base_path: String,
+    /// Whether this is a managed version's Service (else an external endpoint).
+    pub managed: bool,
+}
+
+impl Upstream {
+    /// `host:port`, with IPv6 addresses in brackets.
+    pub fn address(&self) -> String {
+        if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// One version of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Backend {
+    /// The version.
+    pub version: String,
+    /// Its share, in ppm.
+    pub weight: u32,
+    /// Where it is served.
+    pub upstream: Upstream,
+    /// The value of `x-switchyard-served-by` for its responses: `<function>@<version>`.
+    pub served_by: String,
+}
+
+/// Which request key keeps a client on one version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AffinityKey {
+    /// A request header, lowercase.
+    Header(String),
+    /// A cookie name.
+    Cookie(String),
+}
+
+/// Why one Function cannot be routed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("function {function}: {}{source}", version.as_ref().map(|v| format!("version {v}: ")).unwrap_or_default())]
+pub struct RouteError {
+    /// `namespace/name` of the Function.
+    pub function: String,
+    /// The version at fault, when it is a version rather than the Function's own spec.
+    pub version: Option<String>,
+    /// What is wrong.
+    pub source: Box<ValidationError>,
+}
+
+/// One function's routing: its match and its versions with their intervals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Route {
+    /// Namespace of the Function.
+    pub namespace: String,
+    /// Name of the Function.
+    pub name: String,
+    /// `metadata.generation` of the Function this route was built from.
+    pub generation: i64,
+    /// Hosts, lowercase; empty means any host.
+    pub hosts: Vec<String>,
+    /// Path prefix, without a trailing `/` (except the root `/`).
+    pub prefix: String,
+    /// Whether the prefix is removed upstream.
+    pub strip_prefix: bool,
+    /// Every version of the function, in ascending semver order (the stable interval order).
+    pub backends: Vec<Backend>,
+    /// Tag name → index into `backends`.
+    pub tags: Vec<(String, usize)>,
+    /// The affinity key, if any.
+    pub affinity: Option<AffinityKey>,
+    /// Whether `x-switchyard-version` may choose the version.
+    pub pinning: bool,
+    #[serde(skip)]
+    bounds: Vec<u32>,
+}
+
+/// The `n`-th roll of a function's request sequence: a point in `[0, 1_000_000)`.
+///
+/// Consecutive rolls walk the range by the golden ratio (a Weyl sequence in 32-bit fixed
+/// point), the one-dimensional sequence with the lowest discrepancy: any window of `n`
+/// consecutive rolls falls into an interval of width `w` ppm `n * w / 1e6` times, within about
+/// two hits for windows of thousands of requests. No coin is flipped per request, so a 0.1%
+/// canary gets 10 of 10,000 requests, not 0 or 30.
+pub fn roll(n: u64) -> u32 {
+    const GOLDEN: u64 = 2_654_435_769; // 2^32 / golden ratio, odd
+    let point = n.wrapping_mul(GOLDEN) & 0xffff_ffff;
+    ((point * u64::from(TOTAL_PPM)) >> 32) as u32
+}
+
+/// The point of an affinity key in `[0, 1_000_000)`: FNV-1a, then a 64-bit finalizer, then a
+/// multiply-shift into range. Stable across processes, platforms and releases.
+pub fn affinity_point(key: &[u8]) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in key {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    (((h >> 32) * u64::from(TOTAL_PPM)) >> 32) as u32
+}
+
+fn normalize_prefix(prefix: &str) -> String {
+    let trimmed = prefix.trim_end_matches('/');
+    if trimmed.is_empty() {
+        "/".to_string()
+    } else {
+        trimmed.to_string()
+    }
+}
+
+impl Route {
+    /// Builds the route of `function` from the FunctionVersions of the same namespace
+    /// (`versions` may hold other functions' versions too: they are ignored).
+    pub fn build<'a>(
+        function: &Function,
+        versions: impl IntoIterator<Item = &'a FunctionVersion>,
+        opts: &BuildOptions,
+    ) -> Result<Route, RouteError> {
+        let namespace = function.metadata.namespace.clone().unwrap_or_default();
+        let name = function.metadata.name.clone().unwrap_or_default();
+        let spec = &function.spec;
+        let mut mine: Vec<(semver::Version, &FunctionVersion)> = versions
+            .into_iter()
+            .filter(|v| {
+                v.spec.function == name
+                    && v.metadata.namespace.as_deref().unwrap_or_default() == namespace
+            })
+            .filter_map(|v| semver::Version::parse(&v.spec.version).ok().map(|p| (p, v)))
+            .collect();
+        mine.sort_by(|a, b| a.0.cmp(&b.0));
+        mine.dedup_by(|a, b| a.1.spec.version == b.1.spec.version);
+
+        let invalid = |source| RouteError {
+            function: format!("{namespace}/{name}"),
+            version: None,
+            source: Box::new(source),
+        };
+        validate::function(
+            &name,
+            spec,
+            mine.iter().map(|(_, v)| v.spec.version.as_str()),
+        )
+        .map_err(invalid)?;
+
+        let referenced = |version: &str| {
+            spec.traffic.iter().any(|t| t.version == version)
+                || spec.tags.iter().any(|t| t.version == version)
+        };
+        let mut backends = Vec::with_capacity(mine.len());
+        for (_, fv) in &mine {
+            let version = &fv.spec.version;
+            let upstream = match upstream(fv, &namespace, opts) {
+                Ok(u) => u,
+                // A broken version nobody routes to must not take the function down.
+                Err(_) if !referenced(version) => continue,
+                Err(source) => {
+                    return Err(RouteError {
+                        function: format!("{namespace}/{name}"),
+                        version: Some(version.clone()),
+                        source: Box::new(source),
+                    })
+                }
+            };
+            backends.push(Backend {
+                version: version.clone(),
+                weight: spec.weight_of(version),
+                upstream,
+                served_by: format!("{name}@{version}"),
+            });
+        }
+        let mut acc = 0;
+        let bounds = backends
+            .iter()
+            .map(|b| {
+                acc += b.weight;
+                acc
+            })
+            .collect();
+        let index = |v: &str| backends.iter().position(|b| b.version == v);
+        let tags = spec
+            .tags
+            .iter()
+            .filter_map(|t| index(&t.version).map(|i| (t.tag.clone(), i)))
+            .collect();
+        let affinity = spec
+            .affinity
+            .as_ref()
+            .and_then(|a| match (&a.header, &a.cookie) {
+                (Some(h), _) => Some(AffinityKey::Header(h.to_ascii_lowercase())),
+                (None, Some(c)) => Some(AffinityKey::Cookie(c.clone())),
+                (None, None) => None,
+            });
+        Ok(Route {
+            generation: function.metadata.generation.unwrap_or_default(),
+            hosts: spec.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            prefix: normalize_prefix(&spec.effective_prefix(&name)),
+            strip_prefix: spec.strip_prefix,
+            backends,
+            tags,
+            affinity,
+            pinning: spec.pinning,
+            bounds,
+            namespace,
+            name,
+        })
+    }
+
+    /// `namespace/name`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// The backend whose interval holds `roll` (taken modulo 1,000,000). Never a weight-0
+    /// backend: an empty interval holds no point.
+    pub fn pick(&self, roll: u32) -> usize {
+        let point = roll % TOTAL_PPM;
+        // Weights sum to TOTAL_PPM (validated), so some bound is above any point.
+        self.bounds
+            .iter()
+            .position(|&upper| point < upper)
+            .unwrap_or(self.bounds.len().saturating_sub(1))
+    }
+
+    /// The backend for an affinity key.
+    pub fn pick_for_key(&self, key: &[u8]) -> usize {
+        self.pick(affinity_point(key))
+    }
+
+    /// Another backend with weight, for a retry after `failed` could not be reached, chosen in
+    /// proportion to the remaining weights; `None` when no other version has weight.
+    pub fn failover(&self, failed: usize, roll: u32) -> Option<usize> {
+        let failed_weight = self.backends.get(failed).map_or(0, |b| b.weight);
+        let rest = TOTAL_PPM - failed_weight;
+        if rest == 0 {
+            return None;
+        }
+        let mut point =
+            ((u64::from(roll % TOTAL_PPM) * u64::from(rest)) / u64::from(TOTAL_PPM)) as u32;
+        for (i, b) in self.backends.iter().enumerate() {
+            if i == failed || b.weight == 0 {
+                continue;
+            }
+            if point < b.weight {
+                return Some(i);
+            }
+            point -= b.weight;
+        }
+        None
+    }
+
+    /// The backend a pin names: a version of this function, or one of its tags.
+    pub fn pin(&self, name: &str) -> Option<usize> {
+        self.backends
+            .iter()
+            .position(|b| b.version == name)
+            .or_else(|| self.tags.iter().find(|(t, _)| t == name).map(|(_, i)| *i))
+    }
+
+    /// Whether `path` falls under this route's prefix, on a segment boundary.
+    pub fn matches_path(&self, path: &str) -> bool {
+        prefix_matches(&self.prefix, path)
+    }
+
+    /// The path to send upstream: the prefix removed if `strip_prefix`, never empty.
+    pub fn upstream_path<'p>(&self, path: &'p str) -> &'p str {
+        if !self.strip_prefix || self.prefix == "/" {
+            return path;
+        }
+        match path.get(self.prefix.len()..) {
+            Some(rest) if rest.starts_with('/') => rest,
+            _ => "/",
+        }
+    }
+}
+
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    prefix == "/"
+        || (path.starts_with(prefix)
+            && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')))
+}
+
+fn upstream(
+    fv: &FunctionVersion,
+    namespace: &str,
+    opts: &BuildOptions,
+) -> Result<Upstream, ValidationError> {
+    validate::function_version(&fv.spec)?;
+    if let Some(endpoint) = &fv.spec.endpoint {
+        let url = validate::endpoint(endpoint)?;
+        let tls = url.scheme() == "https";
+        let host = url
+            .host_str()
+            .unwrap_or_default()
+            .trim_matches(['[', ']'])
+            .to_string();
+        return Ok(Upstream {
+            host,
+            port: url
+                .port_or_known_default()
+                .unwrap_or(if tls { 443 } else { 80 }),
+            tls,
+            base_path: url.path().trim_end_matches('/').to_string(),
+            managed: false,
+        });
+    }
+    Ok(Upstream {
+        host: format!(
+            "{}.{}.svc.{}",
+            crate::object_name(&fv.spec.function, &fv.spec.version),
+            namespace,
+            opts.cluster_domain
+        ),
+        port: SERVICE_PORT,
+        tls: false,
+        base_path: String::new(),
+        managed: true,
+    })
+}
+
+/// Why a set of routes cannot form one table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TableError {
+    /// One function cannot be routed.
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// Two functions claim the same host and prefix.
+    #[error("functions {first} and {second} both claim host {host} with path prefix {prefix}")]
+    Conflict {
+        /// The host (`*` for any host).
+        host: String,
+        /// The prefix.
+        prefix: String,
+        /// The function already holding it.
+        first: String,
+        /// The function that also wants it.
+        second: String,
+    },
+}
+
+type PrefixMap = HashMap<String, usize>;
+
+/// Every route, indexed for lookup by host and longest path prefix.
+#[derive(Debug, Clone, Default)]
+pub struct RoutingTable {
+    routes: Vec<Arc<Route>>,
+    exact: HashMap<String, PrefixMap>,
+    /// `*.example.com` is stored as `.example.com`, longest suffix first.
+    wildcard: Vec<(String, PrefixMap)>,
+    any_host: PrefixMap,
+}
+
+impl RoutingTable {
+    /// A table with no route: every request is a 404.
+    pub fn empty() -> Self {
+        RoutingTable::default()
+    }
+
+    /// Builds every Function's route and indexes them; the first invalid Function or conflict
+    /// fails the whole build.
+    pub fn build(
+        functions: &[Function],
+        versions: &[FunctionVersion],
+        opts: &BuildOptions,
+    ) -> Result<Self, TableError> {
+        let mut by_namespace: HashMap<&str, Vec<&FunctionVersion>> = HashMap::new();
+        for v in versions {
+            by_namespace
+                .entry(v.metadata.namespace.as_deref().unwrap_or_default())
+                .or_default()
+                .push(v);
+        }
+        let routes = functions
+            .iter()
+            .map(|f| {
+                let ns = f.metadata.namespace.as_deref().unwrap_or_default();
+                let vs = by_namespace.get(ns).map(Vec::as_slice).unwrap_or_default();
+                Route::build(f, vs.iter().copied(), opts).map(Arc::new)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::from_routes(routes)
+    }
+
+    /// Indexes routes that are already built; fails when two claim the same host and prefix.
+    pub fn from_routes(routes: impl IntoIterator<Item = Arc<Route>>) -> Result<Self, TableError> {
+        let mut table = RoutingTable {
+            routes: routes.into_iter().collect(),
+            ..Default::default()
+        };
+        table
+            .routes
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        let mut wildcard: HashMap<String, PrefixMap> = HashMap::new();
+        for (i, route) in table.routes.iter().enumerate() {
+            let claim = |map: &mut PrefixMap, host: &str| -> Result<(), TableError> {
+                if let Some(&j) = map.get(&route.prefix) {
+                    return Err(TableError::Conflict {
+                        host: host.to_string(),
+                        prefix: route.prefix.clone(),
+                        first: table.routes[j].key(),
+                        second: route.key(),
+                    });
+                }
+                map.insert(route.prefix.clone(), i);
+                Ok(())
+            };
+            if route.hosts.is_empty() {
+                claim(&mut table.any_host, "*")?;
+            }
+            for host in &route.hosts {
+                match host.strip_prefix('*') {
+                    Some(suffix) => claim(wildcard.entry(suffix.to_string()).or_default(), host)?,
+                    None => claim(table.exact.entry(host.clone()).or_default(), host)?,
+                }
+            }
+        }
+        table.wildcard = wildcard.into_iter().collect();
+        table
+            .wildcard
+            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+        Ok(table)
+    }
+
+    /// Every route, ordered by namespace and name.
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+
+    /// The route for a request: by host (exact, then wildcard, then routes for any host), then
+    /// by the longest prefix of `path` on a segment boundary. `host` may carry a port.
+    pub fn lookup(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
+        let host = strip_port(host);
+        let lower;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = host.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            host
+        };
+        let by_prefix = |map: &PrefixMap| longest_prefix(map, path).map(|i| &self.routes[i]);
+        if let Some(found) = self.exact.get(host).and_then(by_prefix) {
+            return Some(found);
+        }
+        for (suffix, map) in &self.wildcard {
+            if host.len() > suffix.len() && host.ends_with(suffix.as_str()) {
+                if let Some(found) = by_prefix(map) {
+                    return Some(found);
+                }
+            }
+        }
+        by_prefix(&self.any_host)
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // [::1]:8080
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+/// The longest prefix of `path` (on a `/` boundary) present in `map`: tries the whole path,
+/// then each shorter segment boundary, then `/`. Cost: one hash lookup per path segment.
+fn longest_prefix(map: &PrefixMap, path: &str) -> Option<usize> {
+    if map.is_empty() {
+        return None;
+    }
+    let path = if path.is_empty() { "/" } else { path };
+    let mut end = path.len();
+    loop {
+        let candidate = path[..end].trim_end_matches('/');
+        let candidate = if candidate.is_empty() { "/" } else { candidate };
+        if let Some(&i) = map.get(candidate) {
+            return Some(i);
+        }
+        if candidate == "/" {
+            return None;
+        }
+        end = candidate.rfind('/').unwrap_or(0);
+        if end == 0 {
+            return map.get("/").copied();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,415 @@
+use super::*;
+use crate::resources::{Function, FunctionVersion};
+use proptest::prelude::*;
+
+fn versions(function: &str, list: &[&str]) -> Vec<FunctionVersion> {
+    list.iter()
+        .map(|v| FunctionVersion::test_endpoint(function, v, &format!("http://127.0.0.1:9/{v}")))
+        .collect()
+}
+
+fn route(f: Function, vs: &[FunctionVersion]) -> Route {
+    Route::build(&f, vs, &BuildOptions::default()).expect("valid route")
+}
+
+fn counts(r: &Route, rolls: impl Iterator<Item = u32>) -> Vec<u32> {
+    let mut c = vec![0; r.backends.len()];
+    for roll in rolls {
+        c[r.pick(roll)] += 1;
+    }
+    c
+}
+
+#[test]
+fn rolls_over_the_full_range_give_exactly_the_configured_shares() {
+    let vs = versions("hello", &["1.0.0", "1.1.0"]);
+    let r = route(
+        Function::test("hello")
+            .with_weight("1.0.0", 900_000)
+            .with_weight("1.1.0", 100_000),
+        &vs,
+    );
+    assert_eq!(counts(&r, 0..TOTAL_PPM), vec![900_000, 100_000]);
+}
+
+#[test]
+fn the_roll_sequence_keeps_a_tenth_of_a_percent_canary_near_ten_in_ten_thousand() {
+    let vs = versions("hello", &["1.0.0", "1.1.0"]);
+    // The canary is the newest version: its interval is the top 1,000 ppm.
+    let r = route(
+        Function::test("hello")
+            .with_weight("1.0.0", 999_000)
+            .with_weight("1.1.0", 1_000),
+        &vs,
+    );
+    for start in [0u64, 1, 12_345, 999_999, 5_000_000_123] {
+        let c = counts(&r, (start..start + 10_000).map(roll));
+        assert!(
+            (8..=12).contains(&c[1]),
+            "start {start}: canary got {}",
+            c[1]
+        );
+    }
+}
+
+#[test]
+fn any_window_of_the_roll_sequence_splits_within_two_requests_of_the_weights() {
+    let vs = versions("hello", &["1.0.0", "1.1.0", "1.2.0"]);
+    let r = route(
+        Function::test("hello")
+            .with_weight("1.0.0", 899_000)
+            .with_weight("1.1.0", 1_000)
+            .with_weight("1.2.0", 100_000),
+        &vs,
+    );
+    for start in (0..50u64).map(|i| i * 7_919_113) {
+        let c = counts(&r, (start..start + 10_000).map(roll));
+        for (got, expected) in c.iter().zip([8_990, 10, 1_000]) {
+            assert!(got.abs_diff(expected) <= 2, "start {start}: {c:?}");
+        }
+    }
+}
+
+#[test]
+fn backends_are_ordered_by_semver_not_by_traffic_order() {
+    let vs = versions("hello", &["1.10.0", "1.2.0", "1.9.0"]);
+    let r = route(
+        Function::test("hello")
+            .with_weight("1.10.0", 500_000)
+            .with_weight("1.2.0", 500_000),
+        &vs,
+    );
+    let order: Vec<&str> = r.backends.iter().map(|b| b.version.as_str()).collect();
+    assert_eq!(order, ["1.2.0", "1.9.0", "1.10.0"]);
+    assert_eq!(r.backends[1].weight, 0);
+    assert_eq!(r.backends[2].served_by, "hello@1.10.0");
+}
+
+#[test]
+fn failover_goes_to_another_weighted_version_in_proportion() {
+    let vs = versions("hello", &["1.0.0", "1.1.0", "1.2.0", "1.3.0"]);
+    let r = route(
+        Function::test("hello")
+            .with_weight("1.0.0", 500_000)
+            .with_weight("1.1.0", 0)
+            .with_weight("1.2.0", 250_000)
+            .with_weight("1.3.0", 250_000),
+        &vs,
+    );
+    let mut c = [0u32; 4];
+    for roll in 0..TOTAL_PPM {
+        c[r.failover(0, roll).expect("others have weight")] += 1;
+    }
+    assert_eq!(c, [0, 0, 500_000, 500_000]);
+    let single = route(Function::test("hello").with_weight("1.0.0", TOTAL_PPM), &vs);
+    assert_eq!(single.failover(0, 7), None);
+}
+
+#[test]
+fn pins_name_versions_or_tags_including_weight_zero_ones() {
+    let vs = versions("hello", &["1.0.0", "1.1.0"]);
+    let r = route(
+        Function::test("hello")
+            .with_weight("1.0.0", TOTAL_PPM)
+            .with_weight("1.1.0", 0)
+            .with_tag("canary", "1.1.0"),
+        &vs,
+    );
+    assert_eq!(r.pin("1.1.0"), Some(1));
+    assert_eq!(r.pin("canary"), Some(1));
+    assert_eq!(r.pin("9.9.9"), None);
+}
+
+#[test]
+fn an_invalid_function_fails_the_build_with_the_reason() {
+    let vs = versions("hello", &["1.0.0"]);
+    let cases = [
+        (
+            Function::test("hello").with_weight("1.0.0", 999_999),
+            "weights must sum to 1000000 ppm",
+        ),
+        (
+            Function::test("hello")
+                .with_weight("1.0.0", 500_000)
+                .with_weight("2.0.0", 500_000),
+            "version 2.0.0 of function hello does not exist",
+        ),
+        (
+            Function::test("hello")
+                .with_weight("1.0.0", TOTAL_PPM)
+                .with_tag("x", "3.0.0"),
+            "version 3.0.0",
+        ),
+    ];
+    for (f, expected) in cases {
+        let err = RoutingTable::build(&[f], &vs, &BuildOptions::default())
+            .expect_err(expected)
+            .to_string();
+        assert!(err.starts_with("function default/hello: "), "{err}");
+        assert!(err.contains(expected), "{err} lacks {expected}");
+    }
+}
+
+#[test]
+fn versions_of_other_namespaces_do_not_count() {
+    let vs: Vec<_> = versions("hello", &["1.0.0"])
+        .into_iter()
+        .map(|v| v.in_namespace("other"))
+        .collect();
+    let err = RoutingTable::build(
+        &[Function::test("hello").with_weight("1.0.0", TOTAL_PPM)],
+        &vs,
+        &BuildOptions::default(),
+    );
+    assert!(err.is_err());
+}
+
+#[test]
+fn managed_versions_route_to_their_service_dns_name() {
+    let vs = vec![FunctionVersion::test_image(
+        "hello",
+        "1.3.0",
+        "ghcr.io/acme/hello@sha256:abc",
+    )];
+    let r = Route::build(
+        &Function::test("hello").with_weight("1.3.0", TOTAL_PPM),
+        &vs,
+        &BuildOptions {
+            cluster_domain: "corp.local".into(),
+        },
+    )
+    .expect("valid");
+    assert_eq!(
+        r.backends[0].upstream.address(),
+        "hello-1-3-0.default.svc.corp.local:80"
+    );
+    assert!(r.backends[0].upstream.managed);
+}
+
+#[test]
+fn external_versions_route_to_their_endpoint() {
+    let vs = vec![
+        FunctionVersion::test_endpoint("hello", "1.0.0", "https://vm1.internal/base/"),
+        FunctionVersion::test_endpoint("hello", "1.1.0", "http://[::1]:8081"),
+    ];
+    let r = route(Function::test("hello").with_weight("1.0.0", TOTAL_PPM), &vs);
+    let u = &r.backends[0].upstream;
+    assert_eq!(
+        (u.address().as_str(), u.tls, u.base_path.as_str()),
+        ("vm1.internal:443", true, "/base")
+    );
+    assert_eq!(r.backends[1].upstream.address(), "[::1]:8081");
+}
+
+#[test]
+fn an_unreferenced_broken_version_does_not_break_the_function() {
+    let mut vs = versions("hello", &["1.0.0"]);
+    let mut broken = FunctionVersion::test_endpoint("hello", "0.9.0", "ftp://nope");
+    broken.spec.endpoint = Some("ftp://nope".into());
+    vs.push(broken);
+    let r = route(Function::test("hello").with_weight("1.0.0", TOTAL_PPM), &vs);
+    assert_eq!(r.backends.len(), 1);
+}
+
+fn table(functions: Vec<Function>) -> RoutingTable {
+    let mut vs = Vec::new();
+    for f in &functions {
+        for t in &f.spec.traffic {
+            vs.extend(versions(
+                f.metadata.name.as_deref().unwrap_or_default(),
+                &[t.version.as_str()],
+            ));
+        }
+    }
+    RoutingTable::build(&functions, &vs, &BuildOptions::default()).expect("valid table")
+}
+
+#[test]
+fn lookup_matches_host_then_longest_prefix_on_segment_boundaries() {
+    let t = table(vec![
+        Function::test("hello").with_weight("1.0.0", TOTAL_PPM),
+        Function::test("api")
+            .with_weight("1.0.0", TOTAL_PPM)
+            .with_prefix("/api/"),
+        Function::test("apiv2")
+            .with_weight("1.0.0", TOTAL_PPM)
+            .with_prefix("/api/v2"),
+        Function::test("site")
+            .with_weight("1.0.0", TOTAL_PPM)
+            .with_hosts(&["example.com"]),
+        Function::test("blog")
+            .with_weight("1.0.0", TOTAL_PPM)
+            .with_hosts(&["example.com"])
+            .with_prefix("/blog"),
+        Function::test("wild")
+            .with_weight("1.0.0", TOTAL_PPM)
+            .with_hosts(&["*.apps.example.com"]),
+    ]);
+    let cases = [
+        ("any.host", "/hello", Some("hello")),
+        ("any.host", "/hello/world", Some("hello")),
+        ("any.host", "/helloworld", None),
+        ("any.host", "/api", Some("api")),
+        ("any.host", "/api/v1/x", Some("api")),
+        ("any.host", "/api/v2", Some("apiv2")),
+        ("any.host", "/api/v2/users/7", Some("apiv2")),
+        ("any.host", "/api/v20", Some("api")),
+        ("example.com", "/", Some("site")),
+        ("Example.COM:8080", "/blog/post/1", Some("blog")),
+        ("example.com", "/hello", Some("site")),
+        ("a.apps.example.com", "/x", Some("wild")),
+        ("apps.example.com", "/hello", Some("hello")),
+        ("other", "/", None),
+        ("[::1]:80", "/hello", Some("hello")),
+    ];
+    for (host, path, expected) in cases {
+        let got = t.lookup(host, path).map(|r| r.name.as_str());
+        assert_eq!(got, expected, "{host} {path}");
+    }
+}
+
+#[test]
+fn two_functions_claiming_one_host_and_prefix_conflict() {
+    let vs = [versions("a", &["1.0.0"]), versions("b", &["1.0.0"])].concat();
+    let err = RoutingTable::build(
+        &[
+            Function::test("a")
+                .with_weight("1.0.0", TOTAL_PPM)
+                .with_prefix("/x"),
+            Function::test("b")
+                .with_weight("1.0.0", TOTAL_PPM)
+                .with_prefix("/x/"),
+        ],
+        &vs,
+        &BuildOptions::default(),
+    )
+    .expect_err("conflict");
+    assert_eq!(
+        err.to_string(),
+        "functions default/a and default/b both claim host * with path prefix /x"
+    );
+}
+
+#[test]
+fn strip_prefix_removes_the_prefix_and_never_leaves_an_empty_path() {
+    let vs = versions("hello", &["1.0.0"]);
+    let mut f = Function::test("hello").with_weight("1.0.0", TOTAL_PPM);
+    f.spec.strip_prefix = true;
+    let r = route(f, &vs);
+    assert_eq!(r.upstream_path("/hello/x?y=1"), "/x?y=1");
+    assert_eq!(r.upstream_path("/hello"), "/");
+    let kept = route(Function::test("hello").with_weight("1.0.0", TOTAL_PPM), &vs);
+    assert_eq!(kept.upstream_path("/hello/x"), "/hello/x");
+}
+
+#[test]
+fn affinity_ramp_moves_keys_only_forward() {
+    let vs = versions("hello", &["1.0.0", "1.1.0"]);
+    let at = |canary: u32| {
+        route(
+            Function::test("hello")
+                .with_weight("1.0.0", TOTAL_PPM - canary)
+                .with_weight("1.1.0", canary)
+                .with_affinity_header("x-user"),
+            &vs,
+        )
+    };
+    let steps = [at(100_000), at(250_000), at(500_000)];
+    let keys: Vec<String> = (0..1000).map(|i| format!("user-{i}")).collect();
+    let mut on_canary = vec![false; keys.len()];
+    let mut counts = Vec::new();
+    for r in &steps {
+        let mut n = 0;
+        for (i, k) in keys.iter().enumerate() {
+            let canary = r.pick_for_key(k.as_bytes()) == 1;
+            assert!(canary || !on_canary[i], "key {k} moved back");
+            on_canary[i] = canary;
+            n += usize::from(canary);
+        }
+        counts.push(n);
+    }
+    // About 10%, 25% and 50% of 1,000 keys.
+    for (n, expected) in counts.iter().zip([100, 250, 500]) {
+        assert!(n.abs_diff(expected) <= 50, "{counts:?}");
+    }
+}
+
+fn weights_strategy() -> impl Strategy<Value = Vec<u32>> {
+    // Up to five versions whose weights sum to the whole, some of them zero.
+    proptest::collection::vec(prop_oneof![Just(0u32), 1u32..1_000_000], 1..5).prop_map(|raw| {
+        let total: u64 = raw.iter().map(|w| u64::from(*w)).sum();
+        if total == 0 {
+            let mut w = vec![0; raw.len()];
+            w[raw.len() - 1] = TOTAL_PPM;
+            return w;
+        }
+        let mut w: Vec<u32> = raw
+            .iter()
+            .map(|x| (u64::from(*x) * u64::from(TOTAL_PPM) / total) as u32)
+            .collect();
+        let short = TOTAL_PPM - w.iter().sum::<u32>();
+        let last = w.iter().rposition(|x| *x > 0).unwrap_or(0);
+        w[last] += short;
+        w
+    })
+}
+
+fn route_with(weights: &[u32]) -> Route {
+    let names: Vec<String> = (0..weights.len()).map(|i| format!("1.{i}.0")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let vs = versions("hello", &refs);
+    let mut f = Function::test("hello");
+    for (n, w) in names.iter().zip(weights) {
+        f = f.with_weight(n, *w);
+    }
+    route(f, &vs)
+}
+
+proptest! {
+    #[test]
+    fn a_weight_zero_version_is_never_picked(weights in weights_strategy(), rolls in proptest::collection::vec(any::<u32>(), 200)) {
+        let r = route_with(&weights);
+        for roll in rolls {
+            let i = r.pick(roll);
+            prop_assert!(r.backends[i].weight > 0);
+            if let Some(j) = r.failover(i, roll) {
+                prop_assert!(j != i && r.backends[j].weight > 0);
+            }
+        }
+    }
+
+    #[test]
+    fn every_key_lands_on_a_weighted_version(weights in weights_strategy(), key in any::<Vec<u8>>()) {
+        let r = route_with(&weights);
+        prop_assert!(r.backends[r.pick_for_key(&key)].weight > 0);
+    }
+
+    #[test]
+    fn raising_one_weight_never_moves_a_key_away_from_it(
+        weights in weights_strategy(),
+        grow in 0usize..5,
+        amount in 1u32..1_000_000,
+        keys in proptest::collection::vec(any::<u64>(), 300),
+    ) {
+        let grow = grow % weights.len();
+        // Take `amount` from the others (none of them grows), give it to `grow`.
+        let mut next = weights.clone();
+        let mut left = amount;
+        for (i, w) in next.iter_mut().enumerate() {
+            if i != grow {
+                let take = left.min(*w);
+                *w -= take;
+                left -= take;
+            }
+        }
+        next[grow] += amount - left;
+        let before = route_with(&weights);
+        let after = route_with(&next);
+        for k in keys {
+            let k = k.to_le_bytes();
+            if before.pick_for_key(&k) == grow {
+                prop_assert_eq!(after.pick_for_key(&k), grow);
+            }
+        }
+    }
+}

@@ -1,0 +1,673 @@
+//! Validation of names, versions and whole specs, with errors that name the offending value.
+//!
+//! The API server enforces the structural rules too (CEL, schema); these checks run first in
+//! the CLI and again in the router, so that nothing malformed reaches a routing table.
+
+use std::collections::HashSet;
+
+use crate::resources::{FunctionSpec, FunctionVersionSpec, MAX_TRAFFIC_ENTRIES};
+use crate::weight::{Percent, TOTAL_PPM};
+
+/// Why a name, version or spec is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    /// Not a DNS-1123 label.
+    #[error("{what} {value:?} is not a valid name: {why}")]
+    Name {
+        /// What was being named (function, tag, …).
+        what: &'static str,
+        /// The offending value (cut to 80 characters).
+        value: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// Not a semver version.
+    #[error("version {value:?} is not semver (expected MAJOR.MINOR.PATCH, like 1.2.0): {why}")]
+    Version {
+        /// The offending value.
+        value: String,
+        /// The semver parser's complaint.
+        why: String,
+    },
+    /// Weights do not add up to the whole.
+    #[error("weights must sum to 1000000 ppm (100%), got {total} ppm ({})", Percent(*total as u32))]
+    WeightSum {
+        /// The actual total, in ppm.
+        total: u64,
+    },
+    /// One weight above the whole.
+    #[error("weight of {version} is {weight} ppm, above 1000000")]
+    WeightTooLarge {
+        /// The version.
+        version: String,
+        /// Its weight.
+        weight: u32,
+    },
+    /// An empty split.
+    #[error("traffic must list at least one version")]
+    EmptyTraffic,
+    /// Too many entries for the API server's limits.
+    #[error("traffic lists {0} versions, at most 64 are allowed")]
+    TooManyEntries(usize),
+    /// The same version twice.
+    #[error("version {0} appears twice in traffic")]
+    DuplicateVersion(String),
+    /// The same tag twice.
+    #[error("tag {0} is defined twice")]
+    DuplicateTag(String),
+    /// A split or tag naming a version that does not exist.
+    #[error("version {version} of function {function} does not exist")]
+    UnknownVersion {
+        /// The function.
+        function: String,
+        /// The missing version.
+        version: String,
+    },
+    /// Affinity with neither or both keys, or a malformed key.
+    #[error("affinity {0}")]
+    Affinity(String),
+    /// A host that is not a DNS name.
+    #[error("host {0:?} is not a valid DNS name")]
+    Host(String),
+    /// A path prefix that is not an absolute path.
+    #[error("path prefix {0:?} must start with / and contain no spaces, '?' or '#'")]
+    PathPrefix(String),
+    /// An endpoint that is not an http(s) URL.
+    #[error("endpoint {value:?} is not a usable http(s) URL: {why}")]
+    Endpoint {
+        /// The offending value.
+        value: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// Neither or both of image and endpoint.
+    #[error("a version needs exactly one of image and endpoint")]
+    ImageOrEndpoint,
+    /// Something else in a version's workload.
+    #[error("{0}")]
+    Workload(String),
+}
+
+fn cut(value: &str) -> String {
+    value.chars().take(80).collect()
+}
+
+/// Checks a DNS-1123 label: 1–63 characters of `a-z`, `0-9` and `-`, starting with a letter
+/// (so that the name also makes a valid Service name) and not ending with `-`.
+pub fn dns_label(what: &'static str, value: &str) -> Result<(), ValidationError> {
+    let err = |why| {
+        Err(ValidationError::Name {
+            what,
+            value: cut(value),
+            why,
+        })
+    };
+    if value.is_empty() {
+        return err("it is empty");
+    }
+    if value.len() > 63 {
+        return err("it is longer than 63 characters");
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return err("only lowercase letters, digits and '-' are allowed");
+    }
+    if !value.as_bytes()[0].is_ascii_lowercase() {
+        return err("it must start with a lowercase letter");
+    }
+    if value.ends_with('-') {
+        return err("it must not end with '-'");
+    }
+    Ok(())
+}
+
+/// Checks a function name: a DNS-1123 label short enough that `<name>-<version>` object names
+/// still fit; the version part is checked when a version is deployed.
+pub fn function_name(value: &str) -> Result<(), ValidationError> {
+    dns_label("function", value)
+}
+
+/// Parses a semver version, refusing leading `v` and whitespace.
+pub fn version(value: &str) -> Result<semver::Version, ValidationError> {
+    semver::Version::parse(value).map_err(|e| ValidationError::Version {
+        value: cut(value),
+        why: e.to_string(),
+    })
+}
+
+/// Checks that `<function>-<version>` makes a valid Kubernetes object name.
+pub fn object_name_fits(function: &str, version: &str) -> Result<(), ValidationError> {
+    let name = crate::object_name(function, version);
+    if name.len() > 63 {
+        return Err(ValidationError::Name {
+            what: "object name",
+            value: cut(&name),
+            why: "function and version together are longer than 62 characters",
+        });
+    }
+    Ok(())
+}
+
+fn header_name(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 128
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Checks a host: a DNS name of labels of `a-z0-9-`, optionally starting with `*.`.
+pub fn host(value: &str) -> Result<(), ValidationError> {
+    let bad = || Err(ValidationError::Host(cut(value)));
+    let rest = value.strip_prefix("*.").unwrap_or(value);
+    if rest.is_empty() || rest.len() > 253 {
+        return bad();
+    }
+    for label in rest.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return bad();
+        }
+    }
+    Ok(())
+}
+
+/// Checks a path prefix: absolute, no whitespace, query or fragment.
+pub fn path_prefix(value: &str) -> Result<(), ValidationError> {
+    let ok = value.starts_with('/')
+        && value.len() <= 1024
+        && !value
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#');
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::PathPrefix(cut(value)))
+    }
+}
+
+/// Checks an external endpoint: an absolute `http` or `https` URL with a host and without
+/// credentials, query or fragment.
+pub fn endpoint(value: &str) -> Result<url::Url, ValidationError> {
+    let err = |why: &str| ValidationError::Endpoint {
+        value: cut(value),
+        why: why.to_string(),
+    };
+    let url = url::Url::parse(value).map_err(|e| err(&e.to_string()))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(err("only http and https are supported"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(err("it has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(err("credentials do not belong in the URL"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(err("a query or fragment is not allowed"));
+    }
+    Ok(url)
+}
+
+/// Checks the traffic list alone: at least one entry, at most 64, no duplicates, weights
+/// summing to exactly 1,000,000.
+pub fn traffic(traffic: &[crate::TrafficTarget]) -> Result<(), ValidationError> {
+    if traffic.is_empty() {
+        return Err(ValidationError::EmptyTraffic);
+    }
+    if traffic.len() > MAX_TRAFFIC_ENTRIES {
+        return Err(ValidationError::TooManyEntries(traffic.len()));
+    }
+    let mut seen = HashSet::with_capacity(traffic.len());
+    let mut total: u64 = 0;
+    for t in traffic {
+        if !seen.insert(t.version.as_str()) {
+            return Err(ValidationError::DuplicateVersion(t.version.clone()));
+        }
+        if t.weight > TOTAL_PPM {
+            return Err(ValidationError::WeightTooLarge {
+                version: t.version.clone(),
+                weight: t.weight,
+            });
+        }
+        version(&t.version)?;
+        total += u64::from(t.weight);
+    }
+    if total != u64::from(TOTAL_PPM) {
+        return Err(ValidationError::WeightSum { total });
+    }
+    Ok(())
+}
+
+/// Checks a Function spec on its own and against the versions that exist for it
+/// (`known` holds their `spec.version`s).
+pub fn function<'a>(
+    name: &str,
+    spec: &FunctionSpec,
+    known: impl IntoIterator<Item = &'a str> + Clone,
+) -> Result<(), ValidationError> {
+    function_name(name)?;
+    traffic(&spec.traffic)?;
+    let exists = |v: &str| known.clone().into_iter().any(|k| k == v);
+    for t in &spec.traffic {
+        if !exists(&t.version) {
+            return Err(ValidationError::UnknownVersion {
+                function: name.to_string(),
+                version: t.version.clone(),
+            });
+        }
+    }
+    let mut tags = HashSet::new();
+    for t in &spec.tags {
+        dns_label("tag", &t.tag)?;
+        if !tags.insert(t.tag.as_str()) {
+            return Err(ValidationError::DuplicateTag(t.tag.clone()));
+        }
+        if !exists(&t.version) {
+            return Err(ValidationError::UnknownVersion {
+                function: name.to_string(),
+                version: t.version.clone(),
+            });
+        }
+    }
+    for h in &spec.hosts {
+        host(h)?;
+    }
+    if let Some(p) = &spec.path_prefix {
+        path_prefix(p)?;
+    }
+    if let Some(a) = &spec.affinity {
+        match (&a.header, &a.cookie) {
+            (Some(h), None) if header_name(h) => {}
+            (None, Some(c)) if header_name(c) => {}
+            (Some(h), None) => {
+                return Err(ValidationError::Affinity(format!(
+                    "header {h:?} is not a valid header name"
+                )))
+            }
+            (None, Some(c)) => {
+                return Err(ValidationError::Affinity(format!(
+                    "cookie {c:?} is not a valid cookie name"
+                )))
+            }
+            _ => {
+                return Err(ValidationError::Affinity(
+                    "takes exactly one of header and cookie".into(),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks a FunctionVersion spec.
+pub fn function_version(spec: &FunctionVersionSpec) -> Result<(), ValidationError> {
+    function_name(&spec.function)?;
+    version(&spec.version)?;
+    object_name_fits(&spec.function, &spec.version)?;
+    match (&spec.image, &spec.endpoint) {
+        (Some(image), None) => {
+            if image.trim().is_empty() || image.chars().any(char::is_whitespace) {
+                return Err(ValidationError::Workload(format!(
+                    "image {:?} is not a valid image reference",
+                    cut(image)
+                )));
+            }
+        }
+        (None, Some(url)) => {
+            endpoint(url)?;
+            let managed_only = spec.port.is_some()
+                || !spec.env.is_empty()
+                || !spec.args.is_empty()
+                || spec.replicas.is_some()
+                || spec.resources.is_some();
+            if managed_only {
+                return Err(ValidationError::Workload(
+                    "port, env, args, replicas and resources apply only to an image, not an endpoint".into(),
+                ));
+            }
+        }
+        _ => return Err(ValidationError::ImageOrEndpoint),
+    }
+    if spec.port == Some(0) {
+        return Err(ValidationError::Workload(
+            "port must be between 1 and 65535".into(),
+        ));
+    }
+    if let Some(r) = spec.replicas {
+        if !(0..=1000).contains(&r) {
+            return Err(ValidationError::Workload(format!(
+                "replicas must be between 0 and 1000, got {r}"
+            )));
+        }
+    }
+    let mut names = HashSet::new();
+    for e in &spec.env {
+        let ok = !e.name.is_empty()
+            && e.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+            && !e.name.as_bytes()[0].is_ascii_digit();
+        if !ok {
+            return Err(ValidationError::Workload(format!(
+                "env name {:?} is not a valid variable name",
+                cut(&e.name)
+            )));
+        }
+        if !names.insert(e.name.as_str()) {
+            return Err(ValidationError::Workload(format!(
+                "env {} is set twice",
+                e.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::{Affinity, Tag};
+    use crate::TrafficTarget;
+
+    fn spec(traffic: &[(&str, u32)]) -> FunctionSpec {
+        FunctionSpec {
+            traffic: traffic
+                .iter()
+                .map(|(v, w)| TrafficTarget::new(*v, *w))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    const KNOWN: [&str; 3] = ["1.0.0", "1.1.0", "2.0.0-rc.1"];
+
+    #[test]
+    fn a_well_formed_function_is_accepted() {
+        let mut s = spec(&[("1.0.0", 900_000), ("1.1.0", 100_000), ("2.0.0-rc.1", 0)]);
+        s.tags = vec![Tag {
+            tag: "canary".into(),
+            version: "1.1.0".into(),
+        }];
+        s.hosts = vec!["hello.example.com".into(), "*.fn.example.com".into()];
+        s.path_prefix = Some("/api/hello".into());
+        s.affinity = Some(Affinity {
+            header: Some("x-user".into()),
+            cookie: None,
+        });
+        assert_eq!(function("hello", &s, KNOWN), Ok(()));
+    }
+
+    #[test]
+    fn the_bad_input_corpus_is_rejected_with_a_precise_error() {
+        let long = "a".repeat(300);
+        let unicode = "héllo";
+        let cases: Vec<(&str, FunctionSpec, &str)> = vec![
+            ("hello", spec(&[]), "traffic must list at least one version"),
+            (
+                "hello",
+                spec(&[("1.0.0", 999_900)]),
+                "weights must sum to 1000000 ppm (100%), got 999900 ppm (99.99%)",
+            ),
+            ("hello", spec(&[("1.0.0", 999_999)]), "got 999999 ppm"),
+            (
+                "hello",
+                spec(&[("1.0.0", 1_000_000), ("1.1.0", 1)]),
+                "got 1000001 ppm",
+            ),
+            (
+                "hello",
+                spec(&[("1.0.0", 2_000_000)]),
+                "weight of 1.0.0 is 2000000 ppm, above 1000000",
+            ),
+            (
+                "hello",
+                spec(&[("1.0.0", 500_000), ("1.0.0", 500_000)]),
+                "version 1.0.0 appears twice in traffic",
+            ),
+            (
+                "hello",
+                spec(&[("9.9.9", 1_000_000)]),
+                "version 9.9.9 of function hello does not exist",
+            ),
+            (
+                "hello",
+                spec(&[("v1.0.0", 1_000_000)]),
+                "version \"v1.0.0\" is not semver",
+            ),
+            (
+                "hello",
+                spec(&[("1.0", 1_000_000)]),
+                "version \"1.0\" is not semver",
+            ),
+            ("hello", spec(&[("latest", 1_000_000)]), "is not semver"),
+            (
+                &long,
+                spec(&[("1.0.0", 1_000_000)]),
+                "longer than 63 characters",
+            ),
+            (
+                unicode,
+                spec(&[("1.0.0", 1_000_000)]),
+                "only lowercase letters",
+            ),
+            (
+                "Hello",
+                spec(&[("1.0.0", 1_000_000)]),
+                "only lowercase letters",
+            ),
+            (
+                "1hello",
+                spec(&[("1.0.0", 1_000_000)]),
+                "must start with a lowercase letter",
+            ),
+            (
+                "hello-",
+                spec(&[("1.0.0", 1_000_000)]),
+                "must not end with '-'",
+            ),
+            ("", spec(&[("1.0.0", 1_000_000)]), "it is empty"),
+        ];
+        for (name, s, expected) in cases {
+            let err = function(name, &s, KNOWN).expect_err(expected).to_string();
+            assert!(
+                err.contains(expected),
+                "{name:?}: {err:?} should contain {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn tags_hosts_paths_and_affinity_are_checked() {
+        let ok = || spec(&[("1.0.0", 1_000_000)]);
+        let mut cases: Vec<(FunctionSpec, &str)> = Vec::new();
+        let mut s = ok();
+        s.tags = vec![
+            Tag {
+                tag: "a".into(),
+                version: "1.0.0".into(),
+            },
+            Tag {
+                tag: "a".into(),
+                version: "1.1.0".into(),
+            },
+        ];
+        cases.push((s, "tag a is defined twice"));
+        let mut s = ok();
+        s.tags = vec![Tag {
+            tag: "a".into(),
+            version: "3.0.0".into(),
+        }];
+        cases.push((s, "version 3.0.0 of function hello does not exist"));
+        let mut s = ok();
+        s.tags = vec![Tag {
+            tag: "Canary!".into(),
+            version: "1.0.0".into(),
+        }];
+        cases.push((s, "tag \"Canary!\" is not a valid name"));
+        let mut s = ok();
+        s.hosts = vec!["exa mple.com".into()];
+        cases.push((s, "host \"exa mple.com\" is not a valid DNS name"));
+        let mut s = ok();
+        s.hosts = vec!["ünï.com".into()];
+        cases.push((s, "is not a valid DNS name"));
+        let mut s = ok();
+        s.path_prefix = Some("hello".into());
+        cases.push((s, "must start with /"));
+        let mut s = ok();
+        s.path_prefix = Some("/a?b".into());
+        cases.push((s, "must start with /"));
+        let mut s = ok();
+        s.affinity = Some(Affinity {
+            header: None,
+            cookie: None,
+        });
+        cases.push((s, "affinity takes exactly one of header and cookie"));
+        let mut s = ok();
+        s.affinity = Some(Affinity {
+            header: Some("x".into()),
+            cookie: Some("y".into()),
+        });
+        cases.push((s, "affinity takes exactly one"));
+        let mut s = ok();
+        s.affinity = Some(Affinity {
+            header: Some("bad header".into()),
+            cookie: None,
+        });
+        cases.push((s, "is not a valid header name"));
+        for (s, expected) in cases {
+            let err = function("hello", &s, KNOWN)
+                .expect_err(expected)
+                .to_string();
+            assert!(
+                err.contains(expected),
+                "{err:?} should contain {expected:?}"
+            );
+        }
+    }
+
+    fn fv(image: Option<&str>, endpoint: Option<&str>) -> FunctionVersionSpec {
+        FunctionVersionSpec {
+            function: "hello".into(),
+            version: "1.0.0".into(),
+            image: image.map(Into::into),
+            port: None,
+            env: vec![],
+            args: vec![],
+            replicas: None,
+            resources: None,
+            endpoint: endpoint.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn versions_need_exactly_one_of_image_and_endpoint() {
+        assert_eq!(
+            function_version(&fv(Some("ghcr.io/acme/hello:1"), None)),
+            Ok(())
+        );
+        assert_eq!(
+            function_version(&fv(None, Some("http://127.0.0.1:8080"))),
+            Ok(())
+        );
+        assert_eq!(
+            function_version(&fv(None, None)),
+            Err(ValidationError::ImageOrEndpoint)
+        );
+        assert_eq!(
+            function_version(&fv(Some("a"), Some("http://x"))),
+            Err(ValidationError::ImageOrEndpoint)
+        );
+    }
+
+    #[test]
+    fn endpoints_must_be_plain_http_urls() {
+        for (url, expected) in [
+            ("ftp://x.example.com", "only http and https"),
+            ("http://user:pw@x.example.com", "credentials"),
+            ("http://x.example.com/?a=1", "query or fragment"),
+            ("not a url", "relative URL without a base"),
+            ("http://", "empty host"),
+        ] {
+            let err = function_version(&fv(None, Some(url)))
+                .expect_err(url)
+                .to_string();
+            assert!(err.contains(expected), "{url}: {err}");
+        }
+        assert!(endpoint("https://hello.internal:8443/base").is_ok());
+    }
+
+    #[test]
+    fn object_names_must_fit_a_service_name() {
+        let mut s = fv(Some("img"), None);
+        s.function = "a".repeat(50);
+        s.version = "1.0.0-alpha.beta.gamma".into();
+        let err = function_version(&s).expect_err("too long").to_string();
+        assert!(err.contains("longer than 62"), "{err}");
+    }
+
+    #[test]
+    fn env_names_are_checked_and_unique() {
+        let mut s = fv(Some("img"), None);
+        s.env = vec![
+            crate::resources::EnvVar {
+                name: "A".into(),
+                value: "1".into(),
+            },
+            crate::resources::EnvVar {
+                name: "A".into(),
+                value: "2".into(),
+            },
+        ];
+        assert!(function_version(&s)
+            .expect_err("dup")
+            .to_string()
+            .contains("env A is set twice"));
+        s.env = vec![crate::resources::EnvVar {
+            name: "1A".into(),
+            value: "1".into(),
+        }];
+        assert!(function_version(&s)
+            .expect_err("bad")
+            .to_string()
+            .contains("not a valid variable name"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_split_not_summing_to_the_whole_is_rejected(
+            weights in proptest::collection::vec(0u32..=1_000_000, 1..6)
+        ) {
+            let traffic: Vec<_> = weights
+                .iter()
+                .enumerate()
+                .map(|(i, w)| TrafficTarget::new(format!("1.{i}.0"), *w))
+                .collect();
+            let total: u64 = weights.iter().map(|w| u64::from(*w)).sum();
+            let result = super::traffic(&traffic);
+            if total == 1_000_000 {
+                proptest::prop_assert_eq!(result, Ok(()));
+            } else {
+                proptest::prop_assert_eq!(result, Err(ValidationError::WeightSum { total }));
+            }
+        }
+
+        #[test]
+        fn arbitrary_strings_never_pass_as_names_unless_they_are_labels(name in "\\PC{0,80}") {
+            let valid = !name.is_empty()
+                && name.len() <= 63
+                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && name.as_bytes()[0].is_ascii_lowercase()
+                && !name.ends_with('-');
+            proptest::prop_assert_eq!(function_name(&name).is_ok(), valid);
+        }
+    }
+}
