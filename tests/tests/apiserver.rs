@@ -1,0 +1,265 @@
+//! The CRDs on a real kube-apiserver: the server itself enforces immutability, exact weights and
+//! unique traffic entries; server-side apply merges per-replica status entries; watches see
+//! traffic changes.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use serde_json::json;
+use switchyard_core::{Function, FunctionVersion, TOTAL_PPM};
+use switchyard_tests::{client, namespace};
+
+fn function(ns: &str, traffic: serde_json::Value) -> Function {
+    serde_json::from_value(json!({
+        "apiVersion": "switchyard.dev/v1alpha1",
+        "kind": "Function",
+        "metadata": {"name": "hello", "namespace": ns},
+        "spec": {"traffic": traffic}
+    }))
+    .expect("a Function")
+}
+
+fn version(ns: &str, v: &str, endpoint: &str) -> FunctionVersion {
+    let mut fv = FunctionVersion::new(
+        &switchyard_core::object_name("hello", v),
+        serde_json::from_value(json!({"function": "hello", "version": v, "endpoint": endpoint}))
+            .expect("spec"),
+    );
+    fv.metadata.namespace = Some(ns.to_string());
+    fv
+}
+
+/// The API server's own message for a refused write.
+fn refusal(err: kube::Error) -> String {
+    match err {
+        kube::Error::Api(status) => format!("{} {}", status.code, status.message),
+        other => panic!("expected the API server to refuse, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn a_valid_function_and_version_are_accepted() {
+    let client = client().await;
+    let ns = namespace(&client, "crd-ok").await;
+    let fvs: Api<FunctionVersion> = Api::namespaced(client.clone(), &ns);
+    let fns: Api<Function> = Api::namespaced(client.clone(), &ns);
+    fvs.create(
+        &PostParams::default(),
+        &version(&ns, "1.0.0", "http://127.0.0.1:9"),
+    )
+    .await
+    .expect("version accepted");
+    let f = fns
+        .create(
+            &PostParams::default(),
+            &function(&ns, json!([{"version": "1.0.0", "weight": TOTAL_PPM}])),
+        )
+        .await
+        .expect("function accepted");
+    assert_eq!(f.spec.traffic[0].weight, TOTAL_PPM);
+    assert_eq!(f.metadata.generation, Some(1));
+}
+
+#[tokio::test]
+async fn the_server_refuses_a_changed_version_spec() {
+    let client = client().await;
+    let ns = namespace(&client, "crd-immutable").await;
+    let fvs: Api<FunctionVersion> = Api::namespaced(client.clone(), &ns);
+    let created = fvs
+        .create(
+            &PostParams::default(),
+            &version(&ns, "1.0.0", "http://127.0.0.1:9"),
+        )
+        .await
+        .expect("created");
+    let mut changed = created.clone();
+    changed.spec.endpoint = Some("http://127.0.0.1:10".into());
+    let err = fvs
+        .replace("hello-1-0-0", &PostParams::default(), &changed)
+        .await
+        .expect_err("spec is immutable");
+    let msg = refusal(err);
+    assert!(msg.starts_with("422 "), "{msg}");
+    assert!(msg.contains("spec is immutable"), "{msg}");
+    // Metadata is not part of the rule: labels can still change.
+    let mut labelled = created;
+    labelled.metadata.labels = Some([("team".to_string(), "a".to_string())].into());
+    fvs.replace("hello-1-0-0", &PostParams::default(), &labelled)
+        .await
+        .expect("metadata may change");
+}
+
+#[tokio::test]
+async fn the_server_refuses_a_version_with_both_image_and_endpoint() {
+    let client = client().await;
+    let ns = namespace(&client, "crd-oneof").await;
+    let fvs: Api<FunctionVersion> = Api::namespaced(client.clone(), &ns);
+    let mut both = version(&ns, "1.0.0", "http://127.0.0.1:9");
+    both.spec.image = Some("ghcr.io/acme/hello:1".into());
+    let msg = refusal(
+        fvs.create(&PostParams::default(), &both)
+            .await
+            .expect_err("refused"),
+    );
+    assert!(msg.contains("exactly one of image and endpoint"), "{msg}");
+}
+
+#[tokio::test]
+async fn the_server_refuses_weights_that_do_not_sum_to_a_million() {
+    let client = client().await;
+    let ns = namespace(&client, "crd-sum").await;
+    let fns: Api<Function> = Api::namespaced(client.clone(), &ns);
+    let bad = function(&ns, json!([{"version": "1.0.0", "weight": 999_999}]));
+    let msg = refusal(
+        fns.create(&PostParams::default(), &bad)
+            .await
+            .expect_err("refused"),
+    );
+    assert!(msg.starts_with("422 "), "{msg}");
+    assert!(
+        msg.contains("traffic weights must sum to 1000000 ppm"),
+        "{msg}"
+    );
+    let too_big = function(&ns, json!([{"version": "1.0.0", "weight": 2_000_000}]));
+    let msg = refusal(
+        fns.create(&PostParams::default(), &too_big)
+            .await
+            .expect_err("refused"),
+    );
+    assert!(
+        msg.contains("should be less than or equal to 1e+06") || msg.contains("1000000"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn the_server_refuses_a_duplicate_traffic_entry() {
+    let client = client().await;
+    let ns = namespace(&client, "crd-dup").await;
+    let fns: Api<Function> = Api::namespaced(client.clone(), &ns);
+    let dup = function(
+        &ns,
+        json!([{"version": "1.0.0", "weight": 500_000}, {"version": "1.0.0", "weight": 500_000}]),
+    );
+    let msg = refusal(
+        fns.create(&PostParams::default(), &dup)
+            .await
+            .expect_err("refused"),
+    );
+    assert!(
+        msg.contains("no version may appear twice in traffic"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn server_side_apply_merges_each_replicas_status_entry() {
+    let client = client().await;
+    let ns = namespace(&client, "crd-ssa").await;
+    let fns: Api<Function> = Api::namespaced(client.clone(), &ns);
+    fns.create(
+        &PostParams::default(),
+        &function(&ns, json!([{"version": "1.0.0", "weight": TOTAL_PPM}])),
+    )
+    .await
+    .expect("created");
+    for replica in ["router-a", "router-b"] {
+        let patch = json!({
+            "apiVersion": "switchyard.dev/v1alpha1",
+            "kind": "Function",
+            "status": {"routers": [{"name": replica, "observedGeneration": 1, "appliedAt": "2026-11-27T00:00:00Z"}]}
+        });
+        fns.patch_status(
+            "hello",
+            &PatchParams::apply(&format!("switchyard-router.{replica}")).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .expect("status applied");
+    }
+    // router-a moves on to generation 2 and reports a rejection; router-b's entry stays.
+    let patch = json!({
+        "apiVersion": "switchyard.dev/v1alpha1",
+        "kind": "Function",
+        "status": {"routers": [{"name": "router-a", "observedGeneration": 2, "appliedAt": "2026-11-27T00:00:01Z", "rejected": "bad"}]}
+    });
+    fns.patch_status(
+        "hello",
+        &PatchParams::apply("switchyard-router.router-a").force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .expect("status applied");
+    let f = fns.get_status("hello").await.expect("read");
+    let mut routers = f.status.expect("status").routers;
+    routers.sort_by(|a, b| a.name.cmp(&b.name));
+    let seen: Vec<(&str, i64, Option<&str>)> = routers
+        .iter()
+        .map(|r| {
+            (
+                r.name.as_str(),
+                r.observed_generation,
+                r.rejected.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![("router-a", 2, Some("bad")), ("router-b", 1, None)]
+    );
+    // Two managers on the spec: the CLI owns traffic, another tool owns hosts.
+    let hosts = json!({"apiVersion": "switchyard.dev/v1alpha1", "kind": "Function", "spec": {"hosts": ["hello.example.com"]}});
+    fns.patch(
+        "hello",
+        &PatchParams::apply("other-tool"),
+        &Patch::Apply(&hosts),
+    )
+    .await
+    .expect("hosts applied");
+    let f = fns.get("hello").await.expect("read");
+    assert_eq!(f.spec.hosts, vec!["hello.example.com"]);
+    assert_eq!(f.spec.traffic[0].weight, TOTAL_PPM, "traffic kept");
+}
+
+#[tokio::test]
+async fn a_watch_observes_a_traffic_change() {
+    let client = client().await;
+    let ns = namespace(&client, "crd-watch").await;
+    let fns: Api<Function> = Api::namespaced(client.clone(), &ns);
+    let fvs: Api<FunctionVersion> = Api::namespaced(client.clone(), &ns);
+    for v in ["1.0.0", "1.1.0"] {
+        fvs.create(
+            &PostParams::default(),
+            &version(&ns, v, "http://127.0.0.1:9"),
+        )
+        .await
+        .expect("version");
+    }
+    fns.create(
+        &PostParams::default(),
+        &function(&ns, json!([{"version": "1.0.0", "weight": TOTAL_PPM}])),
+    )
+    .await
+    .expect("created");
+    let mut events = watcher(fns.clone(), watcher::Config::default()).boxed();
+    let split = json!({"spec": {"traffic": [{"version": "1.1.0", "weight": 100_000}, {"version": "1.0.0", "weight": 900_000}]}});
+    fns.patch("hello", &PatchParams::default(), &Patch::Merge(&split))
+        .await
+        .expect("shifted");
+    let seen = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(event) = events.next().await {
+            if let Ok(watcher::Event::Apply(f) | watcher::Event::InitApply(f)) = event {
+                if f.spec.traffic.len() == 2 {
+                    return f;
+                }
+            }
+        }
+        panic!("the watch ended before the new split arrived");
+    })
+    .await
+    .expect("the watch delivers the new split within 30 s");
+    assert_eq!(seen.spec.weight_of("1.1.0"), 100_000);
+    assert_eq!(seen.metadata.generation, Some(2));
+}
