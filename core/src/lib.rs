@@ -10,6 +10,7 @@ pub mod ack;
 pub mod crd;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
+pub mod local;
 pub mod plan;
 pub mod resources;
 pub mod table;
