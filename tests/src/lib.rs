@@ -60,21 +60,33 @@ pub async fn ensure_crds(client: &Client) {
         let api: Api<CustomResourceDefinition> = Api::all(client.clone());
         for crd in switchyard_core::crd::crds() {
             let name = crd.metadata.name.clone().expect("CRDs have names");
-            api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
-                .await
-                .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
+            api.patch(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
         }
         for crd in switchyard_core::crd::crds() {
             let name = crd.metadata.name.clone().expect("CRDs have names");
-            wait_until(Duration::from_secs(60), &format!("CRD {name} Established"), || {
-                let api = api.clone();
-                let name = name.clone();
-                async move {
-                    let crd = api.get(&name).await.ok()?;
-                    let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
-                    established.then_some(())
-                }
-            })
+            wait_until(
+                Duration::from_secs(60),
+                &format!("CRD {name} Established"),
+                || {
+                    let api = api.clone();
+                    let name = name.clone();
+                    async move {
+                        let crd = api.get(&name).await.ok()?;
+                        let established = crd
+                            .status?
+                            .conditions?
+                            .iter()
+                            .any(|c| c.type_ == "Established" && c.status == "True");
+                        established.then_some(())
+                    }
+                },
+            )
             .await;
         }
     })
@@ -123,19 +135,29 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 /// The blocking twin of [`wait_until`], for tests that run outside a runtime.
-pub fn wait_until_blocking<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+pub fn wait_until_blocking<T>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = check() {
             return v;
         }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -213,7 +235,9 @@ fn serve_connection(conn: TcpStream, label: &str, hits: &AtomicU64, stop: &Atomi
     };
     let mut reader = BufReader::new(conn);
     loop {
-        let Some(req) = read_head(&mut reader) else { return };
+        let Some(req) = read_head(&mut reader) else {
+            return;
+        };
         if req.content_length > 0 {
             let mut body = vec![0; req.content_length];
             if reader.read_exact(&mut body).is_err() {
@@ -294,7 +318,10 @@ pub struct Response {
 impl Response {
     /// A header's value, or `""`.
     pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map(String::as_str).unwrap_or_default()
+        self.headers
+            .get(name)
+            .map(String::as_str)
+            .unwrap_or_default()
     }
 }
 
@@ -313,7 +340,12 @@ impl HttpClient {
 
     /// `GET path` with `Host: host` and extra headers. Reconnects once if a kept-alive
     /// connection turns out closed.
-    pub fn get(&mut self, host: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
+    pub fn get(
+        &mut self,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> std::io::Result<Response> {
         match self.try_get(host, path, headers) {
             Ok(r) => Ok(r),
             Err(_) if self.conn.is_some() => {
@@ -324,7 +356,12 @@ impl HttpClient {
         }
     }
 
-    fn try_get(&mut self, host: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
+    fn try_get(
+        &mut self,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> std::io::Result<Response> {
         let reused = self.conn.is_some();
         if self.conn.is_none() {
             let stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))?;
@@ -341,7 +378,14 @@ impl HttpClient {
         let result = (|| {
             conn.get_mut().write_all(req.as_bytes())?;
             let head = read_head(conn).ok_or_else(|| {
-                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, if reused { "stale connection" } else { "no response" })
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    if reused {
+                        "stale connection"
+                    } else {
+                        "no response"
+                    },
+                )
             })?;
             let mut body = vec![0; head.content_length];
             conn.read_exact(&mut body)?;
@@ -377,8 +421,16 @@ pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
 pub fn binary(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
-    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+        });
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
     let path = target.join(profile).join(name);
     assert!(
         path.exists(),
