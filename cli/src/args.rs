@@ -1,0 +1,377 @@
+//! The command line: global flags as kubectl has them, and one subcommand per verb.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::exit;
+
+/// Deploy immutable versions of HTTP functions side by side and move traffic between them.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, after_help = exit::HELP)]
+pub struct Cli {
+    /// Where the cluster is.
+    #[command(flatten)]
+    pub global: Global,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Path to the kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: the current context).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Namespace of the function (default: the context's namespace, else `default`).
+    #[arg(short = 'n', long, global = true, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Namespace where router replicas keep their Leases, besides the function's own.
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAMESPACE",
+        default_value = "switchyard-system"
+    )]
+    pub router_namespace: String,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Deploy a new immutable version of a function (a container image, or an external endpoint).
+    #[command(after_help = exit::HELP)]
+    Deploy(Deploy),
+    /// List a function's versions with readiness, weight, tags and age.
+    #[command(after_help = exit::HELP)]
+    Versions(Read),
+    /// Set the traffic split, e.g. `traffic hello 1.3.0=10 1.2.0=90` (tags and @latest allowed).
+    #[command(after_help = exit::HELP)]
+    Traffic(Traffic),
+    /// Send 100% of the traffic to one version.
+    #[command(after_help = exit::HELP)]
+    Promote(Promote),
+    /// Send all traffic back to the stable version (or to --to VERSION).
+    #[command(after_help = exit::HELP)]
+    Rollback(Rollback),
+    /// Restore the previous traffic state exactly; repeat to walk further back.
+    #[command(after_help = exit::HELP)]
+    Undo(Undo),
+    /// Show desired weights, readiness, and what each router replica serves.
+    #[command(after_help = exit::HELP)]
+    Status(Status),
+    /// Show who changed the traffic, when, how and why.
+    #[command(after_help = exit::HELP)]
+    History(Read),
+    /// List the functions of the namespace.
+    #[command(visible_alias = "ls", after_help = exit::HELP)]
+    List(List),
+    /// Delete a version that nothing references (its Deployment and Service go with it).
+    #[command(after_help = exit::HELP)]
+    Delete(Delete),
+    /// Delete every version outside the rollback window that nothing references.
+    #[command(after_help = exit::HELP)]
+    Gc(Gc),
+    /// Print a shell completion script, e.g. `switchyard completions bash > /etc/bash_completion.d/switchyard`.
+    Completions(Completions),
+}
+
+/// Output formats of the read commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    /// Aligned columns for people.
+    #[default]
+    Table,
+    /// JSON.
+    Json,
+    /// YAML.
+    Yaml,
+}
+
+/// The output flag.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct Output {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// A read command on one function.
+#[derive(Debug, Args)]
+pub struct Read {
+    /// The function.
+    #[arg(value_name = "FN")]
+    pub function: String,
+    /// Output format.
+    #[command(flatten)]
+    pub output: Output,
+}
+
+/// `list`.
+#[derive(Debug, Args)]
+pub struct List {
+    /// Output format.
+    #[command(flatten)]
+    pub output: Output,
+}
+
+/// `status`.
+#[derive(Debug, Args)]
+pub struct Status {
+    /// The function.
+    #[arg(value_name = "FN")]
+    pub function: String,
+    /// Keep printing the status as it changes, until interrupted.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    /// Output format.
+    #[command(flatten)]
+    pub output: Output,
+}
+
+/// Flags of every command that writes.
+#[derive(Debug, Args, Clone)]
+pub struct Write {
+    /// Print what would change, as a diff, and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Return as soon as the change is written, without waiting for readiness or routers.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for readiness or routers: `30s`, `2m`, `500ms`.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Why, recorded in the function's history.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+/// `deploy`.
+#[derive(Debug, Args)]
+pub struct Deploy {
+    /// The function (created on its first deploy, with 100% on this version).
+    #[arg(value_name = "FN")]
+    pub function: String,
+    /// The version, in semver (`1.2.0`).
+    #[arg(value_name = "VERSION")]
+    pub version: String,
+    /// Container image of a managed version (best pinned by digest: `repo@sha256:…`).
+    #[arg(
+        long,
+        value_name = "IMG",
+        required_unless_present = "endpoint",
+        conflicts_with = "endpoint"
+    )]
+    pub image: Option<String>,
+    /// URL of an external version, served outside the cluster.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// Port the container listens on.
+    #[arg(
+        long,
+        value_name = "PORT",
+        default_value_t = 8080,
+        conflicts_with = "endpoint"
+    )]
+    pub port: u16,
+    /// Environment variable `K=V` (repeatable).
+    #[arg(
+        long = "env",
+        short = 'e',
+        value_name = "K=V",
+        conflicts_with = "endpoint"
+    )]
+    pub env: Vec<String>,
+    /// Container argument (repeatable, in order).
+    #[arg(
+        long = "args",
+        alias = "arg",
+        value_name = "ARG",
+        allow_hyphen_values = true,
+        conflicts_with = "endpoint"
+    )]
+    pub args: Vec<String>,
+    /// Replicas.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        conflicts_with = "endpoint"
+    )]
+    pub replicas: i32,
+    /// CPU of each replica (request and limit), e.g. `250m`.
+    #[arg(long, value_name = "QTY", conflicts_with = "endpoint")]
+    pub cpu: Option<String>,
+    /// Memory of each replica (request and limit), e.g. `128Mi`.
+    #[arg(long, value_name = "QTY", conflicts_with = "endpoint")]
+    pub memory: Option<String>,
+    /// Give the new version this share of the traffic, taken from the others proportionally
+    /// (default: 0, or 100 for the function's first version).
+    #[arg(long, value_name = "PERCENT")]
+    pub traffic: Option<String>,
+    /// Move traffic to the version even if it is not ready.
+    #[arg(long)]
+    pub force: bool,
+    /// Write flags.
+    #[command(flatten)]
+    pub write: Write,
+}
+
+/// `traffic`.
+#[derive(Debug, Args)]
+pub struct Traffic {
+    /// The function.
+    #[arg(value_name = "FN")]
+    pub function: String,
+    /// The split: `VERSION=PERCENT` words summing to 100 (a tag or `@latest` may name a version).
+    #[arg(value_name = "VERSION=PERCENT", required = true)]
+    pub split: Vec<String>,
+    /// Give weight to versions that are not ready.
+    #[arg(long)]
+    pub force: bool,
+    /// Write flags.
+    #[command(flatten)]
+    pub write: Write,
+}
+
+/// `promote`.
+#[derive(Debug, Args)]
+pub struct Promote {
+    /// The function.
+    #[arg(value_name = "FN")]
+    pub function: String,
+    /// The version (or tag, or `@latest`) to send 100% to.
+    #[arg(value_name = "VERSION")]
+    pub version: String,
+    /// Promote a version that is not ready.
+    #[arg(long)]
+    pub force: bool,
+    /// Write flags.
+    #[command(flatten)]
+    pub write: Write,
+}
+
+/// `rollback`.
+#[derive(Debug, Args)]
+pub struct Rollback {
+    /// The function.
+    #[arg(value_name = "FN")]
+    pub function: String,
+    /// Send 100% to this version instead of the stable one.
+    #[arg(long, value_name = "VERSION")]
+    pub to: Option<String>,
+    /// Roll back to a version that is not ready.
+    #[arg(long)]
+    pub force: bool,
+    /// Write flags.
+    #[command(flatten)]
+    pub write: Write,
+}
+
+/// `undo`.
+#[derive(Debug, Args)]
+pub struct Undo {
+    /// The function.
+    #[arg(value_name = "FN")]
+    pub function: String,
+    /// Restore weight on versions that are not ready.
+    #[arg(long)]
+    pub force: bool,
+    /// Write flags.
+    #[command(flatten)]
+    pub write: Write,
+}
+
+/// `delete`.
+#[derive(Debug, Args)]
+pub struct Delete {
+    /// The function.
+    #[arg(value_name = "FN")]
+    pub function: String,
+    /// The version.
+    #[arg(value_name = "VERSION")]
+    pub version: String,
+    /// Delete it even if a tag names it or it is in the rollback window (never while it has weight).
+    #[arg(long)]
+    pub force: bool,
+    /// Rollback window: how many recent history entries protect their versions.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub keep: usize,
+    /// Print what would be deleted and delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `gc`.
+#[derive(Debug, Args)]
+pub struct Gc {
+    /// The function.
+    #[arg(value_name = "FN")]
+    pub function: String,
+    /// Rollback window: versions in the last N history entries are kept.
+    #[arg(long, value_name = "N", required = true)]
+    pub keep: usize,
+    /// Also delete versions kept only by a tag, the rollback targets or the window (never one with weight).
+    #[arg(long)]
+    pub force: bool,
+    /// Print what would be deleted and delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `completions`.
+#[derive(Debug, Args)]
+pub struct Completions {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Reads `30s`, `2m`, `1h`, `500ms` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, unit) = match t.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (like 30s, 2m, 500ms)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{text:?} is not a duration (like 30s, 2m, 500ms)")),
+    };
+    if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("{text:?} is not a duration between 0 and 24h"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_kubectl_timeouts() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,46 @@
+//! The commands: each reads through a [`Store`], decides with `switchyard-core`, and writes
+//! back through the same [`Store`].
+
+mod deploy;
+mod read;
+mod remove;
+mod shift;
+
+use crate::args::{Cli, Command};
+use crate::store::kube::KubeStore;
+use crate::store::Store;
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Input is checked before any connection is made, so a typo fails fast and offline.
+    let prepared = match &cli.command {
+        Command::Completions(c) => {
+            use clap::CommandFactory as _;
+            let mut cmd = Cli::command();
+            clap_complete::generate(c.shell, &mut cmd, "switchyard", &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::Traffic(t) => Some(shift::parse_split(&t.split)?),
+        Command::Deploy(d) => {
+            deploy::check(d)?;
+            None
+        }
+        _ => None,
+    };
+    let store = KubeStore::connect(&cli.global).await?;
+    let store: &dyn Store = &store;
+    match cli.command {
+        Command::Deploy(d) => deploy::run(store, d).await,
+        Command::Versions(r) => read::versions(store, r).await,
+        Command::Traffic(t) => shift::traffic(store, t, prepared.unwrap_or_default()).await,
+        Command::Promote(p) => shift::promote(store, p).await,
+        Command::Rollback(r) => shift::rollback(store, r).await,
+        Command::Undo(u) => shift::undo(store, u).await,
+        Command::Status(s) => read::status(store, s).await,
+        Command::History(r) => read::history(store, r).await,
+        Command::List(l) => read::list(store, l).await,
+        Command::Delete(d) => remove::delete(store, d).await,
+        Command::Gc(g) => remove::gc(store, g).await,
+        Command::Completions(_) => Ok(()),
+    }
+}

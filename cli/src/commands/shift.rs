@@ -1,0 +1,294 @@
+//! Traffic changes: `traffic`, `promote`, `rollback`, `undo`, and the write-and-wait loop they
+//! share with `deploy --traffic`.
+
+use std::time::{Duration, Instant};
+
+use switchyard_core::plan::{self, Change, PlanError, VersionState};
+use switchyard_core::traffic::{self, Assignment};
+use switchyard_core::{Action, FunctionSpec, TOTAL_PPM};
+
+use crate::args::{self, Write};
+use crate::exit::{self, fail, Code};
+use crate::output::Diff;
+use crate::store::{FunctionState, Store, VersionInfo, Written};
+use crate::{timing, wait};
+
+/// How many times a write is tried when others keep changing the function meanwhile.
+pub const ATTEMPTS: u32 = 12;
+
+/// Reads `VERSION=PERCENT` words (before anything is read from the cluster).
+pub fn parse_split(words: &[String]) -> anyhow::Result<Vec<Assignment>> {
+    traffic::parse(words).map_err(|e| fail(Code::Invalid, e.to_string()))
+}
+
+/// The inputs of a plan: the function as read, its versions, who changes it and when.
+pub struct Input<'a> {
+    /// The function.
+    pub function: &'a FunctionState,
+    /// Its versions with readiness.
+    pub versions: &'a [VersionInfo],
+    /// Time, actor, reason.
+    pub change: &'a Change,
+}
+
+impl Input<'_> {
+    /// What core needs to know about the versions.
+    pub fn states(&self) -> Vec<VersionState> {
+        self.versions.iter().map(VersionInfo::state).collect()
+    }
+
+    /// Resolves a version, tag or `@latest`.
+    pub fn resolve(&self, name: &str) -> anyhow::Result<String> {
+        let one = [Assignment {
+            name: name.to_string(),
+            weight: TOTAL_PPM,
+        }];
+        let resolved = traffic::resolve(
+            &self.function.name,
+            &one,
+            Some(&self.function.spec),
+            self.versions.iter().map(|v| v.spec.version.as_str()),
+        )
+        .map_err(|e| exit::plan(PlanError::Traffic(e)))?;
+        Ok(resolved[0].version.clone())
+    }
+}
+
+/// A small random pause before a retry, growing with the attempt, so that racing writers
+/// spread out instead of colliding again.
+fn jitter(attempt: u32) -> Duration {
+    use std::hash::{BuildHasher as _, RandomState};
+    let random = RandomState::new().hash_one((attempt, Instant::now()));
+    let ceiling = 10u64 << attempt.min(4);
+    Duration::from_millis(5 + random % ceiling)
+}
+
+/// The outcome of a change that was written.
+pub struct Landed {
+    /// The function before.
+    pub before: FunctionState,
+    /// The function after.
+    pub after: FunctionState,
+    /// When the successful write was sent.
+    pub sent: Instant,
+}
+
+/// Reads, plans and writes conditionally, re-reading and re-planning on a conflict up to
+/// [`ATTEMPTS`] times. `None`: nothing to change, or a dry run.
+pub async fn change(
+    store: &dyn Store,
+    name: &str,
+    write: &Write,
+    plan: impl Fn(&Input<'_>) -> anyhow::Result<FunctionSpec>,
+) -> anyhow::Result<Option<Landed>> {
+    for attempt in 0..ATTEMPTS {
+        let (function, versions) = futures::try_join!(store.function(name), store.versions(name))?;
+        let function = function.ok_or_else(|| {
+            fail(
+                Code::Invalid,
+                format!("function {name} not found in {}", store.location()),
+            )
+        })?;
+        timing::mark("read");
+        let change = Change {
+            now: jiff::Timestamp::now().to_string(),
+            actor: store.actor(),
+            reason: write.reason.clone(),
+        };
+        let input = Input {
+            function: &function,
+            versions: &versions,
+            change: &change,
+        };
+        let next = plan(&input)?;
+        let last_action = next.history.last().map(|h| h.action);
+        if plan::same_split(&function.spec.traffic, &next.traffic)
+            && last_action != Some(Action::Undo)
+        {
+            println!(
+                "{name}: already {}, nothing to change",
+                plan::describe(&function.spec.traffic)
+            );
+            return Ok(None);
+        }
+        if write.dry_run {
+            diff(store, &function.spec, &next, name).print();
+            return Ok(None);
+        }
+        let sent = Instant::now();
+        match store.write_function(&function, &next).await? {
+            Written::Done(after) => {
+                timing::mark("write");
+                return Ok(Some(Landed {
+                    before: function,
+                    after: *after,
+                    sent,
+                }));
+            }
+            Written::Conflict => {
+                timing::mark("write");
+                tokio::time::sleep(jitter(attempt)).await;
+            }
+        }
+    }
+    Err(fail(
+        Code::Conflict,
+        format!(
+            "function {name} kept changing concurrently ({ATTEMPTS} attempts); this command wrote nothing, re-run it"
+        ),
+    ))
+}
+
+/// The dry-run diff of a function spec.
+pub fn diff(store: &dyn Store, before: &FunctionSpec, after: &FunctionSpec, name: &str) -> Diff {
+    let mut d = Diff::new(format!("function {name} in {}:", store.location()));
+    d.field(
+        "traffic",
+        Some(plan::describe(&before.traffic)),
+        Some(plan::describe(&after.traffic)),
+    );
+    d.field("stable", before.stable.clone(), after.stable.clone());
+    d.field(
+        "previousStable",
+        before.previous_stable.clone(),
+        after.previous_stable.clone(),
+    );
+    let tags = |s: &FunctionSpec| {
+        let t: Vec<String> = s
+            .tags
+            .iter()
+            .map(|t| format!("{}={}", t.tag, t.version))
+            .collect();
+        (!t.is_empty()).then(|| t.join(" "))
+    };
+    d.field("tags", tags(before), tags(after));
+    if let Some(h) = after.history.last() {
+        if before.history.last() != Some(h) {
+            let reason = h
+                .reason
+                .as_ref()
+                .map(|r| format!(" ({r:?})"))
+                .unwrap_or_default();
+            d.added(format!(
+                "history: {} {} by {}{reason}: {}",
+                h.time,
+                h.action,
+                h.actor,
+                plan::describe(&h.traffic)
+            ));
+        }
+    }
+    d
+}
+
+/// After a write: waits for the routers (unless `--no-wait`) and prints the one-line outcome.
+pub async fn finish(store: &dyn Store, landed: Landed, write: &Write) -> anyhow::Result<()> {
+    let name = &landed.after.name;
+    let line = format!(
+        "{name}: {} → {}",
+        plan::describe(&landed.before.spec.traffic),
+        plan::describe(&landed.after.spec.traffic)
+    );
+    if write.no_wait {
+        println!(
+            "{line} · written as generation {}, not waiting for routers",
+            landed.after.generation
+        );
+        return Ok(());
+    }
+    let applied = wait::routers(store, &landed.after, write.timeout, landed.sent).await;
+    timing::mark("wait");
+    let applied = applied?;
+    println!(
+        "{line} · applied by {}/{} routers in {}",
+        applied.routers,
+        applied.routers,
+        wait::show(applied.elapsed)
+    );
+    Ok(())
+}
+
+async fn run(
+    store: &dyn Store,
+    name: &str,
+    write: &Write,
+    plan: impl Fn(&Input<'_>) -> anyhow::Result<FunctionSpec>,
+) -> anyhow::Result<()> {
+    match change(store, name, write, plan).await? {
+        Some(landed) => finish(store, landed, write).await,
+        None => Ok(()),
+    }
+}
+
+fn apply(
+    input: &Input<'_>,
+    traffic: Vec<switchyard_core::TrafficTarget>,
+    action: Action,
+    force: bool,
+) -> anyhow::Result<FunctionSpec> {
+    plan::apply(
+        &input.function.name,
+        &input.function.spec,
+        traffic,
+        action,
+        &input.states(),
+        force,
+        input.change,
+    )
+    .map_err(exit::plan)
+}
+
+/// `traffic FN V=P…`.
+pub async fn traffic(
+    store: &dyn Store,
+    args: args::Traffic,
+    split: Vec<Assignment>,
+) -> anyhow::Result<()> {
+    run(store, &args.function, &args.write, |input| {
+        let targets = traffic::resolve(
+            &input.function.name,
+            &split,
+            Some(&input.function.spec),
+            input.versions.iter().map(|v| v.spec.version.as_str()),
+        )
+        .map_err(|e| exit::plan(PlanError::Traffic(e)))?;
+        apply(input, targets, Action::Traffic, args.force)
+    })
+    .await
+}
+
+/// `promote FN V`.
+pub async fn promote(store: &dyn Store, args: args::Promote) -> anyhow::Result<()> {
+    run(store, &args.function, &args.write, |input| {
+        let version = input.resolve(&args.version)?;
+        let targets = vec![switchyard_core::TrafficTarget::new(version, TOTAL_PPM)];
+        apply(input, targets, Action::Promote, args.force)
+    })
+    .await
+}
+
+/// `rollback FN [--to V]`.
+pub async fn rollback(store: &dyn Store, args: args::Rollback) -> anyhow::Result<()> {
+    run(store, &args.function, &args.write, |input| {
+        let to = args.to.as_deref().map(|v| input.resolve(v)).transpose()?;
+        let targets = plan::rollback(&input.function.name, &input.function.spec, to.as_deref())
+            .map_err(exit::plan)?;
+        apply(input, targets, Action::Rollback, args.force)
+    })
+    .await
+}
+
+/// `undo FN`.
+pub async fn undo(store: &dyn Store, args: args::Undo) -> anyhow::Result<()> {
+    run(store, &args.function, &args.write, |input| {
+        plan::undo(
+            &input.function.name,
+            &input.function.spec,
+            &input.states(),
+            args.force,
+            input.change,
+        )
+        .map_err(exit::plan)
+    })
+    .await
+}

@@ -1,0 +1,135 @@
+//! The seam between the commands and where state lives.
+//!
+//! Commands read through a [`Store`], decide with `switchyard-core`, and write back through the
+//! same [`Store`]. The Kubernetes implementation is [`kube::KubeStore`]; a local directory store
+//! can implement the same trait without touching any command.
+
+pub mod kube;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use switchyard_core::plan::VersionState;
+use switchyard_core::{FunctionSpec, FunctionVersionSpec, RouterAck};
+
+/// A Function as read, with what a conditional write needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionState {
+    /// The function name.
+    pub name: String,
+    /// Its spec.
+    pub spec: FunctionSpec,
+    /// The opaque revision a conditional write must match (`metadata.resourceVersion`).
+    pub revision: String,
+    /// The generation of the spec (`metadata.generation`), which routers acknowledge.
+    pub generation: i64,
+    /// What the router replicas reported (`status.routers`).
+    pub routers: Vec<RouterAck>,
+    /// When it was created.
+    pub created: Option<jiff::Timestamp>,
+}
+
+/// One version and whether it can take traffic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionInfo {
+    /// Its spec.
+    pub spec: FunctionVersionSpec,
+    /// When it was created.
+    pub created: Option<jiff::Timestamp>,
+    /// Its readiness.
+    pub readiness: Readiness,
+}
+
+impl VersionInfo {
+    /// What core's plans need to know about it.
+    pub fn state(&self) -> VersionState {
+        VersionState {
+            version: self.spec.version.clone(),
+            ready: self.readiness.ready,
+        }
+    }
+}
+
+/// Readiness of a version: always ready for an external one, the Deployment's status for a
+/// managed one.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Readiness {
+    /// Whether it may take traffic.
+    pub ready: bool,
+    /// Ready replicas; `None` for an external version.
+    pub ready_replicas: Option<i32>,
+    /// Desired replicas; `None` for an external version.
+    pub desired_replicas: Option<i32>,
+    /// Why it is not ready, when known (`Deployment hello-1-2-0 not found`).
+    pub detail: Option<String>,
+}
+
+/// What a conditional write did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Written {
+    /// The write landed; the new state.
+    Done(Box<FunctionState>),
+    /// Someone else changed the function since it was read (or created it first).
+    Conflict,
+}
+
+/// What creating a version did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// The version is new.
+    New,
+    /// The version existed with exactly this spec; missing workload objects were (re)created.
+    Same,
+    /// The version exists with another spec.
+    Different,
+}
+
+/// A router replica that holds a Lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Router {
+    /// Replica name (also the Lease name).
+    pub name: String,
+    /// Whether its Lease is fresh.
+    pub live: bool,
+}
+
+/// Where Switchyard state lives: reads, conditional writes, and the routers' acknowledgements.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Where this store points, for messages (`namespace prod`).
+    fn location(&self) -> String;
+    /// Who makes changes, for history entries.
+    fn actor(&self) -> String;
+    /// One function, if it exists.
+    async fn function(&self, name: &str) -> anyhow::Result<Option<FunctionState>>;
+    /// Every function.
+    async fn functions(&self) -> anyhow::Result<Vec<FunctionState>>;
+    /// Every version of a function with its readiness, oldest first.
+    async fn versions(&self, function: &str) -> anyhow::Result<Vec<VersionInfo>>;
+    /// Creates a version and, for a managed one, its workload. Idempotent: an existing
+    /// version with the same spec gets any missing workload object recreated.
+    async fn create_version(&self, spec: &FunctionVersionSpec) -> anyhow::Result<Created>;
+    /// Creates a function; [`Written::Conflict`] when it already exists.
+    async fn create_function(&self, name: &str, spec: &FunctionSpec) -> anyhow::Result<Written>;
+    /// Replaces a function's spec, only if it is still at `current.revision`.
+    async fn write_function(
+        &self,
+        current: &FunctionState,
+        spec: &FunctionSpec,
+    ) -> anyhow::Result<Written>;
+    /// Deletes a version and its workload.
+    async fn delete_version(&self, function: &str, version: &str) -> anyhow::Result<()>;
+    /// The router replicas that serve this store's functions, live or not.
+    async fn routers(&self) -> anyhow::Result<Vec<Router>>;
+    /// The function's states after `after`, as they happen. Ends (or errors) when the source
+    /// does; callers bound it with a timeout.
+    async fn watch_function(
+        &self,
+        after: &FunctionState,
+    ) -> anyhow::Result<BoxStream<'static, anyhow::Result<FunctionState>>>;
+    /// How often [`Store::routers`] is worth re-reading while waiting.
+    fn router_refresh(&self) -> Duration {
+        Duration::from_millis(500)
+    }
+}

@@ -1,0 +1,180 @@
+//! Waiting: for a managed version to become ready, and for every live router replica to
+//! acknowledge a Function generation (docs/protocol.md).
+
+use std::io::IsTerminal as _;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use switchyard_core::ack;
+
+use crate::exit::{fail, Code};
+use crate::store::{FunctionState, Readiness, Store};
+
+/// How the routers took a generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Live replicas that serve it.
+    pub routers: usize,
+    /// From the write to the last acknowledgement.
+    pub elapsed: Duration,
+}
+
+fn live(routers: &[crate::store::Router]) -> Vec<String> {
+    routers
+        .iter()
+        .filter(|r| r.live)
+        .map(|r| r.name.clone())
+        .collect()
+}
+
+/// Waits until every live router replica reports `written.generation`, re-reading the
+/// Leases as it goes (a replica whose Lease expires stops counting). `since` is when the
+/// write was sent.
+pub async fn routers(
+    store: &dyn Store,
+    written: &FunctionState,
+    timeout: Duration,
+    since: Instant,
+) -> anyhow::Result<Applied> {
+    let name = &written.name;
+    let generation = written.generation;
+    let deadline = tokio::time::Instant::from_std(since + timeout);
+    let no_router = || {
+        fail(
+            Code::Timeout,
+            format!(
+                "function {name}: no live router replica to wait for in {} (the change is written; \
+                 is the router installed and running?)",
+                store.location()
+            ),
+        )
+    };
+    let mut live_names = live(&store.routers().await?);
+    if live_names.is_empty() {
+        return Err(no_router());
+    }
+    let mut last = written.clone();
+    let mut events = store.watch_function(&last).await?;
+    let mut refresh = tokio::time::interval(store.router_refresh());
+    refresh.tick().await;
+    loop {
+        let summary = ack::summarize(&last.routers, generation, &live_names);
+        if let Some((replica, why)) = summary.rejected.first() {
+            return Err(fail(
+                Code::Error,
+                format!(
+                    "router replica {replica} rejected generation {generation} of function {name}: {why}"
+                ),
+            ));
+        }
+        if summary.complete() {
+            return Ok(Applied {
+                routers: summary.live(),
+                elapsed: since.elapsed(),
+            });
+        }
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(state)) => last = state,
+                Some(Err(e)) => return Err(e),
+                // The server closed the watch: pick up where it ended.
+                None => events = store.watch_function(&last).await?,
+            },
+            _ = refresh.tick() => {
+                live_names = live(&store.routers().await?);
+                if live_names.is_empty() {
+                    return Err(no_router());
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(fail(
+                    Code::Timeout,
+                    format!(
+                        "timed out after {} waiting for routers to apply generation {generation} of function {name}: \
+                         {}/{} applied, waiting for {} (the change is written)",
+                        show(timeout),
+                        summary.applied.len(),
+                        summary.live(),
+                        summary.pending.join(", "),
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// A duration for people: `30s`, `1.5s`, `250ms`.
+pub fn show(d: Duration) -> String {
+    if d.as_millis() < 1000 {
+        format!("{} ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+fn replicas(r: &Readiness) -> String {
+    match (r.ready_replicas, r.desired_replicas) {
+        (Some(a), Some(d)) => format!("{a}/{d} replicas available"),
+        _ => "not ready".to_string(),
+    }
+}
+
+/// Waits until version `version` of `function` is ready, showing a live progress line on a
+/// terminal.
+pub async fn ready(
+    store: &dyn Store,
+    function: &str,
+    version: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let mut announced = false;
+    loop {
+        let versions = store.versions(function).await?;
+        let Some(v) = versions.iter().find(|v| v.spec.version == version) else {
+            return Err(fail(
+                Code::Error,
+                format!("version {version} of function {function} disappeared while waiting"),
+            ));
+        };
+        if v.readiness.ready {
+            if tty && announced {
+                eprintln!();
+            }
+            return Ok(());
+        }
+        let elapsed = started.elapsed();
+        if elapsed >= timeout {
+            if tty && announced {
+                eprintln!();
+            }
+            return Err(fail(
+                Code::Timeout,
+                format!(
+                    "timed out after {} waiting for {function}@{version} to be ready: {} (it is deployed; \
+                     wait longer with --timeout or check its Deployment)",
+                    show(timeout),
+                    v.readiness
+                        .detail
+                        .clone()
+                        .unwrap_or_else(|| replicas(&v.readiness)),
+                ),
+            ));
+        }
+        let line = format!(
+            "waiting for {function}@{version}: {} · {}s",
+            replicas(&v.readiness),
+            elapsed.as_secs()
+        );
+        if tty {
+            eprint!("\r\x1b[2K{line}");
+        } else if !announced {
+            eprintln!("{line}");
+        }
+        announced = true;
+        tokio::time::sleep(Duration::from_millis(250).min(timeout - elapsed)).await;
+    }
+}
