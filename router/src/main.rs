@@ -1,1 +1,124 @@
-fn main() {}
+//! The `switchyard-router` binary: flags and environment in, one router out.
+//!
+//! A thin shell over the `switchyard_router` library: it parses flags (each with a
+//! `SWITCHYARD_*` environment equivalent), sets up logging (Pingora's `log` records bridged
+//! into `tracing`), starts the router and waits for SIGTERM. It holds no routing logic.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use switchyard_core::BuildOptions;
+use switchyard_router::{KubernetesOptions, RouterConfig, Source};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// Switchyard's data plane: routes HTTP requests between function versions by weight.
+#[derive(Parser, Debug)]
+#[command(name = "switchyard-router", version, about)]
+struct Args {
+    /// Address the proxy listens on.
+    #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Address of the admin endpoints (/healthz, /readyz, /metrics, /routes).
+    #[arg(long, env = "SWITCHYARD_ADMIN", default_value = "127.0.0.1:9090")]
+    admin: SocketAddr,
+    /// The one namespace to watch; all namespaces when absent.
+    #[arg(long, short = 'n', env = "SWITCHYARD_NAMESPACE")]
+    namespace: Option<String>,
+    /// Kubeconfig file; else in-cluster config (or $KUBECONFIG, ~/.kube/config).
+    #[arg(long, env = "SWITCHYARD_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// This replica's name (its Lease and its status.routers entry); default $POD_NAME, else
+    /// the hostname.
+    #[arg(long, env = "SWITCHYARD_REPLICA_NAME")]
+    replica_name: Option<String>,
+    /// File to write each good table to, and to start from when the API server is unreachable.
+    #[arg(long, env = "SWITCHYARD_SNAPSHOT")]
+    snapshot: Option<PathBuf>,
+    /// Cluster DNS domain of managed versions' Services.
+    #[arg(
+        long,
+        env = "SWITCHYARD_CLUSTER_DOMAIN",
+        default_value = "cluster.local"
+    )]
+    cluster_domain: String,
+    /// Proxy worker threads.
+    #[arg(long, env = "SWITCHYARD_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: u16,
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    #[arg(long, env = "SWITCHYARD_GRACE_PERIOD", default_value_t = 10)]
+    grace_period: u64,
+    /// Namespace of this replica's Lease; default the watched namespace, else $POD_NAMESPACE,
+    /// else switchyard-system.
+    #[arg(long, env = "SWITCHYARD_LEASE_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// Lease duration in seconds; renewed every third of it.
+    #[arg(long, env = "SWITCHYARD_LEASE_DURATION", default_value_t = 10, value_parser = clap::value_parser!(u64).range(3..=3600))]
+    lease_duration: u64,
+    /// Seconds to wait for the first complete table at start before giving up.
+    #[arg(long, env = "SWITCHYARD_STARTUP_TIMEOUT", default_value_t = 10)]
+    startup_timeout: u64,
+}
+
+fn replica_name(flag: Option<String>) -> String {
+    flag.filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()))
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| "switchyard-router".to_string())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn,pingora=warn")
+    });
+    // Pingora logs through `log`, kube through `tracing`: one subscriber for both.
+    let _ = tracing_log::LogTracer::init();
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging();
+    let config = RouterConfig {
+        listen: args.listen,
+        admin: args.admin,
+        threads: usize::from(args.threads),
+        grace_period: Duration::from_secs(args.grace_period),
+        replica: replica_name(args.replica_name),
+        snapshot: args.snapshot,
+        build: BuildOptions {
+            cluster_domain: args.cluster_domain,
+        },
+        startup_timeout: Duration::from_secs(args.startup_timeout),
+        handle_signals: true,
+    };
+    let source = Source::Kubernetes(KubernetesOptions {
+        kubeconfig: args.kubeconfig,
+        namespace: args.namespace,
+        lease_namespace: args.lease_namespace,
+        lease_duration: Duration::from_secs(args.lease_duration),
+    });
+    tracing::info!(replica = %config.replica, listen = %config.listen, admin = %config.admin, "starting");
+    match switchyard_router::start(config, source) {
+        Ok(router) => {
+            router.wait();
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("switchyard-router: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

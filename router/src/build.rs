@@ -1,0 +1,311 @@
+//! Turns complete source states into routing tables, one Function at a time.
+//!
+//! Each Function's route is rebuilt only when the Function's generation or its set of versions
+//! changed. A Function whose new spec is invalid keeps its last good route and is reported as
+//! rejected; so is a changed Function whose route would conflict with another one. The table is
+//! then assembled from all good routes and handed back to be swapped in.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use switchyard_core::table::{Route, TableError};
+use switchyard_core::{BuildOptions, Function, FunctionVersion, RoutingTable};
+
+use crate::live::{Live, Rejection, RouteExtras};
+use crate::metrics::Metrics;
+use crate::source::{Ack, State};
+
+/// What one Function's route was built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint {
+    uid: String,
+    generation: i64,
+    /// `(name, uid)` of every FunctionVersion of the function, sorted.
+    versions: Vec<(String, String)>,
+}
+
+/// The last good route of a Function and what it was built from (also what a snapshot keeps).
+#[derive(Clone)]
+pub struct Good {
+    /// The route.
+    pub route: Arc<Route>,
+    /// The Function it was built from.
+    pub function: Arc<Function>,
+    /// The FunctionVersions it was built from.
+    pub versions: Vec<Arc<FunctionVersion>>,
+    extras: Arc<RouteExtras>,
+}
+
+struct Entry {
+    fingerprint: Option<Fingerprint>,
+    good: Option<Good>,
+    rejection: Option<Rejection>,
+}
+
+/// What applying a state produced.
+pub struct Outcome {
+    /// The new table, when anything changed.
+    pub live: Option<Live>,
+    /// Acknowledgements to send.
+    pub acks: Vec<Ack>,
+    /// Functions refused by this state.
+    pub rejected: usize,
+}
+
+/// The router's memory between states.
+pub struct Builder {
+    opts: BuildOptions,
+    replica: String,
+    entries: HashMap<String, Entry>,
+    counters: HashMap<String, Arc<AtomicU64>>,
+    /// What this replica last sent for a Function: `(generation, rejected)`.
+    sent: HashMap<String, (i64, Option<String>)>,
+    generation: u64,
+}
+
+fn key_of(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+impl Builder {
+    /// A builder with no routes yet.
+    pub fn new(opts: BuildOptions, replica: String) -> Self {
+        Builder {
+            opts,
+            replica,
+            entries: HashMap::new(),
+            counters: HashMap::new(),
+            sent: HashMap::new(),
+            generation: 0,
+        }
+    }
+
+    /// Every last good route with its inputs (for the snapshot).
+    pub fn good(&self) -> impl Iterator<Item = &Good> {
+        self.entries.values().filter_map(|e| e.good.as_ref())
+    }
+
+    /// Applies a complete state read at `as_of`; returns a new table when anything changed.
+    pub fn apply(&mut self, state: &State, as_of: SystemTime, metrics: &Metrics) -> Outcome {
+        let started = Instant::now();
+        let mut by_function: HashMap<(&str, &str), Vec<&Arc<FunctionVersion>>> = HashMap::new();
+        for v in &state.versions {
+            let ns = v.metadata.namespace.as_deref().unwrap_or_default();
+            by_function
+                .entry((ns, v.spec.function.as_str()))
+                .or_default()
+                .push(v);
+        }
+        let mut changed: HashMap<String, Option<Good>> = HashMap::new();
+        let mut present = HashSet::with_capacity(state.functions.len());
+        let mut rejected = 0;
+        for f in &state.functions {
+            let ns = f.metadata.namespace.as_deref().unwrap_or_default();
+            let name = f.metadata.name.as_deref().unwrap_or_default();
+            let key = key_of(ns, name);
+            present.insert(key.clone());
+            let versions: Vec<Arc<FunctionVersion>> = by_function
+                .get(&(ns, name))
+                .map(|vs| vs.iter().map(|v| Arc::clone(v)).collect())
+                .unwrap_or_default();
+            let mut ids: Vec<(String, String)> = versions
+                .iter()
+                .map(|v| {
+                    (
+                        v.metadata.name.clone().unwrap_or_default(),
+                        v.metadata.uid.clone().unwrap_or_default(),
+                    )
+                })
+                .collect();
+            ids.sort();
+            let fingerprint = Fingerprint {
+                uid: f.metadata.uid.clone().unwrap_or_default(),
+                generation: f.metadata.generation.unwrap_or_default(),
+                versions: ids,
+            };
+            let entry = self.entries.entry(key.clone()).or_insert(Entry {
+                fingerprint: None,
+                good: None,
+                rejection: None,
+            });
+            if entry.fingerprint.as_ref() == Some(&fingerprint) {
+                continue;
+            }
+            entry.fingerprint = Some(fingerprint);
+            changed.insert(key.clone(), entry.good.clone());
+            match Route::build(f, versions.iter().map(|v| v.as_ref()), &self.opts) {
+                Ok(route) => {
+                    let route = Arc::new(route);
+                    let counter = self.counters.entry(key.clone()).or_default().clone();
+                    let extras = Arc::new(RouteExtras {
+                        counter,
+                        backends: route
+                            .backends
+                            .iter()
+                            .map(|b| metrics.backend(&key, &b.version))
+                            .collect(),
+                    });
+                    entry.good = Some(Good {
+                        route,
+                        function: Arc::clone(f),
+                        versions,
+                        extras,
+                    });
+                    entry.rejection = None;
+                }
+                Err(e) => {
+                    rejected += 1;
+                    entry.rejection = Some(Rejection {
+                        function: key.clone(),
+                        generation: f.metadata.generation.unwrap_or_default(),
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+        let gone: Vec<String> = self
+            .entries
+            .keys()
+            .filter(|k| !present.contains(*k))
+            .cloned()
+            .collect();
+        for k in gone {
+            self.entries.remove(&k);
+            self.counters.remove(&k);
+            self.sent.remove(&k);
+            changed.insert(k, None);
+        }
+
+        let mut live = None;
+        if !changed.is_empty() || self.generation == 0 {
+            let table = loop {
+                let routes = self.good().map(|g| Arc::clone(&g.route));
+                match RoutingTable::from_routes(routes) {
+                    Ok(table) => break table,
+                    Err(TableError::Conflict {
+                        first,
+                        second,
+                        host,
+                        prefix,
+                    }) => {
+                        // Blame the function that changed now; the one already serving keeps
+                        // its claim. With neither changed (a first build), the second loses.
+                        let culprit =
+                            if changed.contains_key(&second) || !changed.contains_key(&first) {
+                                second.clone()
+                            } else {
+                                first.clone()
+                            };
+                        let other = if culprit == second { &first } else { &second };
+                        rejected += 1;
+                        if let Some(entry) = self.entries.get_mut(&culprit) {
+                            let previous = changed.get(&culprit).cloned().flatten();
+                            // Reverting to the previous route must not conflict again.
+                            let same_claim =
+                                entry.good.as_ref().zip(previous.as_ref()).is_some_and(
+                                    |(now, before)| Arc::ptr_eq(&now.route, &before.route),
+                                );
+                            entry.good = if same_claim { None } else { previous };
+                            changed.insert(culprit.clone(), None);
+                            entry.rejection = Some(Rejection {
+                                function: culprit.clone(),
+                                generation: entry
+                                    .fingerprint
+                                    .as_ref()
+                                    .map_or(0, |f| f.generation),
+                                reason: format!(
+                                    "conflicts with function {other}: both claim host {host} with path prefix {prefix}"
+                                ),
+                            });
+                        }
+                    }
+                    // from_routes only reports conflicts: routes are built already.
+                    Err(TableError::Route(e)) => {
+                        tracing::error!("unexpected route error while indexing: {e}");
+                        break RoutingTable::empty();
+                    }
+                }
+            };
+            self.generation += 1;
+            let mut rejections: Vec<Rejection> = self
+                .entries
+                .values()
+                .filter_map(|e| e.rejection.clone())
+                .collect();
+            rejections.sort_by(|a, b| a.function.cmp(&b.function));
+            let entries = &self.entries;
+            live = Some(Live::new(
+                table,
+                self.generation,
+                as_of,
+                rejections,
+                |route| {
+                    entries
+                        .get(&route.key())
+                        .and_then(|e| e.good.as_ref())
+                        .map(|g| Arc::clone(&g.extras))
+                        .unwrap_or_else(|| {
+                            Arc::new(RouteExtras {
+                                counter: Arc::default(),
+                                backends: Vec::new(),
+                            })
+                        })
+                },
+            ));
+            metrics
+                .build_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        metrics.rejected_updates.inc_by(rejected as u64);
+        let acks = self.acks(state);
+        Outcome {
+            live,
+            acks,
+            rejected,
+        }
+    }
+
+    /// Acknowledgements this replica owes: every Function whose status entry for this replica
+    /// differs from what it now serves or refuses, unless that report is already on its way.
+    fn acks(&mut self, state: &State) -> Vec<Ack> {
+        let mut acks = Vec::new();
+        for f in &state.functions {
+            let ns = f.metadata.namespace.as_deref().unwrap_or_default();
+            let name = f.metadata.name.as_deref().unwrap_or_default();
+            let key = key_of(ns, name);
+            let generation = f.metadata.generation.unwrap_or_default();
+            let rejected = self
+                .entries
+                .get(&key)
+                .and_then(|e| e.rejection.as_ref())
+                .filter(|r| r.generation == generation)
+                .map(|r| r.reason.clone());
+            let reported = f.status.as_ref().and_then(|s| {
+                s.routers
+                    .iter()
+                    .find(|r| r.name == self.replica)
+                    .map(|r| (r.observed_generation, r.rejected.clone()))
+            });
+            let wanted = (generation, rejected);
+            if reported.as_ref() == Some(&wanted) || self.sent.get(&key) == Some(&wanted) {
+                continue;
+            }
+            self.sent.insert(key, wanted.clone());
+            acks.push(Ack {
+                namespace: ns.to_string(),
+                name: name.to_string(),
+                generation: wanted.0,
+                rejected: wanted.1,
+            });
+        }
+        acks
+    }
+
+    /// Forgets what was sent, so that acks are re-derived from the Functions' status (after the
+    /// source reconnects, writes may have been lost).
+    pub fn forget_sent(&mut self) {
+        self.sent.clear();
+    }
+}
