@@ -1,0 +1,587 @@
+//! The `switchyard` binary against the real API server: every command, its safety rules and
+//! its exit codes, a fresh namespace per test. Traffic changes run with `--no-wait` here (no
+//! router runs); waiting for routers is in `cli_routers.rs`.
+
+#[path = "cli_support.rs"]
+mod support;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::Client;
+use support::{function, mark_ready, Cli};
+use switchyard_core::{FunctionVersion, TrafficTarget};
+use switchyard_tests::{client, namespace, viewer_kubeconfig_path};
+
+const EP1: &str = "http://127.0.0.1:9001";
+const EP2: &str = "http://127.0.0.1:9002";
+const EP3: &str = "http://127.0.0.1:9003";
+
+async fn setup(prefix: &str) -> (Client, Cli) {
+    let client = client().await;
+    let ns = namespace(&client, prefix).await;
+    (client, Cli::new(&ns))
+}
+
+/// hello with 1.0.0 (100%), 1.1.0 and 1.2.0, all external and so always ready.
+async fn three_versions(cli: &Cli) {
+    for (v, ep) in [("1.0.0", EP1), ("1.1.0", EP2), ("1.2.0", EP3)] {
+        cli.ok(&["deploy", "hello", v, "--endpoint", ep, "--no-wait"])
+            .await;
+    }
+}
+
+fn split(traffic: &[TrafficTarget]) -> Vec<(String, u32)> {
+    let mut s: Vec<(String, u32)> = traffic
+        .iter()
+        .filter(|t| t.weight > 0)
+        .map(|t| (t.version.clone(), t.weight))
+        .collect();
+    s.sort();
+    s
+}
+
+fn w(pairs: &[(&str, u32)]) -> Vec<(String, u32)> {
+    let mut s: Vec<(String, u32)> = pairs.iter().map(|(v, p)| (v.to_string(), *p)).collect();
+    s.sort();
+    s
+}
+
+#[tokio::test]
+async fn a_managed_deploy_creates_a_labelled_deployment_and_service_owned_by_the_version() {
+    let (client, cli) = setup("cli-managed").await;
+    let out = cli
+        .ok(&[
+            "deploy",
+            "hello",
+            "1.0.0",
+            "--image",
+            "ghcr.io/acme/hello:1",
+            "--port",
+            "9090",
+            "--env",
+            "GREETING=hi",
+            "--replicas",
+            "2",
+            "--cpu",
+            "100m",
+            "--memory",
+            "64Mi",
+            "--no-wait",
+        ])
+        .await;
+    assert!(out.stderr.contains("not pinned by digest"), "{out:?}");
+    let fv = Api::<FunctionVersion>::namespaced(client.clone(), &cli.ns)
+        .get("hello-1-0-0")
+        .await
+        .expect("FunctionVersion");
+    let uid = fv.metadata.uid.clone().expect("uid");
+    let d = Api::<Deployment>::namespaced(client.clone(), &cli.ns)
+        .get("hello-1-0-0")
+        .await
+        .expect("Deployment");
+    let s = Api::<Service>::namespaced(client.clone(), &cli.ns)
+        .get("hello-1-0-0")
+        .await
+        .expect("Service");
+    for meta in [&d.metadata, &s.metadata] {
+        let labels = meta.labels.clone().expect("labels");
+        assert_eq!(labels["switchyard.dev/function"], "hello");
+        assert_eq!(labels["switchyard.dev/version"], "1.0.0");
+        assert_eq!(labels["app.kubernetes.io/name"], "hello");
+        assert_eq!(labels["app.kubernetes.io/instance"], "hello-1-0-0");
+        assert_eq!(labels["app.kubernetes.io/version"], "1.0.0");
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "switchyard");
+        let owner = &meta.owner_references.as_ref().expect("owner")[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+            ("FunctionVersion", uid.as_str(), Some(true))
+        );
+    }
+    let spec = d.spec.expect("spec");
+    assert_eq!(spec.replicas, Some(2));
+    let container = &spec.template.spec.expect("pod").containers[0];
+    assert_eq!(container.image.as_deref(), Some("ghcr.io/acme/hello:1"));
+    assert_eq!(
+        container.ports.as_ref().expect("ports")[0].container_port,
+        9090
+    );
+    let port = &s.spec.expect("spec").ports.expect("ports")[0];
+    assert_eq!(port.port, 80);
+    assert_eq!(
+        port.target_port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(9090))
+    );
+    // The first version takes all the traffic.
+    let f = function(&client, &cli.ns, "hello").await;
+    assert_eq!(split(&f.spec.traffic), w(&[("1.0.0", 1_000_000)]));
+}
+
+#[tokio::test]
+async fn redeploying_the_same_spec_is_a_no_op_and_a_different_spec_exits_3() {
+    let (client, cli) = setup("cli-immutable").await;
+    cli.ok(&["deploy", "hello", "1.0.0", "--endpoint", EP1, "--no-wait"])
+        .await;
+    let before = function(&client, &cli.ns, "hello")
+        .await
+        .metadata
+        .resource_version;
+    let again = cli
+        .ok(&["deploy", "hello", "1.0.0", "--endpoint", EP1, "--no-wait"])
+        .await;
+    assert!(
+        again.stdout.contains("already deployed with this spec"),
+        "{again:?}"
+    );
+    assert_eq!(
+        function(&client, &cli.ns, "hello")
+            .await
+            .metadata
+            .resource_version,
+        before
+    );
+    let other = cli
+        .run(&["deploy", "hello", "1.0.0", "--endpoint", EP2, "--no-wait"])
+        .await
+        .expect(3);
+    assert!(other.stderr.starts_with("error: "), "{other:?}");
+    assert!(
+        other
+            .stderr
+            .contains("versions are immutable, deploy a new version"),
+        "{other:?}"
+    );
+    assert_eq!(other.stderr.lines().count(), 1, "{other:?}");
+}
+
+#[tokio::test]
+async fn traffic_to_an_unready_version_exits_3_until_its_deployment_is_ready() {
+    let (client, cli) = setup("cli-unready").await;
+    cli.ok(&["deploy", "hello", "1.0.0", "--endpoint", EP1, "--no-wait"])
+        .await;
+    cli.ok(&[
+        "deploy",
+        "hello",
+        "1.1.0",
+        "--image",
+        "ghcr.io/acme/hello@sha256:abc",
+        "--no-wait",
+    ])
+    .await;
+    let refused = cli
+        .run(&["traffic", "hello", "1.1.0=10", "1.0.0=90", "--no-wait"])
+        .await
+        .expect(3);
+    assert!(
+        refused.stderr.contains("version 1.1.0 is not ready"),
+        "{refused:?}"
+    );
+    let versions = cli.ok(&["versions", "hello"]).await;
+    assert!(versions.stdout.contains("0/1"), "{versions:?}");
+    mark_ready(&client, &cli.ns, "hello-1-1-0", 1).await;
+    cli.ok(&["traffic", "hello", "1.1.0=10", "1.0.0=90", "--no-wait"])
+        .await;
+    let f = function(&client, &cli.ns, "hello").await;
+    assert_eq!(
+        split(&f.spec.traffic),
+        w(&[("1.0.0", 900_000), ("1.1.0", 100_000)])
+    );
+}
+
+#[tokio::test]
+async fn deploy_waits_for_readiness_and_times_out_with_exit_4() {
+    let (client, cli) = setup("cli-ready-wait").await;
+    cli.ok(&["deploy", "hello", "1.0.0", "--endpoint", EP1, "--no-wait"])
+        .await;
+    let out = cli
+        .run(&[
+            "deploy",
+            "hello",
+            "1.1.0",
+            "--image",
+            "img@sha256:1",
+            "--timeout",
+            "1s",
+        ])
+        .await
+        .expect(4);
+    assert!(
+        out.stderr.contains("waiting for hello@1.1.0 to be ready"),
+        "{out:?}"
+    );
+    mark_ready(&client, &cli.ns, "hello-1-1-0", 1).await;
+    // Re-running the same deploy is idempotent, and the version now takes its share.
+    let out = cli
+        .ok(&[
+            "deploy",
+            "hello",
+            "1.1.0",
+            "--image",
+            "img@sha256:1",
+            "--traffic",
+            "25",
+            "--no-wait",
+        ])
+        .await;
+    assert!(
+        out.stdout.contains("already deployed with this spec"),
+        "{out:?}"
+    );
+    let f = function(&client, &cli.ns, "hello").await;
+    assert_eq!(
+        split(&f.spec.traffic),
+        w(&[("1.0.0", 750_000), ("1.1.0", 250_000)])
+    );
+}
+
+#[tokio::test]
+async fn totals_other_than_100_exit_2_naming_the_total() {
+    let (_client, cli) = setup("cli-totals").await;
+    three_versions(&cli).await;
+    let out = cli
+        .run(&["traffic", "hello", "1.1.0=10", "1.0.0=80", "--no-wait"])
+        .await
+        .expect(2);
+    assert!(out.stderr.contains("weights add up to 90%"), "{out:?}");
+    let out = cli
+        .run(&["traffic", "hello", "1.1.0=60", "1.0.0=60.5", "--no-wait"])
+        .await
+        .expect(2);
+    assert!(out.stderr.contains("120.5%"), "{out:?}");
+    let out = cli
+        .run(&["traffic", "hello", "9.9.9=100", "--no-wait"])
+        .await
+        .expect(2);
+    assert!(out.stderr.contains("9.9.9"), "{out:?}");
+}
+
+#[tokio::test]
+async fn every_traffic_command_records_history_and_rollback_returns_to_stable_from_mid_canary() {
+    let (client, cli) = setup("cli-rollback").await;
+    three_versions(&cli).await;
+    cli.ok(&["promote", "hello", "1.1.0", "--no-wait"]).await;
+    // A canary of 1.2.0 in the middle of its ramp.
+    cli.ok(&[
+        "traffic",
+        "hello",
+        "1.2.0=5",
+        "1.1.0=95",
+        "--no-wait",
+        "--reason",
+        "canary",
+    ])
+    .await;
+    cli.ok(&["traffic", "hello", "@latest=30", "1.1.0=70", "--no-wait"])
+        .await;
+    let out = cli
+        .ok(&["rollback", "hello", "--no-wait", "--reason", "errors up"])
+        .await;
+    assert!(
+        out.stdout.contains("1.2.0=30% 1.1.0=70% → 1.1.0=100%"),
+        "{out:?}"
+    );
+    let f = function(&client, &cli.ns, "hello").await;
+    assert_eq!(split(&f.spec.traffic), w(&[("1.1.0", 1_000_000)]));
+    // Rolling back again goes to the stable version before it.
+    cli.ok(&["rollback", "hello", "--no-wait"]).await;
+    let f = function(&client, &cli.ns, "hello").await;
+    assert_eq!(split(&f.spec.traffic), w(&[("1.0.0", 1_000_000)]));
+    cli.ok(&["rollback", "hello", "--to", "1.2.0", "--no-wait"])
+        .await;
+    let f = function(&client, &cli.ns, "hello").await;
+    assert_eq!(split(&f.spec.traffic), w(&[("1.2.0", 1_000_000)]));
+    let history: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["history", "hello", "-o", "json"]).await.stdout)
+            .expect("json");
+    let actions: Vec<&str> = history
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|h| h["action"].as_str().expect("action"))
+        .collect();
+    assert_eq!(
+        actions,
+        ["deploy", "promote", "traffic", "traffic", "rollback", "rollback", "rollback"]
+    );
+    assert_eq!(history[4]["reason"], "errors up");
+    assert_eq!(history[4]["actor"], "admin");
+    let table = cli.ok(&["history", "hello"]).await.stdout;
+    assert!(
+        table.contains("errors up") && table.contains("ACTOR"),
+        "{table}"
+    );
+}
+
+#[tokio::test]
+async fn undo_after_three_shifts_walks_back_one_step_at_a_time() {
+    let (client, cli) = setup("cli-undo").await;
+    three_versions(&cli).await;
+    cli.ok(&["traffic", "hello", "1.1.0=10", "1.0.0=90", "--no-wait"])
+        .await;
+    cli.ok(&["traffic", "hello", "1.1.0=50", "1.0.0=50", "--no-wait"])
+        .await;
+    cli.ok(&["traffic", "hello", "1.2.0=20", "1.1.0=80", "--no-wait"])
+        .await;
+    let steps = [
+        w(&[("1.0.0", 500_000), ("1.1.0", 500_000)]),
+        w(&[("1.0.0", 900_000), ("1.1.0", 100_000)]),
+        w(&[("1.0.0", 1_000_000)]),
+    ];
+    for expected in steps {
+        cli.ok(&["undo", "hello", "--no-wait"]).await;
+        let f = function(&client, &cli.ns, "hello").await;
+        assert_eq!(split(&f.spec.traffic), expected);
+    }
+    let out = cli.run(&["undo", "hello", "--no-wait"]).await.expect(3);
+    assert!(out.stderr.contains("nothing to undo"), "{out:?}");
+}
+
+#[tokio::test]
+async fn dry_run_prints_a_diff_and_leaves_the_resource_version_unchanged() {
+    let (client, cli) = setup("cli-dry-run").await;
+    three_versions(&cli).await;
+    cli.ok(&["traffic", "hello", "1.1.0=10", "1.0.0=90", "--no-wait"])
+        .await;
+    let rv = || async {
+        function(&client, &cli.ns, "hello")
+            .await
+            .metadata
+            .resource_version
+    };
+    let before = rv().await;
+    let fvs = Api::<FunctionVersion>::namespaced(client.clone(), &cli.ns);
+    let count = || async {
+        fvs.list(&Default::default())
+            .await
+            .expect("list")
+            .items
+            .len()
+    };
+    let versions_before = count().await;
+    for args in [
+        vec!["traffic", "hello", "1.2.0=50", "1.0.0=50"],
+        vec!["promote", "hello", "1.2.0"],
+        vec!["rollback", "hello"],
+        vec!["undo", "hello"],
+        vec![
+            "deploy",
+            "hello",
+            "1.3.0",
+            "--endpoint",
+            EP1,
+            "--traffic",
+            "10",
+        ],
+        vec!["deploy", "hello", "1.4.0", "--image", "img@sha256:1"],
+        vec!["delete", "hello", "1.2.0", "--force"],
+        vec!["gc", "hello", "--keep", "0", "--force"],
+    ] {
+        let mut args = args.clone();
+        args.push("--dry-run");
+        let out = cli.ok(&args).await;
+        assert!(
+            out.stdout.contains("dry run: nothing was written"),
+            "{args:?}: {out:?}"
+        );
+        assert_eq!(rv().await, before, "{args:?}");
+        assert_eq!(count().await, versions_before, "{args:?}");
+    }
+    let out = cli.ok(&["rollback", "hello", "--dry-run"]).await;
+    assert!(
+        out.stdout.contains("- traffic: 1.1.0=10% 1.0.0=90%"),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("+ traffic: 1.0.0=100%"), "{out:?}");
+}
+
+#[tokio::test]
+async fn delete_refuses_weighted_versions_and_gc_keeps_the_rollback_window() {
+    let (client, cli) = setup("cli-delete").await;
+    three_versions(&cli).await;
+    cli.ok(&[
+        "deploy",
+        "hello",
+        "1.3.0",
+        "--image",
+        "img@sha256:3",
+        "--no-wait",
+    ])
+    .await;
+    cli.ok(&["traffic", "hello", "1.2.0=10", "1.0.0=90", "--no-wait"])
+        .await;
+    let out = cli
+        .run(&["delete", "hello", "1.0.0", "--force"])
+        .await
+        .expect(3);
+    assert!(out.stderr.contains("has 90% of the traffic"), "{out:?}");
+    cli.ok(&["promote", "hello", "1.2.0", "--no-wait"]).await;
+    // 1.0.0 was the stable version until now: a rollback target.
+    let out = cli.run(&["delete", "hello", "1.0.0"]).await.expect(3);
+    assert!(out.stderr.contains("rollback target"), "{out:?}");
+    cli.ok(&["delete", "hello", "1.1.0"]).await;
+    cli.ok(&["delete", "hello", "1.3.0", "--force"]).await;
+    let fvs = Api::<FunctionVersion>::namespaced(client.clone(), &cli.ns);
+    assert!(fvs.get_opt("hello-1-1-0").await.expect("get").is_none());
+    assert!(Api::<Deployment>::namespaced(client.clone(), &cli.ns)
+        .get_opt("hello-1-3-0")
+        .await
+        .expect("get")
+        .is_none());
+    assert!(Api::<Service>::namespaced(client.clone(), &cli.ns)
+        .get_opt("hello-1-3-0")
+        .await
+        .expect("get")
+        .is_none());
+    let out = cli.ok(&["gc", "hello", "--keep", "1"]).await;
+    assert!(out.stdout.contains("nothing to collect"), "{out:?}");
+    cli.ok(&["gc", "hello", "--keep", "1", "--force"]).await;
+    let left: Vec<String> = fvs
+        .list(&Default::default())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .map(|v| v.spec.version)
+        .collect();
+    assert_eq!(left, ["1.2.0"]);
+}
+
+#[tokio::test]
+async fn reads_work_in_every_output_format() {
+    let (_client, cli) = setup("cli-reads").await;
+    three_versions(&cli).await;
+    cli.ok(&["traffic", "hello", "1.1.0=10", "1.0.0=90", "--no-wait"])
+        .await;
+    for cmd in [
+        vec!["versions", "hello"],
+        vec!["status", "hello"],
+        vec!["history", "hello"],
+        vec!["list"],
+    ] {
+        let table = cli.ok(&cmd).await.stdout;
+        assert!(!table.is_empty(), "{cmd:?}");
+        let mut json_args = cmd.clone();
+        json_args.extend(["-o", "json"]);
+        let json: serde_json::Value =
+            serde_json::from_str(&cli.ok(&json_args).await.stdout).expect("json parses");
+        let mut yaml_args = cmd.clone();
+        yaml_args.extend(["-o", "yaml"]);
+        let yaml: serde_json::Value =
+            serde_yaml::from_str(&cli.ok(&yaml_args).await.stdout).expect("yaml parses");
+        assert_eq!(json, yaml, "{cmd:?}");
+    }
+    let versions: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["versions", "hello", "-o", "json"]).await.stdout)
+            .expect("json");
+    let weights: Vec<(String, u64)> = versions
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_str().expect("v").to_string(),
+                v["weight"].as_u64().expect("w"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        weights,
+        [
+            ("1.2.0".to_string(), 0),
+            ("1.1.0".to_string(), 100_000),
+            ("1.0.0".to_string(), 900_000)
+        ]
+    );
+    let status = cli.ok(&["status", "hello"]).await.stdout;
+    assert!(
+        status.contains("Traffic:     1.1.0=10% 1.0.0=90%"),
+        "{status}"
+    );
+    let list: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["list", "-o", "json"]).await.stdout).expect("json");
+    assert_eq!(list[0]["name"], "hello");
+    let missing = cli.run(&["status", "nope"]).await.expect(2);
+    assert!(
+        missing.stderr.contains("function nope not found"),
+        "{missing:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_user_allowed_only_to_read_gets_one_clear_forbidden_line() {
+    let (client, cli) = setup("cli-rbac").await;
+    three_versions(&cli).await;
+    let role = Role {
+        metadata: ObjectMeta {
+            name: Some("read".into()),
+            ..Default::default()
+        },
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![
+                "switchyard.dev".into(),
+                "apps".into(),
+                "coordination.k8s.io".into(),
+            ]),
+            resources: Some(vec![
+                "functions".into(),
+                "functionversions".into(),
+                "deployments".into(),
+                "leases".into(),
+            ]),
+            verbs: vec!["get".into(), "list".into(), "watch".into()],
+            ..Default::default()
+        }]),
+    };
+    Api::<Role>::namespaced(client.clone(), &cli.ns)
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("role");
+    let binding = RoleBinding {
+        metadata: ObjectMeta {
+            name: Some("read".into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: "read".into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "User".into(),
+            name: "viewer".into(),
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            ..Default::default()
+        }]),
+    };
+    Api::<RoleBinding>::namespaced(client.clone(), &cli.ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("binding");
+    let viewer = Cli::with_kubeconfig(&cli.ns, &viewer_kubeconfig_path());
+    // RBAC changes reach the authorizer's cache shortly after they are written.
+    let reads = switchyard_tests::wait_until(
+        std::time::Duration::from_secs(10),
+        "viewer can read",
+        || {
+            let viewer = viewer.clone();
+            async move {
+                let out = viewer.run(&["versions", "hello"]).await;
+                (out.code == 0).then_some(out)
+            }
+        },
+    )
+    .await;
+    assert!(reads.stdout.contains("1.0.0"), "{reads:?}");
+    let out = viewer
+        .run(&["promote", "hello", "1.2.0", "--no-wait"])
+        .await
+        .expect(1);
+    assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+    assert!(
+        out.stderr.starts_with("error: writing function hello"),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("forbidden"), "{out:?}");
+    assert!(out.stderr.contains("viewer"), "{out:?}");
+}

@@ -1,0 +1,227 @@
+//! Shared helpers of the `cli_*` tests: run the real `switchyard` binary against the test API
+//! server, mark Deployments ready through their status subresource, and simulate router
+//! replicas that follow docs/protocol.md (a Lease each, and server-side-applied acks on
+//! `Function.status.routers`).
+//!
+//! Included by each `cli_*` test file with `#[path]`; compiled alone it is an empty test target.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::Client;
+use serde_json::json;
+use switchyard_core::Function;
+use switchyard_tests::{binary, kubeconfig_path};
+
+/// What one run of the binary did.
+#[derive(Debug)]
+pub struct Out {
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Out {
+    /// Panics with the whole output unless the exit code is `code`.
+    pub fn expect(self, code: i32) -> Out {
+        assert_eq!(self.code, code, "expected exit {code}, got {self:#?}");
+        self
+    }
+}
+
+/// The binary, pointed at one namespace of the test API server.
+#[derive(Clone)]
+pub struct Cli {
+    /// The namespace.
+    pub ns: String,
+    kubeconfig: PathBuf,
+}
+
+impl Cli {
+    /// As the admin user.
+    pub fn new(ns: &str) -> Cli {
+        Cli::with_kubeconfig(ns, &kubeconfig_path())
+    }
+
+    /// As the user of another kubeconfig.
+    pub fn with_kubeconfig(ns: &str, kubeconfig: &Path) -> Cli {
+        Cli {
+            ns: ns.to_string(),
+            kubeconfig: kubeconfig.to_path_buf(),
+        }
+    }
+
+    /// Runs `switchyard --kubeconfig … -n NS args…` and collects its output.
+    pub async fn run(&self, args: &[&str]) -> Out {
+        let out = tokio::process::Command::new(binary("switchyard"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("-n")
+            .arg(&self.ns)
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .output()
+            .await
+            .expect("running switchyard");
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs and expects exit 0.
+    pub async fn ok(&self, args: &[&str]) -> Out {
+        self.run(args).await.expect(0)
+    }
+}
+
+/// The Function as the API server holds it.
+pub async fn function(client: &Client, ns: &str, name: &str) -> Function {
+    Api::<Function>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .expect("reading the Function")
+}
+
+/// Writes a Deployment's status as a controller would for `available` ready replicas.
+pub async fn mark_ready(client: &Client, ns: &str, name: &str, available: i32) {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let d = api.get(name).await.expect("reading the Deployment");
+    let status = json!({
+        "status": {
+            "observedGeneration": d.metadata.generation,
+            "replicas": available,
+            "updatedReplicas": available,
+            "readyReplicas": available,
+            "availableReplicas": available,
+            "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}]
+        }
+    });
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("writing the Deployment status");
+}
+
+/// A simulated router replica: renews its Lease and acknowledges every Function generation in
+/// its namespace, exactly as docs/protocol.md says, until paused or dropped.
+pub struct SimRouter {
+    /// Replica name.
+    pub name: String,
+    paused: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SimRouter {
+    /// Starts replica `name` watching (and leasing in) namespace `ns`.
+    pub async fn start(client: &Client, ns: &str, name: &str) -> SimRouter {
+        let paused = Arc::new(AtomicBool::new(false));
+        renew(client, ns, name).await;
+        let (client, ns_, name_, p) = (
+            client.clone(),
+            ns.to_string(),
+            name.to_string(),
+            paused.clone(),
+        );
+        let task = tokio::spawn(async move {
+            let functions: Api<Function> = Api::namespaced(client.clone(), &ns_);
+            let mut renewed = std::time::Instant::now();
+            loop {
+                if !p.load(Ordering::Relaxed) {
+                    if renewed.elapsed() > Duration::from_secs(3) {
+                        renew(&client, &ns_, &name_).await;
+                        renewed = std::time::Instant::now();
+                    }
+                    if let Ok(list) = functions.list(&ListParams::default()).await {
+                        for f in list.items {
+                            let generation = f.metadata.generation.unwrap_or_default();
+                            let mine = f
+                                .status
+                                .as_ref()
+                                .and_then(|s| s.routers.iter().find(|r| r.name == name_))
+                                .map(|r| r.observed_generation);
+                            if mine.is_none_or(|g| g < generation) {
+                                ack(
+                                    &functions,
+                                    f.metadata.name.as_deref().unwrap_or_default(),
+                                    &name_,
+                                    generation,
+                                )
+                                .await;
+                            }
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        SimRouter {
+            name: name.to_string(),
+            paused,
+            task,
+        }
+    }
+
+    /// Freezes the replica (as SIGSTOP would): no more acks, no more renewals, the Lease
+    /// stays fresh until it expires.
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for SimRouter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn renew(client: &Client, ns: &str, name: &str) {
+    let lease = json!({
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {
+            "name": name,
+            "labels": {"app.kubernetes.io/name": "switchyard-router", "switchyard.dev/router": "true"},
+            "annotations": {"switchyard.dev/watch-namespace": ns}
+        },
+        "spec": {
+            "holderIdentity": name,
+            "leaseDurationSeconds": 10,
+            "renewTime": k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+        }
+    });
+    Api::<Lease>::namespaced(client.clone(), ns)
+        .patch(
+            name,
+            &PatchParams::apply("switchyard-sim-router").force(),
+            &Patch::Apply(&lease),
+        )
+        .await
+        .expect("renewing the simulated router's Lease");
+}
+
+async fn ack(functions: &Api<Function>, function: &str, replica: &str, generation: i64) {
+    let status = json!({
+        "apiVersion": "switchyard.dev/v1alpha1",
+        "kind": "Function",
+        "metadata": {"name": function},
+        "status": {"routers": [{
+            "name": replica,
+            "observedGeneration": generation,
+            "appliedAt": k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+        }]}
+    });
+    let pp = PatchParams::apply(&format!("switchyard-router.{replica}")).force();
+    let _ = functions
+        .patch_status(function, &pp, &Patch::Apply(&status))
+        .await;
+}
