@@ -424,18 +424,22 @@ impl RoutingTable {
         versions: &[FunctionVersion],
         opts: &BuildOptions,
     ) -> Result<Self, TableError> {
-        let mut by_namespace: HashMap<&str, Vec<&FunctionVersion>> = HashMap::new();
+        let mut by_function: HashMap<(&str, &str), Vec<&FunctionVersion>> = HashMap::new();
         for v in versions {
-            by_namespace
-                .entry(v.metadata.namespace.as_deref().unwrap_or_default())
+            let ns = v.metadata.namespace.as_deref().unwrap_or_default();
+            by_function
+                .entry((ns, v.spec.function.as_str()))
                 .or_default()
                 .push(v);
         }
         let routes = functions
             .iter()
             .map(|f| {
-                let ns = f.metadata.namespace.as_deref().unwrap_or_default();
-                let vs = by_namespace.get(ns).map(Vec::as_slice).unwrap_or_default();
+                let key = (
+                    f.metadata.namespace.as_deref().unwrap_or_default(),
+                    f.metadata.name.as_deref().unwrap_or_default(),
+                );
+                let vs = by_function.get(&key).map(Vec::as_slice).unwrap_or_default();
                 Route::build(f, vs.iter().copied(), opts).map(Arc::new)
             })
             .collect::<Result<Vec<_>, _>>()?;
