@@ -76,7 +76,7 @@ pub fn start(config: RouterConfig, source: Source) -> anyhow::Result<RouterHandl
             }
             Err(why) => {
                 let Some(path) = &config.snapshot else {
-                    return Err(anyhow!("cannot read routes from the source: {why}"));
+                    return Err(anyhow!("cannot start without a routing table: {why}"));
                 };
                 let (state, as_of) = snapshot::read(path)
                     .with_context(|| format!("the source is unreachable ({why}) and the snapshot cannot be used"))?;

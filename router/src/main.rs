@@ -77,7 +77,11 @@ fn replica_name(flag: Option<String>) -> String {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn,pingora=warn")
+        tracing_subscriber::EnvFilter::new(
+            // kube-client logs every failed connection as an error; the router reports an
+            // unreachable API server once, itself.
+            "info,kube_client=off,kube_runtime=warn,pingora_core=warn,pingora_proxy=warn,pingora=warn",
+        )
     });
     // Pingora logs through `log`, kube through `tracing`: one subscriber for both.
     let _ = tracing_log::LogTracer::init();
@@ -109,9 +113,10 @@ fn main() -> ExitCode {
         lease_namespace: args.lease_namespace,
         lease_duration: Duration::from_secs(args.lease_duration),
     });
-    tracing::info!(replica = %config.replica, listen = %config.listen, admin = %config.admin, "starting");
+    tracing::debug!(replica = %config.replica, listen = %config.listen, admin = %config.admin, "starting");
     match switchyard_router::start(config, source) {
         Ok(router) => {
+            tracing::info!("serving");
             router.wait();
             tracing::info!("stopped");
             ExitCode::SUCCESS

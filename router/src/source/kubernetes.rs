@@ -60,7 +60,7 @@ impl KubernetesOptions {
 }
 
 /// Builds a client; config errors are fatal, reachability is not checked here.
-pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
+pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<(Client, String)> {
     use anyhow::Context;
     let mut config = match kubeconfig {
         Some(path) => {
@@ -76,7 +76,9 @@ pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
     };
     // Fail fast at start and notice a dead server soon; the watch itself is long-polled.
     config.connect_timeout = Some(Duration::from_secs(3));
-    Client::try_from(config).context("building the Kubernetes client")
+    let url = config.cluster_url.to_string();
+    let client = Client::try_from(config).context("building the Kubernetes client")?;
+    Ok((client, url.trim_end_matches('/').to_string()))
 }
 
 type Key = (String, String);
@@ -149,6 +151,9 @@ pub struct KubernetesSource {
     lease_task: Option<tokio::task::JoinHandle<()>>,
     leases: Api<Lease>,
     replica: String,
+    watch_namespace: String,
+    lease_duration: Duration,
+    server: String,
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -168,7 +173,7 @@ where
 impl KubernetesSource {
     /// Starts the watches, the ack writer and the Lease renewal.
     pub async fn open(opts: KubernetesOptions, replica: &str) -> anyhow::Result<Self> {
-        let client = client(opts.kubeconfig.as_ref()).await?;
+        let (client, url) = client(opts.kubeconfig.as_ref()).await?;
         let ns = opts.namespace.as_deref();
         let config = watcher::Config::default().any_semantic();
         let functions = watcher::watcher(api::<Function>(&client, ns), config.clone())
@@ -183,24 +188,19 @@ impl KubernetesSource {
         tokio::spawn(write_acks(client.clone(), replica.to_string(), rx));
 
         let leases: Api<Lease> = Api::namespaced(client.clone(), &opts.resolved_lease_namespace());
-        let (lease_stop, stop_rx) = tokio::sync::oneshot::channel();
-        let lease_task = tokio::spawn(renew_lease(
-            leases.clone(),
-            replica.to_string(),
-            opts.namespace.clone().unwrap_or_default(),
-            opts.lease_duration,
-            stop_rx,
-        ));
         Ok(KubernetesSource {
             events,
             functions: Catalog::new(),
             versions: Catalog::new(),
             lost: false,
             acks,
-            lease_stop: Some(lease_stop),
-            lease_task: Some(lease_task),
+            lease_stop: None,
+            lease_task: None,
             leases,
             replica: replica.to_string(),
+            watch_namespace: opts.namespace.clone().unwrap_or_default(),
+            lease_duration: opts.lease_duration,
+            server: url,
         })
     }
 
@@ -209,7 +209,9 @@ impl KubernetesSource {
         match change {
             Change::Function(Ok(e)) => Ok(self.functions.apply(e)),
             Change::Version(Ok(e)) => Ok(self.versions.apply(e)),
-            Change::Function(Err(e)) | Change::Version(Err(e)) => Err(e.to_string()),
+            Change::Function(Err(e)) | Change::Version(Err(e)) => {
+                Err(format!("API server {} unreachable: {e}", self.server))
+            }
         }
     }
 
@@ -249,6 +251,18 @@ impl ConfigSource for KubernetesSource {
                 && self.versions.relist.is_none();
             if complete && (changed || self.lost) {
                 self.lost = false;
+                // Announce this replica only once it serves a complete table.
+                if self.lease_task.is_none() {
+                    let (stop, stop_rx) = tokio::sync::oneshot::channel();
+                    self.lease_stop = Some(stop);
+                    self.lease_task = Some(tokio::spawn(renew_lease(
+                        self.leases.clone(),
+                        self.replica.clone(),
+                        self.watch_namespace.clone(),
+                        self.lease_duration,
+                        stop_rx,
+                    )));
+                }
                 return Some(SourceEvent::State(self.state()));
             }
         }
@@ -265,9 +279,10 @@ impl ConfigSource for KubernetesSource {
         if let Some(stop) = self.lease_stop.take() {
             let _ = stop.send(());
         }
-        if let Some(task) = self.lease_task.take() {
-            let _ = task.await;
-        }
+        let Some(task) = self.lease_task.take() else {
+            return;
+        };
+        let _ = task.await;
         let deleted = tokio::time::timeout(
             Duration::from_secs(2),
             self.leases.delete(&self.replica, &DeleteParams::default()),

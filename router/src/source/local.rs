@@ -457,4 +457,33 @@ mod tests {
         store.remove_router("r1");
         assert!(store.routers().expect("read").is_empty());
     }
+
+    #[tokio::test]
+    async fn the_source_follows_writes_and_records_acknowledgements() {
+        let store = temp_store();
+        store.write("hello", "0", doc("1.0.0")).expect("write");
+        let opts = LocalOptions {
+            root: store.root().to_path_buf(),
+            lease_duration: Duration::from_secs(3),
+            listen: "127.0.0.1:1".into(),
+        };
+        let mut source = LocalSource::open(opts, "r1").expect("source");
+        let Some(SourceEvent::State(state)) = source.next().await else { panic!("first state") };
+        assert_eq!(state.functions[0].spec.weight_of("1.0.0"), TOTAL_PPM);
+        store.write("hello", "1", doc("1.1.0")).expect("write");
+        let next = tokio::time::timeout(Duration::from_secs(10), source.next()).await;
+        let Ok(Some(SourceEvent::State(state))) = next else { panic!("a state after the write") };
+        assert_eq!(state.functions[0].spec.weight_of("1.1.0"), TOTAL_PPM);
+        let generation = state.functions[0].metadata.generation.expect("generation");
+        source.acknowledge(vec![Ack {
+            namespace: LOCAL_NAMESPACE.into(),
+            name: "hello".into(),
+            generation,
+            rejected: None,
+        }]);
+        let routers = store.routers().expect("routers");
+        assert_eq!(routers[0].ack_for("hello").map(|a| (a.name, a.observed_generation)), Some(("r1".to_string(), 2)));
+        source.close().await;
+        assert!(store.routers().expect("routers").is_empty());
+    }
 }
