@@ -117,14 +117,14 @@ async fn an_invalid_update_keeps_the_previous_table_serving_and_is_acknowledged_
         .metrics()
         .contains("switchyard_router_rejected_functions 1"));
     let counts = count_served(router.listen, "localhost", "/shaky", 100);
+    let new = counts.get("shaky@2.0.0").copied().unwrap_or(0);
     assert_eq!(
-        counts.get("shaky@1.0.0"),
-        Some(&90),
-        "still the good 90/10 split: {counts:?}"
+        counts.get("shaky@1.0.0").copied().unwrap_or(0) + new,
+        100,
+        "{counts:?}"
     );
-    assert_eq!(
-        counts.get("shaky@2.0.0"),
-        Some(&10),
+    assert!(
+        (8..=12).contains(&new),
         "still the good 90/10 split: {counts:?}"
     );
 
