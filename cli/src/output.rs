@@ -122,6 +122,11 @@ impl Diff {
         self.lines.push(format!("+ {}", line.into()));
     }
 
+    /// A line that changes nothing, for context.
+    pub fn note(&mut self, line: impl Into<String>) {
+        self.lines.push(format!("  {}", line.into()));
+    }
+
     /// A line that is only removed.
     pub fn removed(&mut self, line: impl Into<String>) {
         self.lines.push(format!("- {}", line.into()));

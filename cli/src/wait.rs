@@ -49,12 +49,13 @@ pub async fn routers(
             ),
         )
     };
-    let mut live_names = live(&store.routers().await?);
+    let mut last = written.clone();
+    // Both in flight at once: the wait costs one round trip before the first event.
+    let (routers, mut events) = futures::try_join!(store.routers(), store.watch_function(&last))?;
+    let mut live_names = live(&routers);
     if live_names.is_empty() {
         return Err(no_router());
     }
-    let mut last = written.clone();
-    let mut events = store.watch_function(&last).await?;
     let mut refresh = tokio::time::interval(store.router_refresh());
     refresh.tick().await;
     loop {

@@ -233,6 +233,35 @@ async fn deploy_waits_for_readiness_and_times_out_with_exit_4() {
         split(&f.spec.traffic),
         w(&[("1.0.0", 750_000), ("1.1.0", 250_000)])
     );
+    // A deploy that waits returns once the test, playing the controller, makes it ready.
+    let waiting = {
+        let cli = cli.clone();
+        tokio::spawn(async move {
+            cli.run(&[
+                "deploy",
+                "hello",
+                "1.2.0",
+                "--image",
+                "img@sha256:2",
+                "--timeout",
+                "60s",
+            ])
+            .await
+        })
+    };
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &cli.ns);
+    switchyard_tests::wait_until(
+        std::time::Duration::from_secs(30),
+        "Deployment hello-1-2-0",
+        || {
+            let deployments = deployments.clone();
+            async move { deployments.get_opt("hello-1-2-0").await.ok().flatten() }
+        },
+    )
+    .await;
+    mark_ready(&client, &cli.ns, "hello-1-2-0", 1).await;
+    let out = waiting.await.expect("deploy task").expect(0);
+    assert!(out.stdout.contains("hello@1.2.0 is ready"), "{out:?}");
 }
 
 #[tokio::test]
@@ -260,6 +289,16 @@ async fn totals_other_than_100_exit_2_naming_the_total() {
 async fn every_traffic_command_records_history_and_rollback_returns_to_stable_from_mid_canary() {
     let (client, cli) = setup("cli-rollback").await;
     three_versions(&cli).await;
+    // Writes touch the spec only: a label someone put on the Function survives them.
+    let label = serde_json::json!({"metadata": {"labels": {"team": "payments"}}});
+    Api::<switchyard_core::Function>::namespaced(client.clone(), &cli.ns)
+        .patch(
+            "hello",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&label),
+        )
+        .await
+        .expect("labelling the Function");
     cli.ok(&["promote", "hello", "1.1.0", "--no-wait"]).await;
     // A canary of 1.2.0 in the middle of its ramp.
     cli.ok(&[
@@ -306,6 +345,8 @@ async fn every_traffic_command_records_history_and_rollback_returns_to_stable_fr
     );
     assert_eq!(history[4]["reason"], "errors up");
     assert_eq!(history[4]["actor"], "admin");
+    let f = function(&client, &cli.ns, "hello").await;
+    assert_eq!(f.metadata.labels.expect("labels")["team"], "payments");
     let table = cli.ok(&["history", "hello"]).await.stdout;
     assert!(
         table.contains("errors up") && table.contains("ACTOR"),
@@ -584,4 +625,37 @@ async fn a_user_allowed_only_to_read_gets_one_clear_forbidden_line() {
     );
     assert!(out.stderr.contains("forbidden"), "{out:?}");
     assert!(out.stderr.contains("viewer"), "{out:?}");
+}
+
+#[tokio::test]
+async fn status_watch_prints_the_status_again_when_the_traffic_changes() {
+    use tokio::io::AsyncBufReadExt as _;
+    let (_client, cli) = setup("cli-watch").await;
+    three_versions(&cli).await;
+    let mut child = tokio::process::Command::new(switchyard_tests::binary("switchyard"))
+        .arg("--kubeconfig")
+        .arg(switchyard_tests::kubeconfig_path())
+        .args(["-n", &cli.ns, "status", "hello", "--watch"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("status --watch");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut seen_first = false;
+    let found = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.starts_with("Traffic:") && !seen_first {
+                seen_first = true;
+                cli.ok(&["traffic", "hello", "1.2.0=10", "1.0.0=90", "--no-wait"])
+                    .await;
+            }
+            if line.contains("Traffic:     1.2.0=10% 1.0.0=90%") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(found, Ok(true), "status --watch never showed the new split");
+    let _ = child.kill().await;
 }

@@ -6,7 +6,7 @@
 #[path = "cli_support.rs"]
 mod support;
 
-use support::{Cli, SimRouter};
+use support::{Cli, RealRouter, SimRouter};
 use switchyard_tests::{client, namespace};
 
 async fn two_versions(cli: &Cli) {
@@ -77,4 +77,34 @@ async fn with_no_live_router_a_change_is_written_and_exits_4_saying_so() {
     assert!(out.stderr.contains("no live router"), "{out:?}");
     let f = support::function(&client, &ns, "hello").await;
     assert_eq!(f.spec.weight_of("1.1.0"), 1_000_000);
+}
+
+#[tokio::test]
+async fn waiting_works_with_two_real_router_replicas_and_exits_4_when_one_is_stopped() {
+    let client = client().await;
+    let ns = namespace(&client, "cli-real-routers").await;
+    let cli = Cli::new(&ns);
+    two_versions(&cli).await;
+    let ns_ = ns.clone();
+    let (a, _b) = tokio::task::spawn_blocking(move || {
+        (
+            RealRouter::start(&ns_, "router-a"),
+            RealRouter::start(&ns_, "router-b"),
+        )
+    })
+    .await
+    .expect("routers");
+    let out = cli.ok(&["traffic", "hello", "1.1.0=10", "1.0.0=90"]).await;
+    assert!(out.stdout.contains("applied by 2/2 routers"), "{out:?}");
+    let out = cli.ok(&["rollback", "hello"]).await;
+    assert!(
+        out.stdout.contains("→ 1.0.0=100% · applied by 2/2 routers"),
+        "{out:?}"
+    );
+    a.stop();
+    let out = cli
+        .run(&["promote", "hello", "1.1.0", "--timeout", "1s"])
+        .await
+        .expect(4);
+    assert!(out.stderr.contains("waiting for router-a"), "{out:?}");
 }

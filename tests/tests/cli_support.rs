@@ -225,3 +225,67 @@ async fn ack(functions: &Api<Function>, function: &str, replica: &str, generatio
         .patch_status(function, &pp, &Patch::Apply(&status))
         .await;
 }
+
+/// A real `switchyard-router` process watching one namespace, on loopback ports.
+pub struct RealRouter {
+    /// Replica name.
+    pub name: String,
+    child: std::process::Child,
+}
+
+impl RealRouter {
+    /// Starts replica `name` watching `ns` and waits until its `/readyz` answers 200.
+    pub fn start(ns: &str, name: &str) -> RealRouter {
+        let admin: std::net::SocketAddr = format!("127.0.0.1:{}", switchyard_tests::free_port())
+            .parse()
+            .expect("addr");
+        let child = std::process::Command::new(binary("switchyard-router"))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", switchyard_tests::free_port()))
+            .arg("--admin")
+            .arg(admin.to_string())
+            .args([
+                "--namespace",
+                ns,
+                "--replica-name",
+                name,
+                "--grace-period",
+                "0",
+            ])
+            .arg("--kubeconfig")
+            .arg(kubeconfig_path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting switchyard-router");
+        let router = RealRouter {
+            name: name.to_string(),
+            child,
+        };
+        switchyard_tests::wait_until_blocking(Duration::from_secs(30), "router /readyz", || {
+            switchyard_tests::get(admin, "/readyz")
+                .ok()
+                .filter(|r| r.status == 200)
+        });
+        router
+    }
+
+    /// Freezes the process (SIGSTOP): it neither acknowledges nor renews its Lease.
+    pub fn stop(&self) {
+        signal(self.child.id(), "-STOP");
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status();
+}
+
+impl Drop for RealRouter {
+    fn drop(&mut self) {
+        signal(self.child.id(), "-CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -78,7 +78,7 @@ pub async fn run(store: &dyn Store, d: args::Deploy) -> anyhow::Result<()> {
     if d.write.dry_run {
         let mut diff = Diff::new(format!("{name}@{version} in {}:", store.location()));
         match existing {
-            Some(_) => diff.field("version", None, None),
+            Some(_) => diff.note("already deployed with this spec: nothing to create"),
             None => {
                 let object = switchyard_core::object_name(name, version);
                 diff.added(format!("FunctionVersion {object}"));

@@ -14,7 +14,10 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams, WatchEvent, WatchParams};
+use kube::api::{
+    Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams, WatchEvent,
+    WatchParams,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, Resource as _, ResourceExt as _};
 use std::collections::BTreeMap;
@@ -320,6 +323,33 @@ fn label_value(version: &str) -> String {
         .collect()
 }
 
+/// The JSON merge patch (RFC 7386) that turns `before` into `after`: objects are merged
+/// recursively, a key that disappears becomes `null`, anything else is replaced whole.
+pub fn merge_patch(before: &serde_json::Value, after: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (before, after) {
+        (Value::Object(b), Value::Object(a)) => {
+            let mut patch = serde_json::Map::new();
+            for (k, av) in a {
+                match b.get(k) {
+                    Some(bv) if bv == av => {}
+                    Some(bv) if bv.is_object() && av.is_object() => {
+                        patch.insert(k.clone(), merge_patch(bv, av));
+                    }
+                    _ => {
+                        patch.insert(k.clone(), av.clone());
+                    }
+                }
+            }
+            for k in b.keys().filter(|k| !a.contains_key(*k)) {
+                patch.insert(k.clone(), Value::Null);
+            }
+            Value::Object(patch)
+        }
+        _ => after.clone(),
+    }
+}
+
 fn state(f: Function) -> FunctionState {
     FunctionState {
         name: f.name_any(),
@@ -517,16 +547,22 @@ impl Store for KubeStore {
         current: &FunctionState,
         spec: &FunctionSpec,
     ) -> anyhow::Result<Written> {
-        let mut f = Function::new(&current.name, spec.clone());
-        f.metadata.namespace = Some(self.namespace.clone());
-        // The precondition: the API server refuses the write with 409 if anything (a person,
-        // or a router acknowledging on status) changed the object since it was read.
-        f.metadata.resource_version = Some(current.revision.clone());
-        let pp = PostParams {
+        // A JSON merge patch of the spec carrying the resourceVersion read: the API server
+        // refuses it with 409 if anything (a person, or a router acknowledging on status)
+        // changed the object since, and labels, annotations and status are left alone.
+        let body = serde_json::json!({
+            "metadata": {"resourceVersion": current.revision},
+            "spec": merge_patch(&serde_json::to_value(&current.spec)?, &serde_json::to_value(spec)?),
+        });
+        let pp = PatchParams {
             field_manager: Some(MANAGER.into()),
             ..Default::default()
         };
-        match self.functions_api().replace(&current.name, &pp, &f).await {
+        match self
+            .functions_api()
+            .patch(&current.name, &pp, &Patch::Merge(&body))
+            .await
+        {
             Ok(f) => Ok(Written::Done(Box::new(state(f)))),
             Err(e) if code(&e) == Some(409) => Ok(Written::Conflict),
             Err(e) => Err(api(e)).with_context(|| {
@@ -556,13 +592,19 @@ impl Store for KubeStore {
     }
 
     async fn routers(&self) -> anyhow::Result<Vec<Router>> {
-        let mut leases = self
-            .leases(&self.namespace)
-            .await
+        let elsewhere = async {
+            if self.router_namespace == self.namespace {
+                Ok(Vec::new())
+            } else {
+                self.leases(&self.router_namespace).await
+            }
+        };
+        let (here, elsewhere) = futures::join!(self.leases(&self.namespace), elsewhere);
+        let mut leases = here
             .map_err(api)
             .with_context(|| format!("listing router Leases in namespace {}", self.namespace))?;
-        if self.router_namespace != self.namespace {
-            match self.leases(&self.router_namespace).await {
+        {
+            match elsewhere {
                 Ok(more) => leases.extend(more),
                 // A user may read their own namespace only; routers there still count.
                 Err(e) if matches!(code(&e), Some(403 | 404)) => {}
@@ -636,5 +678,24 @@ impl Store for KubeStore {
                 }
             })
             .boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_patch;
+    use serde_json::json;
+
+    #[test]
+    fn a_merge_patch_nulls_what_disappears_and_replaces_lists_whole() {
+        let before = json!({"traffic": [{"version": "1.0.0"}], "tags": [1], "stable": "1.0.0",
+                            "affinity": {"header": "x-user"}, "hosts": ["a"]});
+        let after = json!({"traffic": [{"version": "1.1.0"}], "stable": "1.0.0",
+                           "affinity": {"cookie": "u"}, "hosts": ["a"]});
+        assert_eq!(
+            merge_patch(&before, &after),
+            json!({"traffic": [{"version": "1.1.0"}], "tags": null,
+                   "affinity": {"cookie": "u", "header": null}})
+        );
     }
 }
