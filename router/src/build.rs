@@ -309,3 +309,175 @@ impl Builder {
         self.sent.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(functions: Vec<Function>, versions: Vec<FunctionVersion>) -> State {
+        State {
+            functions: functions.into_iter().map(Arc::new).collect(),
+            versions: versions.into_iter().map(Arc::new).collect(),
+        }
+    }
+
+    fn versions(function: &str) -> Vec<FunctionVersion> {
+        ["1.0.0", "2.0.0"]
+            .iter()
+            .map(|v| FunctionVersion::test_endpoint(function, v, "http://127.0.0.1:9"))
+            .collect()
+    }
+
+    fn builder() -> (Builder, Metrics) {
+        (
+            Builder::new(BuildOptions::default(), "r0".into()),
+            Metrics::new(),
+        )
+    }
+
+    fn weight_of(live: &Live, name: &str, version: &str) -> u32 {
+        let route = live
+            .table
+            .routes()
+            .iter()
+            .find(|r| r.name == name)
+            .expect("routed");
+        route
+            .backends
+            .iter()
+            .find(|b| b.version == version)
+            .map_or(0, |b| b.weight)
+    }
+
+    #[test]
+    fn an_invalid_update_keeps_the_last_good_route_and_is_reported() {
+        let (mut b, m) = builder();
+        let good = Function::test("hello")
+            .with_weight("1.0.0", 900_000)
+            .with_weight("2.0.0", 100_000);
+        let first = b.apply(&state(vec![good], versions("hello")), SystemTime::now(), &m);
+        let first = first.live.expect("a first table");
+        assert_eq!(weight_of(&first, "hello", "2.0.0"), 100_000);
+
+        let bad = Function::test("hello")
+            .with_weight("3.0.0", 1_000_000)
+            .at_generation(2);
+        let out = b.apply(&state(vec![bad], versions("hello")), SystemTime::now(), &m);
+        assert_eq!(out.rejected, 1);
+        let live = out.live.expect("a table carrying the rejection");
+        assert_eq!(
+            weight_of(&live, "hello", "2.0.0"),
+            100_000,
+            "the last good route stays"
+        );
+        assert_eq!(live.table.routes()[0].generation, 1);
+        assert_eq!(live.rejections.len(), 1);
+        assert_eq!(live.rejections[0].generation, 2);
+        assert!(
+            live.rejections[0].reason.contains("3.0.0"),
+            "{}",
+            live.rejections[0].reason
+        );
+        assert_eq!(out.acks.len(), 1);
+        assert_eq!(out.acks[0].generation, 2);
+        assert!(out.acks[0].rejected.is_some());
+    }
+
+    #[test]
+    fn a_new_function_claiming_a_served_prefix_is_refused_and_the_served_one_keeps_it() {
+        let (mut b, m) = builder();
+        let a = Function::test("a")
+            .with_prefix("/shop")
+            .with_weight("1.0.0", 1_000_000);
+        let mut vs = versions("a");
+        vs.extend(versions("b"));
+        b.apply(&state(vec![a.clone()], vs.clone()), SystemTime::now(), &m);
+        let b_fn = Function::test("b")
+            .with_prefix("/shop")
+            .with_weight("1.0.0", 1_000_000);
+        let out = b.apply(&state(vec![a, b_fn], vs), SystemTime::now(), &m);
+        let live = out.live.expect("a table");
+        let names: Vec<_> = live
+            .table
+            .routes()
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(names, ["a"]);
+        assert_eq!(live.rejections.len(), 1);
+        assert_eq!(live.rejections[0].function, "default/b");
+        assert!(live.rejections[0].reason.contains("default/a"));
+    }
+
+    #[test]
+    fn request_counters_survive_table_swaps_and_unchanged_states_swap_nothing() {
+        let (mut b, m) = builder();
+        let f = Function::test("c")
+            .with_weight("1.0.0", 500_000)
+            .with_weight("2.0.0", 500_000);
+        let vs = versions("c");
+        let first = b
+            .apply(&state(vec![f.clone()], vs.clone()), SystemTime::now(), &m)
+            .live
+            .expect("table");
+        let counter = Arc::clone(
+            &first
+                .extras(&first.table.routes()[0])
+                .expect("extras")
+                .counter,
+        );
+        counter.fetch_add(7, std::sync::atomic::Ordering::Relaxed);
+
+        let same = b.apply(&state(vec![f.clone()], vs.clone()), SystemTime::now(), &m);
+        assert!(same.live.is_none(), "nothing changed, nothing to swap");
+
+        let shifted = f
+            .with_weight("2.0.0", 600_000)
+            .with_weight("1.0.0", 400_000)
+            .at_generation(2);
+        let next = b
+            .apply(&state(vec![shifted], vs), SystemTime::now(), &m)
+            .live
+            .expect("table");
+        let again = &next
+            .extras(&next.table.routes()[0])
+            .expect("extras")
+            .counter;
+        assert!(
+            Arc::ptr_eq(&counter, again),
+            "the roll sequence continues across swaps"
+        );
+        assert_eq!(next.generation, first.generation + 1);
+    }
+
+    #[test]
+    fn acks_are_skipped_when_the_status_already_reports_them() {
+        let (mut b, m) = builder();
+        let mut f = Function::test("d").with_weight("1.0.0", 1_000_000);
+        let out = b.apply(
+            &state(vec![f.clone()], versions("d")),
+            SystemTime::now(),
+            &m,
+        );
+        assert_eq!(out.acks.len(), 1);
+        // Not sent twice while on its way.
+        let again = b.apply(
+            &state(vec![f.clone()], versions("d")),
+            SystemTime::now(),
+            &m,
+        );
+        assert!(again.acks.is_empty());
+        // A restarted router finds its entry in the status and sends nothing.
+        f.status = Some(switchyard_core::FunctionStatus {
+            routers: vec![switchyard_core::RouterAck {
+                name: "r0".into(),
+                observed_generation: 1,
+                applied_at: "2026-11-27T00:00:00Z".into(),
+                rejected: None,
+            }],
+        });
+        let (mut fresh, m2) = builder();
+        let out = fresh.apply(&state(vec![f], versions("d")), SystemTime::now(), &m2);
+        assert!(out.acks.is_empty());
+    }
+}

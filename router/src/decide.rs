@@ -142,4 +142,110 @@ mod tests {
         assert_eq!(cookie_value(h, b"missing"), None);
         assert_eq!(cookie_value(b"empty=", b"empty"), None);
     }
+
+    use std::time::SystemTime;
+    use switchyard_core::{Function, FunctionVersion};
+
+    fn live(f: Function) -> Live {
+        let versions = ["1.0.0", "2.0.0"].map(|v| {
+            Arc::new(FunctionVersion::test_endpoint(
+                "hello",
+                v,
+                "http://127.0.0.1:9",
+            ))
+        });
+        let state = crate::source::State {
+            functions: vec![Arc::new(f)],
+            versions: versions.to_vec(),
+        };
+        let mut b = crate::build::Builder::new(Default::default(), "r".into());
+        b.apply(&state, SystemTime::now(), &crate::metrics::Metrics::new())
+            .live
+            .expect("a table")
+    }
+
+    fn served(d: Decision) -> String {
+        match d {
+            Decision::Forward(t) => t.route.backends[t.backend].served_by.clone(),
+            Decision::NoRoute => "404".into(),
+            Decision::UnknownPin { .. } => "400".into(),
+        }
+    }
+
+    fn request<'a>(
+        path: &'a str,
+        headers: &'a [(&'a str, &'a str)],
+    ) -> RequestView<'a, impl Fn(&str) -> Option<&'a [u8]>> {
+        RequestView {
+            host: "localhost",
+            path,
+            header: move |name: &str| {
+                headers
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.as_bytes())
+            },
+        }
+    }
+
+    #[test]
+    fn weighted_picks_follow_the_weights_exactly_over_a_window() {
+        let live = live(
+            Function::test("hello")
+                .with_weight("1.0.0", 999_000)
+                .with_weight("2.0.0", 1_000),
+        );
+        let canary = (0..10_000)
+            .filter(|_| served(decide(&live, &request("/hello", &[]))) == "hello@2.0.0")
+            .count();
+        assert!((8..=12).contains(&canary), "{canary}");
+    }
+
+    #[test]
+    fn pins_need_pinning_and_unknown_pins_are_refused() {
+        let f = Function::test("hello")
+            .with_weight("1.0.0", 1_000_000)
+            .with_weight("2.0.0", 0)
+            .with_tag("next", "2.0.0");
+        let off = live(f.clone());
+        let on = live(f.with_pinning());
+        let pin = |v| [(PIN_HEADER, v)];
+        assert_eq!(
+            served(decide(&off, &request("/hello", &pin("2.0.0")))),
+            "hello@1.0.0"
+        );
+        assert_eq!(
+            served(decide(&on, &request("/hello", &pin("2.0.0")))),
+            "hello@2.0.0"
+        );
+        assert_eq!(
+            served(decide(&on, &request("/hello", &pin("next")))),
+            "hello@2.0.0"
+        );
+        assert_eq!(
+            served(decide(&on, &request("/hello", &pin("7.0.0")))),
+            "400"
+        );
+        assert_eq!(served(decide(&on, &request("/nope", &[]))), "404");
+    }
+
+    #[test]
+    fn failover_never_picks_weight_zero_nor_overrides_a_pin() {
+        let f = Function::test("hello")
+            .with_weight("1.0.0", 1_000_000)
+            .with_weight("2.0.0", 0)
+            .with_pinning();
+        let live = live(f);
+        for _ in 0..100 {
+            let Decision::Forward(t) = decide(&live, &request("/hello", &[])) else {
+                panic!("routed")
+            };
+            assert_eq!(t.failover(), None);
+        }
+        let Decision::Forward(t) = decide(&live, &request("/hello", &[(PIN_HEADER, "2.0.0")]))
+        else {
+            panic!("routed")
+        };
+        assert_eq!(t.failover(), None);
+    }
 }
