@@ -8,7 +8,7 @@ use futures::StreamExt as _;
 use switchyard_core::ack;
 
 use crate::exit::{fail, Code};
-use crate::store::{FunctionState, Readiness, Store};
+use crate::store::{FunctionState, Readiness, Router, Store};
 
 /// How the routers took a generation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,7 +19,7 @@ pub struct Applied {
     pub elapsed: Duration,
 }
 
-fn live(routers: &[crate::store::Router]) -> Vec<String> {
+fn live(routers: &[Router]) -> Vec<String> {
     routers
         .iter()
         .filter(|r| r.live)
@@ -28,11 +28,12 @@ fn live(routers: &[crate::store::Router]) -> Vec<String> {
 }
 
 /// Waits until every live router replica reports `written.generation`, re-reading the
-/// Leases as it goes (a replica whose Lease expires stops counting). `since` is when the
-/// write was sent.
+/// Leases as it goes (a replica whose Lease expires stops counting). `routers` may hold the
+/// replicas as read just before the write; `since` is when the write was sent.
 pub async fn routers(
     store: &dyn Store,
     written: &FunctionState,
+    routers: Option<Vec<Router>>,
     timeout: Duration,
     since: Instant,
 ) -> anyhow::Result<Applied> {
@@ -51,7 +52,13 @@ pub async fn routers(
     };
     let mut last = written.clone();
     // Both in flight at once: the wait costs one round trip before the first event.
-    let (routers, mut events) = futures::try_join!(store.routers(), store.watch_function(&last))?;
+    let lease_read = async {
+        match routers {
+            Some(known) => Ok(known),
+            None => store.routers().await,
+        }
+    };
+    let (routers, mut events) = futures::try_join!(lease_read, store.watch_function(&last))?;
     let mut live_names = live(&routers);
     if live_names.is_empty() {
         return Err(no_router());

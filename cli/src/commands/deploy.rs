@@ -148,6 +148,7 @@ pub async fn run(store: &dyn Store, d: args::Deploy) -> anyhow::Result<()> {
                 },
                 after: *after,
                 sent,
+                routers: None,
             };
             return shift::finish(store, landed, &d.write).await;
         }

@@ -10,7 +10,7 @@ use switchyard_core::{Action, FunctionSpec, TOTAL_PPM};
 use crate::args::{self, Write};
 use crate::exit::{self, fail, Code};
 use crate::output::Diff;
-use crate::store::{FunctionState, Store, VersionInfo, Written};
+use crate::store::{FunctionState, Router, Store, VersionInfo, Written};
 use crate::{timing, wait};
 
 /// How many times a write is tried when others keep changing the function meanwhile.
@@ -71,6 +71,8 @@ pub struct Landed {
     pub after: FunctionState,
     /// When the successful write was sent.
     pub sent: Instant,
+    /// The router replicas, when they were read before the write.
+    pub routers: Option<Vec<Router>>,
 }
 
 /// Reads, plans and writes conditionally, re-reading and re-planning on a conflict up to
@@ -81,8 +83,26 @@ pub async fn change(
     write: &Write,
     plan: impl Fn(&Input<'_>) -> anyhow::Result<FunctionSpec>,
 ) -> anyhow::Result<Option<Landed>> {
+    // The routers a wait will need are read alongside the first attempt's reads, on a second
+    // connection that the wait's watch then reuses.
+    let mut routers: Option<Vec<Router>> = None;
+    let wants_routers = !write.no_wait && !write.dry_run;
     for attempt in 0..ATTEMPTS {
-        let (function, versions) = futures::try_join!(store.function(name), store.versions(name))?;
+        let reads = async {
+            let function = store.function(name).await?;
+            let versions = store.versions(name).await?;
+            anyhow::Ok((function, versions))
+        };
+        let lease_read = async {
+            match (wants_routers, &routers) {
+                (true, None) => store.routers().await.map(Some),
+                _ => Ok(None),
+            }
+        };
+        let ((function, versions), listed) = futures::try_join!(reads, lease_read)?;
+        if listed.is_some() {
+            routers = listed;
+        }
         let function = function.ok_or_else(|| {
             fail(
                 Code::Invalid,
@@ -123,6 +143,7 @@ pub async fn change(
                     before: function,
                     after: *after,
                     sent,
+                    routers,
                 }));
             }
             Written::Conflict => {
@@ -196,7 +217,14 @@ pub async fn finish(store: &dyn Store, landed: Landed, write: &Write) -> anyhow:
         );
         return Ok(());
     }
-    let applied = wait::routers(store, &landed.after, write.timeout, landed.sent).await;
+    let applied = wait::routers(
+        store,
+        &landed.after,
+        landed.routers,
+        write.timeout,
+        landed.sent,
+    )
+    .await;
     timing::mark("wait");
     let applied = applied?;
     println!(

@@ -438,18 +438,31 @@ impl Store for KubeStore {
                 self.namespace
             )
         };
-        let by_function = ListParams::default().labels(&format!("{LABEL_FUNCTION}={function}"));
-        let versions_api = self.versions_api();
-        let deployments_api = self.deployments();
-        // Versions are listed whole (a FunctionVersion made by hand may lack the label);
-        // Deployments only by label, since the CLI labels every one it makes.
-        let everything = ListParams::default();
-        let (fvs, deployments) = futures::join!(
-            versions_api.list(&everything),
-            deployments_api.list(&by_function)
-        );
-        let fvs = fvs.map_err(api).with_context(context)?;
-        let deployments = deployments.map_err(api).with_context(context)?;
+        // One after the other on one connection (a new TLS connection costs more than a
+        // request), and Deployments only when the function has a managed version.
+        let fvs = self
+            .versions_api()
+            .list(&ListParams::default())
+            .await
+            .map_err(api)
+            .with_context(context)?;
+        let managed = fvs
+            .items
+            .iter()
+            .any(|fv| fv.spec.function == function && fv.spec.image.is_some());
+        let deployments = if managed {
+            // The CLI labels every Deployment it makes; versions are listed whole, since a
+            // FunctionVersion made by hand may lack the label.
+            let by_function = ListParams::default().labels(&format!("{LABEL_FUNCTION}={function}"));
+            self.deployments()
+                .list(&by_function)
+                .await
+                .map_err(api)
+                .with_context(context)?
+                .items
+        } else {
+            Vec::new()
+        };
         let mut out: Vec<VersionInfo> = fvs
             .items
             .into_iter()
@@ -462,7 +475,7 @@ impl Store for KubeStore {
                         ..Default::default()
                     }
                 } else {
-                    let d = deployments.items.iter().find(|d| d.name_any() == name);
+                    let d = deployments.iter().find(|d| d.name_any() == name);
                     readiness(&name, d)
                 };
                 VersionInfo {
