@@ -1,0 +1,1170 @@
+#!/usr/bin/env python3
+"""The driver of bench/run: starts upstreams and proxies on loopback, measures, writes one table.
+
+Not meant to be run by hand (bench/run installs the tools, builds the binaries, starts the test
+API server and passes everything in). Standard library and PyYAML only.
+
+Parts (see bench/README.md):
+  1  throughput and latency: direct, switchyard-router, HAProxy, nginx; same upstreams, 90/10
+  2  weight change under load: 100/0 <-> 0/100 flips (router via the API server, HAProxy via
+     its runtime API, nginx via reload)
+  3  rollback end to end: `switchyard rollback` with 1 and 3 router replicas
+  4  scale: criterion (table build, pick), router RSS and start with N functions, one weight
+     change with the largest N loaded
+"""
+
+import argparse
+import contextlib
+import base64
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import urllib.parse
+
+import yaml
+
+LOOPBACK = "127.0.0.1"
+GROUP = "/apis/switchyard.dev/v1alpha1"
+KEEP_MARKER = "<!-- kept across runs: everything below is written by people, not by bench/run -->"
+STARTED = []  # Popen objects this driver started; stopped by pid at exit
+
+
+def log(*a):
+    print("bench:", *a, file=sys.stderr, flush=True)
+
+
+def now_ns():
+    return time.time_ns()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def uptime_load():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def start(cmd, log_path, cpus=None, env=None):
+    if cpus is not None:
+        cmd = ["taskset", "-c", cpus] + cmd
+    out = open(log_path, "ab")
+    p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    STARTED.append(p)
+    return p
+
+
+def stop(p, sig=signal.SIGTERM, timeout=10):
+    if p.poll() is None:
+        try:
+            os.kill(p.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait()
+    if p in STARTED:
+        STARTED.remove(p)
+
+
+def stop_all():
+    for p in list(STARTED):
+        stop(p, timeout=5)
+
+
+def tree(pid):
+    """pid and its descendants (nginx master and workers)."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids):
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        except (OSError, IndexError):
+            pass
+    return total / CLK
+
+
+def rss_mib(pids):
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def http_get(port, path="/", headers=None, timeout=2):
+    c = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
+    try:
+        c.request("GET", path, headers=headers or {})
+        r = c.getresponse()
+        return r.status, dict((k.lower(), v) for k, v in r.getheaders()), r.read()
+    finally:
+        c.close()
+
+
+def wait_for(what, check, timeout=30, interval=0.02):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            v = check()
+            if v:
+                return v
+        except Exception as e:  # noqa: BLE001 - any failure means "not yet"
+            last = e
+        time.sleep(interval)
+    raise RuntimeError(f"timed out waiting for {what}: {last}")
+
+
+def pct(values, q):
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    v = sorted(values)
+    k = max(0, min(len(v) - 1, int(round(q / 100 * len(v) + 0.5)) - 1))
+    return v[k]
+
+
+def ms(ns):
+    return f"{ns / 1e6:.1f}"
+
+
+# ------------------------------------------------------------------------------ Kubernetes
+
+
+class Kube:
+    """Just enough of a Kubernetes client: bearer token, CA, JSON; one connection per thread."""
+
+    def __init__(self, kubeconfig, work):
+        cfg = yaml.safe_load(open(kubeconfig))
+        ctx_name = cfg["current-context"]
+        ctx = next(c["context"] for c in cfg["contexts"] if c["name"] == ctx_name)
+        cluster = next(c["cluster"] for c in cfg["clusters"] if c["name"] == ctx["cluster"])
+        user = next(u["user"] for u in cfg["users"] if u["name"] == ctx["user"])
+        url = urllib.parse.urlparse(cluster["server"])
+        if url.hostname not in ("127.0.0.1", "localhost", "::1"):
+            raise SystemExit(f"bench: the API server must be on loopback, not {url.hostname}")
+        self.host, self.port = url.hostname, url.port
+        self.token = user["token"]
+        ca = os.path.join(work, "ca.crt")
+        if "certificate-authority-data" in cluster:
+            open(ca, "wb").write(base64.b64decode(cluster["certificate-authority-data"]))
+        else:
+            ca = cluster["certificate-authority"]
+        self.ctx = ssl.create_default_context(cafile=ca)
+        self.local = threading.local()
+
+    def conn(self):
+        c = getattr(self.local, "c", None)
+        if c is None:
+            c = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=30)
+            self.local.c = c
+        return c
+
+    def call(self, method, path, body=None, ctype="application/json", ok=(200, 201)):
+        for attempt in range(3):
+            c = self.conn()
+            try:
+                headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+                data = None
+                if body is not None:
+                    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                    headers["Content-Type"] = ctype
+                c.request(method, path, body=data, headers=headers)
+                r = c.getresponse()
+                text = r.read()
+            except (OSError, http.client.HTTPException):
+                c.close()
+                self.local.c = None
+                if attempt == 2:
+                    raise
+                continue
+            if r.status not in ok:
+                raise RuntimeError(f"{method} {path}: {r.status} {text[:300]!r}")
+            return json.loads(text) if text else None
+
+    def ensure_crds(self, crds_yaml):
+        for doc in yaml.safe_load_all(open(crds_yaml)):
+            if not doc:
+                continue
+            name = doc["metadata"]["name"]
+            self.call("PATCH",
+                      f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+                      "?fieldManager=switchyard-bench&force=true",
+                      body=json.dumps(doc).encode(), ctype="application/apply-patch+yaml")
+        wait_for("the CRDs", lambda: self.call("GET", f"{GROUP}/functions?limit=1") is not None)
+
+    def namespace(self, prefix):
+        name = f"{prefix}-{os.getpid()}-{int(time.time()) % 100000}"
+        self.call("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
+        return name
+
+    def clean(self, ns):
+        for kind in ("functions", "functionversions"):
+            try:
+                self.call("DELETE", f"{GROUP}/namespaces/{ns}/{kind}", ok=(200, 202))
+            except Exception as e:  # noqa: BLE001
+                log(f"cleaning {kind} of {ns}: {e}")
+        try:
+            self.call("DELETE", f"/api/v1/namespaces/{ns}", ok=(200, 202))
+        except Exception as e:  # noqa: BLE001
+            log(f"deleting namespace {ns}: {e}")
+
+    def create_version(self, ns, fn, version, endpoint):
+        name = f"{fn}-{version.replace('.', '-')}"
+        self.call("POST", f"{GROUP}/namespaces/{ns}/functionversions", {
+            "apiVersion": "switchyard.dev/v1alpha1", "kind": "FunctionVersion",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"function": fn, "version": version, "endpoint": endpoint},
+        })
+
+    def create_function(self, ns, fn, traffic):
+        self.call("POST", f"{GROUP}/namespaces/{ns}/functions", {
+            "apiVersion": "switchyard.dev/v1alpha1", "kind": "Function",
+            "metadata": {"name": fn, "namespace": ns},
+            "spec": {"traffic": [{"version": v, "weight": w} for v, w in traffic]},
+        })
+
+    def set_traffic(self, ns, fn, traffic):
+        self.call("PATCH", f"{GROUP}/namespaces/{ns}/functions/{fn}",
+                  {"spec": {"traffic": [{"version": v, "weight": w} for v, w in traffic]}},
+                  ctype="application/merge-patch+json")
+
+
+# ------------------------------------------------------------------------------ processes
+
+
+class Env:
+    def __init__(self, a):
+        self.a = a
+        self.work = a.work
+        self.kube = Kube(a.kubeconfig, a.work) if a.kubeconfig else None
+        self.namespaces = []
+        self.upstream = None
+        self.u1 = self.u2 = None
+
+    def path(self, name):
+        return os.path.join(self.work, name)
+
+    def ns(self, prefix):
+        n = self.kube.namespace(prefix)
+        self.namespaces.append(n)
+        return n
+
+    # -- upstream: one nginx process (1 worker, core 1), two listeners, one per version
+    def start_upstream(self):
+        self.u1, self.u2 = free_port(), free_port()
+        conf = self.path("upstream.conf")
+        open(conf, "w").write(f"""
+worker_processes 1;
+daemon off;
+pid {self.path('upstream.pid')};
+error_log {self.path('upstream.error.log')} warn;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 300s;
+  client_body_temp_path {self.work}/u_body; proxy_temp_path {self.work}/u_proxy;
+  fastcgi_temp_path {self.work}/u_fcgi; uwsgi_temp_path {self.work}/u_uwsgi; scgi_temp_path {self.work}/u_scgi;
+  server {{ listen {LOOPBACK}:{self.u1} backlog=4096; location / {{ default_type text/plain; return 200 "1.0.0\\n"; }} }}
+  server {{ listen {LOOPBACK}:{self.u2} backlog=4096; location / {{ default_type text/plain; return 200 "2.0.0\\n"; }} }}
+}}
+""")
+        self.upstream = start(["nginx", "-c", conf, "-p", self.work], self.path("upstream.log"), cpus="1")
+        wait_for("the upstreams", lambda: http_get(self.u1)[0] == 200 and http_get(self.u2)[0] == 200)
+
+    # -- nginx as the proxy under test
+    def nginx_conf(self, port, w1, w2):
+        def server(p, w):
+            return f"server {LOOPBACK}:{p} down;" if w == 0 else f"server {LOOPBACK}:{p} weight={w};"
+        return f"""
+worker_processes 1;
+daemon off;
+pid {self.path('proxy-nginx.pid')};
+error_log {self.path('proxy-nginx.error.log')} warn;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 300s;
+  client_body_temp_path {self.work}/n_body; proxy_temp_path {self.work}/n_proxy;
+  fastcgi_temp_path {self.work}/n_fcgi; uwsgi_temp_path {self.work}/n_uwsgi; scgi_temp_path {self.work}/n_scgi;
+  upstream versions {{
+    {server(self.u1, w1)}
+    {server(self.u2, w2)}
+    keepalive 512;
+    keepalive_requests 1000000;
+  }}
+  server {{
+    listen {LOOPBACK}:{port} backlog=4096;
+    location / {{
+      proxy_pass http://versions;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+"""
+
+    def start_nginx(self, w1=90, w2=10):
+        port = free_port()
+        conf = self.path("proxy-nginx.conf")
+        open(conf, "w").write(self.nginx_conf(port, w1, w2))
+        p = start(["nginx", "-c", conf, "-p", self.work], self.path("proxy-nginx.log"), cpus="0")
+        wait_for("nginx", lambda: http_get(port, "/bench")[0] == 200)
+        return Target("nginx", port, p, conf=conf)
+
+    # -- HAProxy: weighted backends, runtime API on a unix socket
+    def start_haproxy(self):
+        port = free_port()
+        sock = self.path("haproxy.sock")
+        conf = self.path("haproxy.cfg")
+        open(conf, "w").write(f"""
+global
+  nbthread 1
+  maxconn 8000
+  stats socket {sock} mode 600 level admin
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout http-keep-alive 300s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind {LOOPBACK}:{port} backlog 4096
+  default_backend versions
+backend versions
+  balance roundrobin
+  server v1 {LOOPBACK}:{self.u1} weight 90
+  server v2 {LOOPBACK}:{self.u2} weight 10
+""")
+        p = start(["haproxy", "-db", "-f", conf], self.path("haproxy.log"), cpus="0")
+        wait_for("haproxy", lambda: http_get(port, "/bench")[0] == 200)
+        return Target("HAProxy", port, p, sock=sock)
+
+    # -- the router on a local store directory (a fixed configuration, written by the CLI)
+    def start_store_router(self, replica):
+        store = self.path("store")
+        flag = f"dir:{store}"
+        for args in (["deploy", "bench", "1.0.0", "--endpoint", f"http://{LOOPBACK}:{self.u1}"],
+                     ["deploy", "bench", "2.0.0", "--endpoint", f"http://{LOOPBACK}:{self.u2}"],
+                     ["traffic", "bench", "1.0.0=90", "2.0.0=10", "--no-wait"]):
+            r = subprocess.run([self.a.cli, "--store", flag, *args], capture_output=True, text=True, timeout=60)
+            if r.returncode != 0:
+                raise RuntimeError(f"switchyard --store {flag} {' '.join(args)}: {r.stderr.strip()}")
+        return self.start_router(None, replica, extra=("--store", flag))
+
+    # -- the router, following the test API server
+    def start_router(self, ns, replica, cpus="0", extra=()):
+        port, admin = free_port(), free_port()
+        cmd = [self.a.router, "--listen", f"{LOOPBACK}:{port}", "--admin", f"{LOOPBACK}:{admin}",
+               "--replica-name", replica, "--grace-period", "1", *extra]
+        if ns:
+            cmd += ["-n", ns, "--kubeconfig", self.a.kubeconfig]
+        env = dict(os.environ)
+        env.setdefault("RUST_LOG", "warn")
+        p = start(cmd, self.path(f"router-{replica}.log"), cpus=cpus, env=env)
+        t0 = time.monotonic()
+
+        def ready():
+            if p.poll() is not None:
+                raise SystemExit(f"bench: the router exited ({p.returncode}); see {self.path(f'router-{replica}.log')}")
+            return http_get(admin, "/readyz")[0] == 200
+        wait_for(f"router {replica} /readyz", ready, timeout=120)
+        t = Target("switchyard-router", port, p, admin=admin)
+        t.ready_s = time.monotonic() - t0
+        return t
+
+
+def supports_store(binary):
+    try:
+        return "--store" in subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=30).stdout
+    except OSError:
+        return False
+
+
+class Target:
+    def __init__(self, name, port, proc, **kw):
+        self.name, self.port, self.proc = name, port, proc
+        self.__dict__.update(kw)
+
+
+def probe(env, targets, out, duration, rate=0, header=None, path="/bench", stop_file=None):
+    cmd = [env.a.probe, "--out", out, "--duration", str(duration), "--path", path]
+    if rate:
+        cmd += ["--rate", str(rate)]
+    if header:
+        cmd += ["--header", header]
+    if stop_file:
+        cmd += ["--stop-file", stop_file]
+    cmd += [f"{LOOPBACK}:{port}={conns}" for port, conns in targets]
+    return start(cmd, out + ".log", cpus="1")
+
+
+def read_probe(out):
+    rows = []
+    with open(out) as f:
+        for line in f:
+            t, tgt, ver, status = line.split()
+            if "@" in ver:
+                ver = ver.split("@", 1)[1]
+            rows.append((int(t), int(tgt), ver, status))
+    rows.sort()
+    return rows
+
+
+# ------------------------------------------------------------------------------ part 1
+
+
+def wrk(env, port, conns, seconds):
+    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency",
+           "-s", os.path.join(env.a.bench_dir, "wrk-report.lua"), f"http://{LOOPBACK}:{port}/bench"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30).stdout
+    m = re.search(r"BENCHJSON (\{.*\})", out)
+    if not m:
+        raise RuntimeError(f"wrk printed no report: {out[-500:]}")
+    return json.loads(m.group(1))
+
+
+def split_of(env, port, n_seconds=1.0):
+    out = env.path(f"split-{port}.txt")
+    p = probe(env, [(port, 4)], out, n_seconds)
+    p.wait()
+    STARTED.remove(p)
+    rows = [r for r in read_probe(out) if r[3] == "200"]
+    if not rows:
+        return "no responses"
+    v2 = sum(1 for r in rows if r[2] == "2.0.0")
+    return f"{100 * v2 / len(rows):.1f}% to 2.0.0 of {len(rows)}"
+
+
+def part1(env, targets, rounds, seconds, levels):
+    """Alternating short rounds; medians per (target, concurrency)."""
+    samples = {}
+    for t in targets:  # warm-up: connection pools, page cache
+        wrk(env, t.port, 32, 1)
+    for r in range(rounds):
+        order = targets[r % len(targets):] + targets[:r % len(targets)]
+        for t in order:
+            for c in levels:
+                pids = tree(t.proc.pid) if t.proc else []
+                c0, w0 = cpu_seconds(pids), time.monotonic()
+                res = wrk(env, t.port, c, seconds)
+                c1, w1 = cpu_seconds(pids), time.monotonic()
+                res["cpu_pct"] = 100 * (c1 - c0) / (w1 - w0) if t.proc else None
+                res["cpu_us_per_req"] = 1e6 * (c1 - c0) / max(1, res["requests"]) if t.proc else None
+                res["rss"] = rss_mib(pids) if t.proc else None
+                res["rps"] = res["requests"] / (res["duration_us"] / 1e6)
+                res["errors"] = sum(res[k] for k in ("connect", "read", "write", "status", "timeout"))
+                samples.setdefault((t.name, c), []).append(res)
+                log(f"round {r + 1}/{rounds} {t.name} -c{c}: {res['rps']:.0f} req/s p99 {res['p99']} us")
+    return samples
+
+
+def part1_table(samples, targets, levels, rounds, seconds):
+    med = lambda xs: statistics.median(xs)  # noqa: E731
+    lines = [
+        f"Medians of {rounds} alternating rounds of {seconds} s per target and concurrency "
+        f"(wrk -t1, keep-alive, `GET /bench`). Proxy pinned to core 0 (`taskset -c 0`, one worker "
+        "each: router `--threads 1`, nginx `worker_processes 1`, HAProxy `nbthread 1`); wrk and "
+        "the upstreams on core 1. CPU is the proxy's user+system time over the run's wall time "
+        "(100% = one core); RSS at the end of the run.",
+        "",
+        "| target | conns | req/s | p50 ms | p99 ms | p99.9 ms | proxy CPU % | proxy CPU µs/req | proxy RSS MiB | errors | router req/s ÷ this |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in levels:
+        router = samples.get(("switchyard-router", c))
+        router_rps = med([s["rps"] for s in router]) if router else None
+        for t in targets:
+            ss = samples.get((t.name, c))
+            if not ss:
+                continue
+            rps = med([s["rps"] for s in ss])
+            cpu = [s["cpu_pct"] for s in ss if s["cpu_pct"] is not None]
+            cpr = [s["cpu_us_per_req"] for s in ss if s["cpu_us_per_req"] is not None]
+            rss = [s["rss"] for s in ss if s["rss"] is not None]
+            ratio = "—" if t.name == "switchyard-router" or router_rps is None else f"{router_rps / rps:.2f}×"
+            lines.append(
+                f"| {t.name} | {c} | {rps:,.0f} | {med([s['p50'] for s in ss]) / 1000:.2f} | "
+                f"{med([s['p99'] for s in ss]) / 1000:.2f} | {med([s['p999'] for s in ss]) / 1000:.2f} | "
+                f"{(f'{med(cpu):.0f}' if cpu else 'n/a (no proxy)')} | {(f'{med(cpr):.1f}' if cpr else '—')} | "
+                f"{(f'{max(rss):.1f}' if rss else '—')} | {sum(s['errors'] for s in ss)} | {ratio} |")
+    return lines
+
+
+# ------------------------------------------------------------------------------ part 2
+
+
+def flips(env, name, port, flip, flips_n, interval, header, path, rate, conns):
+    """Flips 100/0 <-> 0/100 `flips_n` times, `interval` apart, under paced probe load.
+
+    Time to effect = last response of the old version after the change was issued, minus the
+    moment it was issued (0 when no old-version response came after it)."""
+    flip("1.0.0")
+    time.sleep(max(0.5, interval))
+    out = env.path(f"flips-{name}.txt")
+    stop_file = out + ".stop"
+    p = probe(env, [(port, conns)], out, flips_n * interval + 30, rate=rate, header=header,
+              path=path, stop_file=stop_file)
+    time.sleep(0.5)
+    issued = []
+    for i in range(flips_n):
+        new = "2.0.0" if i % 2 == 0 else "1.0.0"
+        t0 = now_ns()
+        flip(new)
+        t1 = now_ns()
+        issued.append((t0, t1, new))
+        time.sleep(max(0.0, interval - (t1 - t0) / 1e9))
+    time.sleep(interval)
+    open(stop_file, "w").close()
+    p.wait()
+    STARTED.remove(p)
+    rows = read_probe(out)
+    return analyse_flips(rows, issued, now_end=rows[-1][0] + 1 if rows else 0)
+
+
+def analyse_flips(rows, issued, now_end, per_target=False):
+    effects, unsettled, failed, total = [], 0, 0, 0
+    t_first = issued[0][0]
+    for r in rows:
+        if r[0] >= t_first:
+            total += 1
+            if r[3] == "ERR" or not r[3].startswith("2"):
+                failed += 1
+    for i, (t0, _t1, new) in enumerate(issued):
+        end = issued[i + 1][0] if i + 1 < len(issued) else now_end
+        old_rows = [r for r in rows if t0 <= r[0] < end and r[3].startswith("2") and r[2] != new]
+        if old_rows:
+            last = max(r[0] for r in old_rows)
+            if last >= end - (end - t0) * 0.1:
+                unsettled += 1
+            effects.append(last - t0)
+        else:
+            effects.append(0)
+    return {"effects": effects, "unsettled": unsettled, "failed": failed, "total": total}
+
+
+def flips_row(name, how, res):
+    e = res["effects"]
+    return (f"| {name} | {how} | {len(e)} | {ms(pct(e, 50))} | {ms(pct(e, 99))} | {ms(max(e))} | "
+            f"{res['failed']} of {res['total']:,} | {res['unsettled']} |")
+
+
+def haproxy_cmd(sock, cmd):
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(sock)
+        s.sendall(cmd.encode() + b"\n")
+        out = b""
+        while True:
+            b = s.recv(4096)
+            if not b:
+                break
+            out += b
+    return out.decode()
+
+
+# ------------------------------------------------------------------------------ part 3
+
+
+def cli(env, ns, *args, check=True, timing=False):
+    cmd = [env.a.cli, "--kubeconfig", env.a.kubeconfig, "-n", ns, *args]
+    e = dict(os.environ, SWITCHYARD_TIMING="1") if timing else None
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=e)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[3:])}: exit {r.returncode}: {r.stderr.strip()[-400:]}")
+    return r
+
+
+def rollbacks(env, replicas, n):
+    ns = env.ns(f"bench-rb{replicas}")
+    routers = [env.start_router(ns, f"rb{replicas}-{i}", cpus=None) for i in range(replicas)]
+    try:
+        cli(env, ns, "deploy", "rb", "1.0.0", "--endpoint", f"http://{LOOPBACK}:{env.u1}")
+        cli(env, ns, "deploy", "rb", "2.0.0", "--endpoint", f"http://{LOOPBACK}:{env.u2}")
+        cli(env, ns, "promote", "rb", "2.0.0")
+        out = env.path(f"rollback-{replicas}.txt")
+        stop_file = out + ".stop"
+        p = probe(env, [(r.port, 2) for r in routers], out, 600, rate=500,
+                  header="x-switchyard-served-by", path="/rb", stop_file=stop_file)
+        time.sleep(0.5)
+        windows, acks, printed, stages = [], [], [], {}
+        for k in range(n):
+            t0 = now_ns()
+            res = cli(env, ns, "rollback", "rb", "--reason", f"bench {k}", timing=True)
+            t1 = now_ns()
+            acks.append(t1 - t0)
+            last_out = (res.stdout + res.stderr).strip()
+            m = re.search(r"applied by \d+/\d+ routers in (\d+(?:\.\d+)?)\s*(ms|s)\b", last_out)
+            if m:
+                printed.append(float(m.group(1)) * (1000 if m.group(2) == "s" else 1))
+            for stage, v in re.findall(r"(\w+)=(\d+(?:\.\d+)?)ms", last_out):
+                stages.setdefault(stage, []).append(float(v))
+            time.sleep(0.15)
+            t2 = now_ns()
+            windows.append((t0, t2))
+            cli(env, ns, "promote", "rb", "2.0.0")
+            time.sleep(0.15)
+        open(stop_file, "w").close()
+        p.wait()
+        STARTED.remove(p)
+        rows = read_probe(out)
+        traffic, failed, total = [], 0, 0
+        for (t0, t2) in windows:
+            win = [r for r in rows if t0 <= r[0] < t2]
+            last_by_router = []
+            for i in range(replicas):
+                old = [r[0] for r in win if r[1] == i and r[3].startswith("2") and r[2] == "2.0.0"]
+                last_by_router.append(max(old) - t0 if old else 0)
+            traffic.append(max(last_by_router))
+        for row in rows:
+            if row[0] >= windows[0][0]:
+                total += 1
+                failed += row[3] == "ERR" or not row[3].startswith("2")
+        return {"acks": acks, "traffic": traffic, "printed": printed, "failed": failed, "total": total,
+                "stages": stages, "sample_output": last_out}
+    finally:
+        for rt in routers:
+            stop(rt.proc)
+
+
+# ------------------------------------------------------------------------------ part 4
+
+
+def populate(env, ns, start_i, end_i, threads=8):
+    """Functions fn-<i> with versions 1.0.0 (0), 1.1.0 (90%), 1.2.0 (10%): the criterion fleet."""
+    ep = [f"http://{LOOPBACK}:{env.u1}", f"http://{LOOPBACK}:{env.u1}", f"http://{LOOPBACK}:{env.u2}"]
+    errors = []
+
+    def work(k):
+        try:
+            for i in range(start_i + k, end_i, threads):
+                fn = f"fn-{i}"
+                for v, e in zip(("1.0.0", "1.1.0", "1.2.0"), ep):
+                    env.kube.create_version(ns, fn, v, e)
+                env.kube.create_function(ns, fn, [("1.0.0", 0), ("1.1.0", 900000), ("1.2.0", 100000)])
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+    ts = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def criterion(env):
+    """Runs the core table benchmark and reads criterion's median estimates (ns)."""
+    args = ["cargo", "bench", "--quiet", "-p", "switchyard-core", "--bench", "table", "--",
+            "--warm-up-time", "1", "--measurement-time", "2" if env.a.quick else "3", "--noplot"]
+    r = subprocess.run(args, cwd=env.a.repo, capture_output=True, text=True, timeout=900)
+    if r.returncode != 0:
+        raise RuntimeError(f"cargo bench failed: {r.stderr[-800:]}")
+    base = os.path.join(env.a.target_dir, "criterion")
+    out = {}
+    for group, ids in (("build", ("100", "1000", "10000")), ("lookup_and_pick", ("100", "1000", "10000")),
+                       ("pick_3_versions", ("",))):
+        for i in ids:
+            p = os.path.join(base, group, i, "new", "estimates.json")
+            try:
+                out[(group, i)] = json.load(open(p))["median"]["point_estimate"]
+            except OSError:
+                pass
+    return out
+
+
+def fmt_ns(ns):
+    if ns >= 1e6:
+        return f"{ns / 1e6:.2f} ms"
+    if ns >= 1e3:
+        return f"{ns / 1e3:.2f} µs"
+    return f"{ns:.1f} ns"
+
+
+# ------------------------------------------------------------------------------ part 5: profile
+
+
+def strace_counts(env, target, seconds=3, conns=32):
+    """Syscalls per request under wrk load (strace -c -f on the proxy's processes)."""
+    out = env.path(f"strace-{target.name.split()[0]}.txt")
+    pids = tree(target.proc.pid)
+    cmd = ["strace", "-c", "-f", "-o", out]
+    for p in pids:
+        cmd += ["-p", str(p)]
+    st = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    res = wrk(env, target.port, conns, seconds)
+    st.send_signal(signal.SIGINT)
+    st.wait(30)
+    calls = {}
+    for line in open(out):
+        f = line.split()
+        if len(f) >= 5 and f[0][0].isdigit() and f[-1] not in ("total",):
+            try:
+                calls[f[-1]] = int(f[3])
+            except ValueError:
+                pass
+    n = max(1, res["requests"])
+    top = sorted(calls.items(), key=lambda kv: -kv[1])[:6]
+    return sum(calls.values()) / n, ", ".join(f"{k} {v / n:.2f}" for k, v in top), n
+
+
+def perf_top(env, target, seconds=5, conns=32, limit=25):
+    data = env.path("perf.data")
+    rec = subprocess.Popen(["perf", "record", "-F", "1999", "-o", data, "-p", str(target.proc.pid)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    res = wrk(env, target.port, conns, seconds)
+    rec.send_signal(signal.SIGINT)
+    rec.wait(60)
+    rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "--sort", "dso,sym",
+                          "--percent-limit", "0.5"], capture_output=True, text=True).stdout
+    lines = [l for l in rep.splitlines() if l.strip() and not l.startswith("#")][:limit]
+    dso = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "--sort", "dso"],
+                         capture_output=True, text=True).stdout
+    dso_lines = [l for l in dso.splitlines() if l.strip() and not l.startswith("#")][:8]
+    return res, lines, dso_lines
+
+
+def callgrind(env, ns, requests_s=6):
+    """Instructions per request of the router, counted by callgrind (repeatable, unlike time)."""
+    port, admin = free_port(), free_port()
+    out = env.path("callgrind.out")
+    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--instr-atstart=no",
+           env.a.router, "--listen", f"{LOOPBACK}:{port}", "--admin", f"{LOOPBACK}:{admin}", "-n", ns,
+           "--kubeconfig", env.a.kubeconfig, "--replica-name", "bench-callgrind", "--grace-period", "1",
+           "--startup-timeout", "120"]
+    p = start(cmd, env.path("callgrind.log"), cpus="0", env=dict(os.environ, RUST_LOG="warn"))
+    wait_for("router under callgrind", lambda: http_get(admin, "/readyz", timeout=10)[0] == 200, timeout=240,
+             interval=0.5)
+    wrk(env, port, 8, 2)  # warm the pools
+    subprocess.run(["callgrind_control", "-i", "on", str(p.pid)], capture_output=True)
+    res = wrk(env, port, 8, requests_s)
+    subprocess.run(["callgrind_control", "-i", "off", str(p.pid)], capture_output=True)
+    stop(p, timeout=60)
+    ann = subprocess.run(["callgrind_annotate", "--inclusive=no", out], capture_output=True, text=True).stdout
+    total = re.search(r"([\d,]+) \(100.0%\)\s+PROGRAM TOTALS", ann)
+    total_ir = int(total.group(1).replace(",", "")) if total else None
+    top = []
+    for line in ann.splitlines():
+        m = re.match(r"\s*([\d,]+) \(\s*([\d.]+)%\)\s+(.*)", line)
+        if m and "PROGRAM TOTALS" not in line:
+            top.append((float(m.group(2)), m.group(3)[:150]))
+        if len(top) >= 25:
+            break
+    incl = subprocess.run(["callgrind_annotate", "--inclusive=yes", out], capture_output=True, text=True).stdout
+    itop = []
+    for line in incl.splitlines():
+        m = re.match(r"\s*([\d,]+) \(\s*([\d.]+)%\)\s+(.*)", line)
+        if m and "PROGRAM TOTALS" not in line:
+            itop.append((float(m.group(2)), m.group(3)[:150]))
+        if len(itop) >= 60:
+            break
+    return res["requests"], total_ir, top, itop
+
+
+def part5(env, router, haproxy, nginx, router_ns):
+    md = ["", "## 5. Profile of the router under load", "",
+          f"Load average at start (`uptime`): {uptime_load()}", "",
+          "Same setup as part 1 (proxy on core 0, wrk -t1 -c32 and the upstreams on core 1).", ""]
+    md += ["### Syscalls per request (`strace -c -f` on the proxy during wrk -c32, 3 s; strace slows "
+           "every proxy down, the counts per request are what matters)", "",
+           "| proxy | syscalls / request | top calls / request |", "|---|---|---|"]
+    for t in (router, haproxy, nginx):
+        if t is None:
+            continue
+        try:
+            per, top, n = strace_counts(env, t)
+            md.append(f"| {t.name} | {per:.2f} | {top} |")
+        except Exception as e:  # noqa: BLE001
+            md.append(f"| {t.name} | not measured: {e} | |")
+    if router:
+        res, lines, dso = perf_top(env, router)
+        md += ["", f"### Where the router's CPU goes (`perf record -F 1999 -p <router>`, cpu-clock sampling, "
+               f"wrk -c32 5 s, {res['requests'] / (res['duration_us'] / 1e6):,.0f} req/s during the recording)",
+               "", "By binary/kernel:", "", "```"] + dso + ["```", "", "Top symbols (self time):", "", "```"] + lines + ["```"]
+        if shutil_which("valgrind") and router_ns:
+            try:
+                reqs, total, top, itop = callgrind(env, router_ns)
+                md += ["", "### Instructions per request (`valgrind --tool=callgrind`, collection on only "
+                       "during a wrk -c8 run after warm-up)", "",
+                       f"{reqs:,} requests, {total:,} instructions in the router's threads: "
+                       f"**{total / max(1, reqs):,.0f} instructions per request**." if total else "no total",
+                       "", "Self cost, top functions:", "", "```"]
+                md += [f"{p:5.1f}%  {f}" for p, f in top] + ["```", "", "Inclusive cost (selected lines: the "
+                                                              "first 60 by inclusive cost):", "", "```"]
+                md += [f"{p:5.1f}%  {f}" for p, f in itop] + ["```"]
+            except Exception as e:  # noqa: BLE001
+                md += ["", f"callgrind: not measured: {e}"]
+    return md
+
+
+def shutil_which(name):
+    import shutil
+    return shutil.which(name)
+
+
+# ------------------------------------------------------------------------------ main
+
+
+@contextlib.contextmanager
+def guarded(md, what):
+    """A part that fails is reported as not measured, with the reason; the run goes on."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001
+        log(f"{what} failed:\n{traceback.format_exc()}")
+        md.extend(["", f"**{what}: not measured: {type(e).__name__}: {str(e)[:300]}**", ""])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--parts", default="1,2,3,4,5")
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--repo", required=True)
+    ap.add_argument("--bench-dir", required=True)
+    ap.add_argument("--target-dir", required=True)
+    ap.add_argument("--router", required=True)
+    ap.add_argument("--cli", required=True)
+    ap.add_argument("--probe", required=True)
+    ap.add_argument("--kubeconfig")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--header-file", required=True)
+    ap.add_argument("--skip-criterion", action="store_true")
+    a = ap.parse_args()
+    parts = {int(p) for p in a.parts.split(",") if p}
+    quick = a.quick
+    env = Env(a)
+    md = [open(a.header_file).read().rstrip(), ""]
+    notes = []
+    profile_md = []
+    t_start = time.monotonic()
+
+    def section(title):
+        log(f"{title} (elapsed {time.monotonic() - t_start:.0f} s)")
+        md.extend(["", f"## {title}", "", f"Load average at start (`uptime`): {uptime_load()}", ""])
+
+    try:
+        if env.kube:
+            env.kube.ensure_crds(os.path.join(a.repo, "manifests", "crds.yaml"))
+        env.start_upstream()
+
+        # ---------------------------------------------------------------- 1
+        targets = []
+        router_ns = None
+        router = api_router = haproxy = nginx = None
+        if parts & {1, 2, 5}:
+            direct = Target("direct (no proxy)", env.u1, None)
+            targets.append(direct)
+            if env.kube and os.path.exists(a.router):
+                router_ns = env.ns("bench-tp")
+                for v, port in (("1.0.0", env.u1), ("2.0.0", env.u2)):
+                    env.kube.create_version(router_ns, "bench", v, f"http://{LOOPBACK}:{port}")
+                    env.kube.create_version(router_ns, "flip", v, f"http://{LOOPBACK}:{port}")
+                env.kube.create_function(router_ns, "bench", [("1.0.0", 900000), ("2.0.0", 100000)])
+                env.kube.create_function(router_ns, "flip", [("1.0.0", 1000000), ("2.0.0", 0)])
+                try:
+                    api_router = env.start_router(router_ns, "bench-tp")
+                except Exception as e:  # noqa: BLE001
+                    notes.append(f"switchyard-router: not measured: it did not start: {str(e)[:300]}")
+                router = api_router
+                try:
+                    if api_router and supports_store(a.router) and supports_store(a.cli):
+                        # A fixed configuration for the throughput runs: the local store, no API server.
+                        router = env.start_store_router("bench-store")
+                        notes.append("part 1: switchyard-router ran with `--store dir:PATH` (local store); "
+                                     "parts 2 and 5 follow the API server")
+                    elif api_router:
+                        notes.append("part 1: switchyard-router followed the test API server (no `--store` "
+                                     "in this build)")
+                except Exception as e:  # noqa: BLE001
+                    notes.append(f"part 1: the router on a local store did not start ({str(e)[:200]}); "
+                                 "it followed the test API server instead")
+                if router:
+                    targets.append(router)
+            else:
+                router = api_router = None
+                notes.append("switchyard-router: not measured (binary or API server missing)")
+            haproxy = env.start_haproxy()
+            nginx = env.start_nginx()
+            targets += [haproxy, nginx]
+        if 1 in parts:
+            with guarded(md, "part 1"):
+                section("1. Throughput and latency, side by side")
+                rounds, seconds = (2, 2) if quick else (5, 3)
+                levels = [32, 128]
+                splits = [f"{t.name}: {split_of(env, t.port)}" for t in targets if t.proc]
+                samples = part1(env, targets, rounds, seconds, levels)
+                md += part1_table(samples, targets, levels, rounds, seconds)
+                md += ["", "Observed split (1 s probe, 4 connections, before the runs): " + "; ".join(splits) + "."]
+
+        # ---------------------------------------------------------------- 2
+        if 2 in parts:
+            with guarded(md, "part 2"):
+                section("2. Weight change under load (100/0 ⇄ 0/100)")
+                n_flips = 10 if quick else 50
+                interval = 0.5
+                rate, conns = 1000, 8
+                rows = [
+                    f"{n_flips} flips, {interval * 1000:.0f} ms apart, while a paced probe ({conns} keep-alive "
+                    f"connections × {rate} req/s, core 1) runs. Time to effect: from the moment the change "
+                    "is issued to the last response from the old version (router: `x-switchyard-served-by`; "
+                    "HAProxy and nginx: the upstream's body). Failed: refused/reset/EOF or non-2xx. "
+                    "Unsettled: flips whose old version still answered in the last 10% of the interval.",
+                    "",
+                    "| target | how the change is issued | flips | p50 ms | p99 ms | max ms | failed requests | unsettled |",
+                    "|---|---|---|---|---|---|---|---|",
+                ]
+                if api_router:
+                    res = flips(env, "router", api_router.port,
+                                lambda v: env.kube.set_traffic(router_ns, "flip", [("1.0.0", 1000000 if v == "1.0.0" else 0),
+                                                                                   ("2.0.0", 1000000 if v == "2.0.0" else 0)]),
+                                n_flips, interval, "x-switchyard-served-by", "/flip", rate, conns)
+                    rows.append(flips_row("switchyard-router", "PATCH `Function.spec.traffic` on the API server (merge patch), router watch", res))
+                else:
+                    rows.append("| switchyard-router | — | not measured: no router binary or API server | | | | | |")
+
+                def hap(v):
+                    w1, w2 = (100, 0) if v == "1.0.0" else (0, 100)
+                    # Raise the new version before lowering the old: both at 0, even for a moment, is a 503.
+                    first, second = ("v1", "v2") if v == "1.0.0" else ("v2", "v1")
+                    w = {"v1": w1, "v2": w2}
+                    haproxy_cmd(haproxy.sock, f"set server versions/{first} weight {w[first]}; "
+                                              f"set server versions/{second} weight {w[second]}")
+                res = flips(env, "haproxy", haproxy.port, hap, n_flips, interval, None, "/bench", rate, conns)
+                rows.append(flips_row("HAProxy", "runtime API `set server … weight` (unix socket)", res))
+
+                def ngx(v):
+                    w1, w2 = (1, 0) if v == "1.0.0" else (0, 1)
+                    open(nginx.conf, "w").write(env.nginx_conf(nginx.port, w1, w2))
+                    os.kill(nginx.proc.pid, signal.SIGHUP)
+                res = flips(env, "nginx", nginx.port, ngx, n_flips, interval, None, "/bench", rate, conns)
+                rows.append(flips_row("nginx", "rewrite config (`down` for weight 0) + reload (SIGHUP)", res))
+                md += rows
+
+        if 5 in parts:
+            with guarded(md, "part 5"):
+                profile_md = part5(env, api_router, haproxy, nginx, router_ns)
+
+        for t in targets + ([api_router] if api_router else []):
+            if t.proc:
+                stop(t.proc)
+
+        # ---------------------------------------------------------------- 3
+        if 3 in parts:
+            with guarded(md, "part 3"):
+                section("3. Rollback end to end (`switchyard rollback`)")
+                n = 10 if quick else 50
+                rows = [
+                    f"Function `rb` with versions 1.0.0 and 2.0.0 (external endpoints on loopback); each "
+                    "sample: `switchyard promote rb 2.0.0` (untimed), then `switchyard rollback rb` timed "
+                    "from process start. *Acknowledged*: the CLI process exits 0 after every live router "
+                    "replica acknowledged the new generation (`status.routers`). *Confirmed on traffic*: the "
+                    "last 2.0.0 response (by `x-switchyard-served-by`) across all replicas, probed at 2 "
+                    "connections × 500 req/s per replica. Routers unpinned here (they share 2 cores with "
+                    "the API server, etcd, the CLI and the probe).",
+                    "",
+                    "| router replicas | rollbacks | acknowledged p50 ms | p99 ms | max ms | confirmed on traffic p50 ms | p99 ms | max ms | failed requests |",
+                    "|---|---|---|---|---|---|---|---|---|",
+                ]
+                if not (env.kube and os.path.exists(a.cli) and os.path.exists(a.router)):
+                    rows.append("| 1, 3 | — | not measured: the CLI or router binary or the API server is missing | | | | | | |")
+                else:
+                    for replicas in (1, 3):
+                        try:
+                            res = rollbacks(env, replicas, n)
+                            ac, tr = res["acks"], res["traffic"]
+                            rows.append(f"| {replicas} | {len(ac)} | {ms(pct(ac, 50))} | {ms(pct(ac, 99))} | {ms(max(ac))} | "
+                                        f"{ms(pct(tr, 50))} | {ms(pct(tr, 99))} | {ms(max(tr))} | {res['failed']} of {res['total']:,} |")
+                            st = ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in res["stages"].items())
+                            notes.append(f"rollback, {replicas} replica(s): the CLI's own stages (`SWITCHYARD_TIMING=1`, "
+                                         f"medians, ms; process start not included): {st or 'not printed'}; "
+                                         f"last output: `{res['sample_output'].splitlines()[0] if res['sample_output'] else ''}`")
+                        except Exception as e:  # noqa: BLE001
+                            rows.append(f"| {replicas} | — | not measured: {str(e)[:200]} | | | | | | |")
+                            log(f"rollback with {replicas}: {e}")
+                md += rows
+
+        # ---------------------------------------------------------------- 4
+        if 4 in parts:
+            with guarded(md, "part 4"):
+                section("4. Scale")
+                try:
+                    if a.skip_criterion:
+                        raise RuntimeError("skipped (--skip-criterion)")
+                    est = criterion(env)
+                    md += [
+                        "Criterion (`cargo bench -p switchyard-core --bench table`), medians. Each function has 3 "
+                        "versions (0 / 90% / 10%), external endpoints. *lookup + pick*: one request's routing "
+                        "decision, host + longest-prefix lookup then the weighted pick, requests spread over "
+                        "all functions.",
+                        "",
+                        "| functions × 3 versions | `RoutingTable::build` | per function | lookup + pick per request |",
+                        "|---|---|---|---|",
+                    ]
+                    for n in ("100", "1000", "10000"):
+                        b, lp = est.get(("build", n)), est.get(("lookup_and_pick", n))
+                        md.append(f"| {int(n):,} | {fmt_ns(b) if b else 'not measured'} | "
+                                  f"{fmt_ns(b / int(n)) if b else '—'} | {fmt_ns(lp) if lp else 'not measured'} |")
+                    p3 = est.get(("pick_3_versions", ""))
+                    md += ["", f"`Route::pick` alone (3 versions, one roll): {fmt_ns(p3) if p3 else 'not measured'}.", ""]
+                except Exception as e:  # noqa: BLE001
+                    md += [f"Criterion: not measured: {e}", ""]
+                    log(f"criterion: {e}")
+                sizes = [100, 1000] if quick else [100, 1000, 10000]
+                scale_profile = []
+                rows = [
+                    "The router (`--threads 1`, core 0) following the API server, with N functions × 3 versions "
+                    "in its namespace. Start: process start to `/readyz` (first full table: list + build). RSS "
+                    "after ready. Weight change: PATCH of one function's `spec.traffic` (100/0 ⇄ 0/100 between "
+                    "1.1.0 and 1.2.0) to the last response of the old version on that function, 10 changes "
+                    "1 s apart, under the paced probe.",
+                    "",
+                    "| functions × 3 versions | objects created in | router start to ready | router RSS MiB | one weight change applied p50 / max ms | failed requests |",
+                    "|---|---|---|---|---|---|",
+                ]
+                if not (env.kube and os.path.exists(a.router)):
+                    rows.append("| — | not measured: no router binary or API server | | | | |")
+                else:
+                    ns = env.ns("bench-scale")
+                    have = 0
+                    for size in sizes:
+                        t0 = time.monotonic()
+                        populate(env, ns, have, size)
+                        created = time.monotonic() - t0
+                        have = size
+                        r = env.start_router(ns, f"scale-{size}")
+                        time.sleep(1.0)
+                        rss = rss_mib([r.proc.pid])
+                        change = "—"
+                        failed = "—"
+                        if size == sizes[-1]:
+                            def flip(v):
+                                env.kube.set_traffic(ns, "fn-0", [("1.0.0", 0), ("1.1.0", 1000000 if v == "1.0.0" else 0),
+                                                                  ("1.2.0", 1000000 if v == "2.0.0" else 0)])
+                            rec = None
+                            if shutil_which("perf"):
+                                data = env.path("perf-scale.data")
+                                rec = subprocess.Popen(["perf", "record", "-F", "999", "-o", data, "-p", str(r.proc.pid)],
+                                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            res = flips_fn0(env, r.port, flip)
+                            if rec:
+                                rec.send_signal(signal.SIGINT)
+                                rec.wait(60)
+                                rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children",
+                                                      "--sort", "dso,sym", "--percent-limit", "1.5"],
+                                                     capture_output=True, text=True).stdout
+                                scale_profile = [l for l in rep.splitlines() if l.strip() and not l.startswith("#")][:20]
+                            e = res["effects"]
+                            change = f"{ms(pct(e, 50))} / {ms(max(e))}"
+                            failed = f"{res['failed']} of {res['total']:,}"
+                        rows.append(f"| {size:,} | {created:.1f} s | {r.ready_s * 1000:.0f} ms | {rss:.1f} | {change} | {failed} |")
+                        stop(r.proc)
+                    if quick:
+                        notes.append("scale: 10,000 functions not measured with --quick (creating 40,000 objects takes minutes)")
+                md += rows
+                if scale_profile:
+                    md += ["", f"Where the router's CPU went during those {sizes[-1]:,}-function weight changes "
+                           "(`perf record -F 999 -p <router>` over the 10 changes, under the probe's traffic; self time):",
+                           "", "```"] + scale_profile + ["```"]
+    finally:
+        stop_all()
+        if env.kube:
+            for ns in env.namespaces:
+                env.kube.clean(ns)
+
+    md += profile_md
+    if notes:
+        md += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    md += ["", f"Load average at the end (`uptime`): {uptime_load()}", ""]
+    text = "\n".join(md) + "\n"
+    # Hand-written analysis below the marker survives a new run.
+    try:
+        old = open(a.out).read()
+        if KEEP_MARKER in old:
+            text += "\n" + old[old.index(KEEP_MARKER):]
+    except OSError:
+        pass
+    open(a.out, "w").write(text)
+    print(text)
+
+
+def flips_fn0(env, port, flip):
+    """Part 4's weight change: versions 1.1.0 (`1.0.0` side) and 1.2.0 (`2.0.0` side) of fn-0."""
+    def mapped(v):
+        return flip(v)
+    out = env.path("scale-flips.txt")
+    flip("1.0.0")
+    time.sleep(0.5)
+    stop_file = out + ".stop"
+    p = probe(env, [(port, 4)], out, 120, rate=500, header="x-switchyard-served-by", path="/fn-0",
+              stop_file=stop_file)
+    time.sleep(0.5)
+    issued = []
+    for i in range(10):
+        new = "2.0.0" if i % 2 == 0 else "1.0.0"
+        t0 = now_ns()
+        mapped(new)
+        issued.append((t0, now_ns(), new))
+        time.sleep(1.0)
+    time.sleep(1.0)
+    open(stop_file, "w").close()
+    p.wait()
+    STARTED.remove(p)
+    rows = read_probe(out)
+    # the function's versions are 1.1.0 / 1.2.0: map them onto the flip's two sides
+    rows = [(t, g, {"1.1.0": "1.0.0", "1.2.0": "2.0.0"}.get(v, v), s) for t, g, v, s in rows]
+    return analyse_flips(rows, issued, now_end=rows[-1][0] + 1 if rows else 0)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        stop_all()
+        sys.exit(130)
