@@ -70,6 +70,15 @@ fn api(err: kube::Error) -> anyhow::Error {
                 s.message.clone()
             },
         }),
+        kube::Error::HyperError(_) | kube::Error::Service(_) => {
+            // The transport's chain repeats itself ("client error (Connect): client error
+            // (Connect): …"); its last link says what happened.
+            let mut root: &dyn std::error::Error = &err;
+            while let Some(next) = root.source() {
+                root = next;
+            }
+            anyhow!("cannot reach the API server: {root}")
+        }
         other => anyhow::Error::new(other),
     }
 }
@@ -90,6 +99,22 @@ impl KubeStore {
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?,
             None => Kubeconfig::read().context("reading kubeconfig")?,
         };
+        if let Some(wanted) = &global.context {
+            if !kubeconfig.contexts.iter().any(|c| &c.name == wanted) {
+                let known: Vec<&str> = kubeconfig
+                    .contexts
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect();
+                return Err(crate::exit::fail(
+                    crate::exit::Code::Invalid,
+                    format!(
+                        "context {wanted} is not in the kubeconfig (it has: {})",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
         let context = global
             .context
             .clone()
