@@ -5,6 +5,7 @@
 //! cargo run --release -p switchyard-router --example measure -- rss 10000    # 10,000 functions × 3 versions
 //! cargo run --release -p switchyard-router --example measure -- build 10000  # table build times
 //! cargo run --release -p switchyard-router --example measure -- rps          # wrk: router vs direct
+//! cargo run --release -p switchyard-router --example measure -- serve 60   # keep one up for manual wrk
 //! KUBECONFIG=… cargo run --release -p switchyard-router --example measure -- flips 100
 //! ```
 
@@ -170,6 +171,21 @@ fn build(n: usize) {
     let t = Instant::now();
     let out2 = builder.apply(&changed, SystemTime::now(), &metrics);
     let one = t.elapsed();
+    let t = Instant::now();
+    let same = builder.apply(&changed, SystemTime::now(), &metrics);
+    let nothing = t.elapsed();
+    let routes_only: Vec<_> = out2
+        .live
+        .as_ref()
+        .map(|l| l.table.routes().to_vec())
+        .unwrap_or_default();
+    let t = Instant::now();
+    let _ = switchyard_core::RoutingTable::from_routes(routes_only);
+    let index = t.elapsed();
+    println!(
+        "no_change_scan={nothing:?} (swapped: {}) core_from_routes={index:?}",
+        same.live.is_some()
+    );
     let st2 = state(n, "http://127.0.0.1:9");
     let t = Instant::now();
     let table = switchyard_core::RoutingTable::build(
@@ -320,6 +336,14 @@ fn main() {
         Some("build") => build(n(1, 10_000)),
         Some("rps") => rps(),
         Some("flips") => flips(n(1, 100)),
-        _ => eprintln!("usage: measure rss N | build N | rps | flips N"),
+        Some("serve") => {
+            let up = upstream();
+            wait_port(up);
+            let (router, listen) = start_fixed(state(1, &format!("http://{up}")), 1);
+            println!("upstream http://{up}/fn-0  router http://{listen}/fn-0");
+            std::thread::sleep(Duration::from_secs(n(1, 60) as u64));
+            router.stop();
+        }
+        _ => eprintln!("usage: measure rss N | build N | rps | serve SECONDS | flips N"),
     }
 }

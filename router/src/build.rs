@@ -39,6 +39,8 @@ pub struct Good {
 }
 
 struct Entry {
+    /// The objects last seen for this Function, versions in pointer order.
+    seen: Option<(Arc<Function>, Vec<Arc<FunctionVersion>>)>,
     fingerprint: Option<Fingerprint>,
     good: Option<Good>,
     rejection: Option<Rejection>,
@@ -106,10 +108,21 @@ impl Builder {
             let name = f.metadata.name.as_deref().unwrap_or_default();
             let key = key_of(ns, name);
             present.insert(key.clone());
-            let versions: Vec<Arc<FunctionVersion>> = by_function
-                .get(&(ns, name))
-                .map(|vs| vs.iter().map(|v| Arc::clone(v)).collect())
-                .unwrap_or_default();
+            let mut inputs: Vec<&Arc<FunctionVersion>> =
+                by_function.get(&(ns, name)).cloned().unwrap_or_default();
+            inputs.sort_by_key(|v| Arc::as_ptr(v) as usize);
+            // Fast path: the very same objects as last time (a source keeps unchanged
+            // objects' Arcs), so nothing to compare field by field.
+            if let Some(seen) = self.entries.get(&key).and_then(|e| e.seen.as_ref()) {
+                if Arc::ptr_eq(&seen.0, f)
+                    && seen.1.len() == inputs.len()
+                    && seen.1.iter().zip(&inputs).all(|(a, b)| Arc::ptr_eq(a, b))
+                {
+                    continue;
+                }
+            }
+            let versions: Vec<Arc<FunctionVersion>> =
+                inputs.iter().map(|v| Arc::clone(v)).collect();
             let mut ids: Vec<(String, String)> = versions
                 .iter()
                 .map(|v| {
@@ -126,10 +139,12 @@ impl Builder {
                 versions: ids,
             };
             let entry = self.entries.entry(key.clone()).or_insert(Entry {
+                seen: None,
                 fingerprint: None,
                 good: None,
                 rejection: None,
             });
+            entry.seen = Some((Arc::clone(f), versions.clone()));
             if entry.fingerprint.as_ref() == Some(&fingerprint) {
                 continue;
             }
