@@ -137,7 +137,7 @@ impl KubeStore {
             .namespace
             .clone()
             .unwrap_or_else(|| config.default_namespace.clone());
-        let client = Client::try_from(config).context("building the Kubernetes client")?;
+        let client = client(config).context("building the Kubernetes client")?;
         timing::mark("kubeconfig");
         Ok(KubeStore {
             client,
@@ -313,6 +313,41 @@ impl KubeStore {
             .await?;
         Ok(list.items)
     }
+}
+
+/// A client like kube's default one, but offering HTTP/2 as kubectl does, so that every
+/// request of a command shares one TLS connection (the wait's watch included).
+///
+/// Measured on `rollback` against the test API server: over HTTP/1.1 the reads before the
+/// write took ~75 ms at p50, with ~40 ms stalls on fresh connections; over HTTP/2, ~30-50 ms.
+/// With a proxy or a `tls-server-name`, kube's own client (HTTP/1.1) is used, which knows them.
+fn client(config: Config) -> anyhow::Result<Client> {
+    use kube::client::ConfigExt as _;
+    if config.proxy_url.is_some() || config.tls_server_name.is_some() {
+        return Ok(Client::try_from(config)?);
+    }
+    let mut tls = config.rustls_client_config()?;
+    // The connector below sets ALPN (h2, http/1.1) itself and refuses a preset list.
+    tls.alpn_protocols.clear();
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(config.connect_timeout);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    let hyper = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(https);
+    let service = tower::ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(config.auth_layer()?)
+        .layer(config.extra_headers_layer()?)
+        .map_err(tower::BoxError::from)
+        .service(hyper);
+    Ok(Client::new(service, config.default_namespace))
 }
 
 /// The labels of every object a version owns.
