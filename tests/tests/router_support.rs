@@ -50,6 +50,8 @@ pub struct RouterOpts {
     pub grace: u64,
     /// Whether to wait for `/readyz`.
     pub wait_ready: bool,
+    /// `--lease-duration` seconds.
+    pub lease_duration: u64,
 }
 
 impl Default for RouterOpts {
@@ -59,6 +61,7 @@ impl Default for RouterOpts {
             snapshot: None,
             grace: 1,
             wait_ready: true,
+            lease_duration: 10,
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use support::*;
 use switchyard_tests::{client, namespace, HttpClient, Upstream};
@@ -216,4 +216,69 @@ async fn fifty_weight_flips_and_rollbacks_under_load_fail_no_request() {
     );
     assert!(ok.load(Ordering::Relaxed) >= 1_000);
     assert!(v1.hits() > 0 && v2.hits() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_of_routers_whose_lease_is_gone_are_pruned_and_live_ones_stay() {
+    let client = client().await;
+    let ns = namespace(&client, "rprune").await;
+    let v1 = Upstream::start("v1");
+    apply_version(&client, &ns, "pruned", "1.0.0", &v1.url()).await;
+    let g = apply_function(&client, &ns, "pruned", &[("1.0.0", 1_000_000)], json!({})).await;
+    let functions: Api<switchyard_core::Function> = Api::namespaced(client.clone(), &ns);
+    // Two other replicas' entries, as they would have written them long ago.
+    for replica in ["ghost", "alive"] {
+        let status = json!({
+            "apiVersion": "switchyard.dev/v1alpha1", "kind": "Function",
+            "metadata": {"name": "pruned", "namespace": ns},
+            "status": {"routers": [{"name": replica, "observedGeneration": g, "appliedAt": "2026-01-01T00:00:00Z"}]},
+        });
+        functions
+            .patch_status(
+                "pruned",
+                &PatchParams::apply(&format!("switchyard-router.{replica}")).force(),
+                &Patch::Apply(&status),
+            )
+            .await
+            .expect("writing an entry");
+    }
+    // Only "alive" holds a Lease.
+    let lease = json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "alive", "namespace": ns, "labels": {"switchyard.dev/router": "true"}},
+        "spec": {
+            "holderIdentity": "alive",
+            "leaseDurationSeconds": 3600,
+            "renewTime": k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        },
+    });
+    Api::<Lease>::namespaced(client.clone(), &ns)
+        .patch(
+            "alive",
+            &PatchParams::apply("switchyard-tests").force(),
+            &Patch::Apply(&lease),
+        )
+        .await
+        .expect("creating the live replica's Lease");
+
+    let _router = Router::start_with(
+        &ns,
+        "rprune-0",
+        RouterOpts {
+            lease_duration: 3,
+            ..RouterOpts::default()
+        },
+    );
+    wait_ack(&client, &ns, "pruned", "rprune-0", g).await;
+    let names = switchyard_tests::wait_until(WAIT, "the ghost entry pruned", || {
+        let functions = functions.clone();
+        async move {
+            let routers = functions.get("pruned").await.ok()?.status?.routers;
+            let names: Vec<String> = routers.into_iter().map(|r| r.name).collect();
+            (!names.iter().any(|n| n == "ghost")).then_some(names)
+        }
+    })
+    .await;
+    assert!(names.contains(&"alive".to_string()), "{names:?}");
+    assert!(names.contains(&"rprune-0".to_string()), "{names:?}");
 }

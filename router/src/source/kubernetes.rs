@@ -152,8 +152,11 @@ pub struct KubernetesSource {
     leases: Api<Lease>,
     replica: String,
     watch_namespace: String,
+    lease_namespace: String,
     lease_duration: Duration,
     server: String,
+    client: Client,
+    prune_every: tokio::time::Interval,
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -199,8 +202,16 @@ impl KubernetesSource {
             leases,
             replica: replica.to_string(),
             watch_namespace: opts.namespace.clone().unwrap_or_default(),
+            lease_namespace: opts.resolved_lease_namespace(),
             lease_duration: opts.lease_duration,
             server: url,
+            client,
+            prune_every: {
+                let mut every =
+                    tokio::time::interval(opts.lease_duration.max(Duration::from_secs(1)));
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                every
+            },
         })
     }
 
@@ -215,6 +226,39 @@ impl KubernetesSource {
         }
     }
 
+    /// Starts removing other replicas' `status.routers` entries whose Lease is gone or
+    /// expired (docs/protocol.md), for the Functions that have any.
+    fn prune(&self) {
+        if self.lease_task.is_none() || self.lost {
+            return;
+        }
+        let candidates: Vec<(String, String, Vec<switchyard_core::RouterAck>)> = self
+            .functions
+            .live
+            .values()
+            .filter_map(|f| {
+                let routers = &f.status.as_ref()?.routers;
+                routers.iter().any(|r| r.name != self.replica).then(|| {
+                    (
+                        f.metadata.namespace.clone().unwrap_or_default(),
+                        f.metadata.name.clone().unwrap_or_default(),
+                        routers.clone(),
+                    )
+                })
+            })
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        tokio::spawn(prune_stale_entries(
+            self.client.clone(),
+            candidates,
+            self.replica.clone(),
+            self.lease_namespace.clone(),
+            self.lease_duration,
+        ));
+    }
+
     fn state(&self) -> State {
         State {
             functions: self.functions.live.values().cloned().collect(),
@@ -227,7 +271,13 @@ impl KubernetesSource {
 impl ConfigSource for KubernetesSource {
     async fn next(&mut self) -> Option<SourceEvent> {
         loop {
-            let change = self.events.next().await?;
+            let change = tokio::select! {
+                change = self.events.next() => change?,
+                _ = self.prune_every.tick() => {
+                    self.prune();
+                    continue;
+                }
+            };
             let mut changed = match self.apply(change) {
                 Ok(changed) => changed,
                 Err(e) => {
@@ -423,6 +473,98 @@ async fn renew_lease(
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
             _ = &mut stop => return,
+        }
+    }
+}
+
+/// Removes entries of replicas with no fresh Lease in the Function's namespace,
+/// `switchyard-system` or this replica's lease namespace. An entry younger than two lease
+/// durations is kept (its replica may be creating its Lease right now), and nothing is removed
+/// when the Leases cannot be read.
+async fn prune_stale_entries(
+    client: Client,
+    candidates: Vec<(String, String, Vec<switchyard_core::RouterAck>)>,
+    replica: String,
+    lease_namespace: String,
+    lease_duration: Duration,
+) {
+    use std::collections::HashSet;
+    let now = jiff::Timestamp::now();
+    let mut namespaces: HashSet<String> = candidates.iter().map(|c| c.0.clone()).collect();
+    namespaces.insert("switchyard-system".into());
+    namespaces.insert(lease_namespace.clone());
+    let mut live: HashSet<(String, String)> = HashSet::new();
+    let selector = kube::api::ListParams::default().labels("switchyard.dev/router=true");
+    for ns in &namespaces {
+        let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+        match leases.list(&selector).await {
+            Ok(list) => {
+                for lease in list {
+                    let spec = lease.spec.unwrap_or_default();
+                    let fresh = spec.renew_time.as_ref().is_some_and(|t| {
+                        switchyard_core::ack::lease_fresh(
+                            t.0.as_millisecond(),
+                            spec.lease_duration_seconds.unwrap_or(0),
+                            now.as_millisecond(),
+                        )
+                    });
+                    if fresh {
+                        live.insert((ns.clone(), lease.metadata.name.unwrap_or_default()));
+                    }
+                }
+            }
+            // A namespace that does not exist holds no Lease.
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => {
+                tracing::debug!("not pruning router entries: listing leases in {ns}: {e}");
+                return;
+            }
+        }
+    }
+    let min_age = lease_duration * 2;
+    for (ns, name, routers) in candidates {
+        let holds = |n: &str| {
+            [ns.as_str(), "switchyard-system", lease_namespace.as_str()]
+                .iter()
+                .any(|l| live.contains(&(l.to_string(), n.to_string())))
+        };
+        let old = |at: &str| {
+            at.parse::<jiff::Timestamp>().map_or(true, |t| {
+                now.duration_since(t) > jiff::SignedDuration::try_from(min_age).unwrap_or_default()
+            })
+        };
+        let mut ops = Vec::new();
+        // Highest index first, so earlier removals do not shift later ones; each removal is
+        // guarded by a test of the name at that index.
+        for (i, r) in routers.iter().enumerate().rev() {
+            if r.name != replica && !holds(&r.name) && old(&r.applied_at) {
+                ops.push(serde_json::json!({"op": "test", "path": format!("/status/routers/{i}/name"), "value": r.name}));
+                ops.push(
+                    serde_json::json!({"op": "remove", "path": format!("/status/routers/{i}")}),
+                );
+            }
+        }
+        if ops.is_empty() {
+            continue;
+        }
+        // A JSON patch, sent as a raw request (kube's typed `Patch::Json` needs a feature the
+        // workspace does not enable).
+        let body = serde_json::to_vec(&ops).unwrap_or_default();
+        let request = http::Request::patch(format!(
+            "/apis/switchyard.dev/v1alpha1/namespaces/{ns}/functions/{name}/status"
+        ))
+        .header(http::header::CONTENT_TYPE, "application/json-patch+json")
+        .body(body);
+        let Ok(request) = request else {
+            continue;
+        };
+        match client.request::<Function>(request).await {
+            Ok(_) => {
+                tracing::info!(function = %format!("{ns}/{name}"), "removed entries of routers whose Lease expired")
+            }
+            Err(e) => {
+                tracing::debug!(function = %format!("{ns}/{name}"), "pruning router entries: {e}")
+            }
         }
     }
 }
