@@ -331,3 +331,53 @@ async fn unknown_hosts_and_paths_get_a_one_line_404_and_known_hosts_route_by_lon
         "requests counted per function and version: {counted:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_affinity_sticks_and_an_https_endpoint_is_a_502_that_says_why() {
+    let client = client().await;
+    let ns = namespace(&client, "rcookie").await;
+    let (v1, v2) = (Upstream::start("v1"), Upstream::start("v2"));
+    apply_version(&client, &ns, "crumb", "1.0.0", &v1.url()).await;
+    apply_version(&client, &ns, "crumb", "2.0.0", &v2.url()).await;
+    // Nothing is dialed for an https endpoint: this build answers 502 before connecting.
+    apply_version(&client, &ns, "secure", "1.0.0", "https://127.0.0.1:1").await;
+    let g1 = apply_function(
+        &client,
+        &ns,
+        "crumb",
+        &[("1.0.0", 500_000), ("2.0.0", 500_000)],
+        json!({"affinity": {"cookie": "session"}}),
+    )
+    .await;
+    let g2 = apply_function(&client, &ns, "secure", &[("1.0.0", 1_000_000)], json!({})).await;
+    let router = Router::start(&ns, "rcookie-0");
+    router.wait_serving("crumb", g1);
+    router.wait_serving("secure", g2);
+    let mut http = HttpClient::new(router.listen);
+    let mut versions = HashSet::new();
+    for i in 0..50 {
+        let cookie = format!("theme=dark; session=s{i}");
+        let first = http
+            .get("localhost", "/crumb", &[("cookie", &cookie)])
+            .expect("request");
+        for _ in 0..3 {
+            let again = http
+                .get("localhost", "/crumb", &[("cookie", &cookie)])
+                .expect("request");
+            assert_eq!(
+                again.header("x-switchyard-served-by"),
+                first.header("x-switchyard-served-by")
+            );
+        }
+        versions.insert(first.header("x-switchyard-served-by").to_string());
+    }
+    assert_eq!(
+        versions.len(),
+        2,
+        "50 sessions over a 50/50 split land on both versions"
+    );
+
+    let r = http.get("localhost", "/secure", &[]).expect("request");
+    assert_eq!(r.status, 502);
+    assert!(r.body.contains("https"), "{}", r.body);
+}
