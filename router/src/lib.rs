@@ -11,6 +11,16 @@
 //!
 //! Run one in-process with [`start`] (tests and a local quickstart do); the binary is a thin
 //! shell over it.
+//!
+//! | module | role |
+//! |---|---|
+//! | [`source`] | the seam to the configuration store: complete [`source::State`]s in, [`source::Ack`]s out; [`source::kubernetes`] is the watch, acks, Lease and pruning of dead replicas' entries |
+//! | [`build`] | state → table, one Function at a time; keeps the last good route of an invalid Function |
+//! | [`live`] | the swapped [`live::Live`] table and what outlives swaps (request counters, metrics, readiness) |
+//! | [`decide`] | which route and version a request gets: no HTTP types, no IO |
+//! | [`proxy`] | the HTTP plumbing (pingora-proxy `ProxyHttp` hooks): the one module to replace for speed |
+//! | [`admin`] | `/healthz`, `/readyz`, `/metrics`, `/routes` |
+//! | [`snapshot`] | the snapshot file, written atomically after each swap |
 
 use std::net::TcpListener;
 use std::sync::Arc;
