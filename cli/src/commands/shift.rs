@@ -83,16 +83,12 @@ pub async fn change(
     write: &Write,
     plan: impl Fn(&Input<'_>) -> anyhow::Result<FunctionSpec>,
 ) -> anyhow::Result<Option<Landed>> {
-    // The routers a wait will need are read alongside the first attempt's reads, on a second
-    // connection that the wait's watch then reuses.
+    // The routers a wait will need are read alongside the first attempt's reads.
     let mut routers: Option<Vec<Router>> = None;
     let wants_routers = !write.no_wait && !write.dry_run;
     for attempt in 0..ATTEMPTS {
-        let reads = async {
-            let function = store.function(name).await?;
-            let versions = store.versions(name).await?;
-            anyhow::Ok((function, versions))
-        };
+        // Concurrent requests share one HTTP/2 connection: no extra handshake.
+        let reads = async { futures::try_join!(store.function(name), store.versions(name)) };
         let lease_read = async {
             match (wants_routers, &routers) {
                 (true, None) => store.routers().await.map(Some),

@@ -498,8 +498,7 @@ impl Store for KubeStore {
                 self.namespace
             )
         };
-        // One after the other on one connection (a new TLS connection costs more than a
-        // request), and Deployments only when the function has a managed version.
+        // Deployments only when the function has a managed version.
         let fvs = self
             .versions_api()
             .list(&ListParams::default())
