@@ -36,7 +36,9 @@ import yaml
 LOOPBACK = "127.0.0.1"
 GROUP = "/apis/switchyard.dev/v1alpha1"
 KEEP_MARKER = "<!-- kept across runs: everything below is written by people, not by bench/run -->"
-STARTED = []  # Popen objects this driver started; stopped by pid at exit
+STARTED = []
+SCALE_NS = "switchyard-bench-scale"
+ACK_WAIT_S = 3  # part 4: how long one change's acknowledgement is waited for  # Popen objects this driver started; stopped by pid at exit
 
 
 def log(*a):
@@ -245,30 +247,33 @@ class Kube:
                 self.call("DELETE", f"{GROUP}/namespaces/{ns}/{kind}", ok=(200, 202))
             except Exception as e:  # noqa: BLE001
                 log(f"cleaning {kind} of {ns}: {e}")
+        if ns == SCALE_NS:
+            return  # no namespace controller here: a deleted namespace stays Terminating for good
         try:
             self.call("DELETE", f"/api/v1/namespaces/{ns}", ok=(200, 202))
         except Exception as e:  # noqa: BLE001
             log(f"deleting namespace {ns}: {e}")
 
-    def create_version(self, ns, fn, version, endpoint):
+    def create_version(self, ns, fn, version, endpoint, ok=(200, 201)):
         name = f"{fn}-{version.replace('.', '-')}"
         self.call("POST", f"{GROUP}/namespaces/{ns}/functionversions", {
             "apiVersion": "switchyard.dev/v1alpha1", "kind": "FunctionVersion",
             "metadata": {"name": name, "namespace": ns},
             "spec": {"function": fn, "version": version, "endpoint": endpoint},
-        })
+        }, ok=ok)
 
-    def create_function(self, ns, fn, traffic):
+    def create_function(self, ns, fn, traffic, ok=(200, 201)):
         self.call("POST", f"{GROUP}/namespaces/{ns}/functions", {
             "apiVersion": "switchyard.dev/v1alpha1", "kind": "Function",
             "metadata": {"name": fn, "namespace": ns},
             "spec": {"traffic": [{"version": v, "weight": w} for v, w in traffic]},
-        })
+        }, ok=ok)
 
     def set_traffic(self, ns, fn, traffic):
-        self.call("PATCH", f"{GROUP}/namespaces/{ns}/functions/{fn}",
+        """Returns the Function's new metadata.generation."""
+        return self.call("PATCH", f"{GROUP}/namespaces/{ns}/functions/{fn}",
                   {"spec": {"traffic": [{"version": v, "weight": w} for v, w in traffic]}},
-                  ctype="application/merge-patch+json")
+                  ctype="application/merge-patch+json")["metadata"]["generation"]
 
 
 # ------------------------------------------------------------------------------ processes
@@ -285,6 +290,27 @@ class Env:
 
     def path(self, name):
         return os.path.join(self.work, name)
+
+    def scale_namespace(self, keep):
+        """The scale namespace, kept between runs with --keep-scale (creating 40,000 objects takes
+        minutes); returns the names of the complete functions it already holds."""
+        try:
+            self.kube.call("POST", "/api/v1/namespaces", {"metadata": {"name": SCALE_NS}})
+        except RuntimeError as e:
+            if " 409 " not in str(e):
+                raise
+        if not keep:
+            self.namespaces.append(SCALE_NS)
+        fns = self.kube.call("GET", f"{GROUP}/namespaces/{SCALE_NS}/functions")["items"]
+        fvs = self.kube.call("GET", f"{GROUP}/namespaces/{SCALE_NS}/functionversions")["items"]
+        count = {}
+        for v in fvs:
+            count[v["spec"]["function"]] = count.get(v["spec"]["function"], 0) + 1
+        done = {f["metadata"]["name"] for f in fns if count.get(f["metadata"]["name"]) == 3}
+        # fn-0 is flipped by the measurement: start it from the fleet's split again.
+        if "fn-0" in done:
+            self.kube.set_traffic(SCALE_NS, "fn-0", [("1.0.0", 0), ("1.1.0", 900000), ("1.2.0", 100000)])
+        return done
 
     def ns(self, prefix):
         n = self.kube.namespace(prefix)
@@ -389,8 +415,8 @@ backend versions
     def start_store_router(self, replica):
         store = self.path("store")
         flag = f"dir:{store}"
-        for args in (["deploy", "bench", "1.0.0", "--endpoint", f"http://{LOOPBACK}:{self.u1}"],
-                     ["deploy", "bench", "2.0.0", "--endpoint", f"http://{LOOPBACK}:{self.u2}"],
+        for args in (["deploy", "bench", "1.0.0", "--endpoint", f"http://{LOOPBACK}:{self.u1}", "--no-wait"],
+                     ["deploy", "bench", "2.0.0", "--endpoint", f"http://{LOOPBACK}:{self.u2}", "--no-wait"],
                      ["traffic", "bench", "1.0.0=90", "2.0.0=10", "--no-wait"]):
             r = subprocess.run([self.a.cli, "--store", flag, *args], capture_output=True, text=True, timeout=60)
             if r.returncode != 0:
@@ -621,10 +647,12 @@ def cli(env, ns, *args, check=True, timing=False):
 
 def rollbacks(env, replicas, n):
     ns = env.ns(f"bench-rb{replicas}")
+    # Versions first, routers after: a router that sees the Function before its FunctionVersion
+    # (two watches) can refuse the generation, and `deploy` then fails (see RESULTS.md).
+    cli(env, ns, "deploy", "rb", "1.0.0", "--endpoint", f"http://{LOOPBACK}:{env.u1}", "--no-wait")
+    cli(env, ns, "deploy", "rb", "2.0.0", "--endpoint", f"http://{LOOPBACK}:{env.u2}", "--no-wait")
     routers = [env.start_router(ns, f"rb{replicas}-{i}", cpus=None) for i in range(replicas)]
     try:
-        cli(env, ns, "deploy", "rb", "1.0.0", "--endpoint", f"http://{LOOPBACK}:{env.u1}")
-        cli(env, ns, "deploy", "rb", "2.0.0", "--endpoint", f"http://{LOOPBACK}:{env.u2}")
         cli(env, ns, "promote", "rb", "2.0.0")
         out = env.path(f"rollback-{replicas}.txt")
         stop_file = out + ".stop"
@@ -674,18 +702,19 @@ def rollbacks(env, replicas, n):
 # ------------------------------------------------------------------------------ part 4
 
 
-def populate(env, ns, start_i, end_i, threads=8):
+def populate(env, ns, indices, threads=8):
     """Functions fn-<i> with versions 1.0.0 (0), 1.1.0 (90%), 1.2.0 (10%): the criterion fleet."""
     ep = [f"http://{LOOPBACK}:{env.u1}", f"http://{LOOPBACK}:{env.u1}", f"http://{LOOPBACK}:{env.u2}"]
     errors = []
 
     def work(k):
         try:
-            for i in range(start_i + k, end_i, threads):
+            for i in indices[k::threads]:
                 fn = f"fn-{i}"
                 for v, e in zip(("1.0.0", "1.1.0", "1.2.0"), ep):
-                    env.kube.create_version(ns, fn, v, e)
-                env.kube.create_function(ns, fn, [("1.0.0", 0), ("1.1.0", 900000), ("1.2.0", 100000)])
+                    env.kube.create_version(ns, fn, v, e, ok=(200, 201, 409))
+                env.kube.create_function(ns, fn, [("1.0.0", 0), ("1.1.0", 900000), ("1.2.0", 100000)],
+                                         ok=(200, 201, 409))
         except Exception as e:  # noqa: BLE001
             errors.append(e)
     ts = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
@@ -876,6 +905,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--header-file", required=True)
     ap.add_argument("--skip-criterion", action="store_true")
+    ap.add_argument("--keep-scale", action="store_true")
     a = ap.parse_args()
     parts = {int(p) for p in a.parts.split(",") if p}
     quick = a.quick
@@ -1065,34 +1095,36 @@ def main():
                     "1.1.0 and 1.2.0) to the last response of the old version on that function, 10 changes "
                     "1 s apart, under the paced probe.",
                     "",
-                    "| functions × 3 versions | objects created in | router start to ready | router RSS MiB | one weight change applied p50 / max ms | failed requests |",
-                    "|---|---|---|---|---|---|",
+                    "| functions × 3 versions | objects created in | router start to ready | router RSS MiB | one weight change: last old-version response, p50 / max ms | acknowledged in `status.routers`, p50 / max ms | failed requests |",
+                    "|---|---|---|---|---|---|---|",
                 ]
                 if not (env.kube and os.path.exists(a.router)):
                     rows.append("| — | not measured: no router binary or API server | | | | |")
                 else:
-                    ns = env.ns("bench-scale")
+                    ns = SCALE_NS
+                    existing = env.scale_namespace(keep=a.keep_scale)
                     have = 0
                     for size in sizes:
                         t0 = time.monotonic()
-                        populate(env, ns, have, size)
-                        created = time.monotonic() - t0
+                        todo = [i for i in range(have, size) if f"fn-{i}" not in existing]
+                        populate(env, ns, todo)
+                        created = (f"{time.monotonic() - t0:.1f} s" if todo else
+                                   "(kept from an earlier run with --keep-scale)")
                         have = size
                         r = env.start_router(ns, f"scale-{size}")
                         time.sleep(1.0)
                         rss = rss_mib([r.proc.pid])
-                        change = "—"
-                        failed = "—"
+                        change = acked = failed = "—"
                         if size == sizes[-1]:
                             def flip(v):
-                                env.kube.set_traffic(ns, "fn-0", [("1.0.0", 0), ("1.1.0", 1000000 if v == "1.0.0" else 0),
+                                return env.kube.set_traffic(ns, "fn-0", [("1.0.0", 0), ("1.1.0", 1000000 if v == "1.0.0" else 0),
                                                                   ("1.2.0", 1000000 if v == "2.0.0" else 0)])
                             rec = None
                             if shutil_which("perf"):
                                 data = env.path("perf-scale.data")
                                 rec = subprocess.Popen(["perf", "record", "-F", "999", "-o", data, "-p", str(r.proc.pid)],
                                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                            res = flips_fn0(env, r.port, flip)
+                            res = flips_fn0(env, ns, f"scale-{size}", r.port, flip)
                             if rec:
                                 rec.send_signal(signal.SIGINT)
                                 rec.wait(60)
@@ -1101,9 +1133,12 @@ def main():
                                                      capture_output=True, text=True).stdout
                                 scale_profile = [l for l in rep.splitlines() if l.strip() and not l.startswith("#")][:20]
                             e = res["effects"]
+                            ak = res["acked"]
                             change = f"{ms(pct(e, 50))} / {ms(max(e))}"
+                            acked = (f"{ms(pct(ak, 50))} / {ms(max(ak))}" if ak else "—") + \
+                                f" ({len(ak)} of {len(e)} acknowledged within {ACK_WAIT_S} s)"
                             failed = f"{res['failed']} of {res['total']:,}"
-                        rows.append(f"| {size:,} | {created:.1f} s | {r.ready_s * 1000:.0f} ms | {rss:.1f} | {change} | {failed} |")
+                        rows.append(f"| {size:,} | {created} | {r.ready_s * 1000:.0f} ms | {rss:.1f} | {change} | {acked} | {failed} |")
                         stop(r.proc)
                     if quick:
                         notes.append("scale: 10,000 functions not measured with --quick (creating 40,000 objects takes minutes)")
@@ -1134,33 +1169,46 @@ def main():
     print(text)
 
 
-def flips_fn0(env, port, flip):
-    """Part 4's weight change: versions 1.1.0 (`1.0.0` side) and 1.2.0 (`2.0.0` side) of fn-0."""
-    def mapped(v):
-        return flip(v)
+def flips_fn0(env, ns, replica, port, flip):
+    """Part 4's weight change: versions 1.1.0 (`1.0.0` side) and 1.2.0 (`2.0.0` side) of fn-0.
+
+    Each change waits for the router's acknowledgement of its generation (then 300 ms more)
+    before the next, so that a slow change is measured whole, not cut by the next one."""
     out = env.path("scale-flips.txt")
     flip("1.0.0")
     time.sleep(0.5)
     stop_file = out + ".stop"
-    p = probe(env, [(port, 4)], out, 120, rate=500, header="x-switchyard-served-by", path="/fn-0",
+    p = probe(env, [(port, 4)], out, 600, rate=500, header="x-switchyard-served-by", path="/fn-0",
               stop_file=stop_file)
     time.sleep(0.5)
-    issued = []
+    issued, acked = [], []
     for i in range(10):
         new = "2.0.0" if i % 2 == 0 else "1.0.0"
         t0 = now_ns()
-        mapped(new)
+        gen = flip(new)
         issued.append((t0, now_ns(), new))
-        time.sleep(1.0)
-    time.sleep(1.0)
+
+        def ack():
+            f = env.kube.call("GET", f"{GROUP}/namespaces/{ns}/functions/fn-0")
+            for r in (f.get("status") or {}).get("routers") or []:
+                if r.get("name") == replica and r.get("observedGeneration", 0) >= gen:
+                    return now_ns()
+            return None
+        try:
+            acked.append(wait_for("the router's acknowledgement", ack, timeout=ACK_WAIT_S, interval=0.005) - t0)
+        except RuntimeError:
+            pass
+        time.sleep(0.3)
+    time.sleep(0.3)
     open(stop_file, "w").close()
     p.wait()
     STARTED.remove(p)
     rows = read_probe(out)
     # the function's versions are 1.1.0 / 1.2.0: map them onto the flip's two sides
     rows = [(t, g, {"1.1.0": "1.0.0", "1.2.0": "2.0.0"}.get(v, v), s) for t, g, v, s in rows]
-    return analyse_flips(rows, issued, now_end=rows[-1][0] + 1 if rows else 0)
-
+    res = analyse_flips(rows, issued, now_end=rows[-1][0] + 1 if rows else 0)
+    res["acked"] = acked
+    return res
 
 if __name__ == "__main__":
     try:
