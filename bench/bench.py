@@ -111,16 +111,22 @@ def tree(pid):
 CLK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pids):
-    total = 0
+def cpu_split(pids):
+    """(user, system) CPU seconds of these processes, all threads."""
+    user = system = 0
     for p in pids:
         try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime + stime
+            user += int(fields[11])
+            system += int(fields[12])
         except (OSError, IndexError):
             pass
-    return total / CLK
+    return user / CLK, system / CLK
+
+
+def cpu_seconds(pids):
+    return sum(cpu_split(pids))
 
 
 def rss_mib(pids):
@@ -517,11 +523,15 @@ def part1(env, targets, rounds, seconds, levels):
         for t in order:
             for c in levels:
                 pids = tree(t.proc.pid) if t.proc else []
-                c0, w0 = cpu_seconds(pids), time.monotonic()
+                (u0, s0), w0 = cpu_split(pids), time.monotonic()
                 res = wrk(env, t.port, c, seconds)
-                c1, w1 = cpu_seconds(pids), time.monotonic()
+                (u1, s1), w1 = cpu_split(pids), time.monotonic()
+                c0, c1 = u0 + s0, u1 + s1
+                n = max(1, res["requests"])
                 res["cpu_pct"] = 100 * (c1 - c0) / (w1 - w0) if t.proc else None
-                res["cpu_us_per_req"] = 1e6 * (c1 - c0) / max(1, res["requests"]) if t.proc else None
+                res["cpu_us_per_req"] = 1e6 * (c1 - c0) / n if t.proc else None
+                res["user_us"] = 1e6 * (u1 - u0) / n
+                res["sys_us"] = 1e6 * (s1 - s0) / n
                 res["rss"] = rss_mib(pids) if t.proc else None
                 res["rps"] = res["requests"] / (res["duration_us"] / 1e6)
                 res["errors"] = sum(res[k] for k in ("connect", "read", "write", "status", "timeout"))
@@ -539,7 +549,7 @@ def part1_table(samples, targets, levels, rounds, seconds):
         "the upstreams on core 1. CPU is the proxy's user+system time over the run's wall time "
         "(100% = one core); RSS at the end of the run.",
         "",
-        "| target | conns | req/s | p50 ms | p99 ms | p99.9 ms | proxy CPU % | proxy CPU µs/req | proxy RSS MiB | errors | router req/s ÷ this |",
+        "| target | conns | req/s | p50 ms | p99 ms | p99.9 ms | proxy CPU % | proxy CPU µs/req (user + system) | proxy RSS MiB | errors | router req/s ÷ this |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in levels:
@@ -554,10 +564,12 @@ def part1_table(samples, targets, levels, rounds, seconds):
             cpr = [s["cpu_us_per_req"] for s in ss if s["cpu_us_per_req"] is not None]
             rss = [s["rss"] for s in ss if s["rss"] is not None]
             ratio = "—" if t.name == "switchyard-router" or router_rps is None else f"{router_rps / rps:.2f}×"
+            split = (f"{med(cpr):.1f} ({med([s['user_us'] for s in ss]):.1f} + {med([s['sys_us'] for s in ss]):.1f})"
+                     if cpr else "—")
             lines.append(
                 f"| {t.name} | {c} | {rps:,.0f} | {med([s['p50'] for s in ss]) / 1000:.2f} | "
                 f"{med([s['p99'] for s in ss]) / 1000:.2f} | {med([s['p999'] for s in ss]) / 1000:.2f} | "
-                f"{(f'{med(cpu):.0f}' if cpu else 'n/a (no proxy)')} | {(f'{med(cpr):.1f}' if cpr else '—')} | "
+                f"{(f'{med(cpu):.0f}' if cpu else 'n/a (no proxy)')} | {split} | "
                 f"{(f'{max(rss):.1f}' if rss else '—')} | {sum(s['errors'] for s in ss)} | {ratio} |")
     return lines
 
