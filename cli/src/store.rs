@@ -105,8 +105,14 @@ pub trait Store: Send + Sync {
     async fn function(&self, name: &str) -> anyhow::Result<Option<FunctionState>>;
     /// Every function.
     async fn functions(&self) -> anyhow::Result<Vec<FunctionState>>;
-    /// Every version of a function with its readiness, oldest first.
+    /// Every version of a function with its readiness, oldest first, as of now.
     async fn versions(&self, function: &str) -> anyhow::Result<Vec<VersionInfo>>;
+    /// Like [`Store::versions`], but possibly from a cache that lags writes by moments, when
+    /// that is much faster. Plans start from it; a refusal is re-checked against
+    /// [`Store::versions`] before it is final.
+    async fn versions_cached(&self, function: &str) -> anyhow::Result<Vec<VersionInfo>> {
+        self.versions(function).await
+    }
     /// Creates a version and, for a managed one, its workload. Idempotent: an existing
     /// version with the same spec gets any missing workload object recreated.
     async fn create_version(&self, spec: &FunctionVersionSpec) -> anyhow::Result<Created>;

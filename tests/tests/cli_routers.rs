@@ -94,6 +94,7 @@ async fn waiting_works_with_two_real_router_replicas_and_exits_4_when_one_is_sto
     })
     .await
     .expect("routers");
+    support::wait_for_leases(&client, &ns, &["router-a", "router-b"]).await;
     let out = cli.ok(&["traffic", "hello", "1.1.0=10", "1.0.0=90"]).await;
     assert!(out.stdout.contains("applied by 2/2 routers"), "{out:?}");
     let out = cli.ok(&["rollback", "hello"]).await;

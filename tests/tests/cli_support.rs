@@ -289,3 +289,17 @@ impl Drop for RealRouter {
         let _ = self.child.wait();
     }
 }
+
+/// Waits until each named replica holds a Lease in `ns` (a real router renews it from a task
+/// of its own, which may run just after `/readyz` answers).
+pub async fn wait_for_leases(client: &Client, ns: &str, names: &[&str]) {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+    for name in names {
+        let leases = leases.clone();
+        switchyard_tests::wait_until(Duration::from_secs(30), &format!("Lease {name}"), || {
+            let leases = leases.clone();
+            async move { leases.get_opt(name).await.ok().flatten() }
+        })
+        .await;
+    }
+}

@@ -58,6 +58,7 @@ async fn rollback_process_time_with_two_routers() {
         })
         .await
         .expect("routers");
+        support::wait_for_leases(&client, &ns, &["router-a", "router-b"]).await;
         (vec![], reals)
     };
     // Warm-up: both replicas have acknowledged the current generation.

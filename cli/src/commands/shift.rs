@@ -88,14 +88,14 @@ pub async fn change(
     let wants_routers = !write.no_wait && !write.dry_run;
     for attempt in 0..ATTEMPTS {
         // Concurrent requests share one HTTP/2 connection: no extra handshake.
-        let reads = async { futures::try_join!(store.function(name), store.versions(name)) };
+        let reads = async { futures::try_join!(store.function(name), store.versions_cached(name)) };
         let lease_read = async {
             match (wants_routers, &routers) {
                 (true, None) => store.routers().await.map(Some),
                 _ => Ok(None),
             }
         };
-        let ((function, versions), listed) = futures::try_join!(reads, lease_read)?;
+        let ((function, mut versions), listed) = futures::try_join!(reads, lease_read)?;
         if listed.is_some() {
             routers = listed;
         }
@@ -111,12 +111,25 @@ pub async fn change(
             actor: store.actor(),
             reason: write.reason.clone(),
         };
-        let input = Input {
+        let planned = plan(&Input {
             function: &function,
             versions: &versions,
             change: &change,
+        });
+        let next = match planned {
+            Ok(next) => next,
+            // The cached versions may lag one created or made ready a moment ago: a refusal
+            // is final only against a consistent read. (The other way round, a version
+            // deleted or no longer ready within that moment, the routers still validate.)
+            Err(_) => {
+                versions = store.versions(name).await?;
+                plan(&Input {
+                    function: &function,
+                    versions: &versions,
+                    change: &change,
+                })?
+            }
         };
-        let next = plan(&input)?;
         let last_action = next.history.last().map(|h| h.action);
         if plan::same_split(&function.spec.traffic, &next.traffic)
             && last_action != Some(Action::Undo)

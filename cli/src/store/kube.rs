@@ -306,10 +306,82 @@ impl KubeStore {
         Ok(())
     }
 
+    /// The versions of `function` with readiness, listed with `params` (which carry the
+    /// consistency wanted).
+    async fn list_versions(
+        &self,
+        function: &str,
+        params: ListParams,
+    ) -> anyhow::Result<Vec<VersionInfo>> {
+        let context = || {
+            format!(
+                "listing versions of function {function} in namespace {}",
+                self.namespace
+            )
+        };
+        // Deployments only when the function has a managed version.
+        let fvs = self
+            .versions_api()
+            .list(&params)
+            .await
+            .map_err(api)
+            .with_context(context)?;
+        let managed = fvs
+            .items
+            .iter()
+            .any(|fv| fv.spec.function == function && fv.spec.image.is_some());
+        let deployments = if managed {
+            // The CLI labels every Deployment it makes; versions are listed whole, since a
+            // FunctionVersion made by hand may lack the label.
+            let by_function = params.labels(&format!("{LABEL_FUNCTION}={function}"));
+            self.deployments()
+                .list(&by_function)
+                .await
+                .map_err(api)
+                .with_context(context)?
+                .items
+        } else {
+            Vec::new()
+        };
+        let mut out: Vec<VersionInfo> = fvs
+            .items
+            .into_iter()
+            .filter(|fv| fv.spec.function == function)
+            .map(|fv| {
+                let name = object_name(function, &fv.spec.version);
+                let readiness = if fv.spec.endpoint.is_some() {
+                    Readiness {
+                        ready: true,
+                        ..Default::default()
+                    }
+                } else {
+                    let d = deployments.iter().find(|d| d.name_any() == name);
+                    readiness(&name, d)
+                };
+                VersionInfo {
+                    created: fv.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                    spec: fv.spec,
+                    readiness,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            let key = |v: &VersionInfo| semver::Version::parse(&v.spec.version).ok();
+            key(a).cmp(&key(b))
+        });
+        Ok(out)
+    }
+
     async fn leases(&self, namespace: &str) -> Result<Vec<Lease>, kube::Error> {
         let api: Api<Lease> = Api::namespaced(self.client.clone(), namespace);
         let list = api
-            .list(&ListParams::default().labels("switchyard.dev/router=true"))
+            // From the watch cache as it is (see `versions_cached`): a Lease lasts seconds,
+            // a cache lags by moments.
+            .list(
+                &ListParams::default()
+                    .match_any()
+                    .labels("switchyard.dev/router=true"),
+            )
             .await?;
         Ok(list.items)
     }
@@ -492,63 +564,15 @@ impl Store for KubeStore {
     }
 
     async fn versions(&self, function: &str) -> anyhow::Result<Vec<VersionInfo>> {
-        let context = || {
-            format!(
-                "listing versions of function {function} in namespace {}",
-                self.namespace
-            )
-        };
-        // Deployments only when the function has a managed version.
-        let fvs = self
-            .versions_api()
-            .list(&ListParams::default())
+        self.list_versions(function, ListParams::default()).await
+    }
+
+    async fn versions_cached(&self, function: &str) -> anyhow::Result<Vec<VersionInfo>> {
+        // resourceVersion=0: served from the API server's watch cache as it is. A consistent
+        // list waits for that cache to catch up with etcd, which right after any write in the
+        // cluster took ~95 ms (measured), against ~1 ms.
+        self.list_versions(function, ListParams::default().match_any())
             .await
-            .map_err(api)
-            .with_context(context)?;
-        let managed = fvs
-            .items
-            .iter()
-            .any(|fv| fv.spec.function == function && fv.spec.image.is_some());
-        let deployments = if managed {
-            // The CLI labels every Deployment it makes; versions are listed whole, since a
-            // FunctionVersion made by hand may lack the label.
-            let by_function = ListParams::default().labels(&format!("{LABEL_FUNCTION}={function}"));
-            self.deployments()
-                .list(&by_function)
-                .await
-                .map_err(api)
-                .with_context(context)?
-                .items
-        } else {
-            Vec::new()
-        };
-        let mut out: Vec<VersionInfo> = fvs
-            .items
-            .into_iter()
-            .filter(|fv| fv.spec.function == function)
-            .map(|fv| {
-                let name = object_name(function, &fv.spec.version);
-                let readiness = if fv.spec.endpoint.is_some() {
-                    Readiness {
-                        ready: true,
-                        ..Default::default()
-                    }
-                } else {
-                    let d = deployments.iter().find(|d| d.name_any() == name);
-                    readiness(&name, d)
-                };
-                VersionInfo {
-                    created: fv.metadata.creation_timestamp.as_ref().map(|t| t.0),
-                    spec: fv.spec,
-                    readiness,
-                }
-            })
-            .collect();
-        out.sort_by(|a, b| {
-            let key = |v: &VersionInfo| semver::Version::parse(&v.spec.version).ok();
-            key(a).cmp(&key(b))
-        });
-        Ok(out)
     }
 
     async fn create_version(&self, spec: &FunctionVersionSpec) -> anyhow::Result<Created> {
