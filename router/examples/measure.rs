@@ -4,6 +4,7 @@
 //! cargo run --release -p switchyard-router --example measure -- rss 0        # RSS at rest
 //! cargo run --release -p switchyard-router --example measure -- rss 10000    # 10,000 functions × 3 versions
 //! cargo run --release -p switchyard-router --example measure -- build 10000  # table build times
+//! cargo run --release -p switchyard-router --example measure -- scan 10000   # a no-change state, 20 times
 //! cargo run --release -p switchyard-router --example measure -- rps          # wrk: router vs direct
 //! cargo run --release -p switchyard-router --example measure -- serve 60   # keep one up for manual wrk
 //! KUBECONFIG=… cargo run --release -p switchyard-router --example measure -- flips 100
@@ -336,6 +337,17 @@ fn main() {
         Some("build") => build(n(1, 10_000)),
         Some("rps") => rps(),
         Some("flips") => flips(n(1, 100)),
+        Some("scan") => {
+            let metrics = switchyard_router::metrics::Metrics::new();
+            let st = state(n(1, 10_000), "http://127.0.0.1:9");
+            let mut builder = Builder::new(Default::default(), "measure".into());
+            builder.apply(&st, SystemTime::now(), &metrics);
+            let t = Instant::now();
+            for _ in 0..20 {
+                builder.apply(&st, SystemTime::now(), &metrics);
+            }
+            println!("no-change apply: {:?} each", t.elapsed() / 20);
+        }
         Some("serve") => {
             let up = upstream();
             wait_port(up);
