@@ -38,7 +38,9 @@ GROUP = "/apis/switchyard.dev/v1alpha1"
 KEEP_MARKER = "<!-- kept across runs: everything below is written by people, not by bench/run -->"
 STARTED = []
 SCALE_NS = "switchyard-bench-scale"
-ACK_WAIT_S = 3  # part 4: how long one change's acknowledgement is waited for  # Popen objects this driver started; stopped by pid at exit
+ACK_WAIT_S = 3  # part 4: how long one change's acknowledgement is waited for (after traffic)
+SCALE_CHANGES = 6  # part 4: weight changes with the largest fleet loaded
+SCALE_CHANGE_WAIT_S = 15  # part 4: how long one change may take to reach traffic  # Popen objects this driver started; stopped by pid at exit
 
 
 def log(*a):
@@ -275,6 +277,13 @@ class Kube:
             "spec": {"traffic": [{"version": v, "weight": w} for v, w in traffic]},
         }, ok=ok)
 
+    def delete_function(self, ns, fn):
+        for path in [f"functions/{fn}"] + [f"functionversions/{fn}-{v}" for v in ("1-0-0", "1-1-0", "1-2-0")]:
+            try:
+                self.call("DELETE", f"{GROUP}/namespaces/{ns}/{path}", ok=(200, 202, 404))
+            except Exception as e:  # noqa: BLE001
+                log(f"deleting {ns}/{path}: {e}")
+
     def set_traffic(self, ns, fn, traffic):
         """Returns the Function's new metadata.generation."""
         return self.call("PATCH", f"{GROUP}/namespaces/{ns}/functions/{fn}",
@@ -297,26 +306,23 @@ class Env:
     def path(self, name):
         return os.path.join(self.work, name)
 
-    def scale_namespace(self, keep):
-        """The scale namespace, kept between runs with --keep-scale (creating 40,000 objects takes
-        minutes); returns the names of the complete functions it already holds."""
+    def scale_namespace(self, ns, keep):
+        """A scale namespace, kept between runs with --keep-scale (creating 40,000 objects takes
+        minutes); returns the names of the complete functions it already holds. Their endpoints
+        may name an earlier run's upstream ports: only the measured function is requested."""
         try:
-            self.kube.call("POST", "/api/v1/namespaces", {"metadata": {"name": SCALE_NS}})
+            self.kube.call("POST", "/api/v1/namespaces", {"metadata": {"name": ns}})
         except RuntimeError as e:
             if " 409 " not in str(e):
                 raise
         if not keep:
-            self.namespaces.append(SCALE_NS)
-        fns = self.kube.call("GET", f"{GROUP}/namespaces/{SCALE_NS}/functions")["items"]
-        fvs = self.kube.call("GET", f"{GROUP}/namespaces/{SCALE_NS}/functionversions")["items"]
+            self.namespaces.append(ns)
+        fns = self.kube.call("GET", f"{GROUP}/namespaces/{ns}/functions")["items"]
+        fvs = self.kube.call("GET", f"{GROUP}/namespaces/{ns}/functionversions")["items"]
         count = {}
         for v in fvs:
             count[v["spec"]["function"]] = count.get(v["spec"]["function"], 0) + 1
-        done = {f["metadata"]["name"] for f in fns if count.get(f["metadata"]["name"]) == 3}
-        # fn-0 is flipped by the measurement: start it from the fleet's split again.
-        if "fn-0" in done:
-            self.kube.set_traffic(SCALE_NS, "fn-0", [("1.0.0", 0), ("1.1.0", 900000), ("1.2.0", 100000)])
-        return done
+        return {f["metadata"]["name"] for f in fns if count.get(f["metadata"]["name"]) == 3}
 
     def ns(self, prefix):
         n = self.kube.namespace(prefix)
@@ -717,12 +723,13 @@ def rollbacks(env, replicas, n):
 def populate(env, ns, indices, threads=8):
     """Functions fn-<i> with versions 1.0.0 (0), 1.1.0 (90%), 1.2.0 (10%): the criterion fleet."""
     ep = [f"http://{LOOPBACK}:{env.u1}", f"http://{LOOPBACK}:{env.u1}", f"http://{LOOPBACK}:{env.u2}"]
+    threads = max(1, min(threads, len(indices)))
     errors = []
 
     def work(k):
         try:
             for i in indices[k::threads]:
-                fn = f"fn-{i}"
+                fn = i if isinstance(i, str) else f"fn-{i}"
                 for v, e in zip(("1.0.0", "1.1.0", "1.2.0"), ep):
                     env.kube.create_version(ns, fn, v, e, ok=(200, 201, 409))
                 env.kube.create_function(ns, fn, [("1.0.0", 0), ("1.1.0", 900000), ("1.2.0", 100000)],
@@ -1102,62 +1109,79 @@ def main():
                 scale_profile = []
                 rows = [
                     "The router (`--threads 1`, core 0) following the API server, with N functions × 3 versions "
-                    "in its namespace. Start: process start to `/readyz` (first full table: list + build). RSS "
-                    "after ready. Weight change: PATCH of one function's `spec.traffic` (100/0 ⇄ 0/100 between "
-                    "1.1.0 and 1.2.0) to the last response of the old version on that function, 10 changes "
-                    "1 s apart, under the paced probe.",
+                    "in its namespace (with the largest N, one more function: the one flipped, on this run's upstreams). Start: process start to `/readyz` (first full table: list + build). RSS "
+                    "after ready. Weight change: PATCH of the measured function's `spec.traffic` (100/0 ⇄ 0/100 "
+                    "between 1.1.0 and 1.2.0), timed from the write to the first response of the new version (a "
+                    "polling client) and to the last response of the old one (probe: 4 connections × 500 req/s), "
+                    f"and to the router's acknowledgement; {SCALE_CHANGES} changes, each issued once the previous "
+                    f"one was on traffic (or {SCALE_CHANGE_WAIT_S} s passed) and acknowledged (or {ACK_WAIT_S} s "
+                    "more passed), plus 300 ms.",
                     "",
-                    "| functions × 3 versions | objects created in | router start to ready | router RSS MiB | one weight change: last old-version response, p50 / max ms | acknowledged in `status.routers`, p50 / max ms | failed requests |",
+                    "| functions × 3 versions | objects created in | router start to ready | router RSS MiB | one weight change reaches traffic, p50 / max ms | acknowledged in `status.routers`, p50 / max ms | failed requests |",
                     "|---|---|---|---|---|---|---|",
                 ]
                 if not (env.kube and os.path.exists(a.router)):
                     rows.append("| — | not measured: no router binary or API server | | | | |")
                 else:
-                    ns = SCALE_NS
-                    existing = env.scale_namespace(keep=a.keep_scale)
-                    have = 0
                     for size in sizes:
+                        ns = SCALE_NS if size == 10000 else f"{SCALE_NS}-{size}"
+                        existing = env.scale_namespace(ns, keep=a.keep_scale)
                         t0 = time.monotonic()
-                        todo = [i for i in range(have, size) if f"fn-{i}" not in existing]
+                        todo = [i for i in range(size) if f"fn-{i}" not in existing]
                         populate(env, ns, todo)
                         created = (f"{time.monotonic() - t0:.1f} s" if todo else
-                                   "(kept from an earlier run with --keep-scale)")
-                        have = size
-                        r = env.start_router(ns, f"scale-{size}")
-                        time.sleep(1.0)
-                        rss = rss_mib([r.proc.pid])
+                                   "(kept from an earlier run, --keep-scale)")
                         change = acked = failed = "—"
-                        if size == sizes[-1]:
-                            def flip(v):
-                                return env.kube.set_traffic(ns, "fn-0", [("1.0.0", 0), ("1.1.0", 1000000 if v == "1.0.0" else 0),
-                                                                  ("1.2.0", 1000000 if v == "2.0.0" else 0)])
-                            rec = None
-                            if shutil_which("perf"):
-                                data = env.path("perf-scale.data")
-                                rec = subprocess.Popen(["perf", "record", "-F", "999", "-o", data, "-p", str(r.proc.pid)],
-                                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                            res = flips_fn0(env, ns, f"scale-{size}", r.port, flip)
-                            if rec:
-                                rec.send_signal(signal.SIGINT)
-                                rec.wait(60)
-                                rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children",
-                                                      "--sort", "dso,sym", "--percent-limit", "1.5"],
-                                                     capture_output=True, text=True).stdout
-                                scale_profile = [l for l in rep.splitlines() if l.strip() and not l.startswith("#")][:20]
-                            e = res["effects"]
-                            ak = res["acked"]
-                            change = f"{ms(pct(e, 50))} / {ms(max(e))}"
-                            acked = (f"{ms(pct(ak, 50))} / {ms(max(ak))}" if ak else "—") + \
-                                f" ({len(ak)} of {len(e)} acknowledged within {ACK_WAIT_S} s)"
-                            failed = f"{res['failed']} of {res['total']:,}"
-                        rows.append(f"| {size:,} | {created} | {r.ready_s * 1000:.0f} ms | {rss:.1f} | {change} | {acked} | {failed} |")
-                        stop(r.proc)
+                        measured = f"measured-{os.getpid()}"
+                        last = size == sizes[-1]
+                        if last:
+                            # One more function, on this run's upstreams: the one that is flipped.
+                            populate(env, ns, [measured], threads=1)
+                        r = env.start_router(ns, f"scale-{size}")
+                        try:
+                            time.sleep(1.0)
+                            rss = rss_mib([r.proc.pid])
+                            if last:
+                                def flip(v, ns=ns):
+                                    return env.kube.set_traffic(ns, measured, [
+                                        ("1.0.0", 0), ("1.1.0", 1000000 if v == "1.0.0" else 0),
+                                        ("1.2.0", 1000000 if v == "2.0.0" else 0)])
+                                rec = None
+                                if shutil_which("perf"):
+                                    data = env.path("perf-scale.data")
+                                    rec = subprocess.Popen(["perf", "record", "-F", "999", "-o", data, "-p", str(r.proc.pid)],
+                                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                res = flips_fn0(env, ns, f"scale-{size}", r.port, flip, measured)
+                                if rec:
+                                    rec.send_signal(signal.SIGINT)
+                                    rec.wait(60)
+                                    rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children",
+                                                          "--sort", "dso,sym", "--percent-limit", "1.5"],
+                                                         capture_output=True, text=True).stdout
+                                    scale_profile = [l for l in rep.splitlines() if l.strip() and not l.startswith("#")][:20]
+                                e = res["effects"]
+                                ak = res["acked"]
+                                seen = [x for x in res["seen"] if x is not None]
+                                missed = len(res["seen"]) - len(seen)
+                                change = (f"first new-version response {ms(pct(seen, 50))} / {ms(max(seen))}; "
+                                          if seen else "") + \
+                                    (f"{missed} of {len(res['seen'])} not on traffic within {SCALE_CHANGE_WAIT_S} s; " if missed else "") + \
+                                    f"last old-version response {ms(pct(e, 50))} / {ms(max(e))}"
+                                acked = (f"{ms(pct(ak, 50))} / {ms(max(ak))}" if ak else "—") + \
+                                    f" ({len(ak)} of {len(e)} acknowledged within {ACK_WAIT_S} s)"
+                                failed = f"{res['failed']} of {res['total']:,}"
+                        finally:
+                            stop(r.proc)
+                            if last:
+                                env.kube.delete_function(ns, measured)
+                        label = f"{size:,}" + (" + 1 measured" if last else "")
+                        rows.append(f"| {label} | {created} | {r.ready_s * 1000:.0f} ms | {rss:.1f} | {change} | {acked} | {failed} |")
                     if quick:
                         notes.append("scale: 10,000 functions not measured with --quick (creating 40,000 objects takes minutes)")
                 md += rows
                 if scale_profile:
                     md += ["", f"Where the router's CPU went during those {sizes[-1]:,}-function weight changes "
-                           "(`perf record -F 999 -p <router>` over the 10 changes, under the probe's traffic; self time):",
+                           f"(`perf record -F 999 -p <router>` over the {SCALE_CHANGES} changes, under the probe's traffic; self time):",
                            "", "```"] + scale_profile + ["```"]
     finally:
         stop_all()
@@ -1181,7 +1205,7 @@ def main():
     print(text)
 
 
-def flips_fn0(env, ns, replica, port, flip):
+def flips_fn0(env, ns, replica, port, flip, fn):
     """Part 4's weight change: versions 1.1.0 (`1.0.0` side) and 1.2.0 (`2.0.0` side) of fn-0.
 
     Each change waits for the router's acknowledgement of its generation (then 300 ms more)
@@ -1190,18 +1214,36 @@ def flips_fn0(env, ns, replica, port, flip):
     flip("1.0.0")
     time.sleep(0.5)
     stop_file = out + ".stop"
-    p = probe(env, [(port, 4)], out, 600, rate=500, header="x-switchyard-served-by", path="/fn-0",
+    p = probe(env, [(port, 4)], out, 600, rate=500, header="x-switchyard-served-by", path=f"/{fn}",
               stop_file=stop_file)
     time.sleep(0.5)
-    issued, acked = [], []
-    for i in range(10):
+    issued, acked, seen = [], [], []
+    want = {"1.0.0": "1.1.0", "2.0.0": "1.2.0"}
+    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=5)
+    for i in range(SCALE_CHANGES):
         new = "2.0.0" if i % 2 == 0 else "1.0.0"
         t0 = now_ns()
         gen = flip(new)
         issued.append((t0, now_ns(), new))
 
+        def served():
+            try:
+                conn.request("GET", f"/{fn}")
+                r = conn.getresponse()
+                r.read()
+            except (OSError, http.client.HTTPException):
+                conn.close()  # reconnects on the next request
+                raise
+            by = r.getheader("x-switchyard-served-by") or ""
+            return now_ns() if by.endswith("@" + want[new]) else None
+        try:
+            seen.append(wait_for("the new version on traffic", served, timeout=SCALE_CHANGE_WAIT_S,
+                                 interval=0.002) - t0)
+        except RuntimeError:
+            seen.append(None)
+
         def ack():
-            f = env.kube.call("GET", f"{GROUP}/namespaces/{ns}/functions/fn-0")
+            f = env.kube.call("GET", f"{GROUP}/namespaces/{ns}/functions/{fn}")
             for r in (f.get("status") or {}).get("routers") or []:
                 if r.get("name") == replica and r.get("observedGeneration", 0) >= gen:
                     return now_ns()
@@ -1220,6 +1262,7 @@ def flips_fn0(env, ns, replica, port, flip):
     rows = [(t, g, {"1.1.0": "1.0.0", "1.2.0": "2.0.0"}.get(v, v), s) for t, g, v, s in rows]
     res = analyse_flips(rows, issued, now_end=rows[-1][0] + 1 if rows else 0)
     res["acked"] = acked
+    res["seen"] = seen
     return res
 
 if __name__ == "__main__":
