@@ -1151,7 +1151,16 @@ def main():
                                     data = env.path("perf-scale.data")
                                     rec = subprocess.Popen(["perf", "record", "-F", "999", "-o", data, "-p", str(r.proc.pid)],
                                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                b0, tb0 = build_metrics(r.admin), time.monotonic()
                                 res = flips_fn0(env, ns, f"scale-{size}", r.port, flip, measured)
+                                b1, tb1 = build_metrics(r.admin), time.monotonic()
+                                if b0 and b1:
+                                    n_b, s_b = b1[0] - b0[0], b1[1] - b0[1]
+                                    notes.append(
+                                        f"scale, {size:,} functions: during the {SCALE_CHANGES} weight changes "
+                                        f"({tb1 - tb0:.1f} s) the router built {n_b:.0f} tables "
+                                        f"(`switchyard_router_table_build_seconds`), {1000 * s_b / max(1, n_b):.0f} ms "
+                                        f"each on average, {100 * s_b / (tb1 - tb0):.0f}% of the time")
                                 if rec:
                                     rec.send_signal(signal.SIGINT)
                                     rec.wait(60)
@@ -1203,6 +1212,18 @@ def main():
         pass
     open(a.out, "w").write(text)
     print(text)
+
+
+def build_metrics(admin):
+    """(count, sum seconds) of the router's table builds, from /metrics; None if absent."""
+    try:
+        status, _, body = http_get(admin, "/metrics", timeout=10)
+    except OSError:
+        return None
+    text = body.decode(errors="replace")
+    c = re.search(r"^switchyard_router_table_build_seconds_count(?:\{[^}]*\})? (\S+)$", text, re.M)
+    t = re.search(r"^switchyard_router_table_build_seconds_sum(?:\{[^}]*\})? (\S+)$", text, re.M)
+    return (float(c.group(1)), float(t.group(1))) if status == 200 and c and t else None
 
 
 def flips_fn0(env, ns, replica, port, flip, fn):
