@@ -1050,7 +1050,7 @@ def main():
                 section("3. Rollback end to end (`switchyard rollback`)")
                 n = 10 if quick else 50
                 rows = [
-                    f"Function `rb` with versions 1.0.0 and 2.0.0 (external endpoints on loopback); each "
+                    "Function `rb` with versions 1.0.0 and 2.0.0 (external endpoints on loopback); each "
                     "sample: `switchyard promote rb 2.0.0` (untimed), then `switchyard rollback rb` timed "
                     "from process start. *Acknowledged*: the CLI process exits 0 after every live router "
                     "replica acknowledged the new generation (`status.routers`). *Confirmed on traffic*: the "
