@@ -39,6 +39,18 @@ pub struct Global {
         default_value = "switchyard-system"
     )]
     pub router_namespace: String,
+    /// Keep state in a local directory instead of a cluster: `dir:PATH` (external versions
+    /// only; routers started with the same `--store` follow it).
+    #[arg(long, global = true, env = "SWITCHYARD_STORE", value_name = "dir:PATH", value_parser = parse_store)]
+    pub store: Option<PathBuf>,
+}
+
+/// `dir:PATH` → `PATH`; the prefix leaves room for other kinds of store.
+pub fn parse_store(value: &str) -> Result<PathBuf, String> {
+    match value.strip_prefix("dir:") {
+        Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
+        _ => Err(format!("expected dir:PATH, got {value:?}")),
+    }
 }
 
 /// The subcommands.
@@ -79,6 +91,20 @@ pub enum Command {
     Gc(Gc),
     /// Print a shell completion script, e.g. `switchyard completions bash > /etc/bash_completion.d/switchyard`.
     Completions(Completions),
+    /// The whole idea in one command, no cluster needed: a router, two demo versions, a
+    /// canary, a rollback — with the split observed on real requests.
+    Quickstart(Quickstart),
+}
+
+/// `quickstart`.
+#[derive(Debug, Args)]
+pub struct Quickstart {
+    /// Run the tour and exit instead of serving until Ctrl-C.
+    #[arg(long)]
+    pub exit: bool,
+    /// Requests sent through the router at each step of the tour.
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(100..=1_000_000))]
+    pub requests: u32,
 }
 
 /// Output formats of the read commands.

@@ -2,12 +2,14 @@
 //! back through the same [`Store`].
 
 mod deploy;
+mod quickstart;
 mod read;
 mod remove;
 mod shift;
 
 use crate::args::{Cli, Command};
 use crate::store::kube::KubeStore;
+use crate::store::local::DirStore;
 use crate::store::Store;
 
 /// Runs the parsed command line.
@@ -27,8 +29,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let store = KubeStore::connect(&cli.global).await?;
-    let store: &dyn Store = &store;
+    if let Command::Quickstart(q) = cli.command {
+        return quickstart::run(q, cli.global.store).await;
+    }
+    let store: Box<dyn Store> = match &cli.global.store {
+        Some(dir) => Box::new(DirStore::open(dir)?),
+        None => Box::new(KubeStore::connect(&cli.global).await?),
+    };
+    let store: &dyn Store = store.as_ref();
     match cli.command {
         Command::Deploy(d) => deploy::run(store, d).await,
         Command::Versions(r) => read::versions(store, r).await,
@@ -41,6 +49,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::List(l) => read::list(store, l).await,
         Command::Delete(d) => remove::delete(store, d).await,
         Command::Gc(g) => remove::gc(store, g).await,
-        Command::Completions(_) => Ok(()),
+        Command::Completions(_) | Command::Quickstart(_) => Ok(()),
     }
 }

@@ -5,6 +5,7 @@
 //! can implement the same trait without touching any command.
 
 pub mod kube;
+pub mod local;
 
 use std::time::Duration;
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use switchyard_core::BuildOptions;
+use switchyard_router::source::local::LocalOptions;
 use switchyard_router::{KubernetesOptions, RouterConfig, Source};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -25,6 +26,10 @@ struct Args {
     /// Address of the admin endpoints (/healthz, /readyz, /metrics, /routes).
     #[arg(long, env = "SWITCHYARD_ADMIN", default_value = "127.0.0.1:9090")]
     admin: SocketAddr,
+    /// Follow a local store directory instead of a Kubernetes API server: `dir:PATH`.
+    #[arg(long, env = "SWITCHYARD_STORE", value_name = "dir:PATH", value_parser = parse_store,
+          conflicts_with_all = ["namespace", "kubeconfig", "lease_namespace"])]
+    store: Option<PathBuf>,
     /// The one namespace to watch; all namespaces when absent.
     #[arg(long, short = 'n', env = "SWITCHYARD_NAMESPACE")]
     namespace: Option<String>,
@@ -61,6 +66,14 @@ struct Args {
     /// Seconds to wait for the first complete table at start before giving up.
     #[arg(long, env = "SWITCHYARD_STARTUP_TIMEOUT", default_value_t = 10)]
     startup_timeout: u64,
+}
+
+/// `dir:PATH` → `PATH`; the prefix leaves room for other kinds of store.
+fn parse_store(value: &str) -> Result<PathBuf, String> {
+    match value.strip_prefix("dir:") {
+        Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
+        _ => Err(format!("expected dir:PATH, got {value:?}")),
+    }
 }
 
 fn replica_name(flag: Option<String>) -> String {
@@ -107,12 +120,19 @@ fn main() -> ExitCode {
         startup_timeout: Duration::from_secs(args.startup_timeout),
         handle_signals: true,
     };
-    let source = Source::Kubernetes(KubernetesOptions {
-        kubeconfig: args.kubeconfig,
-        namespace: args.namespace,
-        lease_namespace: args.lease_namespace,
-        lease_duration: Duration::from_secs(args.lease_duration),
-    });
+    let source = match args.store {
+        Some(root) => Source::Local(LocalOptions {
+            root,
+            lease_duration: Duration::from_secs(args.lease_duration),
+            listen: args.listen.to_string(),
+        }),
+        None => Source::Kubernetes(KubernetesOptions {
+            kubeconfig: args.kubeconfig,
+            namespace: args.namespace,
+            lease_namespace: args.lease_namespace,
+            lease_duration: Duration::from_secs(args.lease_duration),
+        }),
+    };
     tracing::debug!(replica = %config.replica, listen = %config.listen, admin = %config.admin, "starting");
     match switchyard_router::start(config, source) {
         Ok(router) => {

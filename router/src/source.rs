@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use switchyard_core::{Function, FunctionVersion};
 
 pub mod kubernetes;
+pub mod local;
 
 pub use kubernetes::KubernetesOptions;
 
@@ -61,6 +62,8 @@ pub trait ConfigSource: Send {
 pub enum Source {
     /// Functions and FunctionVersions watched on a Kubernetes API server.
     Kubernetes(KubernetesOptions),
+    /// Functions and FunctionVersions in a local store directory (no cluster).
+    Local(local::LocalOptions),
     /// One fixed state that never changes (benchmarks, and a router with no store).
     Fixed(State),
 }
@@ -73,6 +76,7 @@ impl Source {
             Source::Kubernetes(opts) => Ok(Box::new(
                 kubernetes::KubernetesSource::open(opts, replica).await?,
             )),
+            Source::Local(opts) => Ok(Box::new(local::LocalSource::open(opts, replica)?)),
             Source::Fixed(state) => Ok(Box::new(FixedSource(Some(state)))),
         }
     }

@@ -96,7 +96,11 @@ impl LocalStore {
     pub fn read(&self, name: &str) -> Result<FunctionDocument, StoreError> {
         let path = self.function_path(name);
         match fs::read_to_string(&path) {
-            Ok(text) => Ok(FunctionDocument::parse(name, &path.display().to_string(), &text)?),
+            Ok(text) => Ok(FunctionDocument::parse(
+                name,
+                &path.display().to_string(),
+                &text,
+            )?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FunctionDocument::default()),
             Err(e) => Err(io_err(&path)(e)),
         }
@@ -123,7 +127,12 @@ impl LocalStore {
     /// Writes `doc` as function `name` if the file is still at revision `expected` (as returned
     /// by [`FunctionDocument::resource_version`] of what the caller read). Bumps the revision
     /// (and the generation when the spec changed) and returns what was written.
-    pub fn write(&self, name: &str, expected: &str, doc: FunctionDocument) -> Result<FunctionDocument, StoreError> {
+    pub fn write(
+        &self,
+        name: &str,
+        expected: &str,
+        doc: FunctionDocument,
+    ) -> Result<FunctionDocument, StoreError> {
         let _lock = self.lock()?;
         // Reading under the lock also refuses to overwrite a broken file.
         let current = self.read(name)?;
@@ -193,10 +202,14 @@ impl LocalStore {
         for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
             let path = entry.map_err(io_err(&dir))?.path();
             if path.extension().is_some_and(|e| e == "json") {
-                if let Ok(doc) = fs::read(&path).map(|b| serde_json::from_slice::<RouterDocument>(&b)) {
+                if let Ok(doc) =
+                    fs::read(&path).map(|b| serde_json::from_slice::<RouterDocument>(&b))
+                {
                     match doc {
                         Ok(doc) => out.push(doc),
-                        Err(e) => tracing::warn!(file = %path.display(), "skipping a broken router file: {e}"),
+                        Err(e) => {
+                            tracing::warn!(file = %path.display(), "skipping a broken router file: {e}")
+                        }
                     }
                 }
             }
@@ -212,7 +225,9 @@ fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.{}.tmp",
-        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
         std::process::id()
     ));
     let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
@@ -253,11 +268,12 @@ impl LocalSource {
     pub fn open(opts: LocalOptions, replica: &str) -> anyhow::Result<LocalSource> {
         let store = LocalStore::open(&opts.root)?;
         let (tx, changes) = mpsc::unbounded_channel();
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
-                let _ = tx.send(());
-            }
-        })?;
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if event.is_ok() {
+                    let _ = tx.send(());
+                }
+            })?;
         watcher.watch(&store.functions_dir(), RecursiveMode::NonRecursive)?;
         let duration = opts.lease_duration.max(Duration::from_secs(1));
         let doc = RouterDocument {
@@ -296,7 +312,9 @@ impl LocalSource {
             if let Some(f) = &doc.function {
                 state.functions.push(Arc::new(f.clone()));
             }
-            state.versions.extend(doc.versions.iter().cloned().map(Arc::new));
+            state
+                .versions
+                .extend(doc.versions.iter().cloned().map(Arc::new));
         }
         Ok(state)
     }
@@ -385,13 +403,22 @@ mod tests {
     #[test]
     fn a_write_from_a_stale_read_is_refused_and_loses_nothing() {
         let store = temp_store();
-        let first = store.write("hello", "0", doc("1.0.0")).expect("first write");
+        let first = store
+            .write("hello", "0", doc("1.0.0"))
+            .expect("first write");
         assert_eq!(first.resource_version(), "1");
         let stale = "0";
-        let err = store.write("hello", stale, doc("1.1.0")).expect_err("stale");
+        let err = store
+            .write("hello", stale, doc("1.1.0"))
+            .expect_err("stale");
         assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
-        let second = store.write("hello", "1", doc("1.1.0")).expect("fresh write");
-        assert_eq!(second.function.as_ref().and_then(|f| f.metadata.generation), Some(2));
+        let second = store
+            .write("hello", "1", doc("1.1.0"))
+            .expect("fresh write");
+        assert_eq!(
+            second.function.as_ref().and_then(|f| f.metadata.generation),
+            Some(2)
+        );
         assert_eq!(store.read("hello").expect("read"), second);
     }
 
@@ -403,9 +430,16 @@ mod tests {
         let text = fs::read_to_string(&path).expect("read");
         let truncated = &text[..text.len() / 2];
         fs::write(&path, truncated).expect("break it");
-        let err = store.write("hello", "1", doc("1.1.0")).expect_err("broken").to_string();
+        let err = store
+            .write("hello", "1", doc("1.1.0"))
+            .expect_err("broken")
+            .to_string();
         assert!(err.starts_with(&path.display().to_string()), "{err}");
-        assert_eq!(fs::read_to_string(&path).expect("read"), truncated, "left untouched");
+        assert_eq!(
+            fs::read_to_string(&path).expect("read"),
+            truncated,
+            "left untouched"
+        );
     }
 
     #[test]
@@ -468,11 +502,15 @@ mod tests {
             listen: "127.0.0.1:1".into(),
         };
         let mut source = LocalSource::open(opts, "r1").expect("source");
-        let Some(SourceEvent::State(state)) = source.next().await else { panic!("first state") };
+        let Some(SourceEvent::State(state)) = source.next().await else {
+            panic!("first state")
+        };
         assert_eq!(state.functions[0].spec.weight_of("1.0.0"), TOTAL_PPM);
         store.write("hello", "1", doc("1.1.0")).expect("write");
         let next = tokio::time::timeout(Duration::from_secs(10), source.next()).await;
-        let Ok(Some(SourceEvent::State(state))) = next else { panic!("a state after the write") };
+        let Ok(Some(SourceEvent::State(state))) = next else {
+            panic!("a state after the write")
+        };
         assert_eq!(state.functions[0].spec.weight_of("1.1.0"), TOTAL_PPM);
         let generation = state.functions[0].metadata.generation.expect("generation");
         source.acknowledge(vec![Ack {
@@ -482,7 +520,12 @@ mod tests {
             rejected: None,
         }]);
         let routers = store.routers().expect("routers");
-        assert_eq!(routers[0].ack_for("hello").map(|a| (a.name, a.observed_generation)), Some(("r1".to_string(), 2)));
+        assert_eq!(
+            routers[0]
+                .ack_for("hello")
+                .map(|a| (a.name, a.observed_generation)),
+            Some(("r1".to_string(), 2))
+        );
         source.close().await;
         assert!(store.routers().expect("routers").is_empty());
     }

@@ -1,0 +1,249 @@
+//! The local [`Store`]: Switchyard without a cluster (`--store dir:PATH`).
+//!
+//! Functions and their external versions live in files of a store directory (see
+//! `switchyard_router::source::local`); router replicas following the same directory write
+//! their heartbeats and acknowledgements beside them, so waiting for routers works as on
+//! Kubernetes. Managed versions (`--image`) need a cluster and are refused.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use switchyard_core::ack::lease_fresh;
+use switchyard_core::local::{FunctionDocument, RouterDocument, LOCAL_NAMESPACE};
+use switchyard_core::{Function, FunctionSpec, FunctionVersion, FunctionVersionSpec};
+use switchyard_router::source::local::{LocalStore, StoreError};
+
+use super::{Created, FunctionState, Readiness, Router, Store, VersionInfo, Written};
+
+/// Switchyard state in a local directory.
+pub struct DirStore {
+    store: LocalStore,
+    actor: String,
+}
+
+impl DirStore {
+    /// Opens (creating if needed) the store directory.
+    pub fn open(path: &std::path::Path) -> anyhow::Result<DirStore> {
+        let store = LocalStore::open(path)
+            .with_context(|| format!("opening store dir:{}", path.display()))?;
+        let actor = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "local".to_string());
+        Ok(DirStore { store, actor })
+    }
+
+    fn read(&self, name: &str) -> anyhow::Result<FunctionDocument> {
+        Ok(self.store.read(name)?)
+    }
+
+    fn routers_docs(&self) -> anyhow::Result<Vec<RouterDocument>> {
+        Ok(self.store.routers()?)
+    }
+
+    fn state(&self, name: &str, doc: &FunctionDocument) -> anyhow::Result<Option<FunctionState>> {
+        let Some(f) = &doc.function else {
+            return Ok(None);
+        };
+        let routers = self.routers_docs()?;
+        Ok(Some(FunctionState {
+            name: name.to_string(),
+            spec: f.spec.clone(),
+            revision: doc.resource_version(),
+            generation: f.metadata.generation.unwrap_or_default(),
+            routers: routers.iter().filter_map(|r| r.ack_for(name)).collect(),
+            created: None,
+        }))
+    }
+
+    /// Applies `change` to the document of `name`, retrying when another writer got there
+    /// first: each attempt re-reads, so no update is lost.
+    fn update<T>(
+        &self,
+        name: &str,
+        mut change: impl FnMut(&mut FunctionDocument) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        loop {
+            let current = self.read(name)?;
+            let mut next = current.clone();
+            let out = change(&mut next)?;
+            if next == current {
+                return Ok(out);
+            }
+            match self.store.write(name, &current.resource_version(), next) {
+                Ok(_) => return Ok(out),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+fn local_version(spec: &FunctionVersionSpec) -> FunctionVersion {
+    let mut v = FunctionVersion::new(
+        &switchyard_core::object_name(&spec.function, &spec.version),
+        spec.clone(),
+    );
+    v.metadata.namespace = Some(LOCAL_NAMESPACE.to_string());
+    v
+}
+
+#[async_trait]
+impl Store for DirStore {
+    fn location(&self) -> String {
+        format!("store dir:{}", self.store.root().display())
+    }
+
+    fn actor(&self) -> String {
+        self.actor.clone()
+    }
+
+    async fn function(&self, name: &str) -> anyhow::Result<Option<FunctionState>> {
+        let doc = self.read(name)?;
+        self.state(name, &doc)
+    }
+
+    async fn functions(&self) -> anyhow::Result<Vec<FunctionState>> {
+        let mut out = Vec::new();
+        for name in self.store.function_names()? {
+            if let Some(s) = self.state(&name, &self.read(&name)?)? {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn versions(&self, function: &str) -> anyhow::Result<Vec<VersionInfo>> {
+        Ok(self
+            .read(function)?
+            .versions
+            .into_iter()
+            .map(|v| VersionInfo {
+                spec: v.spec,
+                created: None,
+                readiness: Readiness {
+                    ready: true,
+                    ..Default::default()
+                },
+            })
+            .collect())
+    }
+
+    async fn create_version(&self, spec: &FunctionVersionSpec) -> anyhow::Result<Created> {
+        if spec.endpoint.is_none() {
+            bail!(
+                "the local store runs external versions only: deploy {}@{} with --endpoint URL (--image needs a Kubernetes cluster)",
+                spec.function,
+                spec.version
+            );
+        }
+        self.update(&spec.function, |doc| {
+            match doc.versions.iter().find(|v| v.spec.version == spec.version) {
+                Some(v) if &v.spec == spec => Ok(Created::Same),
+                Some(_) => Ok(Created::Different),
+                None => {
+                    doc.versions.push(local_version(spec));
+                    Ok(Created::New)
+                }
+            }
+        })
+    }
+
+    async fn create_function(&self, name: &str, spec: &FunctionSpec) -> anyhow::Result<Written> {
+        let current = self.read(name)?;
+        if current.function.is_some() {
+            return Ok(Written::Conflict);
+        }
+        let mut next = current.clone();
+        next.function = Some(Function::new(name, spec.clone()));
+        match self.store.write(name, &current.resource_version(), next) {
+            Ok(doc) => Ok(Written::Done(Box::new(
+                self.state(name, &doc)?
+                    .context("the function was just written")?,
+            ))),
+            Err(StoreError::Conflict { .. }) => Ok(Written::Conflict),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn write_function(
+        &self,
+        current: &FunctionState,
+        spec: &FunctionSpec,
+    ) -> anyhow::Result<Written> {
+        let mut doc = self.read(&current.name)?;
+        let Some(f) = doc.function.as_mut() else {
+            return Ok(Written::Conflict);
+        };
+        f.spec = spec.clone();
+        match self.store.write(&current.name, &current.revision, doc) {
+            Ok(doc) => Ok(Written::Done(Box::new(
+                self.state(&current.name, &doc)?
+                    .context("the function was just written")?,
+            ))),
+            Err(StoreError::Conflict { .. }) => Ok(Written::Conflict),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn delete_version(&self, function: &str, version: &str) -> anyhow::Result<()> {
+        self.update(function, |doc| {
+            doc.versions.retain(|v| v.spec.version != version);
+            Ok(())
+        })
+    }
+
+    async fn routers(&self) -> anyhow::Result<Vec<Router>> {
+        let now = jiff::Timestamp::now().as_millisecond();
+        Ok(self
+            .routers_docs()?
+            .into_iter()
+            .map(|r| Router {
+                live: lease_fresh(r.renewed_ms, r.lease_duration_seconds, now),
+                name: r.name,
+            })
+            .collect())
+    }
+
+    async fn watch_function(
+        &self,
+        after: &FunctionState,
+    ) -> anyhow::Result<BoxStream<'static, anyhow::Result<FunctionState>>> {
+        // Acknowledgements arrive in the routers' files, so poll both kinds of file: cheap
+        // reads of a few small files, every 5 ms while someone waits.
+        let store = DirStore {
+            store: self.store.clone(),
+            actor: self.actor.clone(),
+        };
+        let name = after.name.clone();
+        let last = after.clone();
+        Ok(
+            futures::stream::unfold((store, name, last), |(store, name, mut last)| async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    let next = match store.read(&name).and_then(|doc| store.state(&name, &doc)) {
+                        Ok(Some(s)) => s,
+                        Ok(None) => {
+                            return Some((
+                                Err(anyhow::anyhow!("function {name} was deleted")),
+                                (store, name, last),
+                            ))
+                        }
+                        Err(e) => return Some((Err(e), (store, name, last))),
+                    };
+                    if next != last {
+                        last = next.clone();
+                        return Some((Ok(next), (store, name, last)));
+                    }
+                }
+            })
+            .boxed(),
+        )
+    }
+
+    fn router_refresh(&self) -> Duration {
+        Duration::from_millis(100)
+    }
+}

@@ -1,0 +1,247 @@
+//! Switchyard without a cluster: the quickstart, the local store under concurrent writers and
+//! broken files, and a router binary following a rollback made by the CLI.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use switchyard_tests::{binary, free_port, get, wait_until_blocking, HttpClient, Upstream};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "switchyard-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn switchyard(store: &Path, args: &[&str]) -> Output {
+    Command::new(binary("switchyard"))
+        .arg("--store")
+        .arg(format!("dir:{}", store.display()))
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("running switchyard")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn quickstart_runs_the_tour_and_observes_the_configured_shares() {
+    let out = Command::new(binary("switchyard"))
+        .args(["quickstart", "--exit", "--requests", "2000"])
+        .env_remove("SWITCHYARD_STORE")
+        .output()
+        .expect("running the quickstart");
+    let stdout = ok(&out);
+    let mut checked = 0;
+    for line in stdout
+        .lines()
+        .filter(|l| l.contains("configured") && l.contains("observed"))
+    {
+        let numbers: Vec<f64> = line
+            .split_whitespace()
+            .filter_map(|w| w.strip_suffix('%'))
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        let [configured, observed] = numbers[..] else {
+            panic!("unexpected line {line:?}")
+        };
+        assert!((configured - observed).abs() <= 0.5, "{line}");
+        checked += 1;
+    }
+    // 1.0.0 alone, both after the second deploy, 90/10, 50/50, after the rollback.
+    assert_eq!(checked, 9, "{stdout}");
+    assert!(
+        stdout.contains("configured  10.0%  observed  10.0%"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("switchyard rollback hello"), "{stdout}");
+}
+
+fn deploy_two(store: &Path, a: &Upstream, b: &Upstream) {
+    ok(&switchyard(
+        store,
+        &[
+            "deploy",
+            "hello",
+            "1.0.0",
+            "--endpoint",
+            &a.url(),
+            "--no-wait",
+        ],
+    ));
+    ok(&switchyard(
+        store,
+        &[
+            "deploy",
+            "hello",
+            "1.1.0",
+            "--endpoint",
+            &b.url(),
+            "--no-wait",
+        ],
+    ));
+}
+
+#[test]
+fn two_processes_writing_one_function_at_once_lose_no_update() {
+    let store = temp_dir("concurrent");
+    let (a, b) = (Upstream::start("1.0.0"), Upstream::start("1.1.0"));
+    deploy_two(&store, &a, &b);
+    let writers: Vec<_> = (0..2)
+        .map(|p| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut landed = Vec::new();
+                for i in 0..8 {
+                    let reason = format!("writer-{p}-change-{i}");
+                    let canary = format!("1.1.0={}", 1 + p * 10 + i);
+                    let stable = format!("1.0.0={}", 99 - p * 10 - i);
+                    let out = switchyard(
+                        &store,
+                        &[
+                            "traffic",
+                            "hello",
+                            &canary,
+                            &stable,
+                            "--no-wait",
+                            "--reason",
+                            &reason,
+                        ],
+                    );
+                    match out.status.code() {
+                        Some(0) => landed.push(reason),
+                        Some(5) => {}
+                        other => panic!("exit {other:?}: {}", String::from_utf8_lossy(&out.stderr)),
+                    }
+                }
+                landed
+            })
+        })
+        .collect();
+    let landed: Vec<String> = writers
+        .into_iter()
+        .flat_map(|w| w.join().expect("writer"))
+        .collect();
+    let history = ok(&switchyard(&store, &["history", "hello", "-o", "json"]));
+    for reason in &landed {
+        assert!(
+            history.contains(reason),
+            "{reason} landed but is not in the history:\n{history}"
+        );
+    }
+    assert!(
+        landed.len() >= 8,
+        "only {} of 16 writes landed",
+        landed.len()
+    );
+}
+
+#[test]
+fn a_broken_state_file_is_reported_and_left_untouched() {
+    let store = temp_dir("broken");
+    let (a, b) = (Upstream::start("1.0.0"), Upstream::start("1.1.0"));
+    deploy_two(&store, &a, &b);
+    let file = store.join("functions").join("hello.yaml");
+    let text = std::fs::read_to_string(&file).expect("state file");
+    for broken in [
+        text[..text.len() / 2].to_string(),
+        text.replacen("weight: 1000000", "weight: 999999", 1),
+    ] {
+        std::fs::write(&file, &broken).expect("break the file");
+        let out = switchyard(
+            &store,
+            &["traffic", "hello", "1.1.0=10", "1.0.0=90", "--no-wait"],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{stderr}");
+        assert!(
+            stderr.contains(&file.display().to_string()),
+            "names the file: {stderr}"
+        );
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert_eq!(
+            std::fs::read_to_string(&file).expect("read"),
+            broken,
+            "left untouched"
+        );
+    }
+    let truncated = text[..text.len() / 2].to_string();
+    std::fs::write(&file, &truncated).expect("break the file");
+    let out = switchyard(&store, &["status", "hello"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:", file.display())),
+        "file and line: {stderr}"
+    );
+}
+
+struct Router(Child);
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_router_on_a_store_directory_follows_a_rollback_made_by_the_cli_and_acknowledges_it() {
+    let store = temp_dir("follow");
+    let (a, b) = (Upstream::start("1.0.0"), Upstream::start("1.1.0"));
+    deploy_two(&store, &a, &b);
+    let (listen, admin) = (free_port(), free_port());
+    let _router = Router(
+        Command::new(binary("switchyard-router"))
+            .arg("--store")
+            .arg(format!("dir:{}", store.display()))
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{listen}"),
+                "--admin",
+                &format!("127.0.0.1:{admin}"),
+            ])
+            .args(["--replica-name", "local-1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting the router"),
+    );
+    let admin_addr = format!("127.0.0.1:{admin}").parse().expect("addr");
+    wait_until_blocking(Duration::from_secs(20), "the router to be ready", || {
+        get(admin_addr, "/readyz").ok().filter(|r| r.status == 200)
+    });
+    let shifted = ok(&switchyard(
+        &store,
+        &["traffic", "hello", "1.1.0=50", "1.0.0=50"],
+    ));
+    assert!(shifted.contains("applied by 1/1 routers"), "{shifted}");
+    let rolled = ok(&switchyard(&store, &["rollback", "hello"]));
+    assert!(
+        rolled.contains("→ 1.0.0=100% · applied by 1/1 routers"),
+        "{rolled}"
+    );
+    let mut client = HttpClient::new(format!("127.0.0.1:{listen}").parse().expect("addr"));
+    for _ in 0..200 {
+        let r = client.get("localhost", "/hello", &[]).expect("request");
+        assert_eq!(r.header("x-switchyard-served-by"), "hello@1.0.0");
+    }
+    let status = ok(&switchyard(&store, &["status", "hello", "-o", "json"]));
+    assert!(status.contains("local-1"), "{status}");
+}
