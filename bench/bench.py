@@ -394,11 +394,8 @@ http {{
         return Target("nginx", port, p, conf=conf)
 
     # -- HAProxy: weighted backends, runtime API on a unix socket
-    def start_haproxy(self):
-        port = free_port()
-        sock = self.path("haproxy.sock")
-        conf = self.path("haproxy.cfg")
-        open(conf, "w").write(f"""
+    def haproxy_conf(self, port, sock):
+        return f"""
 global
   nbthread 1
   maxconn 8000
@@ -418,7 +415,13 @@ backend versions
   balance roundrobin
   server v1 {LOOPBACK}:{self.u1} weight 90
   server v2 {LOOPBACK}:{self.u2} weight 10
-""")
+"""
+
+    def start_haproxy(self):
+        port = free_port()
+        sock = self.path("haproxy.sock")
+        conf = self.path("haproxy.cfg")
+        open(conf, "w").write(self.haproxy_conf(port, sock))
         p = start(["haproxy", "-db", "-f", conf], self.path("haproxy.log"), cpus="0")
         wait_for("haproxy", lambda: http_get(port, "/bench")[0] == 200)
         return Target("HAProxy", port, p, sock=sock)
@@ -801,6 +804,28 @@ def strace_counts(env, target, seconds=3, conns=32):
     return sum(calls.values()) / n, ", ".join(f"{k} {v / n:.2f}" for k, v in top), n
 
 
+def ctx_switches(pids):
+    """(voluntary, involuntary, threads) summed over every thread of these processes."""
+    vol = invol = threads = 0
+    for p in pids:
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{p}/task/{tid}/status") as f:
+                    for line in f:
+                        if line.startswith("voluntary_ctxt_switches:"):
+                            vol += int(line.split()[1])
+                        elif line.startswith("nonvoluntary_ctxt_switches:"):
+                            invol += int(line.split()[1])
+                threads += 1
+            except OSError:
+                pass
+    return vol, invol, threads
+
+
 def perf_top(env, target, seconds=5, conns=32, limit=25):
     data = env.path("perf.data")
     rec = subprocess.Popen(["perf", "record", "-F", "1999", "-o", data, "-p", str(target.proc.pid)],
@@ -818,17 +843,13 @@ def perf_top(env, target, seconds=5, conns=32, limit=25):
     return res, lines, dso_lines
 
 
-def callgrind(env, ns, requests_s=6):
-    """Instructions per request of the router, counted by callgrind (repeatable, unlike time)."""
-    port, admin = free_port(), free_port()
-    out = env.path("callgrind.out")
-    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--instr-atstart=no",
-           env.a.router, "--listen", f"{LOOPBACK}:{port}", "--admin", f"{LOOPBACK}:{admin}", "-n", ns,
-           "--kubeconfig", env.a.kubeconfig, "--replica-name", "bench-callgrind", "--grace-period", "1",
-           "--startup-timeout", "120"]
-    p = start(cmd, env.path("callgrind.log"), cpus="0", env=dict(os.environ, RUST_LOG="warn"))
-    wait_for("router under callgrind", lambda: http_get(admin, "/readyz", timeout=10)[0] == 200, timeout=240,
-             interval=0.5)
+def callgrind(env, name, cmd, port, ready, requests_s=6, run_env=None):
+    """Instructions per request of one proxy, counted by callgrind (repeatable, unlike time):
+    instrumentation is switched on only for a wrk -c8 run after a warm-up."""
+    out = env.path(f"callgrind-{name}.out")
+    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--instr-atstart=no", *cmd]
+    p = start(cmd, env.path(f"callgrind-{name}.log"), cpus="0", env=run_env)
+    wait_for(f"{name} under callgrind", ready, timeout=240, interval=0.5)
     wrk(env, port, 8, 2)  # warm the pools
     subprocess.run(["callgrind_control", "-i", "on", str(p.pid)], capture_output=True)
     res = wrk(env, port, 8, requests_s)
@@ -855,6 +876,33 @@ def callgrind(env, ns, requests_s=6):
     return res["requests"], total_ir, top, itop
 
 
+def callgrind_router(env, ns):
+    port, admin = free_port(), free_port()
+    cmd = [env.a.router, "--listen", f"{LOOPBACK}:{port}", "--admin", f"{LOOPBACK}:{admin}", "-n", ns,
+           "--kubeconfig", env.a.kubeconfig, "--replica-name", "bench-callgrind", "--grace-period", "1",
+           "--startup-timeout", "120"]
+    return callgrind(env, "router", cmd, port, lambda: http_get(admin, "/readyz", timeout=10)[0] == 200,
+                     run_env=dict(os.environ, RUST_LOG="warn"))
+
+
+def callgrind_peers(env):
+    """Instructions per request of HAProxy and nginx in the same harness, for scale."""
+    out = {}
+    port = free_port()
+    conf = env.path("callgrind-haproxy.cfg")
+    open(conf, "w").write(env.haproxy_conf(port, env.path("callgrind-haproxy.sock")))
+    r = callgrind(env, "haproxy", ["haproxy", "-db", "-f", conf], port,
+                  lambda: http_get(port, "/bench")[0] == 200)
+    out["HAProxy"] = r[1] / max(1, r[0]) if r[1] else None
+    port = free_port()
+    conf = env.path("callgrind-nginx.conf")
+    open(conf, "w").write(env.nginx_conf(port, 90, 10).replace("proxy-nginx.pid", "callgrind-nginx.pid"))
+    r = callgrind(env, "nginx", ["nginx", "-c", conf, "-p", env.work, "-g", "master_process off;"], port,
+                  lambda: http_get(port, "/bench")[0] == 200)
+    out["nginx"] = r[1] / max(1, r[0]) if r[1] else None
+    return out
+
+
 def part5(env, router, haproxy, nginx, router_ns):
     md = ["", "## 5. Profile of the router under load", "",
           f"Load average at start (`uptime`): {uptime_load()}", "",
@@ -870,6 +918,18 @@ def part5(env, router, haproxy, nginx, router_ns):
             md.append(f"| {t.name} | {per:.2f} | {top} |")
         except Exception as e:  # noqa: BLE001
             md.append(f"| {t.name} | not measured: {e} | |")
+    md += ["", "### Threads and context switches per request (`/proc/<pid>/task/*/status` before and after "
+           "wrk -c32, 3 s, no tracing)", "",
+           "| proxy | threads | voluntary switches / request | involuntary / request |", "|---|---|---|---|"]
+    for t in (router, haproxy, nginx):
+        if t is None:
+            continue
+        pids = tree(t.proc.pid)
+        v0, i0, nthreads = ctx_switches(pids)
+        res = wrk(env, t.port, 32, 3)
+        v1, i1, _ = ctx_switches(pids)
+        n = max(1, res["requests"])
+        md.append(f"| {t.name} | {nthreads} | {(v1 - v0) / n:.3f} | {(i1 - i0) / n:.3f} |")
     if router:
         res, lines, dso = perf_top(env, router)
         md += ["", f"### Where the router's CPU goes (`perf record -F 1999 -p <router>`, cpu-clock sampling, "
@@ -877,12 +937,20 @@ def part5(env, router, haproxy, nginx, router_ns):
                "", "By binary/kernel:", "", "```"] + dso + ["```", "", "Top symbols (self time):", "", "```"] + lines + ["```"]
         if shutil_which("valgrind") and router_ns:
             try:
-                reqs, total, top, itop = callgrind(env, router_ns)
+                reqs, total, top, itop = callgrind_router(env, router_ns)
+                try:
+                    peers = callgrind_peers(env)
+                except Exception as e:  # noqa: BLE001
+                    peers = {}
+                    log(f"callgrind of the peers: {e}")
                 md += ["", "### Instructions per request (`valgrind --tool=callgrind`, collection on only "
                        "during a wrk -c8 run after warm-up)", "",
                        f"{reqs:,} requests, {total:,} instructions in the router's threads: "
                        f"**{total / max(1, reqs):,.0f} instructions per request**." if total else "no total",
-                       "", "Self cost, top functions:", "", "```"]
+                       "", "Same harness, the peers: " + (", ".join(
+                           f"{k} {v:,.0f}" if v else f"{k} not measured" for k, v in peers.items()) or "not measured")
+                       + " instructions per request (user space, the whole process).",
+                       "", "Router, self cost, top functions:", "", "```"]
                 md += [f"{p:5.1f}%  {f}" for p, f in top] + ["```", "", "Inclusive cost (selected lines: the "
                                                               "first 60 by inclusive cost):", "", "```"]
                 md += [f"{p:5.1f}%  {f}" for p, f in itop] + ["```"]
