@@ -5,7 +5,7 @@
 //! rejected; so is a changed Function whose route would conflict with another one. The table is
 //! then assembled from all good routes and handed back to be swapped in.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -39,6 +39,8 @@ pub struct Good {
 }
 
 struct Entry {
+    /// The last state this Function was part of.
+    epoch: u64,
     /// The objects last seen for this Function, versions in pointer order.
     seen: Option<(Arc<Function>, Vec<Arc<FunctionVersion>>)>,
     fingerprint: Option<Fingerprint>,
@@ -65,10 +67,7 @@ pub struct Builder {
     /// What this replica last sent for a Function: `(generation, rejected)`.
     sent: HashMap<String, (i64, Option<String>)>,
     generation: u64,
-}
-
-fn key_of(namespace: &str, name: &str) -> String {
-    format!("{namespace}/{name}")
+    epoch: u64,
 }
 
 impl Builder {
@@ -81,6 +80,7 @@ impl Builder {
             counters: HashMap::new(),
             sent: HashMap::new(),
             generation: 0,
+            epoch: 0,
         }
     }
 
@@ -101,26 +101,35 @@ impl Builder {
                 .push(v);
         }
         let mut changed: HashMap<String, Option<Good>> = HashMap::new();
-        let mut present = HashSet::with_capacity(state.functions.len());
+        // Entries not stamped with this epoch below are Functions that are gone.
+        self.epoch += 1;
+        let epoch = self.epoch;
         let mut rejected = 0;
+        let mut key = String::new();
         for f in &state.functions {
             let ns = f.metadata.namespace.as_deref().unwrap_or_default();
             let name = f.metadata.name.as_deref().unwrap_or_default();
-            let key = key_of(ns, name);
-            present.insert(key.clone());
+            key.clear();
+            key.push_str(ns);
+            key.push('/');
+            key.push_str(name);
             let mut inputs: Vec<&Arc<FunctionVersion>> =
                 by_function.get(&(ns, name)).cloned().unwrap_or_default();
             inputs.sort_by_key(|v| Arc::as_ptr(v) as usize);
             // Fast path: the very same objects as last time (a source keeps unchanged
             // objects' Arcs), so nothing to compare field by field.
-            if let Some(seen) = self.entries.get(&key).and_then(|e| e.seen.as_ref()) {
-                if Arc::ptr_eq(&seen.0, f)
-                    && seen.1.len() == inputs.len()
-                    && seen.1.iter().zip(&inputs).all(|(a, b)| Arc::ptr_eq(a, b))
-                {
-                    continue;
+            if let Some(e) = self.entries.get_mut(key.as_str()) {
+                e.epoch = epoch;
+                if let Some(seen) = &e.seen {
+                    if Arc::ptr_eq(&seen.0, f)
+                        && seen.1.len() == inputs.len()
+                        && seen.1.iter().zip(&inputs).all(|(a, b)| Arc::ptr_eq(a, b))
+                    {
+                        continue;
+                    }
                 }
             }
+            let key = key.clone();
             let versions: Vec<Arc<FunctionVersion>> =
                 inputs.iter().map(|v| Arc::clone(v)).collect();
             let mut ids: Vec<(String, String)> = versions
@@ -139,6 +148,7 @@ impl Builder {
                 versions: ids,
             };
             let entry = self.entries.entry(key.clone()).or_insert(Entry {
+                epoch,
                 seen: None,
                 fingerprint: None,
                 good: None,
@@ -182,9 +192,9 @@ impl Builder {
         }
         let gone: Vec<String> = self
             .entries
-            .keys()
-            .filter(|k| !present.contains(*k))
-            .cloned()
+            .iter()
+            .filter(|(_, e)| e.epoch != epoch)
+            .map(|(k, _)| k.clone())
             .collect();
         for k in gone {
             self.entries.remove(&k);
@@ -274,7 +284,7 @@ impl Builder {
                 .observe(started.elapsed().as_secs_f64());
         }
         metrics.rejected_updates.inc_by(rejected as u64);
-        let acks = self.acks(state);
+        let acks = self.acks();
         Outcome {
             live,
             acks,
@@ -284,17 +294,16 @@ impl Builder {
 
     /// Acknowledgements this replica owes: every Function whose status entry for this replica
     /// differs from what it now serves or refuses, unless that report is already on its way.
-    fn acks(&mut self, state: &State) -> Vec<Ack> {
+    fn acks(&mut self) -> Vec<Ack> {
         let mut acks = Vec::new();
-        for f in &state.functions {
-            let ns = f.metadata.namespace.as_deref().unwrap_or_default();
-            let name = f.metadata.name.as_deref().unwrap_or_default();
-            let key = key_of(ns, name);
+        for (key, entry) in &self.entries {
+            let Some((f, _)) = &entry.seen else {
+                continue;
+            };
             let generation = f.metadata.generation.unwrap_or_default();
-            let rejected = self
-                .entries
-                .get(&key)
-                .and_then(|e| e.rejection.as_ref())
+            let rejected = entry
+                .rejection
+                .as_ref()
                 .filter(|r| r.generation == generation)
                 .map(|r| r.reason.clone());
             let reported = f.status.as_ref().and_then(|s| {
@@ -304,13 +313,13 @@ impl Builder {
                     .map(|r| (r.observed_generation, r.rejected.clone()))
             });
             let wanted = (generation, rejected);
-            if reported.as_ref() == Some(&wanted) || self.sent.get(&key) == Some(&wanted) {
+            if reported.as_ref() == Some(&wanted) || self.sent.get(key) == Some(&wanted) {
                 continue;
             }
-            self.sent.insert(key, wanted.clone());
+            self.sent.insert(key.clone(), wanted.clone());
             acks.push(Ack {
-                namespace: ns.to_string(),
-                name: name.to_string(),
+                namespace: f.metadata.namespace.clone().unwrap_or_default(),
+                name: f.metadata.name.clone().unwrap_or_default(),
                 generation: wanted.0,
                 rejected: wanted.1,
             });
