@@ -1030,18 +1030,31 @@ def main():
                 except Exception as e:  # noqa: BLE001
                     notes.append(f"switchyard-router: not measured: it did not start: {str(e)[:300]}")
                 router = api_router
-                try:
-                    if api_router and supports_store(a.router) and supports_store(a.cli):
-                        # A fixed configuration for the throughput runs: the local store, no API server.
-                        router = env.start_store_router("bench-store")
-                        notes.append("part 1: switchyard-router ran with `--store dir:PATH` (local store); "
-                                     "parts 2 and 5 follow the API server")
-                    elif api_router:
-                        notes.append("part 1: switchyard-router followed the test API server (no `--store` "
-                                     "in this build)")
-                except Exception as e:  # noqa: BLE001
-                    notes.append(f"part 1: the router on a local store did not start ({str(e)[:200]}); "
-                                 "it followed the test API server instead")
+                if api_router and supports_store(a.router) and supports_store(a.cli):
+                    # The local store would be the simplest fixed configuration, but a router on it
+                    # must not spend core 0 on its config source while it proxies: check it idles.
+                    try:
+                        store_router = env.start_store_router("bench-store")
+                        time.sleep(1.0)
+                        pids = [store_router.proc.pid]
+                        c0, w0 = cpu_seconds(pids), time.monotonic()
+                        time.sleep(3.0)
+                        idle = 100 * (cpu_seconds(pids) - c0) / (time.monotonic() - w0)
+                        if idle < 5:
+                            router = store_router  # the API-server router stays for parts 2 and 5
+                            notes.append(f"part 1: switchyard-router ran with `--store dir:PATH` (local store; "
+                                         f"{idle:.0f}% CPU when idle)")
+                        else:
+                            stop(store_router.proc)
+                            notes.append(f"part 1: switchyard-router followed the test API server (a fixed "
+                                         f"Function, unchanged during the runs), not `--store dir:PATH`: on the "
+                                         f"local store it used {idle:.0f}% of a core while idle (see the findings)")
+                    except Exception as e:  # noqa: BLE001
+                        notes.append(f"part 1: the router on a local store did not start ({str(e)[:200]}); "
+                                     "it followed the test API server instead")
+                elif api_router:
+                    notes.append("part 1: switchyard-router followed the test API server (no `--store` "
+                                 "in this build)")
                 if router:
                     targets.append(router)
             else:
