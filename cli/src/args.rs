@@ -56,6 +56,27 @@ pub fn parse_store(value: &str) -> Result<PathBuf, String> {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Install or upgrade Switchyard in the cluster: the CRDs, RBAC and the router.
+    ///
+    /// Applies the manifests built into this binary (the same files as `manifests/`, in the
+    /// kustomization's order: CRDs, the switchyard-system namespace, the router's RBAC, the
+    /// switchyard-viewer and switchyard-deployer ClusterRoles, the router Deployment, Service and
+    /// PodDisruptionBudget) by server-side apply, field manager `switchyard`, taking over fields
+    /// others set. Waits until both CRDs are Established, then prints one line per object —
+    /// created, configured (changed) or unchanged — and a summary. Running it again changes
+    /// nothing; running a newer binary upgrades. It does not wait for the router's Pods.
+    #[command(after_help = exit::HELP)]
+    Install(Install),
+    /// Remove what install created: the router, its RBAC, the ClusterRoles, the namespace and
+    /// the CRDs (last).
+    ///
+    /// Refuses (exit 3) while any Function or FunctionVersion exists in any namespace: deleting
+    /// the CRDs deletes every one of them, and with them (through owner references) the
+    /// Deployments and Services of managed versions. `--force` does it anyway. Objects already
+    /// gone are reported as `not found`; the namespace may stay `terminating` while the cluster
+    /// empties it.
+    #[command(after_help = exit::HELP)]
+    Uninstall(Uninstall),
     /// Deploy a new immutable version of a function (a container image, or an external endpoint).
     #[command(after_help = exit::HELP)]
     Deploy(Deploy),
@@ -94,6 +115,33 @@ pub enum Command {
     /// The whole idea in one command, no cluster needed: a router, two demo versions, a
     /// canary, a rollback — with the split observed on real requests.
     Quickstart(Quickstart),
+}
+
+/// `install`.
+#[derive(Debug, Args)]
+pub struct Install {
+    /// Apply with the API server's dry-run: print what would be created or changed, write
+    /// nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The router's container image, instead of the release's
+    /// (best pinned by digest: `repo@sha256:…`).
+    #[arg(long, value_name = "IMG")]
+    pub image: Option<String>,
+    /// How long to wait for the CRDs to be Established: `60s`, `2m`.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// `uninstall`.
+#[derive(Debug, Args)]
+pub struct Uninstall {
+    /// Uninstall even though Functions or FunctionVersions exist (they are deleted with the CRDs).
+    #[arg(long)]
+    pub force: bool,
+    /// Ask the API server what would be deleted (server-side dry-run), delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `quickstart`.

@@ -2,12 +2,15 @@
 //! back through the same [`Store`].
 
 mod deploy;
+mod install;
 mod quickstart;
 mod read;
 mod remove;
 mod shift;
+mod uninstall;
 
 use crate::args::{Cli, Command};
+use crate::exit::{fail, Code};
 use crate::store::kube::KubeStore;
 use crate::store::local::DirStore;
 use crate::store::Store;
@@ -27,10 +30,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             deploy::check(d)?;
             None
         }
+        Command::Install(i) => {
+            install::check(i)?;
+            None
+        }
         _ => None,
     };
     if let Command::Quickstart(q) = cli.command {
         return quickstart::run(q, cli.global.store).await;
+    }
+    if let Command::Install(_) | Command::Uninstall(_) = cli.command {
+        if let Some(dir) = &cli.global.store {
+            return Err(fail(
+                Code::Invalid,
+                format!(
+                    "install and uninstall work on a cluster; a local store (dir:{}) needs no installing",
+                    dir.display()
+                ),
+            ));
+        }
+        let kube = KubeStore::connect(&cli.global).await?;
+        return match cli.command {
+            Command::Install(i) => install::run(kube.client(), i).await,
+            Command::Uninstall(u) => uninstall::run(kube.client(), u).await,
+            _ => Ok(()),
+        };
     }
     let store: Box<dyn Store> = match &cli.global.store {
         Some(dir) => Box::new(DirStore::open(dir)?),
@@ -49,6 +73,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::List(l) => read::list(store, l).await,
         Command::Delete(d) => remove::delete(store, d).await,
         Command::Gc(g) => remove::gc(store, g).await,
-        Command::Completions(_) | Command::Quickstart(_) => Ok(()),
+        Command::Completions(_)
+        | Command::Quickstart(_)
+        | Command::Install(_)
+        | Command::Uninstall(_) => Ok(()),
     }
 }

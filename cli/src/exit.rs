@@ -12,9 +12,10 @@ pub enum Code {
     Error = 1,
     /// 2: invalid arguments or input.
     Invalid = 2,
-    /// 3: refused by a safety rule (immutability, unready version, referenced version).
+    /// 3: refused by a safety rule (immutability, unready version, referenced version,
+    /// uninstall while Functions exist).
     Refused = 3,
-    /// 4: timed out waiting (readiness or routers), or no live router to wait for.
+    /// 4: timed out waiting (readiness, routers or CRDs), or no live router to wait for.
     Timeout = 4,
     /// 5: lost a concurrent-change race after retrying.
     Conflict = 5,
@@ -27,8 +28,8 @@ Exit codes:
   1  cluster or unexpected error (including a router refusing the change)
   2  invalid arguments or input
   3  refused by a safety rule (immutability, unready version, referenced version,
-     nothing to roll back or undo)
-  4  timed out waiting (readiness or routers), or no live router to wait for
+     nothing to roll back or undo, uninstall while Functions exist)
+  4  timed out waiting (readiness, routers or CRDs), or no live router to wait for
   5  lost a concurrent-change race after retrying";
 
 /// An error with a documented exit code.

@@ -9,6 +9,7 @@
 mod args;
 mod commands;
 mod exit;
+mod manifests;
 mod output;
 mod store;
 mod timing;

@@ -55,6 +55,8 @@ fn help_lists_every_command_and_the_exit_codes() {
     let out = run(&["--help"]);
     assert_eq!(out.code, 0);
     for word in [
+        "install",
+        "uninstall",
         "deploy",
         "versions",
         "traffic",
@@ -112,6 +114,9 @@ fn usage_errors_exit_2() {
         vec!["versions", "hello", "-o", "xml"],
         vec!["traffic", "hello", "1.0.0=100", "--timeout", "soon"],
         vec!["gc", "hello"],
+        vec!["install", "--image"],
+        vec!["install", "--timeout", "soon"],
+        vec!["uninstall", "--yes"],
     ] {
         let out = run(&args);
         assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
@@ -196,6 +201,43 @@ fn an_unreachable_cluster_exits_1_with_one_line_naming_the_object() {
         2,
         "context missing is not in the kubeconfig (it has: nowhere)",
     );
+}
+
+#[test]
+fn install_and_uninstall_are_documented_and_check_input_before_connecting() {
+    let out = run(&["install", "--help"]);
+    assert_eq!(out.code, 0);
+    for word in [
+        "server-side apply",
+        "Established",
+        "created, configured (changed) or unchanged",
+        "--dry-run",
+        "--image",
+        "Exit codes:",
+    ] {
+        assert!(out.stdout.contains(word), "install --help lacks {word}");
+    }
+    let out = run(&["uninstall", "--help"]);
+    assert_eq!(out.code, 0);
+    for word in ["Refuses (exit 3)", "--force", "--dry-run", "(last)"] {
+        assert!(out.stdout.contains(word), "uninstall --help lacks {word}");
+    }
+    one_error_line(
+        &run(&["install", "--image", ""]),
+        2,
+        "--image \"\" is not an image reference",
+    );
+    one_error_line(
+        &run(&["install", "--store", "dir:/nonexistent"]),
+        2,
+        "install and uninstall work on a cluster",
+    );
+    one_error_line(
+        &run(&["install"]),
+        1,
+        "reading CustomResourceDefinition functions.switchyard.dev: cannot reach the API server",
+    );
+    one_error_line(&run(&["uninstall", "--force"]), 1, "listing Function");
 }
 
 #[test]

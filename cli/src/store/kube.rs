@@ -60,7 +60,7 @@ impl std::fmt::Display for ApiError {
 impl std::error::Error for ApiError {}
 
 /// A kube error as one readable line (the server's message for API errors).
-fn api(err: kube::Error) -> anyhow::Error {
+pub fn api(err: kube::Error) -> anyhow::Error {
     match err {
         kube::Error::Api(s) => anyhow::Error::new(ApiError {
             code: s.code,
@@ -83,7 +83,8 @@ fn api(err: kube::Error) -> anyhow::Error {
     }
 }
 
-fn code(err: &kube::Error) -> Option<u16> {
+/// The HTTP status of an API error.
+pub fn code(err: &kube::Error) -> Option<u16> {
     match err {
         kube::Error::Api(s) => Some(s.code),
         _ => None,
@@ -145,6 +146,12 @@ impl KubeStore {
             router_namespace: global.router_namespace.clone(),
             actor,
         })
+    }
+
+    /// The client, for commands that work on the cluster rather than one namespace
+    /// (`install`, `uninstall`).
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 
     fn functions_api(&self) -> Api<Function> {

@@ -1,0 +1,133 @@
+//! `uninstall`: the objects of the embedded manifests, deleted in the reverse of the install
+//! order (the router first, the CRDs last), but not while Functions or FunctionVersions exist
+//! unless forced.
+
+use anyhow::Context as _;
+use kube::api::{Api, DeleteParams, ListParams, PropagationPolicy};
+use kube::core::PartialObjectMeta;
+use kube::{Client, ResourceExt as _};
+use switchyard_core::{Function, FunctionVersion};
+
+use super::install::api_for;
+use crate::args;
+use crate::exit::{fail, Code};
+use crate::manifests;
+use crate::store::kube::{api, code};
+
+/// How many objects of kind `K` exist in the cluster (none when its CRD is absent), and the
+/// `namespace/name` of the first few.
+async fn everywhere<K>(client: &Client, what: &str) -> anyhow::Result<Option<String>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    const SHOWN: u32 = 3;
+    // One small page: its remainingItemCount says how many more there are, without reading
+    // them all (a cluster may hold tens of thousands).
+    let list = match Api::<K>::all(client.clone())
+        .list_metadata(&ListParams::default().limit(SHOWN))
+        .await
+    {
+        Ok(list) => list,
+        Err(e) if code(&e) == Some(404) => return Ok(None),
+        Err(e) => return Err(api(e)).with_context(|| format!("listing {what} in all namespaces")),
+    };
+    if list.items.is_empty() {
+        return Ok(None);
+    }
+    let mut names: Vec<String> = list
+        .items
+        .iter()
+        .map(|o: &PartialObjectMeta<K>| {
+            format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any())
+        })
+        .collect();
+    let more = list.metadata.remaining_item_count.unwrap_or(0).max(0);
+    let more_pages = list
+        .metadata
+        .continue_
+        .as_ref()
+        .is_some_and(|c| !c.is_empty());
+    let count = if more > 0 {
+        names.push("…".into());
+        (names.len() as i64 - 1 + more).to_string()
+    } else if more_pages {
+        // The server may not count (e.g. with a field selector); say "at least".
+        names.push("…".into());
+        format!("{}+", names.len() - 1)
+    } else {
+        names.len().to_string()
+    };
+    Ok(Some(format!("{count} {what} ({})", names.join(", "))))
+}
+
+/// `uninstall [--force] [--dry-run]`.
+pub async fn run(client: &Client, args: args::Uninstall) -> anyhow::Result<()> {
+    let objects = manifests::objects(None)?;
+    let (functions, versions) = futures::try_join!(
+        everywhere::<Function>(client, "Functions"),
+        everywhere::<FunctionVersion>(client, "FunctionVersions"),
+    )?;
+    let existing: Vec<String> = [functions, versions].into_iter().flatten().collect();
+    if !existing.is_empty() {
+        let existing = existing.join(" and ");
+        if !args.force {
+            return Err(fail(
+                Code::Refused,
+                format!(
+                    "refusing to uninstall: {existing} exist, and deleting the CRDs deletes them \
+                     all (with the Deployments and Services of managed versions); delete them \
+                     first, or pass --force"
+                ),
+            ));
+        }
+        let would = if args.dry_run {
+            "would delete"
+        } else {
+            "deletes"
+        };
+        println!("--force: deleting the CRDs {would} {existing}");
+    }
+    let dp = DeleteParams {
+        dry_run: args.dry_run,
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..Default::default()
+    };
+    let (mut deleted, mut terminating, mut absent) = (0, 0, 0);
+    for m in objects.iter().rev() {
+        let outcome = match api_for(client, m).delete(m.name(), &dp).await {
+            Ok(_) if args.dry_run => {
+                deleted += 1;
+                "would be deleted"
+            }
+            // Still there with a deletion timestamp: finalizers (a namespace's, until the
+            // cluster has emptied it) hold it.
+            Ok(answer)
+                if answer
+                    .as_ref()
+                    .left()
+                    .is_some_and(|o| o.metadata.deletion_timestamp.is_some()) =>
+            {
+                terminating += 1;
+                "terminating"
+            }
+            Ok(_) => {
+                deleted += 1;
+                "deleted"
+            }
+            Err(e) if code(&e) == Some(404) => {
+                absent += 1;
+                "not found"
+            }
+            Err(e) => return Err(api(e)).with_context(|| format!("deleting {}", m.label())),
+        };
+        println!("{} {outcome}", m.label());
+    }
+    if args.dry_run {
+        println!("dry run: {deleted} would be deleted, {absent} not found; nothing was deleted");
+    } else {
+        println!(
+            "switchyard uninstalled: {deleted} deleted, {terminating} terminating, {absent} not found"
+        );
+    }
+    Ok(())
+}
