@@ -71,6 +71,13 @@ pub fn print<T: Serialize>(
     }
 }
 
+/// Prints one line on stdout; a closed pipe (`| head`) is ignored rather than a panic, so a
+/// command that changes the cluster step by step never stops halfway because its reader left.
+pub fn line(text: impl std::fmt::Display) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+}
+
 /// A duration since `then`, kubectl-style: `42s`, `5m`, `3h`, `12d`.
 pub fn age(then: Option<jiff::Timestamp>, now: jiff::Timestamp) -> String {
     let Some(then) = then else {

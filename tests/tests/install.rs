@@ -91,7 +91,7 @@ async fn install_creates_everything_and_a_second_install_changes_nothing() {
     assert!(
         first
             .stdout
-            .contains("CustomResourceDefinitions established in"),
+            .contains("CustomResourceDefinitions established and served in"),
         "{first:?}"
     );
     assert!(first.stdout.contains("switchyard installed: "), "{first:?}");
@@ -233,7 +233,7 @@ async fn uninstall_refuses_while_a_function_exists_and_a_forced_dry_run_lists_wh
     assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
     assert!(
         out.stderr.starts_with("error: refusing to uninstall: ")
-            && out.stderr.contains(" Functions (")
+            && out.stderr.contains(" Function")
             && out.stderr.contains("--force"),
         "{out:?}"
     );

@@ -6,14 +6,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::Client;
 use serde_json::Value;
 
 use crate::args;
 use crate::exit::{fail, Code};
 use crate::manifests::{self, Manifest};
-use crate::store::kube::{api, MANAGER};
+use crate::output;
+use crate::store::kube::{api, code, MANAGER};
 use crate::wait::show;
 
 /// Checks the flags before anything is read from the cluster.
@@ -171,7 +172,7 @@ pub async fn run(client: &Client, args: args::Install) -> anyhow::Result<()> {
                 " (not validated: namespace {ns} does not exist yet)"
             ));
         }
-        println!("{text}");
+        output::line(&text);
         // Everything after the CRDs may rely on them: wait for them to be served first.
         let last_crd = m.kind() == "CustomResourceDefinition"
             && objects
@@ -179,26 +180,45 @@ pub async fn run(client: &Client, args: args::Install) -> anyhow::Result<()> {
                 .is_none_or(|next| next.kind() != "CustomResourceDefinition");
         if last_crd && !args.dry_run {
             let took = established(client, &crds, args.timeout).await?;
-            println!("CustomResourceDefinitions established in {}", show(took));
+            output::line(format!(
+                "CustomResourceDefinitions established and served in {}",
+                show(took)
+            ));
         }
     }
     let total = objects.len();
     if args.dry_run {
-        println!(
+        output::line(format!(
             "dry run: {created} would be created, {configured} would be configured, \
              {unchanged} unchanged of {total} objects; nothing was written"
-        );
+        ));
     } else {
-        println!(
+        output::line(format!(
             "switchyard installed: {created} created, {configured} configured, \
              {unchanged} unchanged of {total} objects"
-        );
+        ));
     }
     Ok(())
 }
 
-/// Waits until every CRD named is Established; fails with exit 4 after `timeout`, or at
-/// once when the API server refuses a CRD's names.
+/// The API of a CRD's custom resources, in the first version it serves.
+fn served(crd: &CustomResourceDefinition, client: &Client) -> Option<Api<DynamicObject>> {
+    let spec = &crd.spec;
+    let version = spec.versions.iter().find(|v| v.served)?;
+    let resource = ApiResource {
+        group: spec.group.clone(),
+        version: version.name.clone(),
+        api_version: format!("{}/{}", spec.group, version.name),
+        kind: spec.names.kind.clone(),
+        plural: spec.names.plural.clone(),
+    };
+    Some(Api::all_with(client.clone(), &resource))
+}
+
+/// Waits until every CRD named is Established and its resources can be listed (for a moment
+/// after Established the API server still answers "storage is (re)initializing", and a
+/// `deploy` right after `install` would fail); exit 4 after `timeout`; an error at once when
+/// the API server refuses a CRD's names.
 async fn established(
     client: &Client,
     names: &[String],
@@ -207,6 +227,7 @@ async fn established(
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let started = Instant::now();
     let mut pending: Vec<&String> = names.iter().collect();
+    let mut last = String::new();
     while !pending.is_empty() {
         let mut still = Vec::new();
         for name in pending {
@@ -215,7 +236,11 @@ async fn established(
                 .await
                 .map_err(api)
                 .with_context(|| format!("reading CustomResourceDefinition {name}"))?;
-            let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
+            let conditions = crd
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.clone())
+                .unwrap_or_default();
             let is = |type_: &str, status: &str| {
                 conditions
                     .iter()
@@ -228,7 +253,28 @@ async fn established(
                 ));
             }
             if is("Established", "True").is_none() {
+                last = format!("{name} is not Established yet");
                 still.push(name);
+                continue;
+            }
+            let Some(resources) = served(&crd, client) else {
+                return Err(anyhow::anyhow!(
+                    "CustomResourceDefinition {name} serves no version"
+                ));
+            };
+            match resources
+                .list_metadata(&ListParams::default().limit(1))
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if matches!(code(&e), Some(404 | 429 | 503)) => {
+                    last = format!("listing {}: {}", crd.spec.names.plural, api(e));
+                    still.push(name);
+                }
+                Err(e) => {
+                    return Err(api(e))
+                        .with_context(|| format!("listing {}", crd.spec.names.plural))
+                }
             }
         }
         pending = still;
@@ -239,14 +285,9 @@ async fn established(
             return Err(fail(
                 Code::Timeout,
                 format!(
-                    "timed out after {} waiting for CustomResourceDefinition {} to be Established \
-                     (it is applied)",
+                    "timed out after {} waiting for the CRDs to be Established and served: {last} \
+                     (they are applied)",
                     show(timeout),
-                    pending
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
                 ),
             ));
         }

@@ -12,6 +12,7 @@ use super::install::api_for;
 use crate::args;
 use crate::exit::{fail, Code};
 use crate::manifests;
+use crate::output;
 use crate::store::kube::{api, code};
 
 /// How many objects of kind `K` exist in the cluster (none when its CRD is absent), and the
@@ -57,6 +58,12 @@ where
     } else {
         names.len().to_string()
     };
+    // "1 Function", "2 Functions".
+    let what = if count == "1" {
+        what.trim_end_matches('s')
+    } else {
+        what
+    };
     Ok(Some(format!("{count} {what} ({})", names.join(", "))))
 }
 
@@ -85,7 +92,7 @@ pub async fn run(client: &Client, args: args::Uninstall) -> anyhow::Result<()> {
         } else {
             "deletes"
         };
-        println!("--force: deleting the CRDs {would} {existing}");
+        output::line(format!("--force: deleting the CRDs {would} {existing}"));
     }
     let dp = DeleteParams {
         dry_run: args.dry_run,
@@ -120,14 +127,16 @@ pub async fn run(client: &Client, args: args::Uninstall) -> anyhow::Result<()> {
             }
             Err(e) => return Err(api(e)).with_context(|| format!("deleting {}", m.label())),
         };
-        println!("{} {outcome}", m.label());
+        output::line(format!("{} {outcome}", m.label()));
     }
     if args.dry_run {
-        println!("dry run: {deleted} would be deleted, {absent} not found; nothing was deleted");
+        output::line(format!(
+            "dry run: {deleted} would be deleted, {absent} not found; nothing was deleted"
+        ));
     } else {
-        println!(
+        output::line(format!(
             "switchyard uninstalled: {deleted} deleted, {terminating} terminating, {absent} not found"
-        );
+        ));
     }
     Ok(())
 }
