@@ -1245,10 +1245,17 @@ def main():
                                 if rec:
                                     rec.send_signal(signal.SIGINT)
                                     rec.wait(60)
-                                    rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children",
-                                                          "--sort", "dso,sym", "--percent-limit", "1.5"],
-                                                         capture_output=True, text=True).stdout
-                                    scale_profile = [l for l in rep.splitlines() if l.strip() and not l.startswith("#")][:20]
+                                    for _ in range(3):  # once came back empty right after the recording
+                                        rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children",
+                                                              "--sort", "dso,sym", "--percent-limit", "1.5"],
+                                                             capture_output=True, text=True).stdout
+                                        scale_profile = [l for l in rep.splitlines()
+                                                         if l.strip() and not l.startswith("#")][:20]
+                                        if scale_profile:
+                                            break
+                                        time.sleep(1.0)
+                                    if not scale_profile:
+                                        scale_profile = [f"(perf report printed nothing; the data is in {data})"]
                                 e = res["effects"]
                                 ak = res["acked"]
                                 seen = [x for x in res["seen"] if x is not None]
