@@ -133,7 +133,7 @@ pub async fn run(store: &dyn Store, d: args::Deploy) -> anyhow::Result<()> {
     }
 
     let change = Change {
-        now: jiff::Timestamp::now().to_string(),
+        now: format!("{:.0}", jiff::Timestamp::now()),
         actor: store.actor(),
         reason: d.write.reason.clone(),
     };

@@ -66,16 +66,20 @@ pub async fn run(q: args::Quickstart, store: Option<PathBuf>) -> anyhow::Result<
         return Err(e);
     }
 
-    say("Try it yourself, from another terminal:");
-    say(&format!("  curl -i http://{listen}/{FUNCTION}"));
-    say(&format!(
-        "  switchyard {store_flag} traffic {FUNCTION} 1.1.0=25 1.0.0=75"
-    ));
-    say(&format!("  switchyard {store_flag} status {FUNCTION}"));
-    say(&format!("  switchyard {store_flag} rollback {FUNCTION}"));
-    say(&format!("  switchyard {store_flag} history {FUNCTION}"));
-    say(&format!("  curl http://{admin}/metrics"));
-    if !q.exit {
+    if q.exit {
+        say(
+            "Run `switchyard quickstart` without --exit to keep the router up and try it yourself.",
+        );
+    } else {
+        say("Try it yourself, from another terminal:");
+        say(&format!("  curl -i http://{listen}/{FUNCTION}"));
+        say(&format!(
+            "  switchyard {store_flag} traffic {FUNCTION} 1.1.0=25 1.0.0=75"
+        ));
+        say(&format!("  switchyard {store_flag} status {FUNCTION}"));
+        say(&format!("  switchyard {store_flag} rollback {FUNCTION}"));
+        say(&format!("  switchyard {store_flag} history {FUNCTION}"));
+        say(&format!("  curl http://{admin}/metrics"));
         say("\nPress Ctrl-C to stop.");
         tokio::signal::ctrl_c()
             .await

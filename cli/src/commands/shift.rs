@@ -107,7 +107,7 @@ pub async fn change(
         })?;
         timing::mark("read");
         let change = Change {
-            now: jiff::Timestamp::now().to_string(),
+            now: format!("{:.0}", jiff::Timestamp::now()),
             actor: store.actor(),
             reason: write.reason.clone(),
         };
