@@ -127,8 +127,15 @@ impl<K: Resource> Catalog<K> {
                 true
             }
             Event::Apply(obj) => {
+                // Routing depends on specs only, and a spec change bumps the generation. A
+                // status write (every router's acknowledgement is one) must not trigger a
+                // rebuild: at 10,000 functions the acks alone would keep the router rebuilding.
+                let m = obj.meta();
+                let routed_same = self.live.get(&Self::key(&obj)).is_some_and(|old| {
+                    old.meta().uid == m.uid && old.meta().generation == m.generation
+                });
                 self.live.insert(Self::key(&obj), Arc::new(obj));
-                true
+                !routed_same
             }
             Event::Delete(obj) => self.live.remove(&Self::key(&obj)).is_some(),
         }
