@@ -27,6 +27,9 @@ fn live(routers: &[Router]) -> Vec<String> {
         .collect()
 }
 
+/// How long a router's refusal of a generation may stand before the wait reports it.
+const REJECTION_GRACE: Duration = Duration::from_secs(2);
+
 /// Waits until every live router replica reports `written.generation`, re-reading the
 /// Leases as it goes (a replica whose Lease expires stops counting). `routers` may hold the
 /// replicas as read just before the write; `since` is when the write was sent.
@@ -65,17 +68,27 @@ pub async fn routers(
     }
     let mut refresh = tokio::time::interval(store.router_refresh());
     refresh.tick().await;
+    // A router may see a new Function before its new version (they come through two watches)
+    // and refuse it for an instant, then acknowledge it once the version arrives: only a
+    // refusal that stands for REJECTION_GRACE is final.
+    let mut refused_since: Option<tokio::time::Instant> = None;
     loop {
         let summary = ack::summarize(&last.routers, generation, &live_names);
         if let Some((replica, why)) = summary.rejected.first() {
-            return Err(fail(
-                Code::Error,
-                format!(
-                    "router replica {replica} rejected generation {generation} of function {name}: {why}"
-                ),
-            ));
+            let first = *refused_since.get_or_insert_with(tokio::time::Instant::now);
+            if first.elapsed() >= REJECTION_GRACE {
+                return Err(fail(
+                    Code::Error,
+                    format!(
+                        "router replica {replica} rejected generation {generation} of function {name}: {why}"
+                    ),
+                ));
+            }
+        } else {
+            refused_since = None;
         }
-        if summary.complete() {
+        let grace_end = refused_since.map(|t| t + REJECTION_GRACE);
+        if summary.complete() && summary.rejected.is_empty() {
             return Ok(Applied {
                 routers: summary.live(),
                 elapsed: since.elapsed(),
@@ -94,6 +107,7 @@ pub async fn routers(
                     return Err(no_router());
                 }
             }
+            _ = tokio::time::sleep_until(grace_end.unwrap_or(deadline)), if grace_end.is_some() => {}
             _ = tokio::time::sleep_until(deadline) => {
                 return Err(fail(
                     Code::Timeout,
