@@ -270,7 +270,17 @@ impl LocalSource {
         let (tx, changes) = mpsc::unbounded_channel();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if event.is_ok() {
+                // Only writes count: the router's own reads raise open and access events,
+                // and following those would rescan the directory in a loop.
+                let write = event.is_ok_and(|e| {
+                    matches!(
+                        e.kind,
+                        notify::EventKind::Create(_)
+                            | notify::EventKind::Modify(_)
+                            | notify::EventKind::Remove(_)
+                    )
+                });
+                if write {
                     let _ = tx.send(());
                 }
             })?;
