@@ -41,16 +41,8 @@ pub struct Global {
     pub router_namespace: String,
     /// Keep state in a local directory instead of a cluster: `dir:PATH` (external versions
     /// only; routers started with the same `--store` follow it).
-    #[arg(long, global = true, env = "SWITCHYARD_STORE", value_name = "dir:PATH", value_parser = parse_store)]
+    #[arg(long, global = true, env = "SWITCHYARD_STORE", value_name = "dir:PATH", value_parser = switchyard_router::source::local::parse_store_flag)]
     pub store: Option<PathBuf>,
-}
-
-/// `dir:PATH` → `PATH`; the prefix leaves room for other kinds of store.
-pub fn parse_store(value: &str) -> Result<PathBuf, String> {
-    match value.strip_prefix("dir:") {
-        Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
-        _ => Err(format!("expected dir:PATH, got {value:?}")),
-    }
 }
 
 /// The subcommands.

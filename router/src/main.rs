@@ -27,7 +27,7 @@ struct Args {
     #[arg(long, env = "SWITCHYARD_ADMIN", default_value = "127.0.0.1:9090")]
     admin: SocketAddr,
     /// Follow a local store directory instead of a Kubernetes API server: `dir:PATH`.
-    #[arg(long, env = "SWITCHYARD_STORE", value_name = "dir:PATH", value_parser = parse_store,
+    #[arg(long, env = "SWITCHYARD_STORE", value_name = "dir:PATH", value_parser = switchyard_router::source::local::parse_store_flag,
           conflicts_with_all = ["namespace", "kubeconfig", "lease_namespace"])]
     store: Option<PathBuf>,
     /// The one namespace to watch; all namespaces when absent.
@@ -66,14 +66,6 @@ struct Args {
     /// Seconds to wait for the first complete table at start before giving up.
     #[arg(long, env = "SWITCHYARD_STARTUP_TIMEOUT", default_value_t = 10)]
     startup_timeout: u64,
-}
-
-/// `dir:PATH` → `PATH`; the prefix leaves room for other kinds of store.
-fn parse_store(value: &str) -> Result<PathBuf, String> {
-    match value.strip_prefix("dir:") {
-        Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
-        _ => Err(format!("expected dir:PATH, got {value:?}")),
-    }
 }
 
 fn replica_name(flag: Option<String>) -> String {

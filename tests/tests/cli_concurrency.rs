@@ -4,7 +4,7 @@
 #[path = "cli_support.rs"]
 mod support;
 
-use support::{function, Cli};
+use support::{function, two_versions, Cli};
 use switchyard_tests::{client, namespace};
 
 #[tokio::test]
@@ -12,24 +12,7 @@ async fn twenty_concurrent_traffic_commands_lose_no_update_silently() {
     let client = client().await;
     let ns = namespace(&client, "cli-race").await;
     let cli = Cli::new(&ns);
-    cli.ok(&[
-        "deploy",
-        "hello",
-        "1.0.0",
-        "--endpoint",
-        "http://127.0.0.1:9001",
-        "--no-wait",
-    ])
-    .await;
-    cli.ok(&[
-        "deploy",
-        "hello",
-        "1.1.0",
-        "--endpoint",
-        "http://127.0.0.1:9002",
-        "--no-wait",
-    ])
-    .await;
+    two_versions(&cli).await;
     // Each command gives 1.1.0 a distinct share, so its entry in the history is recognisable.
     let runs = (1..=20).map(|i| {
         let cli = cli.clone();

@@ -6,29 +6,8 @@
 #[path = "cli_support.rs"]
 mod support;
 
-use support::{Cli, RealRouter, SimRouter};
+use support::{two_versions, Cli, RealRouter, SimRouter};
 use switchyard_tests::{client, namespace};
-
-async fn two_versions(cli: &Cli) {
-    cli.ok(&[
-        "deploy",
-        "hello",
-        "1.0.0",
-        "--endpoint",
-        "http://127.0.0.1:9001",
-        "--no-wait",
-    ])
-    .await;
-    cli.ok(&[
-        "deploy",
-        "hello",
-        "1.1.0",
-        "--endpoint",
-        "http://127.0.0.1:9002",
-        "--no-wait",
-    ])
-    .await;
-}
 
 #[tokio::test]
 async fn waiting_for_routers_works_with_two_replicas_and_times_out_with_exit_4_when_one_stops() {

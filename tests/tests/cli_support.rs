@@ -303,3 +303,25 @@ pub async fn wait_for_leases(client: &Client, ns: &str, names: &[&str]) {
         .await;
     }
 }
+
+/// Deploys `hello` 1.0.0 and 1.1.0 as external versions (never dialled), without waiting.
+pub async fn two_versions(cli: &Cli) {
+    cli.ok(&[
+        "deploy",
+        "hello",
+        "1.0.0",
+        "--endpoint",
+        "http://127.0.0.1:9001",
+        "--no-wait",
+    ])
+    .await;
+    cli.ok(&[
+        "deploy",
+        "hello",
+        "1.1.0",
+        "--endpoint",
+        "http://127.0.0.1:9002",
+        "--no-wait",
+    ])
+    .await;
+}

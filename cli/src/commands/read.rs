@@ -111,9 +111,11 @@ fn version_table(rows: &[VersionRow], now: jiff::Timestamp, stable: Option<&str>
     t
 }
 
-/// `versions FN`.
-pub async fn versions(store: &dyn Store, args: args::Read) -> anyhow::Result<()> {
-    let name = &args.function;
+/// A function and its versions, read at once; exit 2 when neither exists.
+pub(crate) async fn function_and_versions(
+    store: &dyn Store,
+    name: &str,
+) -> anyhow::Result<(Option<FunctionState>, Vec<VersionInfo>)> {
     let (f, versions) = futures::try_join!(store.function(name), store.versions(name))?;
     if f.is_none() && versions.is_empty() {
         return Err(fail(
@@ -121,6 +123,13 @@ pub async fn versions(store: &dyn Store, args: args::Read) -> anyhow::Result<()>
             format!("function {name} not found in {}", store.location()),
         ));
     }
+    Ok((f, versions))
+}
+
+/// `versions FN`.
+pub async fn versions(store: &dyn Store, args: args::Read) -> anyhow::Result<()> {
+    let name = &args.function;
+    let (f, versions) = function_and_versions(store, name).await?;
     let rows = version_rows(f.as_ref(), &versions);
     let stable = f.as_ref().and_then(|f| f.spec.stable.clone());
     output::print(args.output.format, &rows, || {

@@ -71,13 +71,7 @@ pub async fn delete(store: &dyn Store, args: args::Delete) -> anyhow::Result<()>
 /// `gc FN --keep N`.
 pub async fn gc(store: &dyn Store, args: args::Gc) -> anyhow::Result<()> {
     let name = &args.function;
-    let (f, versions) = futures::try_join!(store.function(name), store.versions(name))?;
-    if f.is_none() && versions.is_empty() {
-        return Err(fail(
-            Code::Invalid,
-            format!("function {name} not found in {}", store.location()),
-        ));
-    }
+    let (f, versions) = super::read::function_and_versions(store, name).await?;
     let all: Vec<String> = versions.iter().map(|v| v.spec.version.clone()).collect();
     let mut gc = plan::gc(f.as_ref().map(|f| &f.spec), &all, args.keep);
     if args.force {

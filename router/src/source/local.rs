@@ -58,6 +58,15 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     }
 }
 
+/// Reads the `--store` flag of both binaries: `dir:PATH` → `PATH` (the prefix leaves room for
+/// other kinds of store).
+pub fn parse_store_flag(value: &str) -> Result<PathBuf, String> {
+    match value.strip_prefix("dir:") {
+        Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
+        _ => Err(format!("expected dir:PATH, got {value:?}")),
+    }
+}
+
 /// File access to a local store directory.
 #[derive(Debug, Clone)]
 pub struct LocalStore {
