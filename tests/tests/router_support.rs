@@ -466,5 +466,8 @@ impl SlowUpstream {
 
 /// A loopback address nothing listens on (bound, then released).
 pub fn dead_url() -> String {
-    format!("http://127.0.0.1:{}", free_port())
+    // Port 1 (tcpmux) is privileged and unused: connections are refused. A port that was free
+    // a moment ago is not dead: a server of a test running in parallel may take it (CI saw
+    // this one answer 404 for the "dead" version).
+    "http://127.0.0.1:1".to_string()
 }
