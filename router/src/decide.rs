@@ -37,6 +37,11 @@ pub struct Target {
 }
 
 impl Target {
+    /// The value of `x-switchyard-served-by` for the chosen backend.
+    pub fn served_by(&self) -> &str {
+        &self.route.backends[self.backend].served_by
+    }
+
     /// After `backend` could not be reached: another version with weight, chosen by the same
     /// roll (never a weight-0 version, never for a pinned request).
     pub fn failover(&self) -> Option<usize> {

@@ -18,7 +18,9 @@
 //! | [`build`] | state → table, one Function at a time; keeps the last good route of an invalid Function |
 //! | [`live`] | the swapped [`live::Live`] table and what outlives swaps (request counters, metrics, readiness) |
 //! | [`decide`] | which route and version a request gets: no HTTP types, no IO |
-//! | [`proxy`] | the HTTP plumbing (pingora-proxy `ProxyHttp` hooks): the one module to replace for speed |
+//! | [`proxy`] | the HTTP plumbing: a purpose-built HTTP/1 proxy loop served by pingora-core |
+//! | [`http1`] | HTTP/1 heads, body framing and hop-by-hop rules, no IO |
+//! | [`upstream`] | upstream name resolution and the keep-alive connection pool |
 //! | [`admin`] | `/healthz`, `/readyz`, `/metrics`, `/routes` |
 //! | [`snapshot`] | the snapshot file, written atomically after each swap |
 
@@ -33,12 +35,14 @@ pub mod admin;
 pub mod build;
 pub mod config;
 pub mod decide;
+pub mod http1;
 pub mod live;
 pub mod metrics;
 pub mod proxy;
 mod server;
 pub mod snapshot;
 pub mod source;
+pub mod upstream;
 
 pub use config::RouterConfig;
 pub use live::Shared;

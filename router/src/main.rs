@@ -85,7 +85,7 @@ fn init_logging() {
         tracing_subscriber::EnvFilter::new(
             // kube-client logs every failed connection as an error; the router reports an
             // unreachable API server once, itself.
-            "info,kube_client=off,kube_runtime=warn,pingora_core=warn,pingora_proxy=warn,pingora=warn",
+            "info,kube_client=off,kube_runtime=warn,pingora_core=warn,pingora=warn",
         )
     });
     // Pingora logs through `log`, kube through `tracing`: one subscriber for both.

@@ -61,16 +61,13 @@ pub fn spawn(
         threads: config.threads.max(1),
         grace_period_seconds: Some(config.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(1),
-        // A pool smaller than the peak of concurrent upstream connections halves throughput.
-        upstream_keepalive_pool_size: 4096,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
+    let mut proxy = Service::new(
+        "switchyard proxy".to_string(),
         Proxy::new(Arc::clone(&shared)),
-        "switchyard proxy",
     );
     proxy.add_tcp(&config.listen.to_string());
     let mut admin = Service::new("switchyard admin".to_string(), Admin::new(shared));

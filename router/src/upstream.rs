@@ -1,0 +1,184 @@
+//! Upstream connections: name resolution (cached briefly) and the keep-alive pool.
+//!
+//! The pool is a stack of idle connections per socket address: the most recently used one is
+//! reused first, so a burst uses few connections and the rest age out. A connection idle for
+//! more than [`CHECK_AFTER`] is checked for a close from the upstream before it is reused; a
+//! fresher one that turns out closed is caught by the proxy, which retries a request it can
+//! replay once on a new connection.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+
+/// How long a resolved upstream host name is reused.
+const DNS_TTL: Duration = Duration::from_secs(10);
+/// Idle connections older than this are closed instead of reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(55);
+/// Idle connections older than this are checked for a close before reuse.
+const CHECK_AFTER: Duration = Duration::from_secs(1);
+/// Most idle connections kept per upstream address.
+const MAX_IDLE: usize = 1024;
+/// Time allowed for a TCP connect.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why no connection could be had.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// The host name does not resolve.
+    Resolve(String),
+    /// The connect did not finish in [`CONNECT_TIMEOUT`].
+    Timeout,
+    /// The connect failed (refused, unreachable, …).
+    Io(io::Error),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Resolve(host) => write!(f, "cannot resolve {host}"),
+            ConnectError::Timeout => write!(f, "connect timed out after {CONNECT_TIMEOUT:?}"),
+            ConnectError::Io(e) => write!(f, "cannot connect: {e}"),
+        }
+    }
+}
+
+struct Idle {
+    conn: TcpStream,
+    since: Instant,
+}
+
+/// Resolution cache and keep-alive pool, shared by every connection of one router.
+#[derive(Default)]
+pub struct Upstreams {
+    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    dns: Mutex<HashMap<(String, u16), (SocketAddr, Instant)>>,
+}
+
+impl Upstreams {
+    /// An empty pool.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An upstream's socket address: IPs as they are, names through the resolver.
+    pub async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, ConnectError> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(SocketAddr::new(ip, port));
+        }
+        let key = (host.to_string(), port);
+        if let Ok(cache) = self.dns.lock() {
+            if let Some((addr, at)) = cache.get(&key) {
+                if at.elapsed() < DNS_TTL {
+                    return Ok(*addr);
+                }
+            }
+        }
+        let addr = tokio::net::lookup_host((host, port))
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| ConnectError::Resolve(host.to_string()))?;
+        if let Ok(mut cache) = self.dns.lock() {
+            cache.insert(key, (addr, Instant::now()));
+        }
+        Ok(addr)
+    }
+
+    /// An idle connection to `addr`, if the pool has a usable one.
+    pub fn take(&self, addr: SocketAddr) -> Option<TcpStream> {
+        loop {
+            let idle = self.idle.lock().ok()?.get_mut(&addr)?.pop()?;
+            let age = idle.since.elapsed();
+            if age > IDLE_TIMEOUT {
+                continue;
+            }
+            if age > CHECK_AFTER && !open(&idle.conn) {
+                continue;
+            }
+            return Some(idle.conn);
+        }
+    }
+
+    /// Returns a connection that finished its exchange cleanly.
+    pub fn put(&self, addr: SocketAddr, conn: TcpStream) {
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        let stack = idle.entry(addr).or_default();
+        if stack.len() >= MAX_IDLE
+            || stack
+                .first()
+                .is_some_and(|i| i.since.elapsed() > IDLE_TIMEOUT)
+        {
+            stack.remove(0);
+        }
+        stack.push(Idle {
+            conn,
+            since: Instant::now(),
+        });
+    }
+
+    /// A new connection to `addr`.
+    pub async fn connect(addr: SocketAddr) -> Result<TcpStream, ConnectError> {
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ConnectError::Timeout)?
+            .map_err(ConnectError::Io)?;
+        conn.set_nodelay(true).map_err(ConnectError::Io)?;
+        Ok(conn)
+    }
+
+    /// Idle connections held, for all addresses.
+    pub fn idle_count(&self) -> usize {
+        self.idle
+            .lock()
+            .map(|m| m.values().map(Vec::len).sum())
+            .unwrap_or(0)
+    }
+}
+
+/// An idle connection is still usable: nothing to read and no end of stream.
+fn open(conn: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(conn.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connection_closed_by_the_upstream_while_idle_is_not_reused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let pool = Upstreams::new();
+        let conn = Upstreams::connect(addr).await.expect("connect");
+        let (server_side, _) = listener.accept().await.expect("accept");
+        pool.put(addr, conn);
+        assert!(
+            pool.take(addr).is_some(),
+            "a fresh idle connection is reused"
+        );
+
+        let conn = Upstreams::connect(addr).await.expect("connect");
+        let (server_side2, _) = listener.accept().await.expect("accept");
+        drop(server_side2);
+        pool.put(addr, conn);
+        if let Ok(mut idle) = pool.idle.lock() {
+            // Age it past the check threshold.
+            for i in idle.values_mut().flatten() {
+                i.since -= CHECK_AFTER * 2;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(pool.take(addr).is_none(), "closed by the upstream");
+        assert_eq!(pool.idle_count(), 0);
+        drop(server_side);
+    }
+}
