@@ -142,9 +142,9 @@ impl Diff {
     /// Prints it, with a closing line saying nothing was written.
     pub fn print(&self) {
         for l in &self.lines {
-            println!("{l}");
+            crate::output::line(format_args!("{l}"));
         }
-        println!("(dry run: nothing was written)");
+        crate::output::line(format_args!("(dry run: nothing was written)"));
     }
 }
 

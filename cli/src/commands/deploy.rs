@@ -116,12 +116,18 @@ pub async fn run(store: &dyn Store, d: args::Deploy) -> anyhow::Result<()> {
     timing::mark("write");
     match created {
         Created::Different => return Err(immutable(name, version)),
-        Created::Same => println!("{name}@{version} is already deployed with this spec"),
+        Created::Same => crate::output::line(format_args!(
+            "{name}@{version} is already deployed with this spec"
+        )),
         Created::New => match &spec.endpoint {
-            Some(url) => println!("{name}@{version} registered: external endpoint {url}"),
+            Some(url) => crate::output::line(format_args!(
+                "{name}@{version} registered: external endpoint {url}"
+            )),
             None => {
                 let object = switchyard_core::object_name(name, version);
-                println!("{name}@{version} created: Deployment and Service {object}")
+                crate::output::line(format_args!(
+                    "{name}@{version} created: Deployment and Service {object}"
+                ))
             }
         },
     }
@@ -129,7 +135,7 @@ pub async fn run(store: &dyn Store, d: args::Deploy) -> anyhow::Result<()> {
         let waited = wait::ready(store, name, version, d.write.timeout).await;
         timing::mark("wait");
         waited?;
-        println!("{name}@{version} is ready");
+        crate::output::line(format_args!("{name}@{version} is ready"));
     }
 
     let change = Change {
@@ -177,9 +183,9 @@ pub async fn run(store: &dyn Store, d: args::Deploy) -> anyhow::Result<()> {
         }
         _ => {
             if created == Created::New {
-                println!(
+                crate::output::line(format_args!(
                     "{name}@{version} has 0% of the traffic; shift some with `switchyard traffic {name} {version}=10 …`"
-                );
+                ));
             }
             Ok(())
         }

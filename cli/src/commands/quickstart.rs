@@ -192,11 +192,11 @@ fn deploy_args(version: &str, url: &str, write: Write) -> args::Deploy {
 }
 
 fn say(line: &str) {
-    println!("{line}");
+    crate::output::line(format_args!("{line}"));
 }
 
 fn step(command: &str) {
-    println!("\n\x1b[1m$ {command}\x1b[0m");
+    crate::output::line(format_args!("\n\x1b[1m$ {command}\x1b[0m"));
 }
 
 /// Sends `requests` requests through the router and prints the split they observed next to
@@ -216,13 +216,13 @@ async fn observe(
             None => bail!("a request was served by {served:?}, which the split does not name"),
         }
     }
-    println!("  {requests} requests through the router:");
+    crate::output::line(format_args!("  {requests} requests through the router:"));
     for ((version, want), got) in expected.iter().zip(&counts) {
         let share = 100.0 * f64::from(*got) / f64::from(requests);
         let bar = "█".repeat((share / 2.5).round() as usize);
-        println!(
+        crate::output::line(format_args!(
             "    {FUNCTION}@{version:<6} configured {want:>5.1}%  observed {share:>5.1}%  {bar}"
-        );
+        ));
         if (share - want).abs() > TOLERANCE_POINTS {
             bail!("{FUNCTION}@{version} got {share:.1}% of the requests, configured {want:.1}%");
         }

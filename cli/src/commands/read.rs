@@ -300,7 +300,7 @@ pub async fn status(store: &dyn Store, args: args::Status) -> anyhow::Result<()>
         let (versions, routers) = futures::try_join!(store.versions(name), store.routers())?;
         let view = status_view(&last, &versions, &routers);
         if args.output.format == args::Format::Table {
-            println!("---");
+            crate::output::line(format_args!("---"));
         }
         output::print(args.output.format, &view, || {
             status_text(&view, jiff::Timestamp::now())

@@ -59,7 +59,7 @@ pub async fn delete(store: &dyn Store, args: args::Delete) -> anyhow::Result<()>
             }
         }
         store.delete_version(name, version).await?;
-        println!("{name}@{version} deleted");
+        crate::output::line(format_args!("{name}@{version} deleted"));
         return Ok(());
     }
     Err(fail(
@@ -88,7 +88,7 @@ pub async fn gc(store: &dyn Store, args: args::Gc) -> anyhow::Result<()> {
         eprintln!("keeping {name}@{v}: {}", why(p));
     }
     if gc.delete.is_empty() {
-        println!("{name}: nothing to collect");
+        crate::output::line(format_args!("{name}: nothing to collect"));
         return Ok(());
     }
     if args.dry_run {
@@ -104,7 +104,7 @@ pub async fn gc(store: &dyn Store, args: args::Gc) -> anyhow::Result<()> {
     }
     for v in &gc.delete {
         store.delete_version(name, v).await?;
-        println!("{name}@{v} deleted");
+        crate::output::line(format_args!("{name}@{v} deleted"));
     }
     Ok(())
 }

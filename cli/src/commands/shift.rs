@@ -134,10 +134,10 @@ pub async fn change(
         if plan::same_split(&function.spec.traffic, &next.traffic)
             && last_action != Some(Action::Undo)
         {
-            println!(
+            crate::output::line(format_args!(
                 "{name}: already {}, nothing to change",
                 plan::describe(&function.spec.traffic)
-            );
+            ));
             return Ok(None);
         }
         if write.dry_run {
@@ -220,10 +220,10 @@ pub async fn finish(store: &dyn Store, landed: Landed, write: &Write) -> anyhow:
         plan::describe(&landed.after.spec.traffic)
     );
     if write.no_wait {
-        println!(
+        crate::output::line(format_args!(
             "{line} · written as generation {}, not waiting for routers",
             landed.after.generation
-        );
+        ));
         return Ok(());
     }
     let applied = wait::routers(
@@ -236,12 +236,12 @@ pub async fn finish(store: &dyn Store, landed: Landed, write: &Write) -> anyhow:
     .await;
     timing::mark("wait");
     let applied = applied?;
-    println!(
+    crate::output::line(format_args!(
         "{line} · applied by {}/{} routers in {}",
         applied.routers,
         applied.routers,
         wait::show(applied.elapsed)
-    );
+    ));
     Ok(())
 }
 
