@@ -4,6 +4,7 @@
 //! and which headers are hop-by-hop.
 
 use std::fmt;
+use std::mem::MaybeUninit;
 
 /// Most header lines a head may carry.
 pub const MAX_HEADERS: usize = 128;
@@ -19,6 +20,10 @@ pub struct Span {
 
 impl Span {
     fn within(buf: &[u8], part: &[u8]) -> Span {
+        if part.is_empty() {
+            // An empty part may not point into `buf` at all.
+            return Span::default();
+        }
         let start = part.as_ptr() as usize - buf.as_ptr() as usize;
         Span {
             start: start as u32,
@@ -29,6 +34,11 @@ impl Span {
     /// The bytes of this span in `buf`.
     pub fn of<'b>(&self, buf: &'b [u8]) -> &'b [u8] {
         &buf[self.start as usize..self.end as usize]
+    }
+
+    /// Nothing in it.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
     }
 }
 
@@ -59,8 +69,47 @@ impl fmt::Display for Malformed {
     }
 }
 
-/// A parsed request or response head: offsets into the buffer it was parsed from.
-#[derive(Debug, Default)]
+/// One header line: where its name and value are, and whether it is hop-by-hop.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Field {
+    /// The name.
+    pub name: Span,
+    /// The value, trimmed.
+    pub value: Span,
+    /// Describes this connection only (the fixed set, or named by `Connection`): never forwarded.
+    pub hop: bool,
+}
+
+impl Field {
+    /// Appends the line to `out` as `name: value` and CRLF: the original bytes from the name
+    /// to the end of the value when they are contiguous (one copy), else name and value.
+    pub fn write_to(&self, buf: &[u8], out: &mut Vec<u8>) {
+        if self.value.is_empty() {
+            out.extend_from_slice(self.name.of(buf));
+            out.extend_from_slice(b": \r\n");
+        } else {
+            out.extend_from_slice(&buf[self.name.start as usize..self.value.end as usize]);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+/// Where the parts of a request target are.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Target {
+    /// The target is a path (origin form), `*`, or an absolute `http://` URL.
+    pub proxyable: bool,
+    /// From an absolute-form target.
+    pub authority: Option<Span>,
+    /// The path (`/` when an absolute URL has none).
+    pub path: Span,
+    /// After the `?`.
+    pub query: Option<Span>,
+}
+
+/// A parsed request or response head: offsets into the buffer it was parsed from, each header
+/// classified once, the framing worked out once.
+#[derive(Debug)]
 pub struct Head {
     /// Bytes the head takes, blank line included.
     pub len: usize,
@@ -68,28 +117,50 @@ pub struct Head {
     pub minor: u8,
     /// Request method.
     pub method: Span,
-    /// Request target.
+    /// Request target, whole.
     pub target: Span,
+    /// Request target, in parts.
+    pub parts: Target,
     /// Response status.
     pub status: u16,
     /// Response reason phrase.
     pub reason: Span,
-    /// Header names and values, in order.
-    pub headers: Vec<(Span, Span)>,
+    /// Header lines, in order.
+    pub fields: Vec<Field>,
+    /// The framing and connection facts, or why the message cannot be proxied.
+    pub meta: Result<Meta, Malformed>,
+}
+
+impl Default for Head {
+    fn default() -> Self {
+        Head {
+            len: 0,
+            minor: 1,
+            method: Span::default(),
+            target: Span::default(),
+            parts: Target::default(),
+            status: 0,
+            reason: Span::default(),
+            fields: Vec::new(),
+            meta: Err(Malformed::Syntax),
+        }
+    }
 }
 
 impl Head {
     /// Parses a request head at the start of `buf`: `Ok(false)` when more bytes are needed.
     pub fn parse_request(&mut self, buf: &[u8]) -> Result<bool, Malformed> {
-        let mut lines = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut lines);
-        match req.parse(buf) {
+        let mut lines = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
+        match req.parse_with_uninit_headers(buf, &mut lines) {
             Ok(httparse::Status::Complete(len)) => {
                 self.len = len;
                 self.minor = req.version.unwrap_or(1);
                 self.method = Span::within(buf, req.method.unwrap_or_default().as_bytes());
-                self.target = Span::within(buf, req.path.unwrap_or_default().as_bytes());
-                self.keep(buf, req.headers);
+                let target = req.path.unwrap_or_default();
+                self.target = Span::within(buf, target.as_bytes());
+                self.parts = split_target(buf, target);
+                self.keep(buf, req.headers, true);
                 Ok(true)
             }
             Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => Err(Malformed::TooLarge),
@@ -101,15 +172,17 @@ impl Head {
 
     /// Parses a response head at the start of `buf`: `Ok(false)` when more bytes are needed.
     pub fn parse_response(&mut self, buf: &[u8]) -> Result<bool, Malformed> {
-        let mut lines = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut lines);
-        match resp.parse(buf) {
+        let mut lines = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        match httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut resp, buf, &mut lines)
+        {
             Ok(httparse::Status::Complete(len)) => {
                 self.len = len;
                 self.minor = resp.version.unwrap_or(1);
                 self.status = resp.code.unwrap_or(502);
                 self.reason = Span::within(buf, resp.reason.unwrap_or_default().as_bytes());
-                self.keep(buf, resp.headers);
+                self.keep(buf, resp.headers, false);
                 Ok(true)
             }
             Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => Err(Malformed::TooLarge),
@@ -119,75 +192,146 @@ impl Head {
         }
     }
 
-    fn keep(&mut self, buf: &[u8], lines: &[httparse::Header<'_>]) {
-        self.headers.clear();
-        self.headers.extend(lines.iter().map(|h| {
-            (
-                Span::within(buf, h.name.as_bytes()),
-                Span::within(buf, h.value),
-            )
-        }));
+    /// Records the header lines, classifies them and works out the framing, in one pass.
+    fn keep(&mut self, buf: &[u8], lines: &[httparse::Header<'_>], request: bool) {
+        self.fields.clear();
+        let mut facts = Facts::new(self.minor);
+        let mut named_by_connection = false;
+        for line in lines {
+            let name = line.name.as_bytes();
+            let value = line.value.trim_ascii();
+            let hop = facts.see(name, value, request);
+            if hop && name.eq_ignore_ascii_case(b"connection") {
+                named_by_connection |= tokens(value).any(|t| {
+                    !(t.eq_ignore_ascii_case(b"close")
+                        || t.eq_ignore_ascii_case(b"keep-alive")
+                        || t.eq_ignore_ascii_case(b"upgrade"))
+                });
+            }
+            self.fields.push(Field {
+                name: Span::within(buf, name),
+                value: Span::within(buf, value),
+                hop,
+            });
+        }
+        if named_by_connection {
+            self.mark_named(buf);
+        }
+        self.meta = facts.meta(request);
+    }
+
+    /// Marks the headers a `Connection` header names as hop-by-hop (rare: most name none).
+    fn mark_named(&mut self, buf: &[u8]) {
+        for i in 0..self.fields.len() {
+            let name = self.fields[i].name.of(buf);
+            let named = self.fields.iter().any(|f| {
+                f.name.of(buf).eq_ignore_ascii_case(b"connection")
+                    && tokens(f.value.of(buf)).any(|t| t.eq_ignore_ascii_case(name))
+            });
+            self.fields[i].hop |= named;
+        }
     }
 
     /// The headers as `(name, value)`.
     pub fn fields<'b>(&'b self, buf: &'b [u8]) -> impl Iterator<Item = (&'b [u8], &'b [u8])> {
-        self.headers.iter().map(|(n, v)| (n.of(buf), v.of(buf)))
+        self.fields
+            .iter()
+            .map(|f| (f.name.of(buf), f.value.of(buf)))
     }
 
     /// The first value of header `name` (any case).
     pub fn get<'b>(&self, buf: &'b [u8], name: &str) -> Option<&'b [u8]> {
-        self.headers
+        self.fields
             .iter()
-            .find(|(n, _)| n.of(buf).eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| v.of(buf))
+            .find(|f| f.name.of(buf).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|f| f.value.of(buf))
+    }
+}
+
+/// What the header lines say, gathered while they are classified.
+struct Facts {
+    minor: u8,
+    length: Option<u64>,
+    bad_length: bool,
+    encoded: bool,
+    chunked: bool,
+    close: bool,
+    keep_alive: bool,
+    connection_upgrade: bool,
+    upgrade_header: bool,
+    expect_continue: bool,
+}
+
+impl Facts {
+    fn new(minor: u8) -> Facts {
+        Facts {
+            minor,
+            length: None,
+            bad_length: false,
+            encoded: false,
+            chunked: false,
+            close: false,
+            keep_alive: false,
+            connection_upgrade: false,
+            upgrade_header: false,
+            expect_continue: false,
+        }
     }
 
-    /// How the message's body is framed and what its headers say about the connection.
-    /// `request` selects the request rules (a request without length has no body; a response
-    /// without one runs until the connection closes).
-    pub fn meta(&self, buf: &[u8], request: bool) -> Result<Meta, Malformed> {
-        let mut length: Option<u64> = None;
-        let mut chunked = false;
-        let mut encoded = false;
-        let mut meta = Meta {
-            body: Body::Length(0),
-            keep_alive: self.minor >= 1,
-            upgrade: false,
-            expect_continue: false,
-        };
-        let mut upgrade_header = false;
-        for (name, value) in self.fields(buf) {
-            if name.eq_ignore_ascii_case(b"content-length") {
-                let n = parse_length(value).ok_or(Malformed::Length)?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(Malformed::Length);
+    /// Takes in one header line; true when it is hop-by-hop by name.
+    fn see(&mut self, name: &[u8], value: &[u8], request: bool) -> bool {
+        let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+        match name.len() {
+            2 => is(b"te"),
+            6 if request && is(b"expect") => {
+                self.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
+                false
+            }
+            7 if is(b"upgrade") => {
+                self.upgrade_header = true;
+                true
+            }
+            10 if is(b"connection") => {
+                for token in tokens(value) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        self.close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        self.keep_alive = true;
+                    } else if token.eq_ignore_ascii_case(b"upgrade") {
+                        self.connection_upgrade = true;
+                    }
                 }
-                length = Some(n);
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                encoded = true;
-                // Only the last coding matters for framing; it must be chunked.
-                chunked = value
+                true
+            }
+            10 => is(b"keep-alive"),
+            14 if is(b"content-length") => {
+                match parse_length(value) {
+                    Some(n) if self.length.is_none_or(|l| l == n) => self.length = Some(n),
+                    _ => self.bad_length = true,
+                }
+                false
+            }
+            16 => is(b"proxy-connection"),
+            17 if is(b"transfer-encoding") => {
+                self.encoded = true;
+                // Only the last coding decides the framing; it must be chunked.
+                self.chunked = value
                     .rsplit(|&b| b == b',')
                     .next()
                     .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            } else if name.eq_ignore_ascii_case(b"connection") {
-                for token in tokens(value) {
-                    if token.eq_ignore_ascii_case(b"close") {
-                        meta.keep_alive = false;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") && self.minor == 0 {
-                        meta.keep_alive = true;
-                    } else if token.eq_ignore_ascii_case(b"upgrade") {
-                        meta.upgrade = true;
-                    }
-                }
-            } else if name.eq_ignore_ascii_case(b"upgrade") {
-                upgrade_header = true;
-            } else if request && name.eq_ignore_ascii_case(b"expect") {
-                meta.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+                false
             }
+            _ => false,
         }
-        meta.upgrade &= upgrade_header;
-        meta.body = match (encoded, chunked, length) {
+    }
+
+    /// The framing: a request without length has no body; a response without one runs until
+    /// the connection closes.
+    fn meta(&self, request: bool) -> Result<Meta, Malformed> {
+        if self.bad_length {
+            return Err(Malformed::Length);
+        }
+        let body = match (self.encoded, self.chunked, self.length) {
             (true, _, Some(_)) if request => return Err(Malformed::Encoding),
             (true, false, _) if request => return Err(Malformed::Encoding),
             (true, true, _) => Body::Chunked,
@@ -196,11 +340,47 @@ impl Head {
             (false, _, None) if request => Body::Length(0),
             (false, _, None) => Body::UntilClose,
         };
-        if encoded && length.is_some() {
-            // A response with both: trust the chunks, never reuse the connection.
-            meta.keep_alive = false;
+        let keep_alive = if self.minor == 0 {
+            self.keep_alive && !self.close
+        } else {
+            !self.close
+        };
+        Ok(Meta {
+            body,
+            // A response with both a length and chunks: trust the chunks, never reuse.
+            keep_alive: keep_alive && !(self.encoded && self.length.is_some()),
+            upgrade: self.connection_upgrade && self.upgrade_header,
+            expect_continue: self.expect_continue,
+        })
+    }
+}
+
+/// Origin form (`/p?q`), `*`, or absolute form (`http://host/p?q`); anything else (the
+/// authority form of CONNECT, other schemes) is not proxyable.
+fn split_target(buf: &[u8], target: &str) -> Target {
+    let (authority, rest) = if target.starts_with('/') || target == "*" {
+        (None, target)
+    } else {
+        match target.find("://") {
+            Some(i) if target[..i].eq_ignore_ascii_case("http") => {
+                let rest = &target[i + 3..];
+                let end = rest.find(['/', '?']).unwrap_or(rest.len());
+                (Some(&rest[..end]), &rest[end..])
+            }
+            _ => return Target::default(),
         }
-        Ok(meta)
+    };
+    let (path, query) = match rest.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (rest, None),
+    };
+    Target {
+        proxyable: true,
+        authority: authority.map(|a| Span::within(buf, a.as_bytes())),
+        // An absolute URL without a path means `/`: the span of the `/`-less rest is empty and
+        // the proxy writes `/` for it.
+        path: Span::within(buf, path.as_bytes()),
+        query: query.map(|q| Span::within(buf, q.as_bytes())),
     }
 }
 
@@ -244,22 +424,6 @@ pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .split(|&b| b == b',')
         .map(<[u8]>::trim_ascii)
         .filter(|t| !t.is_empty())
-}
-
-/// Headers that describe one connection, never forwarded: the fixed set, plus any the
-/// message's own `Connection` header names (`listed`: that header's values).
-pub fn hop_by_hop(name: &[u8], listed: &[&[u8]]) -> bool {
-    const FIXED: [&[u8]; 5] = [
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"upgrade",
-    ];
-    FIXED.iter().any(|h| name.eq_ignore_ascii_case(h))
-        || listed
-            .iter()
-            .any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case(name)))
 }
 
 /// Finds the end of a chunked body in the bytes as they arrive.
@@ -360,7 +524,7 @@ mod tests {
     fn request(text: &str) -> (Head, Result<Meta, Malformed>) {
         let mut head = Head::default();
         assert_eq!(head.parse_request(text.as_bytes()), Ok(true), "{text}");
-        let meta = head.meta(text.as_bytes(), true);
+        let meta = head.meta;
         (head, meta)
     }
 
@@ -445,16 +609,57 @@ mod tests {
         assert_eq!(head.parse_response(text), Ok(true));
         assert_eq!(head.status, 200);
         assert_eq!(head.reason.of(text), b"OK");
-        assert_eq!(head.meta(text, false).map(|m| m.body), Ok(Body::UntilClose));
+        assert_eq!(head.meta.map(|m| m.body), Ok(Body::UntilClose));
     }
 
     #[test]
     fn hop_by_hop_headers_include_those_the_connection_header_names() {
-        assert!(hop_by_hop(b"Keep-Alive", &[]));
-        assert!(hop_by_hop(b"TE", &[]));
-        assert!(!hop_by_hop(b"x-custom", &[]));
-        assert!(hop_by_hop(b"X-Custom", &[b"close, x-custom"]));
-        assert!(!hop_by_hop(b"content-length", &[b"close"]));
+        let text = "GET / HTTP/1.1\r\nKeep-Alive: 5\r\nTE: trailers\r\nX-Custom: 1\r\n\
+X-Other: 2\r\nConnection: close, x-custom\r\nContent-Length: 0\r\n\r\n";
+        let (head, _) = request(text);
+        let buf = text.as_bytes();
+        let hop: Vec<&[u8]> = head
+            .fields
+            .iter()
+            .filter(|f| f.hop)
+            .map(|f| f.name.of(buf))
+            .collect();
+        assert_eq!(
+            hop,
+            [&b"Keep-Alive"[..], b"TE", b"X-Custom", b"Connection"],
+            "X-Other and Content-Length are end-to-end"
+        );
+    }
+
+    #[test]
+    fn targets_split_into_authority_path_and_query() {
+        let parts = |t: &str| {
+            let text = format!("GET {t} HTTP/1.1\r\n\r\n");
+            let (head, _) = request(&text);
+            let buf = text.as_bytes();
+            let p = head.parts;
+            let s = |span: Span| String::from_utf8_lossy(span.of(buf)).into_owned();
+            (p.proxyable, p.authority.map(s), s(p.path), p.query.map(s))
+        };
+        assert_eq!(
+            parts("/a/b?x=1"),
+            (true, None, "/a/b".into(), Some("x=1".into()))
+        );
+        assert_eq!(
+            parts("http://h.test:8080/a?q"),
+            (
+                true,
+                Some("h.test:8080".into()),
+                "/a".into(),
+                Some("q".into())
+            )
+        );
+        assert_eq!(
+            parts("HTTP://h.test"),
+            (true, Some("h.test".into()), "".into(), None)
+        );
+        assert!(!parts("h.test:443").0, "authority form");
+        assert!(!parts("ftp://h/").0);
     }
 
     #[test]

@@ -20,8 +20,10 @@
 //! connection when a reused one turns out closed, and upstream connections reused only after
 //! a cleanly finished exchange.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,16 +34,18 @@ use pingora::server::ShutdownWatch;
 use switchyard_core::table::Route;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 use crate::decide::{decide, Decision, RequestView, Target, PIN_HEADER, SERVED_BY_HEADER};
-use crate::http1::{hop_by_hop, Body, Chunked, Head, Malformed, Meta, MAX_HEAD};
+use crate::http1::{Body, Chunked, Head, Malformed, Meta, MAX_HEAD};
 use crate::live::Shared;
 use crate::upstream::{ConnectError, Upstreams};
 
-/// How long a keep-alive client connection may sit idle between requests.
+/// How long a keep-alive client connection may sit idle between requests (or take to send a
+/// request head).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a client may take to send a request head once it started one.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// How far the idle deadline may lag behind the last request.
+const IDLE_SLACK: Duration = Duration::from_secs(1);
 /// Body bytes copied beside a head so both go out in one write.
 const INLINE_BODY: usize = 16 * 1024;
 /// Initial size of a connection's read buffers.
@@ -79,7 +83,19 @@ impl ServerApp for Proxy {
             resp: Head::default(),
             shutdown: shutdown.clone(),
         };
-        while conn.next_request(&mut stream).await {
+        // One idle timer and one shutdown wait for the connection's whole life: arming a
+        // timer and a watch per request cost more than the rest of the request's bookkeeping.
+        let idle = tokio::time::sleep(IDLE_TIMEOUT);
+        tokio::pin!(idle);
+        let mut stopping = shutdown.clone();
+        let stop = async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        };
+        tokio::pin!(stop);
+        while conn
+            .next_request(&mut stream, idle.as_mut(), stop.as_mut())
+            .await
+        {
             if conn.exchange(&mut stream).await == Next::Close {
                 break;
             }
@@ -275,8 +291,19 @@ struct Conn<'p> {
 
 impl Conn<'_> {
     /// Waits for a complete request head; false when the connection should just close (the
-    /// client left, idled out, or the server is shutting down between requests).
-    async fn next_request(&mut self, down: &mut Stream) -> bool {
+    /// client left or idled out, or the server is shutting down between requests).
+    async fn next_request(
+        &mut self,
+        down: &mut Stream,
+        mut idle: Pin<&mut Sleep>,
+        mut stop: Pin<&mut impl Future<Output = ()>>,
+    ) -> bool {
+        // The idle deadline moves at most once a second: a timer reset is not free, and the
+        // timeout need not be exact to the millisecond.
+        let now = tokio::time::Instant::now();
+        if idle.deadline() + IDLE_SLACK < now + IDLE_TIMEOUT {
+            idle.as_mut().reset(now + IDLE_TIMEOUT);
+        }
         loop {
             if !self.inb.is_empty() {
                 match self.req.parse_request(self.inb.bytes()) {
@@ -290,18 +317,15 @@ impl Conn<'_> {
                     }
                 }
             }
-            let read = if self.inb.is_empty() {
-                if *self.shutdown.borrow() {
-                    return false;
-                }
-                tokio::select! {
-                    r = tokio::time::timeout(IDLE_TIMEOUT, self.inb.fill(down)) => r,
-                    _ = self.shutdown.changed() => return false,
-                }
-            } else {
-                tokio::time::timeout(HEAD_TIMEOUT, self.inb.fill(down)).await
+            // Shutdown ends a connection only between requests, never in a half-read head.
+            let between = self.inb.is_empty();
+            let read = tokio::select! {
+                biased;
+                read = self.inb.fill(down) => read,
+                () = &mut idle => return false,
+                () = &mut stop, if between => return false,
             };
-            if !matches!(read, Ok(Ok(n)) if n > 0) {
+            if !matches!(read, Ok(n) if n > 0) {
                 return false;
             }
         }
@@ -311,7 +335,7 @@ impl Conn<'_> {
     async fn exchange(&mut self, down: &mut Stream) -> Next {
         let started = Instant::now();
         let head_request = self.req.method.of(self.inb.bytes()) == b"HEAD";
-        let meta = match self.req.meta(self.inb.bytes(), true) {
+        let meta = match self.req.meta {
             Ok(meta) => meta,
             Err(bad) => {
                 let reply = Reply::new(400, format!("{bad}\n"));
@@ -438,22 +462,26 @@ impl Conn<'_> {
     /// The routing decision for the request in `self.req`, or the reply that refuses it.
     fn route(&self) -> Result<Target, Reply> {
         let buf = self.inb.bytes();
-        let Ok(target) = std::str::from_utf8(self.req.target.of(buf)) else {
-            return Err(Reply::new(400, "request target is not UTF-8\n".into()));
-        };
-        let Some(parts) = split_target(target) else {
+        let parts = self.req.parts;
+        if !parts.proxyable {
             return Err(Reply::new(
                 400,
                 "request target must be a path or an absolute http URL\n".into(),
             ));
+        }
+        // Parts of a target httparse accepted as text, split at ASCII: always UTF-8.
+        let text = |span: crate::http1::Span| std::str::from_utf8(span.of(buf)).unwrap_or_default();
+        let path = match text(parts.path) {
+            "" => "/",
+            path => path,
         };
         let host = match self.req.get(buf, "host") {
             Some(h) => std::str::from_utf8(h).unwrap_or_default(),
-            None => parts.authority.unwrap_or_default(),
+            None => parts.authority.map(text).unwrap_or_default(),
         };
         let view = RequestView {
             host,
-            path: parts.path,
+            path,
             header: |name: &str| self.req.get(buf, name),
         };
         let metrics = &self.proxy.shared.metrics;
@@ -463,7 +491,7 @@ impl Conn<'_> {
                 metrics.unmatched.inc();
                 Err(Reply::new(
                     404,
-                    format!("no function matches host {host} and path {}\n", parts.path),
+                    format!("no function matches host {host} and path {path}\n"),
                 ))
             }
             Decision::UnknownPin { function, pin } => {
@@ -494,7 +522,7 @@ impl Conn<'_> {
     async fn respond(&mut self, down: &mut Stream, mut up: TcpStream, x: Exchange<'_>) -> Next {
         let served_by = x.target.served_by();
         let status = self.resp.status;
-        let meta = match self.resp.meta(self.upb.bytes(), false) {
+        let meta = match self.resp.meta {
             Ok(meta) => meta,
             Err(bad) => {
                 count(x.target, x.started, true);
@@ -811,54 +839,11 @@ async fn read_response_head<R: AsyncRead + Unpin + ?Sized>(
     }
 }
 
-/// A request target split for routing.
-struct Parts<'t> {
-    /// From an absolute-form target.
-    authority: Option<&'t str>,
-    path: &'t str,
-    query: Option<&'t str>,
-}
-
-/// Origin form (`/p?q`), absolute form (`http://host/p?q`) or `*`; anything else is refused.
-fn split_target(target: &str) -> Option<Parts<'_>> {
-    let (authority, rest) = if target.starts_with('/') || target == "*" {
-        (None, target)
-    } else {
-        let scheme_end = target.find("://")?;
-        if !target[..scheme_end].eq_ignore_ascii_case("http") {
-            return None;
-        }
-        let rest = &target[scheme_end + 3..];
-        let end = rest.find(['/', '?']).unwrap_or(rest.len());
-        (Some(&rest[..end]), &rest[end..])
-    };
-    let (path, query) = match rest.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
-        None => (rest, None),
-    };
-    let path = if path.is_empty() { "/" } else { path };
-    Some(Parts {
-        authority,
-        path,
-        query,
-    })
-}
-
 fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
-}
-
-/// Values of the `Connection` headers: the headers they name are hop-by-hop.
-fn connection_listed<'b>(head: &Head, buf: &'b [u8]) -> Vec<&'b [u8]> {
-    head.headers
-        .iter()
-        .map(|(n, v)| (n.of(buf), v.of(buf)))
-        .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
-        .map(|(_, v)| v)
-        .collect()
 }
 
 /// The request head as the upstream gets it: the path rewritten for the backend, hop-by-hop
@@ -867,38 +852,40 @@ fn connection_listed<'b>(head: &Head, buf: &'b [u8]) -> Vec<&'b [u8]> {
 fn write_request_head(out: &mut Vec<u8>, buf: &[u8], head: &Head, meta: &Meta, target: &Target) {
     let route: &Route = &target.route;
     let base = &route.backends[target.backend].upstream.base_path;
-    let raw = head.target.of(buf);
+    let parts = &head.parts;
     out.extend_from_slice(head.method.of(buf));
     out.push(b' ');
-    let parts = std::str::from_utf8(raw).ok().and_then(split_target);
-    match parts {
-        Some(p)
-            if p.path.starts_with('/')
-                && (p.authority.is_some() || route.strip_prefix || !base.is_empty()) =>
-        {
-            out.extend_from_slice(base.as_bytes());
-            out.extend_from_slice(route.upstream_path(p.path).as_bytes());
-            if let Some(q) = p.query {
-                out.push(b'?');
-                out.extend_from_slice(q.as_bytes());
-            }
+    let path = parts.path.of(buf);
+    let rewrite = parts.authority.is_some() || route.strip_prefix || !base.is_empty();
+    if rewrite && (path.is_empty() || path.starts_with(b"/")) {
+        let path = std::str::from_utf8(path).unwrap_or_default();
+        out.extend_from_slice(base.as_bytes());
+        out.extend_from_slice(
+            route
+                .upstream_path(if path.is_empty() { "/" } else { path })
+                .as_bytes(),
+        );
+        if let Some(q) = parts.query {
+            out.push(b'?');
+            out.extend_from_slice(q.of(buf));
         }
-        _ => out.extend_from_slice(raw),
+    } else {
+        out.extend_from_slice(head.target.of(buf));
     }
     out.extend_from_slice(if head.minor == 0 {
         b" HTTP/1.0\r\n"
     } else {
         b" HTTP/1.1\r\n"
     });
-    let listed = connection_listed(head, buf);
-    for (name, value) in head.fields(buf) {
-        if hop_by_hop(name, &listed)
+    for field in &head.fields {
+        let name = field.name.of(buf);
+        if field.hop
             || name.eq_ignore_ascii_case(b"expect")
             || (!route.pinning && name.eq_ignore_ascii_case(PIN_HEADER.as_bytes()))
         {
             continue;
         }
-        push_header(out, name, value);
+        field.write_to(buf, out);
     }
     if meta.upgrade {
         out.extend_from_slice(b"connection: upgrade\r\n");
@@ -932,12 +919,16 @@ fn write_response_head(
     ]);
     out.extend_from_slice(head.reason.of(buf));
     out.extend_from_slice(b"\r\n");
-    let listed = connection_listed(head, buf);
-    for (name, value) in head.fields(buf) {
-        if hop_by_hop(name, &listed) || name.eq_ignore_ascii_case(SERVED_BY_HEADER.as_bytes()) {
+    for field in &head.fields {
+        if field.hop
+            || field
+                .name
+                .of(buf)
+                .eq_ignore_ascii_case(SERVED_BY_HEADER.as_bytes())
+        {
             continue;
         }
-        push_header(out, name, value);
+        field.write_to(buf, out);
     }
     push_header(out, SERVED_BY_HEADER.as_bytes(), served_by.as_bytes());
     if status == 101 {
@@ -951,24 +942,4 @@ fn write_response_head(
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn targets_split_into_authority_path_and_query() {
-        let p = split_target("/a/b?x=1").expect("origin form");
-        assert_eq!((p.authority, p.path, p.query), (None, "/a/b", Some("x=1")));
-        let p = split_target("http://h.test:8080/a?q").expect("absolute form");
-        assert_eq!(
-            (p.authority, p.path, p.query),
-            (Some("h.test:8080"), "/a", Some("q"))
-        );
-        let p = split_target("HTTP://h.test").expect("absolute form, no path");
-        assert_eq!((p.authority, p.path), (Some("h.test"), "/"));
-        assert!(split_target("h.test:443").is_none(), "authority form");
-        assert!(split_target("ftp://h/").is_none());
-    }
 }
