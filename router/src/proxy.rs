@@ -376,8 +376,9 @@ impl Conn<'_> {
         let whole = left.done();
         let outcome = if whole {
             // All of it is here: send it (one write when small) and read the response head. A
-            // reused connection that turns out closed is replaced once: the request is still
-            // here to send again.
+            // reused connection that turns out closed is replaced once when the request may be
+            // sent twice (RFC 9110 §9.2.2): the upstream may have closed it before reading
+            // the request, or after acting on it, and nothing tells the two apart.
             let body = &self.inb.bytes()[head_len..head_len + early];
             let (inline, rest) = if early <= INLINE_BODY {
                 (body, &[][..])
@@ -387,7 +388,10 @@ impl Conn<'_> {
             self.out.extend_from_slice(inline);
             let mut outcome =
                 send_whole(&mut up, &self.out, rest, &mut self.upb, &mut self.resp).await;
-            if reused && matches!(outcome, Err(Failed::Stale)) {
+            if reused
+                && replayable(&self.req, self.inb.bytes())
+                && matches!(outcome, Err(Failed::Stale))
+            {
                 outcome = match Upstreams::connect(addr).await {
                     Ok(fresh) => {
                         up = fresh;
@@ -763,6 +767,15 @@ async fn connect(
             }
         }
     }
+}
+
+/// A request that may be sent again after a connection failed under it: an idempotent method,
+/// or one the client marked with an idempotency key.
+fn replayable(head: &Head, buf: &[u8]) -> bool {
+    matches!(
+        head.method.of(buf),
+        b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
+    ) || head.get(buf, "idempotency-key").is_some()
 }
 
 /// Sends a whole request and reads the response head.

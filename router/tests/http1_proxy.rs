@@ -468,5 +468,32 @@ fn upstreams_that_answer_early_or_drop_idle_connections_are_handled() {
         assert_eq!(body, b"once\n");
     }
     assert!(seen.connections.load(Ordering::SeqCst) >= 6);
+
+    // A POST is not sent twice: if the upstream closes the pooled connection under it, the
+    // client gets a 502 that says so, never a second execution.
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        w.write_all(b"POST /hello/once HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx")
+            .expect("write");
+        let (head, _) = response(&mut r);
+        outcomes.push(status(&head));
+    }
+    assert!(
+        outcomes.iter().all(|s| *s == 200 || *s == 502),
+        "{outcomes:?}"
+    );
+    let posts = seen
+        .heads
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|h| h.starts_with("POST /hello/once"))
+        .count();
+    let ok = outcomes.iter().filter(|s| **s == 200).count();
+    assert_eq!(posts, ok, "no POST was sent twice ({outcomes:?})");
+    assert!(
+        outcomes.contains(&502),
+        "a POST on a closed pooled connection is not replayed"
+    );
     router.stop();
 }
