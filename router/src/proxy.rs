@@ -24,6 +24,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,7 @@ use pingora::server::ShutdownWatch;
 use switchyard_core::table::Route;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::time::Sleep;
 
 use crate::decide::{decide, Decision, RequestView, Target, PIN_HEADER, SERVED_BY_HEADER};
@@ -55,15 +57,70 @@ const BUFFER: usize = 8 * 1024;
 pub struct Proxy {
     shared: Arc<Shared>,
     upstreams: Upstreams,
+    drain: Arc<Drain>,
 }
 
 impl Proxy {
-    /// A proxy routing on `shared`'s live table.
-    pub fn new(shared: Arc<Shared>) -> Self {
+    /// A proxy routing on `shared`'s live table; `drain` ends its connections gracefully.
+    pub fn new(shared: Arc<Shared>, drain: Arc<Drain>) -> Self {
         Proxy {
             shared,
             upstreams: Upstreams::new(),
+            drain,
         }
+    }
+}
+
+/// A graceful stop before Pingora's own: each connection closes after the response it is
+/// writing (idle ones at once), and the stop waits only as long as connections remain, not
+/// for a fixed grace period.
+pub struct Drain {
+    stop: watch::Sender<bool>,
+    open: AtomicUsize,
+}
+
+impl Drain {
+    /// Not draining, no connections.
+    pub fn new() -> Self {
+        Drain {
+            stop: watch::Sender::new(false),
+            open: AtomicUsize::new(0),
+        }
+    }
+
+    /// Starts draining; returns once no connection is open, or `within` has passed (false).
+    pub async fn drain(&self, within: Duration) -> bool {
+        self.stop.send_replace(true);
+        let deadline = Instant::now() + within;
+        while self.open.load(Ordering::Acquire) > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Counts a connection as open while it lives.
+struct Open<'d>(&'d AtomicUsize);
+
+impl<'d> Open<'d> {
+    fn new(open: &'d AtomicUsize) -> Self {
+        open.fetch_add(1, Ordering::AcqRel);
+        Open(open)
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -74,6 +131,7 @@ impl ServerApp for Proxy {
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let _open = Open::new(&self.drain.open);
         let mut conn = Conn {
             proxy: self,
             inb: Buf::new(),
@@ -82,14 +140,18 @@ impl ServerApp for Proxy {
             req: Head::default(),
             resp: Head::default(),
             shutdown: shutdown.clone(),
+            draining: self.drain.stop.subscribe(),
         };
         // One idle timer and one shutdown wait for the connection's whole life: arming a
         // timer and a watch per request cost more than the rest of the request's bookkeeping.
         let idle = tokio::time::sleep(IDLE_TIMEOUT);
         tokio::pin!(idle);
-        let mut stopping = shutdown.clone();
+        let (mut pingora_stop, mut drain_stop) = (shutdown.clone(), self.drain.stop.subscribe());
         let stop = async move {
-            let _ = stopping.wait_for(|stop| *stop).await;
+            tokio::select! {
+                _ = pingora_stop.wait_for(|stop| *stop) => {}
+                _ = drain_stop.wait_for(|stop| *stop) => {}
+            }
         };
         tokio::pin!(stop);
         while conn
@@ -287,6 +349,7 @@ struct Conn<'p> {
     req: Head,
     resp: Head,
     shutdown: ShutdownWatch,
+    draining: watch::Receiver<bool>,
 }
 
 impl Conn<'_> {
@@ -329,6 +392,11 @@ impl Conn<'_> {
                 return false;
             }
         }
+    }
+
+    /// The server is stopping: no new request on this connection.
+    fn stopping(&self) -> bool {
+        *self.shutdown.borrow() || *self.draining.borrow()
     }
 
     /// Serves the request whose head is in `self.req`.
@@ -554,7 +622,7 @@ impl Conn<'_> {
             meta.body
         };
         let framed = body != Body::UntilClose;
-        let keep_down = x.request.keep_alive && x.body_sent && framed && !*self.shutdown.borrow();
+        let keep_down = x.request.keep_alive && x.body_sent && framed && !self.stopping();
         let keep_up = meta.keep_alive && x.body_sent && framed;
 
         let rbuf = self.upb.bytes();

@@ -1,7 +1,9 @@
 //! Assembles the Pingora server (proxy and admin services) and runs it on its own thread with
 //! a shutdown signal the router owns.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
@@ -12,41 +14,64 @@ use tokio::sync::watch;
 use crate::admin::Admin;
 use crate::config::RouterConfig;
 use crate::live::Shared;
-use crate::proxy::Proxy;
+use crate::proxy::{Drain, Proxy};
 
 /// Ends `Server::run`: on our own request, and on SIGTERM (graceful) or SIGINT (fast) when
-/// the router handles signals.
+/// the router handles signals. A graceful stop drains first: `/readyz` turns 503, each
+/// connection closes after the response it is writing, and Pingora is told to stop once none
+/// is left (or the grace period is over) — not after a fixed sleep of the whole grace period.
 struct StopSignal {
     stop: watch::Receiver<bool>,
     signals: bool,
+    shared: Arc<Shared>,
+    drain: Arc<Drain>,
+    grace: Duration,
 }
 
 #[async_trait]
 impl ShutdownSignalWatch for StopSignal {
     async fn recv(&self) -> ShutdownSignal {
-        let mut stop = self.stop.clone();
-        let asked = async move {
-            let _ = stop.wait_for(|s| *s).await;
-            ShutdownSignal::GracefulTerminate
-        };
-        if !self.signals {
-            return asked.await;
-        }
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return asked.await;
+        let mut stop = self.stop.clone();
+        let mut signals = if self.signals {
+            signal(SignalKind::terminate())
+                .ok()
+                .zip(signal(SignalKind::interrupt()).ok())
+        } else {
+            None
         };
-        tokio::select! {
-            s = asked => s,
-            _ = term.recv() => {
-                tracing::info!("SIGTERM: no new connections, finishing in-flight requests");
-                ShutdownSignal::GracefulTerminate
+        let fast = match &mut signals {
+            Some((term, int)) => tokio::select! {
+                _ = stop.wait_for(|s| *s) => false,
+                _ = term.recv() => {
+                    tracing::info!("SIGTERM: draining; each connection closes after its current response");
+                    false
+                }
+                _ = int.recv() => true,
+            },
+            None => {
+                let _ = stop.wait_for(|s| *s).await;
+                false
             }
-            _ = int.recv() => ShutdownSignal::FastShutdown,
+        };
+        if fast {
+            return ShutdownSignal::FastShutdown;
         }
+        self.shared.ready.store(false, Ordering::Release);
+        let drained = match &mut signals {
+            Some((_, int)) => tokio::select! {
+                drained = self.drain.drain(self.grace) => drained,
+                _ = int.recv() => return ShutdownSignal::FastShutdown,
+            },
+            None => self.drain.drain(self.grace).await,
+        };
+        if !drained {
+            tracing::warn!(
+                "grace period of {:?} over: closing the connections still open",
+                self.grace
+            );
+        }
+        ShutdownSignal::GracefulTerminate
     }
 }
 
@@ -59,18 +84,23 @@ pub fn spawn(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let conf = ServerConf {
         threads: config.threads.max(1),
-        grace_period_seconds: Some(config.grace_period.as_secs()),
+        // The grace period is spent draining (StopSignal), not sleeping after it.
+        grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
+    let drain = Arc::new(Drain::new());
     let mut proxy = Service::new(
         "switchyard proxy".to_string(),
-        Proxy::new(Arc::clone(&shared)),
+        Proxy::new(Arc::clone(&shared), Arc::clone(&drain)),
     );
     proxy.add_tcp(&config.listen.to_string());
-    let mut admin = Service::new("switchyard admin".to_string(), Admin::new(shared));
+    let mut admin = Service::new(
+        "switchyard admin".to_string(),
+        Admin::new(Arc::clone(&shared)),
+    );
     admin.add_tcp(&config.admin.to_string());
     admin.threads = Some(1);
     server.add_service(proxy);
@@ -78,6 +108,9 @@ pub fn spawn(
     let signal = StopSignal {
         stop,
         signals: config.handle_signals,
+        shared,
+        drain,
+        grace: config.grace_period,
     };
     std::thread::Builder::new()
         .name("switchyard-server".into())

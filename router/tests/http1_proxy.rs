@@ -116,6 +116,10 @@ fn serve_upstream(conn: TcpStream, seen: &Seen) {
                 }
                 return;
             }
+            "/hello/slow" => {
+                std::thread::sleep(Duration::from_millis(300));
+                b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nslow\n".to_vec()
+            }
             "/hello/once" => {
                 // Keeps no connection, yet does not say so: the router learns it on reuse.
                 let _ = w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nonce\n");
@@ -496,4 +500,43 @@ fn upstreams_that_answer_early_or_drop_idle_connections_are_handled() {
         "a POST on a closed pooled connection is not replayed"
     );
     router.stop();
+}
+
+#[test]
+fn a_stop_drains_idle_connections_and_finishes_the_response_in_flight() {
+    let (up, seen) = upstream();
+    let (router, addr) = router(up);
+    let (mut idle_w, mut idle_r) = client(addr);
+    idle_w
+        .write_all(b"GET /hello/echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    assert_eq!(status(&response(&mut idle_r).0), 200);
+
+    let (mut w, mut r) = client(addr);
+    w.write_all(b"GET /hello/slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    for _ in 0..500 {
+        if seen.heads.lock().expect("lock").len() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    router.shutdown();
+    let (head, body) = response(&mut r);
+    assert_eq!(
+        (status(&head), body.as_slice()),
+        (200, &b"slow\n"[..]),
+        "{head}"
+    );
+    assert_eq!(
+        header(&head, "connection"),
+        Some("close"),
+        "the last response says the connection ends: {head}"
+    );
+    assert!(closed(&mut r));
+    assert!(
+        closed(&mut idle_r),
+        "an idle keep-alive connection is closed"
+    );
+    router.wait();
 }
