@@ -418,16 +418,17 @@ impl Conn<'_> {
                 return reply.send(down, &mut self.out, next).await;
             }
         };
-        let (addr, mut up, reused) = match connect(&self.proxy.upstreams, &mut target).await {
-            Ok(connected) => connected,
-            Err((status, why)) => {
-                count(&target, started, true);
-                let mut reply = Reply::new(status, why).served_by(&target);
-                reply.head_request = head_request;
-                let next = self.skip_request(&meta);
-                return reply.send(down, &mut self.out, next).await;
-            }
-        };
+        let (addr, mut up, reused) =
+            match connect(&self.proxy.upstreams, &mut target, started).await {
+                Ok(connected) => connected,
+                Err((status, why)) => {
+                    count(&target, started, true);
+                    let mut reply = Reply::new(status, why).served_by(&target);
+                    reply.head_request = head_request;
+                    let next = self.skip_request(&meta);
+                    return reply.send(down, &mut self.out, next).await;
+                }
+            };
 
         // The upstream's request head, and as much of the body as is already here.
         self.out.clear();
@@ -662,7 +663,7 @@ impl Conn<'_> {
         let ended = left.done() || (body == Body::UntilClose && complete);
         count(x.target, x.started, status >= 500 || !complete || !ended);
         if complete && ended && keep_up && self.upb.is_empty() {
-            self.proxy.upstreams.put(x.addr, up);
+            self.proxy.upstreams.put(x.addr, up, x.started);
         }
         let leftover = self.upb.bytes().len();
         self.upb.consume(leftover);
@@ -791,6 +792,7 @@ fn count(target: &Target, started: Instant, failed: bool) {
 async fn connect(
     upstreams: &Upstreams,
     target: &mut Target,
+    started: Instant,
 ) -> Result<(SocketAddr, TcpStream, bool), (u16, String)> {
     let mut failed_over = false;
     loop {
@@ -806,7 +808,7 @@ async fn connect(
             ));
         }
         let error = match upstreams.resolve(&upstream.host, upstream.port).await {
-            Ok(addr) => match upstreams.take(addr) {
+            Ok(addr) => match upstreams.take(addr, started) {
                 Some(conn) => return Ok((addr, conn, true)),
                 None => match Upstreams::connect(addr).await {
                     Ok(conn) => return Ok((addr, conn, false)),

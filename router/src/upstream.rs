@@ -130,11 +130,12 @@ impl Upstreams {
         Ok(addr)
     }
 
-    /// An idle connection to `addr`, if the pool has a usable one.
-    pub fn take(&self, addr: SocketAddr) -> Option<TcpStream> {
+    /// An idle connection to `addr`, if the pool has a usable one (`now`: the caller's clock
+    /// reading, so a request reads the clock once).
+    pub fn take(&self, addr: SocketAddr, now: Instant) -> Option<TcpStream> {
         loop {
             let idle = self.idle.lock().ok()?.get_mut(&addr)?.pop()?;
-            let age = idle.since.elapsed();
+            let age = now.saturating_duration_since(idle.since);
             if age > IDLE_TIMEOUT {
                 continue;
             }
@@ -145,8 +146,9 @@ impl Upstreams {
         }
     }
 
-    /// Returns a connection that finished its exchange cleanly.
-    pub fn put(&self, addr: SocketAddr, conn: TcpStream) {
+    /// Returns a connection that finished its exchange cleanly; `since`: when it is counted
+    /// idle from (a request's start is close enough, and errs on the side of checking).
+    pub fn put(&self, addr: SocketAddr, conn: TcpStream, since: Instant) {
         let Ok(mut idle) = self.idle.lock() else {
             return;
         };
@@ -154,14 +156,11 @@ impl Upstreams {
         if stack.len() >= MAX_IDLE
             || stack
                 .first()
-                .is_some_and(|i| i.since.elapsed() > IDLE_TIMEOUT)
+                .is_some_and(|i| since.saturating_duration_since(i.since) > IDLE_TIMEOUT)
         {
             stack.remove(0);
         }
-        stack.push(Idle {
-            conn,
-            since: Instant::now(),
-        });
+        stack.push(Idle { conn, since });
     }
 
     /// A new connection to `addr`.
@@ -202,16 +201,16 @@ mod tests {
         let pool = Upstreams::new();
         let conn = Upstreams::connect(addr).await.expect("connect");
         let (server_side, _) = listener.accept().await.expect("accept");
-        pool.put(addr, conn);
+        pool.put(addr, conn, Instant::now());
         assert!(
-            pool.take(addr).is_some(),
+            pool.take(addr, Instant::now()).is_some(),
             "a fresh idle connection is reused"
         );
 
         let conn = Upstreams::connect(addr).await.expect("connect");
         let (server_side2, _) = listener.accept().await.expect("accept");
         drop(server_side2);
-        pool.put(addr, conn);
+        pool.put(addr, conn, Instant::now());
         if let Ok(mut idle) = pool.idle.lock() {
             // Age it past the check threshold.
             for i in idle.values_mut().flatten() {
@@ -219,7 +218,10 @@ mod tests {
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(pool.take(addr).is_none(), "closed by the upstream");
+        assert!(
+            pool.take(addr, Instant::now()).is_none(),
+            "closed by the upstream"
+        );
         assert_eq!(pool.idle_count(), 0);
         drop(server_side);
     }
