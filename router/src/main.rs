@@ -53,7 +53,8 @@ struct Args {
     /// Proxy worker threads.
     #[arg(long, env = "SWITCHYARD_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: u16,
-    /// Seconds in-flight requests get to finish after SIGTERM.
+    /// Longest a graceful stop (SIGTERM) waits for open connections to finish their current
+    /// response; it ends as soon as they have.
     #[arg(long, env = "SWITCHYARD_GRACE_PERIOD", default_value_t = 10)]
     grace_period: u64,
     /// Namespace of this replica's Lease; default the watched namespace, else $POD_NAMESPACE,
