@@ -758,7 +758,7 @@ def criterion(env):
     base = os.path.join(env.a.target_dir, "criterion")
     out = {}
     for group, ids in (("build", ("100", "1000", "10000")), ("lookup_and_pick", ("100", "1000", "10000")),
-                       ("pick_3_versions", ("",))):
+                       ("change_one", ("100", "1000", "10000")), ("pick_3_versions", ("",))):
         for i in ids:
             p = os.path.join(base, group, i, "new", "estimates.json")
             try:
@@ -1172,15 +1172,18 @@ def main():
                         "Criterion (`cargo bench -p switchyard-core --bench table`), medians. Each function has 3 "
                         "versions (0 / 90% / 10%), external endpoints. *lookup + pick*: one request's routing "
                         "decision, host + longest-prefix lookup then the weighted pick, requests spread over "
-                        "all functions.",
+                        "all functions. *one route changed*: what a router's table costs per changed Function "
+                        "(clone the served table, replace one route).",
                         "",
-                        "| functions × 3 versions | `RoutingTable::build` | per function | lookup + pick per request |",
-                        "|---|---|---|---|",
+                        "| functions × 3 versions | `RoutingTable::build` | per function | lookup + pick per request | one route changed |",
+                        "|---|---|---|---|---|",
                     ]
                     for n in ("100", "1000", "10000"):
                         b, lp = est.get(("build", n)), est.get(("lookup_and_pick", n))
+                        c1 = est.get(("change_one", n))
                         md.append(f"| {int(n):,} | {fmt_ns(b) if b else 'not measured'} | "
-                                  f"{fmt_ns(b / int(n)) if b else '—'} | {fmt_ns(lp) if lp else 'not measured'} |")
+                                  f"{fmt_ns(b / int(n)) if b else '—'} | {fmt_ns(lp) if lp else 'not measured'} | "
+                                  f"{fmt_ns(c1) if c1 else 'not measured'} |")
                     p3 = est.get(("pick_3_versions", ""))
                     md += ["", f"`Route::pick` alone (3 versions, one roll): {fmt_ns(p3) if p3 else 'not measured'}.", ""]
                 except Exception as e:  # noqa: BLE001

@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the routing table: how long `RoutingTable::build` takes, and what one
 //! request's routing decision costs (`lookup` by host and path, then `Route::pick` of a
-//! version), for 100, 1,000 and 10,000 functions with 3 versions each.
+//! version), and what one changed Function costs the table (clone it, replace one route), for
+//! 100, 1,000 and 10,000 functions with 3 versions each.
 //!
 //! Run with `cargo bench -p switchyard-core --bench table` (bench/run does, and copies the
 //! medians into bench/RESULTS.md). Timings live here, never in tests.
@@ -108,5 +109,30 @@ fn pick(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, build, pick);
+/// What a router does for one changed Function: clone the served table, replace one route.
+fn change_one(c: &mut Criterion) {
+    let opts = BuildOptions::default();
+    let mut group = c.benchmark_group("change_one");
+    for n in SIZES {
+        let (mut functions, versions) = fleet(n);
+        let table = RoutingTable::build(&functions, &versions, &opts).expect("valid fleet");
+        let f = &mut functions[n / 2];
+        f.spec.traffic[1].weight = 800_000;
+        f.spec.traffic[2].weight = 200_000;
+        let mine: Vec<&FunctionVersion> = versions[3 * (n / 2)..3 * (n / 2) + 3].iter().collect();
+        let route = std::sync::Arc::new(
+            switchyard_core::Route::build(f, mine, &opts).expect("valid function"),
+        );
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                let mut next = table.clone();
+                next.insert(black_box(route.clone())).expect("no conflict");
+                next
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, build, pick, change_one);
 criterion_main!(benches);

@@ -7,6 +7,7 @@
 //! number. Time comes in as an argument (`now`), randomness as a `roll`.
 
 pub mod ack;
+pub mod cowmap;
 pub mod crd;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;

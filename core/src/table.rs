@@ -12,11 +12,11 @@
 //! covers it. Growing the newest version's weight moves its lower edge down: only keys in the
 //! moved interval change version, and none flips back while the ramp only grows.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::cowmap::{CowMap, FxHashMap};
 use crate::resources::{Function, FunctionVersion};
 use crate::validate::{self, ValidationError};
 use crate::weight::TOTAL_PPM;
@@ -399,15 +399,64 @@ pub enum TableError {
     },
 }
 
-type PrefixMap = HashMap<String, usize>;
+type PrefixMap = CowMap<String, Arc<Route>>;
+
+/// Where a route claims its prefix: which host map.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scope<'a> {
+    /// A route without hosts: any host.
+    Any,
+    /// One host.
+    Exact(&'a str),
+    /// `*.example.com`, stored as `.example.com`.
+    Wildcard(&'a str),
+}
+
+impl Scope<'_> {
+    fn host(&self) -> String {
+        match self {
+            Scope::Any => "*".to_string(),
+            Scope::Exact(h) => h.to_string(),
+            Scope::Wildcard(suffix) => format!("*{suffix}"),
+        }
+    }
+}
+
+/// The host maps a route claims its prefix in (a host listed twice claims once).
+fn scopes(route: &Route) -> Vec<Scope<'_>> {
+    if route.hosts.is_empty() {
+        return vec![Scope::Any];
+    }
+    let mut out: Vec<Scope<'_>> = Vec::with_capacity(route.hosts.len());
+    for host in &route.hosts {
+        let scope = match host.strip_prefix('*') {
+            Some(suffix) => Scope::Wildcard(suffix),
+            None => Scope::Exact(host),
+        };
+        if !out.contains(&scope) {
+            out.push(scope);
+        }
+    }
+    out
+}
+
+fn same_function(a: &Route, b: &Route) -> bool {
+    a.name == b.name && a.namespace == b.namespace
+}
 
 /// Every route, indexed for lookup by host and longest path prefix.
+///
+/// Cloning a table is cheap (its maps share their entries), and [`RoutingTable::insert`] and
+/// [`RoutingTable::remove`] change one route: a router keeps the table it serves, clones it,
+/// changes the clone, and swaps that in, at a cost that does not grow with the number of
+/// routes.
 #[derive(Debug, Clone, Default)]
 pub struct RoutingTable {
-    routes: Vec<Arc<Route>>,
-    exact: HashMap<String, PrefixMap>,
-    /// `*.example.com` is stored as `.example.com`, longest suffix first.
-    wildcard: Vec<(String, PrefixMap)>,
+    /// By `namespace/name`.
+    routes: CowMap<String, Arc<Route>>,
+    exact: CowMap<String, Arc<PrefixMap>>,
+    /// `*.example.com` is stored as `.example.com`.
+    wildcard: CowMap<String, Arc<PrefixMap>>,
     any_host: PrefixMap,
 }
 
@@ -424,7 +473,7 @@ impl RoutingTable {
         versions: &[FunctionVersion],
         opts: &BuildOptions,
     ) -> Result<Self, TableError> {
-        let mut by_function: HashMap<(&str, &str), Vec<&FunctionVersion>> = HashMap::new();
+        let mut by_function: FxHashMap<(&str, &str), Vec<&FunctionVersion>> = FxHashMap::default();
         for v in versions {
             let ns = v.metadata.namespace.as_deref().unwrap_or_default();
             by_function
@@ -446,53 +495,120 @@ impl RoutingTable {
         Self::from_routes(routes)
     }
 
-    /// Indexes routes that are already built; fails when two claim the same host and prefix.
+    /// Indexes routes that are already built, in namespace and name order; fails when two
+    /// claim the same host and prefix (the first in that order is named first).
     pub fn from_routes(routes: impl IntoIterator<Item = Arc<Route>>) -> Result<Self, TableError> {
-        let mut table = RoutingTable {
-            routes: routes.into_iter().collect(),
-            ..Default::default()
-        };
-        table
-            .routes
-            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        let mut wildcard: HashMap<String, PrefixMap> = HashMap::new();
-        for (i, route) in table.routes.iter().enumerate() {
-            let claim = |map: &mut PrefixMap, host: &str| -> Result<(), TableError> {
-                if let Some(&j) = map.get(&route.prefix) {
-                    return Err(TableError::Conflict {
-                        host: host.to_string(),
-                        prefix: route.prefix.clone(),
-                        first: table.routes[j].key(),
-                        second: route.key(),
-                    });
-                }
-                map.insert(route.prefix.clone(), i);
-                Ok(())
-            };
-            if route.hosts.is_empty() {
-                claim(&mut table.any_host, "*")?;
-            }
-            for host in &route.hosts {
-                match host.strip_prefix('*') {
-                    Some(suffix) => claim(wildcard.entry(suffix.to_string()).or_default(), host)?,
-                    None => claim(table.exact.entry(host.clone()).or_default(), host)?,
-                }
-            }
+        let mut routes: Vec<Arc<Route>> = routes.into_iter().collect();
+        routes.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        let mut table = RoutingTable::default();
+        for route in routes {
+            table.insert(route)?;
         }
-        table.wildcard = wildcard.into_iter().collect();
-        table
-            .wildcard
-            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
         Ok(table)
     }
 
-    /// Every route, ordered by namespace and name.
-    pub fn routes(&self) -> &[Arc<Route>] {
-        &self.routes
+    /// Adds `route`, or replaces the route of the same function; returns the route replaced.
+    /// Fails, leaving the table as it was, when another function holds one of its host and
+    /// prefix claims. The cost depends on the route's hosts, not on the table's size.
+    pub fn insert(&mut self, route: Arc<Route>) -> Result<Option<Arc<Route>>, TableError> {
+        let claims = scopes(&route);
+        for &scope in &claims {
+            if let Some(holder) = self.prefixes(scope).and_then(|m| m.get(&route.prefix)) {
+                if !same_function(holder, &route) {
+                    return Err(TableError::Conflict {
+                        host: scope.host(),
+                        prefix: route.prefix.clone(),
+                        first: holder.key(),
+                        second: route.key(),
+                    });
+                }
+            }
+        }
+        let old = self.routes.insert(route.key(), Arc::clone(&route));
+        if let Some(old) = &old {
+            self.unclaim(old);
+        }
+        for scope in claims {
+            self.change_prefixes(scope, |m| {
+                m.insert(route.prefix.clone(), Arc::clone(&route));
+            });
+        }
+        Ok(old)
     }
 
-    /// The route for a request: by host (exact, then wildcard, then routes for any host), then
-    /// by the longest prefix of `path` on a segment boundary. `host` may carry a port.
+    /// Removes the route of function `key` (`namespace/name`); returns it.
+    pub fn remove(&mut self, key: &str) -> Option<Arc<Route>> {
+        let old = self.routes.remove(key)?;
+        self.unclaim(&old);
+        Some(old)
+    }
+
+    /// The route of function `key` (`namespace/name`).
+    pub fn get(&self, key: &str) -> Option<&Arc<Route>> {
+        self.routes.get(key)
+    }
+
+    /// How many routes.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// Whether there is no route.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// Every route, ordered by namespace and name (sorted on each call: for `/routes`, tests
+    /// and snapshots, not for the request path).
+    pub fn routes(&self) -> Vec<Arc<Route>> {
+        let mut routes: Vec<Arc<Route>> = self.routes.values().cloned().collect();
+        routes.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        routes
+    }
+
+    fn prefixes(&self, scope: Scope<'_>) -> Option<&PrefixMap> {
+        match scope {
+            Scope::Any => Some(&self.any_host),
+            Scope::Exact(host) => self.exact.get(host).map(Arc::as_ref),
+            Scope::Wildcard(suffix) => self.wildcard.get(suffix).map(Arc::as_ref),
+        }
+    }
+
+    /// Changes the prefix map of `scope`, creating it if needed and dropping it once empty.
+    fn change_prefixes(&mut self, scope: Scope<'_>, change: impl FnOnce(&mut PrefixMap)) {
+        let (hosts, host) = match scope {
+            Scope::Any => return change(&mut self.any_host),
+            Scope::Exact(host) => (&mut self.exact, host),
+            Scope::Wildcard(suffix) => (&mut self.wildcard, suffix),
+        };
+        // Cloning a prefix map shares its shards: the change below copies one of them.
+        let mut map: PrefixMap = hosts.get(host).map(|m| (**m).clone()).unwrap_or_default();
+        change(&mut map);
+        if map.is_empty() {
+            hosts.remove(host);
+        } else {
+            hosts.insert(host.to_string(), Arc::new(map));
+        }
+    }
+
+    /// Releases the claims `route` holds (those another route took over stay).
+    fn unclaim(&mut self, route: &Arc<Route>) {
+        for scope in scopes(route) {
+            let held = self
+                .prefixes(scope)
+                .and_then(|m| m.get(&route.prefix))
+                .is_some_and(|holder| Arc::ptr_eq(holder, route));
+            if held {
+                self.change_prefixes(scope, |m| {
+                    m.remove(&route.prefix);
+                });
+            }
+        }
+    }
+
+    /// The route for a request: by host (exact, then wildcard from the longest suffix, then
+    /// routes for any host), then by the longest prefix of `path` on a segment boundary.
+    /// `host` may carry a port.
     pub fn lookup(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
         let host = strip_port(host);
         let lower;
@@ -502,18 +618,26 @@ impl RoutingTable {
         } else {
             host
         };
-        let by_prefix = |map: &PrefixMap| longest_prefix(map, path).map(|i| &self.routes[i]);
-        if let Some(found) = self.exact.get(host).and_then(by_prefix) {
+        if let Some(found) = self.exact.get(host).and_then(|m| longest_prefix(m, path)) {
             return Some(found);
         }
-        for (suffix, map) in &self.wildcard {
-            if host.len() > suffix.len() && host.ends_with(suffix.as_str()) {
-                if let Some(found) = by_prefix(map) {
+        if !self.wildcard.is_empty() {
+            // `.example.com` matches `a.example.com` and `a.b.example.com`, not `.example.com`:
+            // try each suffix that starts at a dot after the first character, longest first.
+            for (i, b) in host.bytes().enumerate().skip(1) {
+                if b != b'.' {
+                    continue;
+                }
+                if let Some(found) = self
+                    .wildcard
+                    .get(&host[i..])
+                    .and_then(|m| longest_prefix(m, path))
+                {
                     return Some(found);
                 }
             }
         }
-        by_prefix(&self.any_host)
+        longest_prefix(&self.any_host, path)
     }
 }
 
@@ -530,7 +654,7 @@ fn strip_port(host: &str) -> &str {
 
 /// The longest prefix of `path` (on a `/` boundary) present in `map`: tries the whole path,
 /// then each shorter segment boundary, then `/`. Cost: one hash lookup per path segment.
-fn longest_prefix(map: &PrefixMap, path: &str) -> Option<usize> {
+fn longest_prefix<'m>(map: &'m PrefixMap, path: &str) -> Option<&'m Arc<Route>> {
     if map.is_empty() {
         return None;
     }
@@ -539,15 +663,15 @@ fn longest_prefix(map: &PrefixMap, path: &str) -> Option<usize> {
     loop {
         let candidate = path[..end].trim_end_matches('/');
         let candidate = if candidate.is_empty() { "/" } else { candidate };
-        if let Some(&i) = map.get(candidate) {
-            return Some(i);
+        if let Some(found) = map.get(candidate) {
+            return Some(found);
         }
         if candidate == "/" {
             return None;
         }
         end = candidate.rfind('/').unwrap_or(0);
         if end == 0 {
-            return map.get("/").copied();
+            return map.get("/");
         }
     }
 }

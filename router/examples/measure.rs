@@ -175,6 +175,37 @@ fn build(n: usize) {
     let t = Instant::now();
     let same = builder.apply(&changed, SystemTime::now(), &metrics);
     let nothing = t.elapsed();
+    // The same change as a source's update (what the Kubernetes source sends), 20 times.
+    let mut updates = Vec::new();
+    for round in 0..20 {
+        let mut f = (*changed.functions[1]).clone();
+        f.metadata.generation = Some(2 + round);
+        f.spec.traffic[0].weight = 800_000 - round as u32;
+        f.spec.traffic[1].weight = 190_000 + round as u32;
+        let name = f.metadata.name.clone().unwrap_or_default();
+        let update = switchyard_router::source::Update {
+            functions: vec![switchyard_router::source::FunctionInputs {
+                namespace: f.metadata.namespace.clone().unwrap_or_default(),
+                name: name.clone(),
+                versions: changed
+                    .versions
+                    .iter()
+                    .filter(|v| v.spec.function == name)
+                    .cloned()
+                    .collect(),
+                function: Some(Arc::new(f)),
+            }],
+        };
+        let t = Instant::now();
+        let out = builder.apply_update(&update, SystemTime::now(), &metrics);
+        updates.push(t.elapsed());
+        assert!(out.live.is_some());
+    }
+    updates.sort();
+    println!(
+        "one_function_update p50={:?} max={:?} (20 updates of one function)",
+        updates[10], updates[19]
+    );
     let routes_only: Vec<_> = out2
         .live
         .as_ref()

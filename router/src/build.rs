@@ -1,21 +1,27 @@
-//! Turns complete source states into routing tables, one Function at a time.
+//! Turns source states and updates into routing tables, one Function at a time.
 //!
-//! Each Function's route is rebuilt only when the Function's generation or its set of versions
-//! changed. A Function whose new spec is invalid keeps its last good route and is reported as
-//! rejected; so is a changed Function whose route would conflict with another one. The table is
-//! then assembled from all good routes and handed back to be swapped in.
+//! A Function's route is rebuilt only when the Function's generation or its set of versions
+//! changed, and only that route changes in the table: the builder keeps the table it last
+//! handed out and changes a clone of it (cheap: see [`RoutingTable`]), so a change costs the
+//! same with 10 Functions as with 10,000. A complete state is compared with what the builder
+//! holds to find the changed Functions; an [`Update`] names them.
+//!
+//! A Function whose new spec is invalid keeps its last good route and is reported as rejected;
+//! so is a changed Function whose route would conflict with another one (the one already
+//! serving keeps its claim; among Functions new at once, the first by namespace and name).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use switchyard_core::cowmap::{CowMap, FxHashMap};
 use switchyard_core::table::{Route, TableError};
 use switchyard_core::{BuildOptions, Function, FunctionVersion, RoutingTable};
 
 use crate::live::{Live, Rejection, RouteExtras};
 use crate::metrics::Metrics;
-use crate::source::{Ack, State};
+use crate::source::{Ack, State, Update};
 
 /// What one Function's route was built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,16 +41,17 @@ pub struct Good {
     pub function: Arc<Function>,
     /// The FunctionVersions it was built from.
     pub versions: Vec<Arc<FunctionVersion>>,
-    extras: Arc<RouteExtras>,
 }
 
+/// Every good route by `namespace/name`; cheap to clone (for the snapshot writer).
+pub type Goods = CowMap<String, Good>;
+
 struct Entry {
-    /// The last state this Function was part of.
+    /// The last complete state this Function was part of.
     epoch: u64,
     /// The objects last seen for this Function, versions in pointer order.
     seen: Option<(Arc<Function>, Vec<Arc<FunctionVersion>>)>,
     fingerprint: Option<Fingerprint>,
-    good: Option<Good>,
     rejection: Option<Rejection>,
 }
 
@@ -58,16 +65,45 @@ pub struct Outcome {
     pub rejected: usize,
 }
 
+/// Which acknowledgements to work out after a change.
+enum AckScope {
+    /// Every Function's (after a complete state); those rebuilt are fresh unless this is the
+    /// first table.
+    All { fresh: bool },
+    /// The changed Functions' only, all fresh.
+    Changed,
+}
+
 /// The router's memory between states.
 pub struct Builder {
     opts: BuildOptions,
     replica: String,
-    entries: HashMap<String, Entry>,
-    counters: HashMap<String, Arc<AtomicU64>>,
+    entries: FxHashMap<String, Entry>,
+    counters: FxHashMap<String, Arc<AtomicU64>>,
     /// What this replica last sent for a Function: `(generation, rejected)`.
-    sent: HashMap<String, (i64, Option<String>)>,
+    sent: FxHashMap<String, (i64, Option<String>)>,
     generation: u64,
     epoch: u64,
+    /// Every good route, indexed: the table last handed out.
+    table: RoutingTable,
+    /// The extras of every route in `table`, by the route's address.
+    extras: CowMap<usize, Arc<RouteExtras>>,
+    goods: Goods,
+    rejections: BTreeMap<String, Rejection>,
+    /// Set when what was sent is forgotten: the next change re-derives every ack.
+    rescan_acks: bool,
+}
+
+fn address(route: &Arc<Route>) -> usize {
+    Arc::as_ptr(route) as usize
+}
+
+fn key_of(namespace: &str, name: &str) -> String {
+    let mut key = String::with_capacity(namespace.len() + 1 + name.len());
+    key.push_str(namespace);
+    key.push('/');
+    key.push_str(name);
+    key
 }
 
 impl Builder {
@@ -76,23 +112,34 @@ impl Builder {
         Builder {
             opts,
             replica,
-            entries: HashMap::new(),
-            counters: HashMap::new(),
-            sent: HashMap::new(),
+            entries: FxHashMap::default(),
+            counters: FxHashMap::default(),
+            sent: FxHashMap::default(),
             generation: 0,
             epoch: 0,
+            table: RoutingTable::empty(),
+            extras: CowMap::new(),
+            goods: CowMap::new(),
+            rejections: BTreeMap::new(),
+            rescan_acks: false,
         }
     }
 
     /// Every last good route with its inputs (for the snapshot).
     pub fn good(&self) -> impl Iterator<Item = &Good> {
-        self.entries.values().filter_map(|e| e.good.as_ref())
+        self.goods.values()
+    }
+
+    /// The same, as a cheap copy that another thread can read.
+    pub fn goods(&self) -> Goods {
+        self.goods.clone()
     }
 
     /// Applies a complete state read at `as_of`; returns a new table when anything changed.
     pub fn apply(&mut self, state: &State, as_of: SystemTime, metrics: &Metrics) -> Outcome {
         let started = Instant::now();
-        let mut by_function: HashMap<(&str, &str), Vec<&Arc<FunctionVersion>>> = HashMap::new();
+        let mut by_function: FxHashMap<(&str, &str), Vec<&Arc<FunctionVersion>>> =
+            FxHashMap::default();
         for v in &state.versions {
             let ns = v.metadata.namespace.as_deref().unwrap_or_default();
             by_function
@@ -100,191 +147,204 @@ impl Builder {
                 .or_default()
                 .push(v);
         }
-        let mut changed: HashMap<String, Option<Good>> = HashMap::new();
         // Entries not stamped with this epoch below are Functions that are gone.
         self.epoch += 1;
-        let epoch = self.epoch;
-        let mut rejected = 0;
-        let mut key = String::new();
+        let mut changed = Vec::new();
         for f in &state.functions {
             let ns = f.metadata.namespace.as_deref().unwrap_or_default();
             let name = f.metadata.name.as_deref().unwrap_or_default();
-            key.clear();
-            key.push_str(ns);
-            key.push('/');
-            key.push_str(name);
-            let mut inputs: Vec<&Arc<FunctionVersion>> =
-                by_function.get(&(ns, name)).cloned().unwrap_or_default();
-            inputs.sort_by_key(|v| Arc::as_ptr(v) as usize);
-            // Fast path: the very same objects as last time (a source keeps unchanged
-            // objects' Arcs), so nothing to compare field by field.
-            if let Some(e) = self.entries.get_mut(key.as_str()) {
-                e.epoch = epoch;
-                if let Some(seen) = &e.seen {
-                    if Arc::ptr_eq(&seen.0, f)
-                        && seen.1.len() == inputs.len()
-                        && seen.1.iter().zip(&inputs).all(|(a, b)| Arc::ptr_eq(a, b))
-                    {
-                        continue;
-                    }
-                }
-            }
-            let key = key.clone();
-            let versions: Vec<Arc<FunctionVersion>> =
-                inputs.iter().map(|v| Arc::clone(v)).collect();
-            let mut ids: Vec<(String, String)> = versions
-                .iter()
-                .map(|v| {
-                    (
-                        v.metadata.name.clone().unwrap_or_default(),
-                        v.metadata.uid.clone().unwrap_or_default(),
-                    )
-                })
-                .collect();
-            ids.sort();
-            let fingerprint = Fingerprint {
-                uid: f.metadata.uid.clone().unwrap_or_default(),
-                generation: f.metadata.generation.unwrap_or_default(),
-                versions: ids,
-            };
-            let entry = self.entries.entry(key.clone()).or_insert(Entry {
-                epoch,
-                seen: None,
-                fingerprint: None,
-                good: None,
-                rejection: None,
-            });
-            entry.seen = Some((Arc::clone(f), versions.clone()));
-            if entry.fingerprint.as_ref() == Some(&fingerprint) {
-                continue;
-            }
-            entry.fingerprint = Some(fingerprint);
-            changed.insert(key.clone(), entry.good.clone());
-            match Route::build(f, versions.iter().map(|v| v.as_ref()), &self.opts) {
-                Ok(route) => {
-                    let route = Arc::new(route);
-                    let counter = self.counters.entry(key.clone()).or_default().clone();
-                    let extras = Arc::new(RouteExtras {
-                        counter,
-                        backends: route
-                            .backends
-                            .iter()
-                            .map(|b| metrics.backend(&key, &b.version))
-                            .collect(),
-                    });
-                    entry.good = Some(Good {
-                        route,
-                        function: Arc::clone(f),
-                        versions,
-                        extras,
-                    });
-                    entry.rejection = None;
-                }
-                Err(e) => {
-                    rejected += 1;
-                    entry.rejection = Some(Rejection {
-                        function: key.clone(),
-                        generation: f.metadata.generation.unwrap_or_default(),
-                        reason: e.to_string(),
-                    });
-                }
+            let inputs = by_function.remove(&(ns, name)).unwrap_or_default();
+            let key = key_of(ns, name);
+            if self.observe(&key, f, inputs) {
+                changed.push(key);
             }
         }
         let gone: Vec<String> = self
             .entries
             .iter()
-            .filter(|(_, e)| e.epoch != epoch)
+            .filter(|(_, e)| e.epoch != self.epoch)
             .map(|(k, _)| k.clone())
             .collect();
-        for k in gone {
-            self.entries.remove(&k);
-            self.counters.remove(&k);
-            self.sent.remove(&k);
-            changed.insert(k, None);
+        let fresh = self.generation > 0;
+        self.commit(
+            changed,
+            gone,
+            AckScope::All { fresh },
+            as_of,
+            metrics,
+            started,
+        )
+    }
+
+    /// Applies an update of the Functions it names; returns a new table when anything changed.
+    pub fn apply_update(
+        &mut self,
+        update: &Update,
+        as_of: SystemTime,
+        metrics: &Metrics,
+    ) -> Outcome {
+        let started = Instant::now();
+        let mut changed = Vec::new();
+        let mut gone = Vec::new();
+        for inputs in &update.functions {
+            let key = key_of(&inputs.namespace, &inputs.name);
+            match &inputs.function {
+                Some(f) if self.observe(&key, f, inputs.versions.iter().collect()) => {
+                    changed.push(key)
+                }
+                Some(_) => {}
+                None if self.entries.contains_key(&key) => gone.push(key),
+                None => {}
+            }
+        }
+        self.commit(changed, gone, AckScope::Changed, as_of, metrics, started)
+    }
+
+    /// Records a Function's current inputs; true when its route must be rebuilt.
+    fn observe(
+        &mut self,
+        key: &str,
+        f: &Arc<Function>,
+        mut inputs: Vec<&Arc<FunctionVersion>>,
+    ) -> bool {
+        inputs.sort_by_key(|v| Arc::as_ptr(v) as usize);
+        // Fast path: the very same objects as last time (a source keeps unchanged objects'
+        // Arcs), so nothing to compare field by field.
+        if let Some(e) = self.entries.get_mut(key) {
+            e.epoch = self.epoch;
+            if let Some(seen) = &e.seen {
+                if Arc::ptr_eq(&seen.0, f)
+                    && seen.1.len() == inputs.len()
+                    && seen.1.iter().zip(&inputs).all(|(a, b)| Arc::ptr_eq(a, b))
+                {
+                    return false;
+                }
+            }
+        }
+        let versions: Vec<Arc<FunctionVersion>> = inputs.into_iter().cloned().collect();
+        let mut ids: Vec<(String, String)> = versions
+            .iter()
+            .map(|v| {
+                (
+                    v.metadata.name.clone().unwrap_or_default(),
+                    v.metadata.uid.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        ids.sort();
+        let fingerprint = Fingerprint {
+            uid: f.metadata.uid.clone().unwrap_or_default(),
+            generation: f.metadata.generation.unwrap_or_default(),
+            versions: ids,
+        };
+        let epoch = self.epoch;
+        let entry = self.entries.entry(key.to_string()).or_insert(Entry {
+            epoch,
+            seen: None,
+            fingerprint: None,
+            rejection: None,
+        });
+        entry.seen = Some((Arc::clone(f), versions));
+        if entry.fingerprint.as_ref() == Some(&fingerprint) {
+            return false;
+        }
+        entry.fingerprint = Some(fingerprint);
+        true
+    }
+
+    /// Drops a Function that is gone, with its route.
+    fn forget(&mut self, key: &str) {
+        if let Some(old) = self.table.remove(key) {
+            self.extras.remove(&address(&old));
+        }
+        self.goods.remove(key);
+        self.entries.remove(key);
+        self.counters.remove(key);
+        self.sent.remove(key);
+        self.rejections.remove(key);
+    }
+
+    /// Rebuilds the changed Functions' routes into the table, drops the gone ones, and hands
+    /// out the table if anything changed, with the acknowledgements owed.
+    fn commit(
+        &mut self,
+        mut changed: Vec<String>,
+        gone: Vec<String>,
+        scope: AckScope,
+        as_of: SystemTime,
+        metrics: &Metrics,
+        started: Instant,
+    ) -> Outcome {
+        for key in &gone {
+            self.forget(key);
+        }
+        // In name order, so that of two new Functions claiming one prefix the first keeps it,
+        // whichever way they arrived.
+        changed.sort_unstable();
+        changed.dedup();
+        let mut rejected = 0;
+        for key in &changed {
+            let Some((f, versions)) = self.entries.get(key).and_then(|e| e.seen.clone()) else {
+                continue;
+            };
+            let generation = f.metadata.generation.unwrap_or_default();
+            let refused = match Route::build(&f, versions.iter().map(|v| v.as_ref()), &self.opts) {
+                Ok(route) => self.serve(key, Arc::new(route), f, versions, metrics),
+                Err(e) => Some(e.to_string()),
+            };
+            let rejection = refused.map(|reason| Rejection {
+                function: key.clone(),
+                generation,
+                reason,
+            });
+            match &rejection {
+                Some(r) => {
+                    rejected += 1;
+                    self.rejections.insert(key.clone(), r.clone());
+                }
+                None => {
+                    self.rejections.remove(key);
+                }
+            }
+            if let Some(entry) = self.entries.get_mut(key) {
+                entry.rejection = rejection;
+            }
         }
 
         let mut live = None;
-        if !changed.is_empty() || self.generation == 0 {
-            let table = loop {
-                let routes = self.good().map(|g| Arc::clone(&g.route));
-                match RoutingTable::from_routes(routes) {
-                    Ok(table) => break table,
-                    Err(TableError::Conflict {
-                        first,
-                        second,
-                        host,
-                        prefix,
-                    }) => {
-                        // Blame the function that changed now; the one already serving keeps
-                        // its claim. With neither changed (a first build), the second loses.
-                        let culprit =
-                            if changed.contains_key(&second) || !changed.contains_key(&first) {
-                                second.clone()
-                            } else {
-                                first.clone()
-                            };
-                        let other = if culprit == second { &first } else { &second };
-                        rejected += 1;
-                        if let Some(entry) = self.entries.get_mut(&culprit) {
-                            let previous = changed.get(&culprit).cloned().flatten();
-                            // Reverting to the previous route must not conflict again.
-                            let same_claim =
-                                entry.good.as_ref().zip(previous.as_ref()).is_some_and(
-                                    |(now, before)| Arc::ptr_eq(&now.route, &before.route),
-                                );
-                            entry.good = if same_claim { None } else { previous };
-                            changed.insert(culprit.clone(), None);
-                            entry.rejection = Some(Rejection {
-                                function: culprit.clone(),
-                                generation: entry
-                                    .fingerprint
-                                    .as_ref()
-                                    .map_or(0, |f| f.generation),
-                                reason: format!(
-                                    "conflicts with function {other}: both claim host {host} with path prefix {prefix}"
-                                ),
-                            });
-                        }
-                    }
-                    // from_routes only reports conflicts: routes are built already.
-                    Err(TableError::Route(e)) => {
-                        tracing::error!("unexpected route error while indexing: {e}");
-                        break RoutingTable::empty();
-                    }
-                }
-            };
+        if !changed.is_empty() || !gone.is_empty() || self.generation == 0 {
             self.generation += 1;
-            let mut rejections: Vec<Rejection> = self
-                .entries
-                .values()
-                .filter_map(|e| e.rejection.clone())
-                .collect();
-            rejections.sort_by(|a, b| a.function.cmp(&b.function));
-            let entries = &self.entries;
             live = Some(Live::new(
-                table,
+                self.table.clone(),
+                self.extras.clone(),
                 self.generation,
                 as_of,
-                rejections,
-                |route| {
-                    entries
-                        .get(&route.key())
-                        .and_then(|e| e.good.as_ref())
-                        .map(|g| Arc::clone(&g.extras))
-                        .unwrap_or_else(|| {
-                            Arc::new(RouteExtras {
-                                counter: Arc::default(),
-                                backends: Vec::new(),
-                            })
-                        })
-                },
+                self.rejections.values().cloned().collect(),
             ));
             metrics
                 .build_seconds
                 .observe(started.elapsed().as_secs_f64());
         }
         metrics.rejected_updates.inc_by(rejected as u64);
-        let acks = self.acks();
+        let rescan = std::mem::take(&mut self.rescan_acks);
+        let acks = match scope {
+            AckScope::All { fresh } => {
+                let keys: Vec<String> = self.entries.keys().cloned().collect();
+                keys.iter()
+                    .filter_map(|k| {
+                        let fresh = fresh && changed.binary_search(k).is_ok();
+                        self.ack(k, fresh)
+                    })
+                    .collect()
+            }
+            AckScope::Changed if rescan => {
+                let keys: Vec<String> = self.entries.keys().cloned().collect();
+                keys.iter()
+                    .filter_map(|k| self.ack(k, changed.binary_search(k).is_ok()))
+                    .collect()
+            }
+            AckScope::Changed => changed.iter().filter_map(|k| self.ack(k, true)).collect(),
+        };
         Outcome {
             live,
             acks,
@@ -292,45 +352,92 @@ impl Builder {
         }
     }
 
-    /// Acknowledgements this replica owes: every Function whose status entry for this replica
-    /// differs from what it now serves or refuses, unless that report is already on its way.
-    fn acks(&mut self) -> Vec<Ack> {
-        let mut acks = Vec::new();
-        for (key, entry) in &self.entries {
-            let Some((f, _)) = &entry.seen else {
-                continue;
-            };
-            let generation = f.metadata.generation.unwrap_or_default();
-            let rejected = entry
-                .rejection
-                .as_ref()
-                .filter(|r| r.generation == generation)
-                .map(|r| r.reason.clone());
-            let reported = f.status.as_ref().and_then(|s| {
-                s.routers
-                    .iter()
-                    .find(|r| r.name == self.replica)
-                    .map(|r| (r.observed_generation, r.rejected.clone()))
-            });
-            let wanted = (generation, rejected);
-            if reported.as_ref() == Some(&wanted) || self.sent.get(key) == Some(&wanted) {
-                continue;
+    /// Puts a freshly built route in the table; the reason when it cannot go there (it claims
+    /// what another Function serves), in which case the last good route stays.
+    fn serve(
+        &mut self,
+        key: &str,
+        route: Arc<Route>,
+        function: Arc<Function>,
+        versions: Vec<Arc<FunctionVersion>>,
+        metrics: &Metrics,
+    ) -> Option<String> {
+        match self.table.insert(Arc::clone(&route)) {
+            Ok(old) => {
+                if let Some(old) = old {
+                    self.extras.remove(&address(&old));
+                }
+                let counter = self.counters.entry(key.to_string()).or_default().clone();
+                let extras = Arc::new(RouteExtras {
+                    counter,
+                    backends: route
+                        .backends
+                        .iter()
+                        .map(|b| metrics.backend(key, &b.version))
+                        .collect(),
+                });
+                self.extras.insert(address(&route), extras);
+                self.goods.insert(
+                    key.to_string(),
+                    Good {
+                        route,
+                        function,
+                        versions,
+                    },
+                );
+                None
             }
-            self.sent.insert(key.clone(), wanted.clone());
-            acks.push(Ack {
-                namespace: f.metadata.namespace.clone().unwrap_or_default(),
-                name: f.metadata.name.clone().unwrap_or_default(),
-                generation: wanted.0,
-                rejected: wanted.1,
-            });
+            Err(TableError::Conflict {
+                host,
+                prefix,
+                first,
+                ..
+            }) => Some(format!(
+                "conflicts with function {first}: both claim host {host} with path prefix {prefix}"
+            )),
+            // insert only reports conflicts: the route is built already.
+            Err(e) => Some(e.to_string()),
         }
-        acks
+    }
+
+    /// The acknowledgement this replica owes for Function `key`: when its status entry for
+    /// this replica differs from what it now serves or refuses, unless that report is already
+    /// on its way.
+    fn ack(&mut self, key: &str, fresh: bool) -> Option<Ack> {
+        let entry = self.entries.get(key)?;
+        let (f, _) = entry.seen.as_ref()?;
+        let generation = f.metadata.generation.unwrap_or_default();
+        let rejected = entry
+            .rejection
+            .as_ref()
+            .filter(|r| r.generation == generation)
+            .map(|r| r.reason.clone());
+        let reported = f.status.as_ref().and_then(|s| {
+            s.routers
+                .iter()
+                .find(|r| r.name == self.replica)
+                .map(|r| (r.observed_generation, r.rejected.clone()))
+        });
+        let wanted = (generation, rejected);
+        if reported.as_ref() == Some(&wanted) || self.sent.get(key) == Some(&wanted) {
+            return None;
+        }
+        let ack = Ack {
+            namespace: f.metadata.namespace.clone().unwrap_or_default(),
+            name: f.metadata.name.clone().unwrap_or_default(),
+            generation: wanted.0,
+            rejected: wanted.1.clone(),
+            fresh,
+        };
+        self.sent.insert(key.to_string(), wanted);
+        Some(ack)
     }
 
     /// Forgets what was sent, so that acks are re-derived from the Functions' status (after the
     /// source reconnects, writes may have been lost).
     pub fn forget_sent(&mut self) {
         self.sent.clear();
+        self.rescan_acks = true;
     }
 }
 
@@ -360,12 +467,8 @@ mod tests {
     }
 
     fn weight_of(live: &Live, name: &str, version: &str) -> u32 {
-        let route = live
-            .table
-            .routes()
-            .iter()
-            .find(|r| r.name == name)
-            .expect("routed");
+        let routes = live.table.routes();
+        let route = routes.iter().find(|r| r.name == name).expect("routed");
         route
             .backends
             .iter()
@@ -421,12 +524,8 @@ mod tests {
             .with_weight("1.0.0", 1_000_000);
         let out = b.apply(&state(vec![a, b_fn], vs), SystemTime::now(), &m);
         let live = out.live.expect("a table");
-        let names: Vec<_> = live
-            .table
-            .routes()
-            .iter()
-            .map(|r| r.name.as_str())
-            .collect();
+        let routes = live.table.routes();
+        let names: Vec<_> = routes.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["a"]);
         assert_eq!(live.rejections.len(), 1);
         assert_eq!(live.rejections[0].function, "default/b");
@@ -503,5 +602,159 @@ mod tests {
         let (mut fresh, m2) = builder();
         let out = fresh.apply(&state(vec![f], versions("d")), SystemTime::now(), &m2);
         assert!(out.acks.is_empty());
+    }
+
+    /// The update a source sends for the Functions named, as they are in `state`.
+    fn update_of(state: &State, names: &[&str]) -> Update {
+        Update {
+            functions: names
+                .iter()
+                .map(|name| crate::source::FunctionInputs {
+                    namespace: "default".into(),
+                    name: name.to_string(),
+                    function: state
+                        .functions
+                        .iter()
+                        .find(|f| f.metadata.name.as_deref() == Some(name))
+                        .cloned(),
+                    versions: state
+                        .versions
+                        .iter()
+                        .filter(|v| v.spec.function == *name)
+                        .cloned()
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    fn served(live: &Live) -> Vec<(String, i64, Vec<u32>)> {
+        live.table
+            .routes()
+            .iter()
+            .map(|r| {
+                let weights = r.backends.iter().map(|b| b.weight).collect();
+                (r.key(), r.generation, weights)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn updates_give_the_table_and_refusals_a_complete_state_gives() {
+        let names = ["a", "b", "c", "d"];
+        let fleet = |a: Function, b: Function, c: Option<Function>| {
+            let mut fs = vec![
+                a,
+                b,
+                Function::test("d")
+                    .with_prefix("/d")
+                    .with_weight("1.0.0", 1_000_000),
+            ];
+            fs.extend(c);
+            let vs = names.iter().flat_map(|n| versions(n)).collect();
+            state(fs, vs)
+        };
+        let a = Function::test("a").with_weight("1.0.0", 1_000_000);
+        let b = Function::test("b")
+            .with_prefix("/b")
+            .with_weight("1.0.0", 1_000_000);
+        let steps = [
+            // a shifts; b moves onto d's prefix (refused, keeps /b); c arrives.
+            fleet(
+                a.clone()
+                    .with_weight("1.0.0", 400_000)
+                    .with_weight("2.0.0", 600_000)
+                    .at_generation(2),
+                b.clone().with_prefix("/d").at_generation(2),
+                Some(
+                    Function::test("c")
+                        .with_prefix("/c")
+                        .with_weight("2.0.0", 1_000_000),
+                ),
+            ),
+            // a names a version that does not exist (refused, keeps its route); c goes.
+            fleet(
+                Function::test("a")
+                    .with_weight("9.0.0", 1_000_000)
+                    .at_generation(3),
+                b.clone().with_prefix("/d").at_generation(2),
+                None,
+            ),
+        ];
+        // The same history, once as updates and once as complete states.
+        let (mut stepwise, m) = builder();
+        let (mut whole, m2) = builder();
+        let first = fleet(a, b, None);
+        stepwise.apply(&first, SystemTime::now(), &m);
+        whole.apply(&first, SystemTime::now(), &m2);
+        let mut last = first;
+        for step in steps {
+            let update = update_of(&step, &names);
+            let by_update = stepwise
+                .apply_update(&update, SystemTime::now(), &m)
+                .live
+                .expect("a table");
+            let by_state = whole
+                .apply(&step, SystemTime::now(), &m2)
+                .live
+                .expect("a table");
+            assert_eq!(served(&by_update), served(&by_state));
+            assert_eq!(by_update.rejections, by_state.rejections);
+            last = step;
+        }
+        let again = stepwise.apply(&last, SystemTime::now(), &m).live;
+        assert!(again.is_none(), "the same state again changes nothing");
+    }
+
+    #[test]
+    fn an_update_acks_only_the_changed_function_and_as_fresh() {
+        let (mut b, m) = builder();
+        let fs = vec![
+            Function::test("a").with_weight("1.0.0", 1_000_000),
+            Function::test("b").with_weight("1.0.0", 1_000_000),
+        ];
+        let vs = [versions("a"), versions("b")].concat();
+        let first = b.apply(&state(fs.clone(), vs.clone()), SystemTime::now(), &m);
+        assert_eq!(first.acks.len(), 2);
+        assert!(
+            first.acks.iter().all(|a| !a.fresh),
+            "start-up acks are backlog"
+        );
+        let next = state(
+            vec![
+                Function::test("a")
+                    .with_weight("2.0.0", 1_000_000)
+                    .at_generation(2),
+                fs[1].clone(),
+            ],
+            vs,
+        );
+        let out = b.apply_update(&update_of(&next, &["a"]), SystemTime::now(), &m);
+        assert_eq!(out.acks.len(), 1);
+        assert_eq!(
+            (out.acks[0].name.as_str(), out.acks[0].generation),
+            ("a", 2)
+        );
+        assert!(out.acks[0].fresh);
+        let live = out.live.expect("a table");
+        assert_eq!(weight_of(&live, "a", "2.0.0"), 1_000_000);
+        assert_eq!(weight_of(&live, "b", "1.0.0"), 1_000_000);
+
+        let gone = b.apply_update(
+            &Update {
+                functions: vec![crate::source::FunctionInputs {
+                    namespace: "default".into(),
+                    name: "b".into(),
+                    function: None,
+                    versions: Vec::new(),
+                }],
+            },
+            SystemTime::now(),
+            &m,
+        );
+        let live = gone.live.expect("a table");
+        assert_eq!(live.table.len(), 1);
+        assert!(live.table.get("default/b").is_none());
+        assert!(b.good().all(|g| g.route.name == "a"));
     }
 }

@@ -48,7 +48,7 @@ pub use config::RouterConfig;
 pub use live::Shared;
 pub use source::{KubernetesOptions, Source};
 
-use build::Builder;
+use build::{Builder, Goods};
 use source::{ConfigSource, SourceEvent, State};
 
 /// A running router: stop it, or wait for it to stop (on SIGTERM in the binary).
@@ -79,14 +79,14 @@ pub fn start(config: RouterConfig, source: Source) -> anyhow::Result<RouterHandl
     let control = runtime.block_on(async {
         let mut source = source.open(&config.replica).await?;
         let mut builder = Builder::new(config.build.clone(), config.replica.clone());
-        let (snapshots, snapshot_rx) = watch::channel(None::<(State, SystemTime)>);
+        let (snapshots, snapshot_rx) = watch::channel(None::<(Goods, SystemTime)>);
         if let Some(path) = config.snapshot.clone() {
             tokio::spawn(write_snapshots(path, snapshot_rx));
         }
         match first_state(source.as_mut(), config.startup_timeout, config.snapshot.is_some()).await {
             Ok(state) => {
                 shared.set_connected(true);
-                apply(&shared, &mut builder, source.as_mut(), &snapshots, &state, SystemTime::now());
+                apply(&shared, &mut builder, source.as_mut(), &snapshots, Change::State(&state), SystemTime::now());
             }
             Err(why) => {
                 let Some(path) = &config.snapshot else {
@@ -129,6 +129,8 @@ async fn first_state(
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, source.next()).await {
             Ok(Some(SourceEvent::State(state))) => return Ok(state),
+            // An update needs a state to apply to; a source sends a state first.
+            Ok(Some(SourceEvent::Update(_))) => {}
             Ok(Some(SourceEvent::Lost(why))) => {
                 last = why;
                 if have_snapshot {
@@ -141,20 +143,29 @@ async fn first_state(
     }
 }
 
-/// Builds from a state, swaps, acknowledges, snapshots.
+/// What the source reported.
+enum Change<'a> {
+    State(&'a State),
+    Update(&'a source::Update),
+}
+
+/// Builds from a state or an update, swaps, acknowledges, snapshots.
 fn apply(
     shared: &Shared,
     builder: &mut Builder,
     source: &mut dyn ConfigSource,
-    snapshots: &watch::Sender<Option<(State, SystemTime)>>,
-    state: &State,
+    snapshots: &watch::Sender<Option<(Goods, SystemTime)>>,
+    change: Change<'_>,
     as_of: SystemTime,
 ) {
-    let outcome = builder.apply(state, as_of, &shared.metrics);
+    let outcome = match change {
+        Change::State(state) => builder.apply(state, as_of, &shared.metrics),
+        Change::Update(update) => builder.apply_update(update, as_of, &shared.metrics),
+    };
     if let Some(live) = outcome.live {
         tracing::debug!(
             generation = live.generation,
-            routes = live.table.routes().len(),
+            routes = live.table.len(),
             "table swapped"
         );
         for r in &live.rejections {
@@ -162,7 +173,7 @@ fn apply(
         }
         shared.swap(live);
         if !snapshots.is_closed() {
-            let _ = snapshots.send(Some((snapshot::state_of(builder.good()), as_of)));
+            let _ = snapshots.send(Some((builder.goods(), as_of)));
         }
     } else {
         shared.set_current(as_of);
@@ -177,7 +188,7 @@ async fn follow(
     shared: Arc<Shared>,
     mut builder: Builder,
     mut source: Box<dyn ConfigSource>,
-    snapshots: watch::Sender<Option<(State, SystemTime)>>,
+    snapshots: watch::Sender<Option<(Goods, SystemTime)>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut lost = false;
@@ -186,22 +197,29 @@ async fn follow(
             e = source.next() => e,
             _ = stop.wait_for(|s| *s) => break,
         };
-        match event {
-            Some(SourceEvent::State(state)) => {
-                if lost {
-                    tracing::info!("source reachable again");
-                    lost = false;
-                }
-                shared.set_connected(true);
-                apply(
-                    &shared,
-                    &mut builder,
-                    source.as_mut(),
-                    &snapshots,
-                    &state,
-                    SystemTime::now(),
-                );
+        let change = match &event {
+            Some(SourceEvent::State(state)) => Some(Change::State(state)),
+            Some(SourceEvent::Update(update)) => Some(Change::Update(update)),
+            _ => None,
+        };
+        if let Some(change) = change {
+            if lost {
+                tracing::info!("source reachable again");
+                lost = false;
             }
+            shared.set_connected(true);
+            apply(
+                &shared,
+                &mut builder,
+                source.as_mut(),
+                &snapshots,
+                change,
+                SystemTime::now(),
+            );
+            continue;
+        }
+        match event {
+            Some(SourceEvent::State(_)) | Some(SourceEvent::Update(_)) => {}
             Some(SourceEvent::Lost(why)) => {
                 if !lost {
                     tracing::warn!("source unreachable, serving the last good table: {why}");
@@ -220,18 +238,21 @@ async fn follow(
     source.close().await;
 }
 
-/// Writes the latest good state to `path`, skipping states superseded while writing.
+/// Writes the latest good routes' inputs to `path`, skipping states superseded while writing.
+/// Collecting them is left to the writer's thread: the control loop only clones a [`Goods`].
 async fn write_snapshots(
     path: std::path::PathBuf,
-    mut rx: watch::Receiver<Option<(State, SystemTime)>>,
+    mut rx: watch::Receiver<Option<(Goods, SystemTime)>>,
 ) {
     while rx.changed().await.is_ok() {
-        let Some((state, as_of)) = rx.borrow_and_update().clone() else {
+        let Some((goods, as_of)) = rx.borrow_and_update().clone() else {
             continue;
         };
         let path = path.clone();
-        let written =
-            tokio::task::spawn_blocking(move || snapshot::write(&path, &state, as_of)).await;
+        let written = tokio::task::spawn_blocking(move || {
+            snapshot::write(&path, &snapshot::state_of(goods.values()), as_of)
+        })
+        .await;
         match written {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!("snapshot: {e:#}"),

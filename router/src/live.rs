@@ -1,13 +1,13 @@
 //! The live routing state: one immutable [`Live`] table behind an `ArcSwap`, and what outlives
 //! table swaps (request counters, metrics, readiness).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
+use switchyard_core::cowmap::CowMap;
 use switchyard_core::table::Route;
 use switchyard_core::RoutingTable;
 
@@ -45,8 +45,8 @@ pub struct Live {
     /// Functions whose latest generation is refused (they serve their last good route, if any).
     pub rejections: Vec<Rejection>,
     /// Extras of each route, by the address of its `Arc<Route>` in `table` (stable while this
-    /// `Live` exists, and one pointer compare cheaper than hashing `namespace/name`).
-    extras: HashMap<usize, Arc<RouteExtras>>,
+    /// `Live` exists, and cheaper to hash than `namespace/name`).
+    extras: CowMap<usize, Arc<RouteExtras>>,
 }
 
 impl Live {
@@ -57,23 +57,19 @@ impl Live {
             generation: 0,
             as_of: SystemTime::now(),
             rejections: Vec::new(),
-            extras: HashMap::new(),
+            extras: CowMap::new(),
         }
     }
 
-    /// Assembles a table with the extras of its routes.
+    /// Assembles a table with the extras of its routes, keyed by the address of each route's
+    /// `Arc` (both are cheap to clone: see [`CowMap`]).
     pub fn new(
         table: RoutingTable,
+        extras: CowMap<usize, Arc<RouteExtras>>,
         generation: u64,
         as_of: SystemTime,
         rejections: Vec<Rejection>,
-        extras_of: impl Fn(&Arc<Route>) -> Arc<RouteExtras>,
     ) -> Self {
-        let extras = table
-            .routes()
-            .iter()
-            .map(|r| (Arc::as_ptr(r) as usize, extras_of(r)))
-            .collect();
         Live {
             table,
             generation,
@@ -134,7 +130,7 @@ impl Shared {
     /// Swaps in a new table; requests already running keep the one they loaded.
     pub fn swap(&self, live: Live) {
         self.metrics.table_generation.set(live.generation as i64);
-        self.metrics.routes.set(live.table.routes().len() as i64);
+        self.metrics.routes.set(live.table.len() as i64);
         self.metrics
             .rejected_functions
             .set(live.rejections.len() as i64);

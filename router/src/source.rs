@@ -1,8 +1,9 @@
 //! Where routing state comes from: the seam between the router and its configuration store.
 //!
-//! A source yields *complete* states (every Function and FunctionVersion it knows) and takes
-//! acknowledgements back. The Kubernetes watch is one source; a local directory store can be
-//! another without the router changing.
+//! A source yields a *complete* state first (every Function and FunctionVersion it knows), then
+//! either complete states or updates (the Functions whose inputs changed, each with all its
+//! inputs), and takes acknowledgements back. The Kubernetes watch is one source; a local
+//! directory store can be another without the router changing.
 
 use std::sync::Arc;
 
@@ -23,11 +24,34 @@ pub struct State {
     pub versions: Vec<Arc<FunctionVersion>>,
 }
 
+/// The inputs of one Function's route, as the source holds them now.
+#[derive(Debug, Clone)]
+pub struct FunctionInputs {
+    /// Namespace of the Function.
+    pub namespace: String,
+    /// Name of the Function.
+    pub name: String,
+    /// The Function; `None` when there is none (any more).
+    pub function: Option<Arc<Function>>,
+    /// Every FunctionVersion of the function (same namespace, `spec.function` naming it).
+    pub versions: Vec<Arc<FunctionVersion>>,
+}
+
+/// The Functions whose inputs changed since the source's previous event; every other
+/// Function is as it was.
+#[derive(Debug, Clone, Default)]
+pub struct Update {
+    /// The changed Functions, each with all of its inputs.
+    pub functions: Vec<FunctionInputs>,
+}
+
 /// What a source reports.
 #[derive(Debug)]
 pub enum SourceEvent {
     /// A new complete state.
     State(State),
+    /// A change to the previous state (never the first event).
+    Update(Update),
     /// The source cannot be reached; the router keeps serving what it has. Repeated while the
     /// source stays unreachable is fine; a later `State` means it is back.
     Lost(String),
@@ -44,6 +68,9 @@ pub struct Ack {
     pub generation: i64,
     /// Why it was refused; `None` when it is served.
     pub rejected: Option<String>,
+    /// Whether it reports a generation that just changed (a person may be waiting for it), as
+    /// opposed to a report owed since start-up or a reconnect: fresh ones go first.
+    pub fresh: bool,
 }
 
 /// A live configuration source.

@@ -413,3 +413,115 @@ proptest! {
         }
     }
 }
+
+/// A route of function `name` for `hosts` and `prefix` (one version, all traffic).
+fn claim(name: &str, hosts: &[&str], prefix: &str) -> Arc<Route> {
+    let f = Function::test(name)
+        .with_weight("1.0.0", TOTAL_PPM)
+        .with_hosts(hosts)
+        .with_prefix(prefix);
+    Arc::new(route(f, &versions(name, &["1.0.0"])))
+}
+
+/// Every (host, path) pair the table tests probe, with the function each one reaches.
+fn lookups(t: &RoutingTable) -> Vec<Option<String>> {
+    let hosts = [
+        "a.com",
+        "b.a.com",
+        "x.b.a.com",
+        "c.a.com",
+        "other",
+        ".a.com",
+    ];
+    let paths = ["/", "/x", "/x/y", "/x/y/z", "/xy", "/z", "/z/1"];
+    hosts
+        .iter()
+        .flat_map(|h| paths.iter().map(move |p| (h, p)))
+        .map(|(h, p)| t.lookup(h, p).map(|r| r.name.clone()))
+        .collect()
+}
+
+#[test]
+fn a_conflicting_insert_leaves_the_table_as_it_was() {
+    let mut t = RoutingTable::from_routes([claim("a", &["a.com"], "/x"), claim("b", &[], "/z")])
+        .expect("no conflict");
+    let before = lookups(&t);
+    // b moves onto a's claim (and off its own): refused whole.
+    let err = t
+        .insert(claim("b", &["c.a.com", "a.com"], "/x"))
+        .expect_err("conflict");
+    assert_eq!(
+        err.to_string(),
+        "functions default/a and default/b both claim host a.com with path prefix /x"
+    );
+    assert_eq!(lookups(&t), before);
+    assert_eq!(t.get("default/b").map(|r| r.prefix.as_str()), Some("/z"));
+}
+
+#[test]
+fn a_clone_serves_on_unchanged_while_the_original_changes() {
+    let mut t = RoutingTable::from_routes([claim("a", &[], "/x"), claim("b", &["*.a.com"], "/")])
+        .expect("no conflict");
+    let served = t.clone();
+    let before = lookups(&served);
+    t.insert(claim("a", &[], "/z")).expect("moved");
+    t.remove("default/b").expect("removed");
+    assert_eq!(lookups(&served), before);
+    assert_eq!(t.lookup("b.a.com", "/x/1"), None);
+    assert_eq!(
+        t.lookup("b.a.com", "/z/1").map(|r| r.name.as_str()),
+        Some("a")
+    );
+    assert_eq!(t.len(), 1);
+    assert_eq!(served.len(), 2);
+}
+
+#[test]
+fn a_host_listed_twice_is_one_claim() {
+    let t = RoutingTable::from_routes([claim("a", &["a.com", "a.com"], "/")]).expect("one claim");
+    assert_eq!(t.lookup("a.com", "/").map(|r| r.name.as_str()), Some("a"));
+}
+
+/// Which function, and `None` (removed) or its hosts and prefix, as indexes into the test's lists.
+type Change = (usize, Option<(Vec<usize>, usize)>);
+
+fn change_strategy() -> impl Strategy<Value = Vec<Change>> {
+    // Which function (of 5), and either removed or set to some hosts and a prefix.
+    let set = (proptest::collection::vec(0usize..4, 0..3), 0usize..4);
+    proptest::collection::vec((0usize..5, proptest::option::weighted(0.8, set)), 1..40)
+}
+
+proptest! {
+    #[test]
+    fn changing_routes_one_at_a_time_routes_like_a_fresh_build(changes in change_strategy()) {
+        let hosts = ["a.com", "*.a.com", "b.a.com", "*.b.a.com"];
+        let prefixes = ["/", "/x", "/x/y", "/z"];
+        let names = ["f0", "f1", "f2", "f3", "f4"];
+        let mut t = RoutingTable::empty();
+        let mut model: std::collections::BTreeMap<&str, Arc<Route>> = Default::default();
+        for (i, change) in changes {
+            let name = names[i];
+            match change {
+                None => {
+                    let removed = t.remove(&format!("default/{name}"));
+                    prop_assert_eq!(removed.is_some(), model.remove(name).is_some());
+                }
+                Some((hs, p)) => {
+                    let hs: Vec<&str> = hs.iter().map(|h| hosts[*h]).collect();
+                    let r = claim(name, &hs, prefixes[p]);
+                    let mut next = model.clone();
+                    next.insert(name, Arc::clone(&r));
+                    let whole = RoutingTable::from_routes(next.values().cloned());
+                    let one = t.insert(r);
+                    prop_assert_eq!(one.is_ok(), whole.is_ok());
+                    if one.is_ok() {
+                        model = next;
+                    }
+                }
+            }
+            let fresh = RoutingTable::from_routes(model.values().cloned()).expect("the model is valid");
+            prop_assert_eq!(lookups(&t), lookups(&fresh));
+            prop_assert_eq!(t.routes(), fresh.routes());
+        }
+    }
+}

@@ -537,6 +537,7 @@ mod tests {
             name: "hello".into(),
             generation,
             rejected: None,
+            fresh: true,
         }]);
         let routers = store.routers().expect("routers");
         assert_eq!(
