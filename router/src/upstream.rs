@@ -7,12 +7,12 @@
 //! replay once on a new connection.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use switchyard_core::cowmap::FxHashMap;
 use tokio::net::TcpStream;
 
 /// How long a resolved upstream host name is reused.
@@ -52,46 +52,9 @@ struct Idle {
     since: Instant,
 }
 
-/// A multiply-rotate hasher (FxHash's recipe) for the pool's keys: socket addresses from our
-/// own routing table, hashed twice per request, where SipHash's flood resistance buys nothing.
-#[derive(Default, Clone, Copy)]
-struct AddrHasher(u64);
-
-impl Hasher for AddrHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-
-    fn write_u8(&mut self, n: u8) {
-        self.write_u64(u64::from(n));
-    }
-
-    fn write_u16(&mut self, n: u16) {
-        self.write_u64(u64::from(n));
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(u64::from(n));
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type AddrMap<V> = HashMap<SocketAddr, V, BuildHasherDefault<AddrHasher>>;
+/// The pool's keys are socket addresses from our own routing table, hashed twice per request:
+/// SipHash's flood resistance buys nothing there.
+type AddrMap<V> = FxHashMap<SocketAddr, V>;
 
 /// Resolution cache and keep-alive pool, shared by every connection of one router.
 #[derive(Default)]
