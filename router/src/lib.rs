@@ -14,8 +14,8 @@
 //!
 //! | module | role |
 //! |---|---|
-//! | [`source`] | the seam to the configuration store: complete [`source::State`]s in, [`source::Ack`]s out; [`source::kubernetes`] is the watch, acks, Lease and pruning of dead replicas' entries |
-//! | [`build`] | state → table, one Function at a time; keeps the last good route of an invalid Function |
+//! | [`source`] | the seam to the configuration store: a complete [`source::State`] at start (and after a re-list), then updates of only the changed Functions; [`source::Ack`]s out; [`source::kubernetes`] is the watch, the ack queue (fresh acks first), Lease and pruning of dead replicas' entries |
+//! | [`build`] | state or update → table, changing only the changed Functions' routes; keeps the last good route of an invalid Function |
 //! | [`live`] | the swapped [`live::Live`] table and what outlives swaps (request counters, metrics, readiness) |
 //! | [`decide`] | which route and version a request gets: no HTTP types, no IO |
 //! | [`proxy`] | the HTTP plumbing: a purpose-built HTTP/1 proxy loop served by pingora-core |
