@@ -255,7 +255,7 @@ class Kube:
                 self.call("DELETE", f"{GROUP}/namespaces/{ns}/{kind}", ok=(200, 202))
             except Exception as e:  # noqa: BLE001
                 log(f"cleaning {kind} of {ns}: {e}")
-        if ns == SCALE_NS:
+        if ns.startswith(SCALE_NS):
             return  # no namespace controller here: a deleted namespace stays Terminating for good
         try:
             self.call("DELETE", f"/api/v1/namespaces/{ns}", ok=(200, 202))
@@ -309,7 +309,15 @@ class Env:
     def scale_namespace(self, ns, keep):
         """A scale namespace, kept between runs with --keep-scale (creating 40,000 objects takes
         minutes); returns the names of the complete functions it already holds. Their endpoints
-        may name an earlier run's upstream ports: only the measured function is requested."""
+        may name an earlier run's upstream ports: only the measured function is requested.
+        Returns (the namespace used, those names): one an earlier run deleted stays Terminating
+        for good on the test API server (no namespace controller), so a fresh name replaces it."""
+        try:
+            phase = self.kube.call("GET", f"/api/v1/namespaces/{ns}").get("status", {}).get("phase")
+        except RuntimeError:
+            phase = None
+        if phase == "Terminating":
+            ns = f"{ns}-{os.getpid()}"
         try:
             self.kube.call("POST", "/api/v1/namespaces", {"metadata": {"name": ns}})
         except RuntimeError as e:
@@ -322,7 +330,7 @@ class Env:
         count = {}
         for v in fvs:
             count[v["spec"]["function"]] = count.get(v["spec"]["function"], 0) + 1
-        return {f["metadata"]["name"] for f in fns if count.get(f["metadata"]["name"]) == 3}
+        return ns, {f["metadata"]["name"] for f in fns if count.get(f["metadata"]["name"]) == 3}
 
     def ns(self, prefix):
         n = self.kube.namespace(prefix)
@@ -1209,7 +1217,7 @@ def main():
                 else:
                     for size in sizes:
                         ns = SCALE_NS if size == 10000 else f"{SCALE_NS}-{size}"
-                        existing = env.scale_namespace(ns, keep=a.keep_scale)
+                        ns, existing = env.scale_namespace(ns, keep=a.keep_scale)
                         t0 = time.monotonic()
                         todo = [i for i in range(size) if f"fn-{i}" not in existing]
                         populate(env, ns, todo)
