@@ -2,7 +2,7 @@
 //!
 //! The pool is a stack of idle connections per socket address: the most recently used one is
 //! reused first, so a burst uses few connections and the rest age out. A connection idle for
-//! more than [`CHECK_AFTER`] is checked for a close from the upstream before it is reused; a
+//! more than a second is checked for a close from the upstream before it is reused; a
 //! fresher one that turns out closed is caught by the proxy, which retries a request it can
 //! replay once on a new connection.
 
