@@ -232,13 +232,6 @@ impl Head {
         }
     }
 
-    /// The headers as `(name, value)`.
-    pub fn fields<'b>(&'b self, buf: &'b [u8]) -> impl Iterator<Item = (&'b [u8], &'b [u8])> {
-        self.fields
-            .iter()
-            .map(|f| (f.name.of(buf), f.value.of(buf)))
-    }
-
     /// The first value of header `name` (any case).
     pub fn get<'b>(&self, buf: &'b [u8], name: &str) -> Option<&'b [u8]> {
         self.fields

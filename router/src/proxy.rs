@@ -422,9 +422,7 @@ impl Conn<'_> {
             match connect(&self.proxy.upstreams, &mut target, started).await {
                 Ok(connected) => connected,
                 Err((status, why)) => {
-                    count(&target, started, true);
-                    let mut reply = Reply::new(status, why).served_by(&target);
-                    reply.head_request = head_request;
+                    let reply = Reply::failed(&target, started, head_request, status, why);
                     let next = self.skip_request(&meta);
                     return reply.send(down, &mut self.out, next).await;
                 }
@@ -497,29 +495,24 @@ impl Conn<'_> {
             .await
         };
         let body_sent = left.done();
-        match outcome {
-            Ok(()) => {}
+        let why = match outcome {
+            Ok(()) => None,
             Err(Failed::Client) => {
                 count(&target, started, true);
                 return Next::Close;
             }
-            Err(Failed::Stale) | Err(Failed::Upstream(_)) => {
-                count(&target, started, true);
-                let why = match outcome {
-                    Err(Failed::Upstream(why)) => why,
-                    _ => "closed the connection without answering".to_string(),
-                };
-                let served_by = target.served_by();
-                let mut reply = Reply::new(502, format!("{served_by} failed: {why}\n"));
-                reply = reply.served_by(&target);
-                reply.head_request = head_request;
-                let next = if body_sent && meta.keep_alive {
-                    Next::KeepAlive
-                } else {
-                    Next::Close
-                };
-                return reply.send(down, &mut self.out, next).await;
-            }
+            Err(Failed::Stale) => Some("closed the connection without answering".to_string()),
+            Err(Failed::Upstream(why)) => Some(why),
+        };
+        if let Some(why) = why {
+            let body = format!("{} failed: {why}\n", target.served_by());
+            let reply = Reply::failed(&target, started, head_request, 502, body);
+            let next = if body_sent && meta.keep_alive {
+                Next::KeepAlive
+            } else {
+                Next::Close
+            };
+            return reply.send(down, &mut self.out, next).await;
         }
         let response = Exchange {
             addr,
@@ -598,22 +591,14 @@ impl Conn<'_> {
         let meta = match self.resp.meta {
             Ok(meta) => meta,
             Err(bad) => {
-                count(x.target, x.started, true);
-                let reply = Reply::new(502, format!("{served_by} answered badly: {bad}\n"));
-                return reply
-                    .served_by(x.target)
-                    .send(down, &mut self.out, Next::Close)
-                    .await;
+                let body = format!("{served_by} answered badly: {bad}\n");
+                return x.failed(body).send(down, &mut self.out, Next::Close).await;
             }
         };
         if status == 101 {
             if !x.request.upgrade {
-                count(x.target, x.started, true);
-                let reply = Reply::new(502, format!("{served_by} switched protocols unasked\n"));
-                return reply
-                    .served_by(x.target)
-                    .send(down, &mut self.out, Next::Close)
-                    .await;
+                let body = format!("{served_by} switched protocols unasked\n");
+                return x.failed(body).send(down, &mut self.out, Next::Close).await;
             }
             return self.tunnel(down, up, &x).await;
         }
@@ -639,12 +624,8 @@ impl Conn<'_> {
         let head_len = self.resp.len;
         let mut left = Left::of(body);
         let Ok(early) = left.take(&rbuf[head_len..]) else {
-            count(x.target, x.started, true);
-            let reply = Reply::new(502, format!("{served_by} sent a malformed chunked body\n"));
-            return reply
-                .served_by(x.target)
-                .send(down, &mut self.out, Next::Close)
-                .await;
+            let body = format!("{served_by} sent a malformed chunked body\n");
+            return x.failed(body).send(down, &mut self.out, Next::Close).await;
         };
         let body_bytes = &rbuf[head_len..head_len + early];
         let mut complete = if early <= INLINE_BODY {
@@ -714,6 +695,13 @@ struct Exchange<'t> {
     started: Instant,
 }
 
+impl Exchange<'_> {
+    /// The 502 for a response that cannot be forwarded.
+    fn failed(&self, body: String) -> Reply {
+        Reply::failed(self.target, self.started, self.head_request, 502, body)
+    }
+}
+
 /// A response the router writes itself.
 struct Reply {
     status: u16,
@@ -732,9 +720,22 @@ impl Reply {
         }
     }
 
-    fn served_by(mut self, target: &Target) -> Reply {
-        self.served_by = Some(target.served_by().to_string());
-        self
+    /// The answer to a request its backend failed: counted as that backend's error, and named
+    /// in `x-switchyard-served-by`.
+    fn failed(
+        target: &Target,
+        started: Instant,
+        head_request: bool,
+        status: u16,
+        body: String,
+    ) -> Reply {
+        count(target, started, true);
+        Reply {
+            status,
+            body,
+            served_by: Some(target.served_by().to_string()),
+            head_request,
+        }
     }
 
     /// Writes it; returns `next`, or [`Next::Close`] when the client is gone.

@@ -137,7 +137,8 @@ impl Upstreams {
     }
 
     /// Idle connections held, for all addresses.
-    pub fn idle_count(&self) -> usize {
+    #[cfg(test)]
+    fn idle_count(&self) -> usize {
         self.idle
             .lock()
             .map(|m| m.values().map(Vec::len).sum())

@@ -189,6 +189,13 @@ fn response(r: &mut BufReader<TcpStream>) -> (String, Vec<u8>) {
     (head, body)
 }
 
+/// Sends `request` (`METHOD /path`) with no body on the connection and reads its response.
+fn roundtrip(w: &mut TcpStream, r: &mut BufReader<TcpStream>, request: &str) -> (String, Vec<u8>) {
+    w.write_all(format!("{request} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .expect("write");
+    response(r)
+}
+
 fn status(head: &str) -> u16 {
     head.split(' ')
         .nth(1)
@@ -239,9 +246,7 @@ fn bodies_stream_both_ways_in_every_framing_and_the_connection_stays_usable() {
     );
 
     // A chunked response with a trailer is forwarded as chunks.
-    w.write_all(b"GET /hello/chunked HTTP/1.1\r\nHost: x\r\n\r\n")
-        .expect("write");
-    let (head, body) = response(&mut r);
+    let (head, body) = roundtrip(&mut w, &mut r, "GET /hello/chunked");
     assert_eq!(
         header(&head, "transfer-encoding"),
         Some("chunked"),
@@ -254,9 +259,7 @@ fn bodies_stream_both_ways_in_every_framing_and_the_connection_stays_usable() {
         .expect("write");
     let head = read_head(&mut r).expect("head");
     assert_eq!(status(&head), 200, "{head}");
-    w.write_all(b"GET /hello/echo HTTP/1.1\r\nHost: x\r\n\r\n")
-        .expect("write");
-    let (head, _) = response(&mut r);
+    let (head, _) = roundtrip(&mut w, &mut r, "GET /hello/echo");
     assert_eq!(
         status(&head),
         200,
@@ -422,13 +425,9 @@ fn malformed_requests_get_a_4xx_and_the_connection_closes() {
     }
     // A well-formed request the router does not proxy: 400, and the connection goes on.
     let (mut w, mut r) = client(addr);
-    w.write_all(b"CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n")
-        .expect("write");
-    let (head, _) = response(&mut r);
+    let (head, _) = roundtrip(&mut w, &mut r, "CONNECT x:443");
     assert_eq!(status(&head), 400, "{head}");
-    w.write_all(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
-        .expect("write");
-    let (head, body) = response(&mut r);
+    let (head, body) = roundtrip(&mut w, &mut r, "GET /nowhere");
     assert_eq!(status(&head), 404, "{head}");
     assert!(String::from_utf8_lossy(&body).starts_with("no function matches"));
 
@@ -465,9 +464,7 @@ fn upstreams_that_answer_early_or_drop_idle_connections_are_handled() {
     // a new one: the client never sees the race.
     let (mut w, mut r) = client(addr);
     for i in 0..5 {
-        w.write_all(b"GET /hello/once HTTP/1.1\r\nHost: x\r\n\r\n")
-            .expect("write");
-        let (head, body) = response(&mut r);
+        let (head, body) = roundtrip(&mut w, &mut r, "GET /hello/once");
         assert_eq!(status(&head), 200, "request {i}: {head}");
         assert_eq!(body, b"once\n");
     }
@@ -507,10 +504,10 @@ fn a_stop_drains_idle_connections_and_finishes_the_response_in_flight() {
     let (up, seen) = upstream();
     let (router, addr) = router(up);
     let (mut idle_w, mut idle_r) = client(addr);
-    idle_w
-        .write_all(b"GET /hello/echo HTTP/1.1\r\nHost: x\r\n\r\n")
-        .expect("write");
-    assert_eq!(status(&response(&mut idle_r).0), 200);
+    assert_eq!(
+        status(&roundtrip(&mut idle_w, &mut idle_r, "GET /hello/echo").0),
+        200
+    );
 
     let (mut w, mut r) = client(addr);
     w.write_all(b"GET /hello/slow HTTP/1.1\r\nHost: x\r\n\r\n")
