@@ -1,10 +1,15 @@
 //! HTTP/1.x messages as the proxy loop needs them, with no IO: heads parsed by `httparse` into
 //! offsets of the connection's buffer (nothing copied, nothing allocated once the header list
 //! has grown), how a body is framed, the chunked-body scanner that finds where a message ends,
-//! and which headers are hop-by-hop.
+//! which headers are hop-by-hop, and the heads the proxy writes (request to the upstream,
+//! response to the client).
 
 use std::fmt;
 use std::mem::MaybeUninit;
+
+use switchyard_core::table::Route;
+
+use crate::decide::{PIN_HEADER, SERVED_BY_HEADER};
 
 /// Most header lines a head may carry.
 pub const MAX_HEADERS: usize = 128;
@@ -510,6 +515,127 @@ impl Chunked {
     }
 }
 
+/// A request that may be sent again after a connection failed under it: an idempotent method,
+/// or one the client marked with an idempotency key.
+pub fn replayable(head: &Head, buf: &[u8]) -> bool {
+    matches!(
+        head.method.of(buf),
+        b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
+    ) || head.get(buf, "idempotency-key").is_some()
+}
+
+/// Appends one header line `name: value` and CRLF.
+pub fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The request head as the upstream gets it: the path rewritten for the backend, hop-by-hop
+/// headers and `Expect` dropped (`100 Continue` is the router's to send), the pin header
+/// dropped unless the function honours pins.
+pub fn write_request_head(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &Head,
+    meta: &Meta,
+    route: &Route,
+    backend: usize,
+) {
+    let base = &route.backends[backend].upstream.base_path;
+    let parts = &head.parts;
+    out.extend_from_slice(head.method.of(buf));
+    out.push(b' ');
+    let path = parts.path.of(buf);
+    let rewrite = parts.authority.is_some() || route.strip_prefix || !base.is_empty();
+    if rewrite && (path.is_empty() || path.starts_with(b"/")) {
+        let path = std::str::from_utf8(path).unwrap_or_default();
+        out.extend_from_slice(base.as_bytes());
+        out.extend_from_slice(
+            route
+                .upstream_path(if path.is_empty() { "/" } else { path })
+                .as_bytes(),
+        );
+        if let Some(q) = parts.query {
+            out.push(b'?');
+            out.extend_from_slice(q.of(buf));
+        }
+    } else {
+        out.extend_from_slice(head.target.of(buf));
+    }
+    out.extend_from_slice(if head.minor == 0 {
+        b" HTTP/1.0\r\n"
+    } else {
+        b" HTTP/1.1\r\n"
+    });
+    for field in &head.fields {
+        let name = field.name.of(buf);
+        if field.hop
+            || name.eq_ignore_ascii_case(b"expect")
+            || (!route.pinning && name.eq_ignore_ascii_case(PIN_HEADER.as_bytes()))
+        {
+            continue;
+        }
+        field.write_to(buf, out);
+    }
+    if meta.upgrade {
+        out.extend_from_slice(b"connection: upgrade\r\n");
+        if let Some(protocol) = head.get(buf, "upgrade") {
+            push_header(out, b"upgrade", protocol);
+        }
+    } else if head.minor == 0 {
+        // HTTP/1.0 to the upstream too (so no chunked answer), kept alive if it agrees.
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The response head as the client gets it: hop-by-hop headers dropped, the router's
+/// `x-switchyard-served-by`, and the client connection's own `Connection` header.
+pub fn write_response_head(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &Head,
+    served_by: &str,
+    keep_alive: bool,
+    client_minor: u8,
+) {
+    let status = head.status;
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(&[
+        b'0' + (status / 100 % 10) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+        b' ',
+    ]);
+    out.extend_from_slice(head.reason.of(buf));
+    out.extend_from_slice(b"\r\n");
+    for field in &head.fields {
+        if field.hop
+            || field
+                .name
+                .of(buf)
+                .eq_ignore_ascii_case(SERVED_BY_HEADER.as_bytes())
+        {
+            continue;
+        }
+        field.write_to(buf, out);
+    }
+    push_header(out, SERVED_BY_HEADER.as_bytes(), served_by.as_bytes());
+    if status == 101 {
+        out.extend_from_slice(b"connection: upgrade\r\n");
+        if let Some(protocol) = head.get(buf, "upgrade") {
+            push_header(out, b"upgrade", protocol);
+        }
+    } else if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if client_minor == 0 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -683,6 +809,152 @@ X-Other: 2\r\nConnection: close, x-custom\r\nContent-Length: 0\r\n\r\n";
         ] {
             let mut c = Chunked::default();
             assert_eq!(c.scan(bad), Err(Malformed::Chunk), "{bad:?}");
+        }
+    }
+
+    fn route(f: switchyard_core::Function, endpoint: &str) -> Route {
+        let v = switchyard_core::FunctionVersion::test_endpoint("hello", "1.0.0", endpoint);
+        Route::build(
+            &f.with_weight("1.0.0", 1_000_000),
+            [&v],
+            &Default::default(),
+        )
+        .expect("a route")
+    }
+
+    /// The request head `text` as the upstream gets it through `route`.
+    fn forwarded(text: &str, route: &Route) -> String {
+        let (head, meta) = request(text);
+        let mut out = Vec::new();
+        write_request_head(
+            &mut out,
+            text.as_bytes(),
+            &head,
+            &meta.expect("valid"),
+            route,
+            0,
+        );
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    #[test]
+    fn a_request_head_is_forwarded_byte_for_byte_less_hop_by_hop_and_expect() {
+        let plain = route(
+            switchyard_core::Function::test("hello"),
+            "http://127.0.0.1:9",
+        );
+        assert_eq!(
+            forwarded(
+                "POST /hello/a?x=1 HTTP/1.1\r\nHost: h\r\nX-A:  1 \r\nConnection: keep-alive, x-a\r\n\
+Keep-Alive: 5\r\nExpect: 100-continue\r\nx-switchyard-version: 2.0.0\r\nContent-Length: 2\r\n\r\nhi",
+                &plain
+            ),
+            "POST /hello/a?x=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n",
+            "X-A named by Connection, Keep-Alive, Expect and the pin (pinning off) are dropped"
+        );
+        let pinning = route(
+            switchyard_core::Function::test("hello").with_pinning(),
+            "http://127.0.0.1:9",
+        );
+        assert_eq!(
+            forwarded(
+                "GET /hello HTTP/1.0\r\nx-switchyard-version: 2.0.0\r\nEmpty:\r\n\r\n",
+                &pinning
+            ),
+            "GET /hello HTTP/1.0\r\nx-switchyard-version: 2.0.0\r\nEmpty: \r\n\
+connection: keep-alive\r\n\r\n",
+            "an HTTP/1.0 request stays 1.0 and asks to be kept alive"
+        );
+        assert_eq!(
+            forwarded(
+                "GET /hello/ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+                &plain
+            ),
+            "GET /hello/ws HTTP/1.1\r\nHost: h\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn the_forwarded_path_gets_the_base_path_and_loses_a_stripped_prefix() {
+        let f = switchyard_core::Function::test("hello").with_prefix("/api");
+        let mut stripping = f.clone();
+        stripping.spec.strip_prefix = true;
+        let stripping = route(stripping, "http://127.0.0.1:9/base/");
+        assert_eq!(
+            forwarded("GET /api/v1?q=2 HTTP/1.1\r\nHost: h\r\n\r\n", &stripping),
+            "GET /base/v1?q=2 HTTP/1.1\r\nHost: h\r\n\r\n"
+        );
+        assert_eq!(
+            forwarded("GET http://h/api HTTP/1.1\r\nHost: h\r\n\r\n", &stripping),
+            "GET /base/ HTTP/1.1\r\nHost: h\r\n\r\n",
+            "an absolute-form target goes upstream in origin form"
+        );
+        let kept = route(f, "http://127.0.0.1:9");
+        assert_eq!(
+            forwarded("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", &kept),
+            "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n"
+        );
+    }
+
+    /// The response head `text` as the client gets it.
+    fn returned(text: &str, keep_alive: bool, client_minor: u8) -> String {
+        let mut head = Head::default();
+        assert_eq!(head.parse_response(text.as_bytes()), Ok(true), "{text}");
+        let mut out = Vec::new();
+        write_response_head(
+            &mut out,
+            text.as_bytes(),
+            &head,
+            "hello@1.0.0",
+            keep_alive,
+            client_minor,
+        );
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    #[test]
+    fn a_response_head_is_returned_byte_for_byte_with_served_by_and_our_connection_header() {
+        let text = "HTTP/1.1 200 Fine\r\nConnection: x-up\r\nX-Up: 1\r\nX-Kept: yes\r\n\
+x-switchyard-served-by: forged\r\nContent-Length: 3\r\n\r\nhop";
+        assert_eq!(
+            returned(text, true, 1),
+            "HTTP/1.1 200 Fine\r\nX-Kept: yes\r\nContent-Length: 3\r\n\
+x-switchyard-served-by: hello@1.0.0\r\n\r\n"
+        );
+        assert_eq!(
+            returned(text, false, 1),
+            "HTTP/1.1 200 Fine\r\nX-Kept: yes\r\nContent-Length: 3\r\n\
+x-switchyard-served-by: hello@1.0.0\r\nconnection: close\r\n\r\n"
+        );
+        assert_eq!(
+            returned("HTTP/1.0 404 \r\n\r\n", true, 0),
+            "HTTP/1.1 404 \r\nx-switchyard-served-by: hello@1.0.0\r\nconnection: keep-alive\r\n\r\n",
+            "an HTTP/1.0 client kept alive is told so"
+        );
+        assert_eq!(
+            returned(
+                "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
+                true,
+                1
+            ),
+            "HTTP/1.1 101 Switching Protocols\r\nx-switchyard-served-by: hello@1.0.0\r\n\
+connection: upgrade\r\nupgrade: echo\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn only_idempotent_or_keyed_requests_are_replayable() {
+        for (text, replay) in [
+            ("GET / HTTP/1.1\r\n\r\n", true),
+            ("HEAD / HTTP/1.1\r\n\r\n", true),
+            ("PUT / HTTP/1.1\r\n\r\n", true),
+            ("DELETE / HTTP/1.1\r\n\r\n", true),
+            ("POST / HTTP/1.1\r\n\r\n", false),
+            ("PATCH / HTTP/1.1\r\n\r\n", false),
+            ("POST / HTTP/1.1\r\nIdempotency-Key: k1\r\n\r\n", true),
+        ] {
+            let (head, _) = request(text);
+            assert_eq!(replayable(&head, text.as_bytes()), replay, "{text}");
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Upstream connections: name resolution (cached briefly) and the keep-alive pool.
+//! Upstream connections: name resolution (cached briefly), the keep-alive pool, and connecting
+//! a request's target with one failover to another version.
 //!
 //! The pool is a stack of idle connections per socket address: the most recently used one is
 //! reused first, so a burst uses few connections and the rest age out. A connection idle for
@@ -14,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use switchyard_core::cowmap::FxHashMap;
 use tokio::net::TcpStream;
+
+use crate::decide::Target;
 
 /// How long a resolved upstream host name is reused.
 const DNS_TTL: Duration = Duration::from_secs(10);
@@ -143,6 +146,58 @@ impl Upstreams {
             .lock()
             .map(|m| m.values().map(Vec::len).sum())
             .unwrap_or(0)
+    }
+}
+
+/// A connection to the target's backend: pooled, else new. When it cannot be reached, the
+/// error is counted and the request moves once to the version failover picks.
+pub async fn connect_with_failover(
+    upstreams: &Upstreams,
+    target: &mut Target,
+    started: Instant,
+) -> Result<(SocketAddr, TcpStream, bool), (u16, String)> {
+    let mut failed_over = false;
+    loop {
+        let backend = &target.route.backends[target.backend];
+        let upstream = &backend.upstream;
+        if upstream.tls {
+            return Err((
+                502,
+                format!(
+                    "{} is served over https, which this router build does not speak to upstreams\n",
+                    backend.served_by
+                ),
+            ));
+        }
+        let error = match upstreams.resolve(&upstream.host, upstream.port).await {
+            Ok(addr) => match upstreams.take(addr, started) {
+                Some(conn) => return Ok((addr, conn, true)),
+                None => match Upstreams::connect(addr).await {
+                    Ok(conn) => return Ok((addr, conn, false)),
+                    Err(e) => e,
+                },
+            },
+            Err(e) => e,
+        };
+        let unreachable = format!("cannot reach {}: {error}\n", backend.served_by);
+        match target.failover() {
+            Some(next) if !failed_over => {
+                if let Some(m) = target.extras.backends.get(target.backend) {
+                    m.errors.inc();
+                }
+                tracing::debug!("{} failing over", unreachable.trim_end());
+                target.backend = next;
+                failed_over = true;
+            }
+            _ => {
+                let status = if matches!(error, ConnectError::Timeout) {
+                    504
+                } else {
+                    502
+                };
+                return Err((status, unreachable));
+            }
+        }
     }
 }
 

@@ -1,0 +1,182 @@
+//! Buffers and body framing: a connection's read buffers, what is left of a body, copying a
+//! body from one side to the other, and streaming a request body while the response may
+//! already be coming back.
+
+use std::io;
+
+use pingora::protocols::Stream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::exchange::{read_response_head, Failed};
+use crate::http1::{Body, Chunked, Head, Malformed, MAX_HEAD};
+
+/// Initial size of a connection's read buffers.
+const BUFFER: usize = 8 * 1024;
+
+/// A read buffer: bytes `start..end` of `data` are unread.
+pub(super) struct Buf {
+    data: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Buf {
+    pub(super) fn new() -> Buf {
+        Buf {
+            data: vec![0; BUFFER],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    pub(super) fn bytes(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    pub(super) fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start >= self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Reads more bytes; 0 at the end of the stream.
+    pub(super) async fn fill<R: AsyncRead + Unpin + ?Sized>(
+        &mut self,
+        from: &mut R,
+    ) -> io::Result<usize> {
+        if self.end == self.data.len() {
+            if self.start > 0 {
+                self.data.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                // Only a head still incomplete grows a buffer, and heads are bounded.
+                let grown = (self.data.len() * 2).min(MAX_HEAD + BUFFER);
+                if grown == self.data.len() {
+                    return Err(io::Error::other("buffer full"));
+                }
+                self.data.resize(grown, 0);
+            }
+        }
+        let n = from.read(&mut self.data[self.end..]).await?;
+        self.end += n;
+        Ok(n)
+    }
+}
+
+/// What is left of a body to copy.
+#[derive(Debug, Clone)]
+pub(super) enum Left {
+    Bytes(u64),
+    Chunks(Chunked),
+    UntilClose,
+}
+
+impl Left {
+    pub(super) fn of(body: Body) -> Left {
+        match body {
+            Body::Length(n) => Left::Bytes(n),
+            Body::Chunked => Left::Chunks(Chunked::default()),
+            Body::UntilClose => Left::UntilClose,
+        }
+    }
+
+    /// How many of `available` bytes belong to the body (and takes them off what is left).
+    pub(super) fn take(&mut self, available: &[u8]) -> Result<usize, Malformed> {
+        match self {
+            Left::Bytes(n) => {
+                let take = (*n).min(available.len() as u64);
+                *n -= take;
+                Ok(take as usize)
+            }
+            Left::Chunks(c) => c.scan(available),
+            Left::UntilClose => Ok(available.len()),
+        }
+    }
+
+    pub(super) fn done(&self) -> bool {
+        match self {
+            Left::Bytes(n) => *n == 0,
+            Left::Chunks(c) => c.done(),
+            Left::UntilClose => false,
+        }
+    }
+}
+
+/// Why a body copy stopped early.
+pub(super) enum CopyError {
+    /// The sending side ended or failed.
+    From,
+    /// The receiving side failed.
+    To,
+    /// The body breaks its framing.
+    Framing,
+}
+
+/// Copies the rest of a body: bytes already in `buf` first, then reads from `from`.
+pub(super) async fn copy_body<R, W>(
+    from: &mut R,
+    buf: &mut Buf,
+    to: &mut W,
+    left: &mut Left,
+) -> Result<(), CopyError>
+where
+    R: AsyncRead + Unpin + ?Sized,
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    loop {
+        if !buf.is_empty() {
+            let take = left.take(buf.bytes()).map_err(|_| CopyError::Framing)?;
+            to.write_all(&buf.bytes()[..take])
+                .await
+                .map_err(|_| CopyError::To)?;
+            buf.consume(take);
+        }
+        if left.done() {
+            return Ok(());
+        }
+        match buf.fill(from).await {
+            Ok(0) if matches!(left, Left::UntilClose) => return Ok(()),
+            Ok(0) | Err(_) => return Err(CopyError::From),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Sends a request whose body is still arriving, while watching for the response: an upstream
+/// may answer (and stop reading) before the body ends. `left` tells what was not sent.
+pub(super) async fn stream_request(
+    down: &mut Stream,
+    inb: &mut Buf,
+    up: &mut TcpStream,
+    out: &[u8],
+    left: &mut Left,
+    upb: &mut Buf,
+    resp: &mut Head,
+) -> Result<(), Failed> {
+    let (mut from_up, mut to_up) = up.split();
+    let send = async {
+        to_up.write_all(out).await.map_err(|_| CopyError::To)?;
+        copy_body(down, inb, &mut to_up, left).await
+    };
+    let recv = read_response_head(&mut from_up, upb, resp);
+    tokio::pin!(send, recv);
+    let mut sending = true;
+    loop {
+        tokio::select! {
+            head = &mut recv => return head,
+            sent = &mut send, if sending => match sent {
+                // Sent, or the upstream stopped reading: its answer (or its close) follows.
+                Ok(()) | Err(CopyError::To) => sending = false,
+                Err(CopyError::From) | Err(CopyError::Framing) => return Err(Failed::Client),
+            },
+        }
+    }
+}

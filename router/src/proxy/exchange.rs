@@ -1,0 +1,394 @@
+//! One request's exchange: route it, connect to its version, send the request, forward the
+//! response (or tunnel after a `101`), and count it against the version that served it.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use pingora::protocols::Stream;
+use tokio::io::{AsyncRead, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::body::{copy_body, stream_request, Buf, Left};
+use super::reply::Reply;
+use super::{Conn, Next};
+use crate::decide::{decide, Decision, RequestView, Target, PIN_HEADER};
+use crate::http1::{replayable, write_request_head, write_response_head, Body, Head, Meta};
+use crate::upstream::{connect_with_failover, Upstreams};
+
+/// Body bytes copied beside a head so both go out in one write.
+const INLINE_BODY: usize = 16 * 1024;
+
+/// How an upstream exchange failed before a response head arrived.
+pub(super) enum Failed {
+    /// Nothing came back on a reused connection: it may have been closed while idle.
+    Stale,
+    /// The upstream closed, reset or sent garbage.
+    Upstream(String),
+    /// The client went away or broke its body.
+    Client,
+}
+
+impl Conn<'_> {
+    /// Serves the request whose head is in `self.req`.
+    pub(super) async fn exchange(&mut self, down: &mut Stream) -> Next {
+        let started = Instant::now();
+        let head_request = self.req.method.of(self.inb.bytes()) == b"HEAD";
+        let meta = match self.req.meta {
+            Ok(meta) => meta,
+            Err(bad) => {
+                let reply = Reply::new(400, format!("{bad}\n"));
+                return reply.send(down, &mut self.out, Next::Close).await;
+            }
+        };
+        let mut target = match self.route() {
+            Ok(target) => target,
+            Err(mut reply) => {
+                reply.head_request = head_request;
+                let next = self.skip_request(&meta);
+                return reply.send(down, &mut self.out, next).await;
+            }
+        };
+        let (addr, mut up, reused) =
+            match connect_with_failover(&self.proxy.upstreams, &mut target, started).await {
+                Ok(connected) => connected,
+                Err((status, why)) => {
+                    let reply = Reply::failed(&target, started, head_request, status, why);
+                    let next = self.skip_request(&meta);
+                    return reply.send(down, &mut self.out, next).await;
+                }
+            };
+
+        // The upstream's request head, and as much of the body as is already here.
+        self.out.clear();
+        write_request_head(
+            &mut self.out,
+            self.inb.bytes(),
+            &self.req,
+            &meta,
+            &target.route,
+            target.backend,
+        );
+        let head_len = self.req.len;
+        let mut left = Left::of(meta.body);
+        let early = match left.take(&self.inb.bytes()[head_len..]) {
+            Ok(n) => n,
+            Err(bad) => {
+                let reply = Reply::new(400, format!("{bad}\n"));
+                return reply.send(down, &mut self.out, Next::Close).await;
+            }
+        };
+        let whole = left.done();
+        let outcome = if whole {
+            // All of it is here: send it (one write when small) and read the response head. A
+            // reused connection that turns out closed is replaced once when the request may be
+            // sent twice (RFC 9110 §9.2.2): the upstream may have closed it before reading
+            // the request, or after acting on it, and nothing tells the two apart.
+            let body = &self.inb.bytes()[head_len..head_len + early];
+            let (inline, rest) = if early <= INLINE_BODY {
+                (body, &[][..])
+            } else {
+                (&[][..], body)
+            };
+            self.out.extend_from_slice(inline);
+            let mut outcome =
+                send_whole(&mut up, &self.out, rest, &mut self.upb, &mut self.resp).await;
+            if reused
+                && replayable(&self.req, self.inb.bytes())
+                && matches!(outcome, Err(Failed::Stale))
+            {
+                outcome = match Upstreams::connect(addr).await {
+                    Ok(fresh) => {
+                        up = fresh;
+                        send_whole(&mut up, &self.out, rest, &mut self.upb, &mut self.resp).await
+                    }
+                    Err(e) => Err(Failed::Upstream(e.to_string())),
+                };
+            }
+            self.inb.consume(head_len + early);
+            outcome
+        } else {
+            // The body bytes already here go out right behind the head.
+            let body = &self.inb.bytes()[head_len..head_len + early];
+            self.out.extend_from_slice(body);
+            self.inb.consume(head_len + early);
+            if meta.expect_continue
+                && (down
+                    .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    .await
+                    .is_err()
+                    || down.flush().await.is_err())
+            {
+                return Next::Close;
+            }
+            stream_request(
+                down,
+                &mut self.inb,
+                &mut up,
+                &self.out,
+                &mut left,
+                &mut self.upb,
+                &mut self.resp,
+            )
+            .await
+        };
+        let body_sent = left.done();
+        let why = match outcome {
+            Ok(()) => None,
+            Err(Failed::Client) => {
+                count(&target, started, true);
+                return Next::Close;
+            }
+            Err(Failed::Stale) => Some("closed the connection without answering".to_string()),
+            Err(Failed::Upstream(why)) => Some(why),
+        };
+        if let Some(why) = why {
+            let body = format!("{} failed: {why}\n", target.served_by());
+            let reply = Reply::failed(&target, started, head_request, 502, body);
+            let next = if body_sent && meta.keep_alive {
+                Next::KeepAlive
+            } else {
+                Next::Close
+            };
+            return reply.send(down, &mut self.out, next).await;
+        }
+        let response = Exchange {
+            addr,
+            target: &target,
+            request: meta,
+            head_request,
+            body_sent,
+            started,
+        };
+        self.respond(down, up, response).await
+    }
+
+    /// The routing decision for the request in `self.req`, or the reply that refuses it.
+    fn route(&self) -> Result<Target, Reply> {
+        let buf = self.inb.bytes();
+        let parts = self.req.parts;
+        if !parts.proxyable {
+            return Err(Reply::new(
+                400,
+                "request target must be a path or an absolute http URL\n".into(),
+            ));
+        }
+        // Parts of a target httparse accepted as text, split at ASCII: always UTF-8.
+        let text = |span: crate::http1::Span| std::str::from_utf8(span.of(buf)).unwrap_or_default();
+        let path = match text(parts.path) {
+            "" => "/",
+            path => path,
+        };
+        let host = match self.req.get(buf, "host") {
+            Some(h) => std::str::from_utf8(h).unwrap_or_default(),
+            None => parts.authority.map(text).unwrap_or_default(),
+        };
+        let view = RequestView {
+            host,
+            path,
+            header: |name: &str| self.req.get(buf, name),
+        };
+        let metrics = &self.proxy.shared.metrics;
+        match decide(&self.proxy.shared.live.load(), &view) {
+            Decision::Forward(target) => Ok(target),
+            Decision::NoRoute => {
+                metrics.unmatched.inc();
+                Err(Reply::new(
+                    404,
+                    format!("no function matches host {host} and path {path}\n"),
+                ))
+            }
+            Decision::UnknownPin { function, pin } => {
+                metrics.refused.inc();
+                Err(Reply::new(
+                    400,
+                    format!("{PIN_HEADER}: {pin} is not a version or tag of function {function}\n"),
+                ))
+            }
+        }
+    }
+
+    /// After answering a request here: drops it from the buffer when its body is all in it
+    /// (the connection can go on), else the connection must close.
+    fn skip_request(&mut self, meta: &Meta) -> Next {
+        let head_len = self.req.len;
+        let mut left = Left::of(meta.body);
+        match left.take(&self.inb.bytes()[head_len..]) {
+            Ok(n) if left.done() && meta.keep_alive => {
+                self.inb.consume(head_len + n);
+                Next::KeepAlive
+            }
+            _ => Next::Close,
+        }
+    }
+
+    /// Forwards the response whose head is in `self.upb`, then its body.
+    async fn respond(&mut self, down: &mut Stream, mut up: TcpStream, x: Exchange<'_>) -> Next {
+        let served_by = x.target.served_by();
+        let status = self.resp.status;
+        let meta = match self.resp.meta {
+            Ok(meta) => meta,
+            Err(bad) => {
+                let body = format!("{served_by} answered badly: {bad}\n");
+                return x.failed(body).send(down, &mut self.out, Next::Close).await;
+            }
+        };
+        if status == 101 {
+            if !x.request.upgrade {
+                let body = format!("{served_by} switched protocols unasked\n");
+                return x.failed(body).send(down, &mut self.out, Next::Close).await;
+            }
+            return self.tunnel(down, up, &x).await;
+        }
+        let body = if x.head_request || status == 204 || status == 304 {
+            Body::Length(0)
+        } else {
+            meta.body
+        };
+        let framed = body != Body::UntilClose;
+        let keep_down = x.request.keep_alive && x.body_sent && framed && !self.stopping();
+        let keep_up = meta.keep_alive && x.body_sent && framed;
+
+        let rbuf = self.upb.bytes();
+        self.out.clear();
+        write_response_head(
+            &mut self.out,
+            rbuf,
+            &self.resp,
+            served_by,
+            keep_down,
+            self.req.minor,
+        );
+        let head_len = self.resp.len;
+        let mut left = Left::of(body);
+        let Ok(early) = left.take(&rbuf[head_len..]) else {
+            let body = format!("{served_by} sent a malformed chunked body\n");
+            return x.failed(body).send(down, &mut self.out, Next::Close).await;
+        };
+        let body_bytes = &rbuf[head_len..head_len + early];
+        let mut complete = if early <= INLINE_BODY {
+            self.out.extend_from_slice(body_bytes);
+            down.write_all(&self.out).await.is_ok()
+        } else {
+            down.write_all(&self.out).await.is_ok() && down.write_all(body_bytes).await.is_ok()
+        };
+        self.upb.consume(head_len + early);
+        if complete && !left.done() {
+            complete = copy_body(&mut up, &mut self.upb, down, &mut left)
+                .await
+                .is_ok();
+        }
+        complete = complete && down.flush().await.is_ok();
+        let ended = left.done() || (body == Body::UntilClose && complete);
+        count(x.target, x.started, status >= 500 || !complete || !ended);
+        if complete && ended && keep_up && self.upb.is_empty() {
+            self.proxy.upstreams.put(x.addr, up, x.started);
+        }
+        let leftover = self.upb.bytes().len();
+        self.upb.consume(leftover);
+        if complete && ended && keep_down {
+            Next::KeepAlive
+        } else {
+            Next::Close
+        }
+    }
+
+    /// After a `101`: the response head, then bytes both ways until either side closes.
+    async fn tunnel(&mut self, down: &mut Stream, mut up: TcpStream, x: &Exchange<'_>) -> Next {
+        let rbuf = self.upb.bytes();
+        self.out.clear();
+        write_response_head(
+            &mut self.out,
+            rbuf,
+            &self.resp,
+            x.target.served_by(),
+            true,
+            self.req.minor,
+        );
+        self.out.extend_from_slice(&rbuf[self.resp.len..]);
+        let upstream_early = rbuf.len();
+        self.upb.consume(upstream_early);
+        count(x.target, x.started, false);
+        if down.write_all(&self.out).await.is_err() || down.flush().await.is_err() {
+            return Next::Close;
+        }
+        // Whatever the client sent after its request head already speaks the new protocol.
+        if up.write_all(self.inb.bytes()).await.is_err() {
+            return Next::Close;
+        }
+        let client_early = self.inb.bytes().len();
+        self.inb.consume(client_early);
+        let _ = tokio::io::copy_bidirectional(down, &mut up).await;
+        Next::Close
+    }
+}
+
+/// What [`Conn::respond`] needs to know about the request it answers.
+struct Exchange<'t> {
+    addr: SocketAddr,
+    target: &'t Target,
+    request: Meta,
+    head_request: bool,
+    body_sent: bool,
+    started: Instant,
+}
+
+impl Exchange<'_> {
+    /// The 502 for a response that cannot be forwarded.
+    fn failed(&self, body: String) -> Reply {
+        Reply::failed(self.target, self.started, self.head_request, 502, body)
+    }
+}
+
+/// Counts one finished request against the backend that served (or failed) it.
+pub(super) fn count(target: &Target, started: Instant, failed: bool) {
+    if let Some(m) = target.extras.backends.get(target.backend) {
+        m.requests.inc();
+        m.latency.observe(started.elapsed().as_secs_f64());
+        if failed {
+            m.errors.inc();
+        }
+    }
+}
+
+/// Sends a whole request and reads the response head.
+async fn send_whole(
+    up: &mut TcpStream,
+    out: &[u8],
+    rest: &[u8],
+    upb: &mut Buf,
+    resp: &mut Head,
+) -> Result<(), Failed> {
+    if up.write_all(out).await.is_err() || up.write_all(rest).await.is_err() {
+        return Err(Failed::Stale);
+    }
+    read_response_head(up, upb, resp).await
+}
+
+/// Reads a final response head into `upb` (interim `1xx` heads other than `101` are dropped:
+/// `100 Continue` is the router's to send).
+pub(super) async fn read_response_head<R: AsyncRead + Unpin + ?Sized>(
+    up: &mut R,
+    upb: &mut Buf,
+    resp: &mut Head,
+) -> Result<(), Failed> {
+    let mut answered = false;
+    loop {
+        if !upb.is_empty() {
+            match resp.parse_response(upb.bytes()) {
+                Ok(true) if (100..200).contains(&resp.status) && resp.status != 101 => {
+                    upb.consume(resp.len);
+                    continue;
+                }
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(bad) => return Err(Failed::Upstream(format!("invalid response: {bad}"))),
+            }
+        }
+        match upb.fill(up).await {
+            Ok(0) | Err(_) if !answered => return Err(Failed::Stale),
+            Ok(0) => return Err(Failed::Upstream("closed mid-response".into())),
+            Err(e) => return Err(Failed::Upstream(e.to_string())),
+            Ok(_) => answered = true,
+        }
+    }
+}
