@@ -23,7 +23,9 @@ use kube::{Client, Config, Resource as _, ResourceExt as _};
 use std::collections::BTreeMap;
 use switchyard_core::resources::{LABEL_FUNCTION, LABEL_VERSION};
 use switchyard_core::table::SERVICE_PORT;
-use switchyard_core::{object_name, Function, FunctionSpec, FunctionVersion, FunctionVersionSpec};
+use switchyard_core::{
+    object_name, protocol, Function, FunctionSpec, FunctionVersion, FunctionVersionSpec,
+};
 
 use super::{Created, FunctionState, Readiness, Router, Store, VersionInfo, Written};
 use crate::args::Global;
@@ -387,7 +389,7 @@ impl KubeStore {
             .list(
                 &ListParams::default()
                     .match_any()
-                    .labels("switchyard.dev/router=true"),
+                    .labels(protocol::ROUTER_SELECTOR),
             )
             .await?;
         Ok(list.items)
@@ -721,31 +723,16 @@ impl Store for KubeStore {
                 }
             }
         }
-        let now = jiff::Timestamp::now().as_millisecond();
+        let now = jiff::Timestamp::now();
         let mut out: Vec<Router> = leases
             .into_iter()
-            .filter(|l| {
-                let watched = l
-                    .annotations()
-                    .get("switchyard.dev/watch-namespace")
-                    .map(String::as_str);
-                matches!(watched, Some(w) if w.is_empty() || w == self.namespace)
-            })
-            .map(|l| {
-                let spec = l.spec.clone().unwrap_or_default();
-                let live = match (
-                    spec.renew_time.or(spec.acquire_time),
-                    spec.lease_duration_seconds,
-                ) {
-                    (Some(t), Some(d)) => {
-                        switchyard_core::ack::lease_fresh(t.0.as_millisecond(), d, now)
-                    }
-                    _ => false,
-                };
-                Router {
-                    name: l.name_any(),
-                    live,
-                }
+            .filter(|l| protocol::serves_namespace(l, &self.namespace))
+            .map(|l| Router {
+                live: l
+                    .spec
+                    .as_ref()
+                    .is_some_and(|spec| protocol::replica_live(spec, now)),
+                name: l.name_any(),
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
