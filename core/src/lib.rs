@@ -18,6 +18,7 @@ pub mod table;
 pub mod traffic;
 pub mod validate;
 pub mod weight;
+pub mod workload;
 
 /// The protocol module's former name, kept for callers not yet moved to [`protocol`].
 pub use protocol as ack;
