@@ -5,7 +5,7 @@ use std::io::IsTerminal as _;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use switchyard_core::ack;
+use switchyard_core::protocol;
 
 use crate::exit::{fail, Code};
 use crate::store::{FunctionState, Readiness, Router, Store};
@@ -73,7 +73,7 @@ pub async fn routers(
     // refusal that stands for REJECTION_GRACE is final.
     let mut refused_since: Option<tokio::time::Instant> = None;
     loop {
-        let summary = ack::summarize(&last.routers, generation, &live_names);
+        let summary = protocol::summarize(&last.routers, generation, &live_names);
         if let Some((replica, why)) = summary.rejected.first() {
             let first = *refused_since.get_or_insert_with(tokio::time::Instant::now);
             if first.elapsed() >= REJECTION_GRACE {

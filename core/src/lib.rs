@@ -6,19 +6,22 @@
 //! gc). It is not a client: nothing here talks to a network, reads a clock or draws a random
 //! number. Time comes in as an argument (`now`), randomness as a `roll`.
 
-pub mod ack;
 pub mod cowmap;
 pub mod crd;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod local;
 pub mod plan;
+pub mod protocol;
 pub mod resources;
 pub mod table;
 pub mod traffic;
 pub mod validate;
 pub mod weight;
+pub mod workload;
 
+/// The protocol module's former name, kept for callers not yet moved to [`protocol`].
+pub use protocol as ack;
 pub use resources::{
     object_name, Action, Affinity, EnvVar, Function, FunctionSpec, FunctionStatus, FunctionVersion,
     FunctionVersionSpec, HistoryEntry, Resources, RouterAck, Tag, TrafficTarget,

@@ -5,34 +5,27 @@ use anyhow::{anyhow, Context as _};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar as KEnvVar, PodSpec, PodTemplateSpec, ResourceRequirements,
-    Service, ServicePort, ServiceSpec,
-};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::api::core::v1::Service;
 use kube::api::{
-    Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams, WatchEvent,
-    WatchParams,
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config, Resource as _, ResourceExt as _};
-use std::collections::BTreeMap;
-use switchyard_core::resources::{LABEL_FUNCTION, LABEL_VERSION};
-use switchyard_core::table::SERVICE_PORT;
-use switchyard_core::{object_name, Function, FunctionSpec, FunctionVersion, FunctionVersionSpec};
+use kube::{Client, Config, ResourceExt as _};
+use std::path::PathBuf;
+use switchyard_core::resources::LABEL_FUNCTION;
+use switchyard_core::{
+    object_name, protocol, workload, Function, FunctionSpec, FunctionVersion, FunctionVersionSpec,
+};
 
 use super::{Created, FunctionState, Readiness, Router, Store, VersionInfo, Written};
-use crate::args::Global;
 use crate::timing;
 
 /// Field manager and `app.kubernetes.io/managed-by` value of everything the CLI writes.
-pub const MANAGER: &str = "switchyard";
+pub const MANAGER: &str = workload::MANAGED_BY;
 /// Default container port of a managed version.
-pub const DEFAULT_PORT: u16 = 8080;
+pub const DEFAULT_PORT: u16 = workload::DEFAULT_PORT;
 
 /// Switchyard state in one namespace of a Kubernetes cluster.
 pub struct KubeStore {
@@ -91,10 +84,64 @@ pub fn code(err: &kube::Error) -> Option<u16> {
     }
 }
 
+/// Which cluster and namespace to work in, as the global flags give them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Target {
+    /// `--kubeconfig`: else `$KUBECONFIG`, else `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+    /// `--context`: else the kubeconfig's current context.
+    pub context: Option<String>,
+    /// `-n`: else the context's namespace, else `default`.
+    pub namespace: Option<String>,
+    /// `--router-namespace`: where router Leases are looked for besides the namespace.
+    pub router_namespace: String,
+}
+
+/// A `--context` the kubeconfig does not have (exit 2: invalid input).
+#[derive(Debug)]
+pub struct UnknownContext {
+    /// The context asked for.
+    pub wanted: String,
+    /// The contexts the kubeconfig has, comma-separated.
+    pub known: String,
+}
+
+impl std::fmt::Display for UnknownContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "context {} is not in the kubeconfig (it has: {})",
+            self.wanted, self.known
+        )
+    }
+}
+
+impl std::error::Error for UnknownContext {}
+
 impl KubeStore {
+    /// Connects as [`KubeStore::open`] does, with exit code 2 for an unknown context.
+    ///
+    /// The one place this module still reads `crate::args` and `crate::exit`: once callers
+    /// build a [`Target`] themselves and `exit::code_of` maps [`UnknownContext`] to 2, it goes,
+    /// and with it the module cycle `args → exit → store::kube → args`.
+    pub async fn connect(global: &crate::args::Global) -> anyhow::Result<KubeStore> {
+        let target = Target {
+            kubeconfig: global.kubeconfig.clone(),
+            context: global.context.clone(),
+            namespace: global.namespace.clone(),
+            router_namespace: global.router_namespace.clone(),
+        };
+        KubeStore::open(&target)
+            .await
+            .map_err(|e| match e.downcast_ref::<UnknownContext>() {
+                Some(unknown) => crate::exit::fail(crate::exit::Code::Invalid, unknown.to_string()),
+                None => e,
+            })
+    }
+
     /// Connects as kubectl would: `--kubeconfig` (else `$KUBECONFIG`, else `~/.kube/config`),
     /// `--context` (else the current one), `-n` (else the context's namespace, else `default`).
-    pub async fn connect(global: &Global) -> anyhow::Result<KubeStore> {
+    pub async fn open(global: &Target) -> anyhow::Result<KubeStore> {
         let kubeconfig = match &global.kubeconfig {
             Some(path) => Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?,
@@ -107,13 +154,11 @@ impl KubeStore {
                     .iter()
                     .map(|c| c.name.as_str())
                     .collect();
-                return Err(crate::exit::fail(
-                    crate::exit::Code::Invalid,
-                    format!(
-                        "context {wanted} is not in the kubeconfig (it has: {})",
-                        known.join(", ")
-                    ),
-                ));
+                return Err(UnknownContext {
+                    wanted: wanted.clone(),
+                    known: known.join(", "),
+                }
+                .into());
             }
         }
         let context = global
@@ -170,116 +215,10 @@ impl KubeStore {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    fn workload(&self, fv: &FunctionVersion) -> anyhow::Result<(Deployment, Service)> {
-        let spec = &fv.spec;
-        let name = object_name(&spec.function, &spec.version);
-        let image = spec
-            .image
-            .clone()
-            .ok_or_else(|| anyhow!("version {} has no image", spec.version))?;
-        let port = spec.port.unwrap_or(DEFAULT_PORT);
-        let labels = labels(&spec.function, &spec.version);
-        let selector: BTreeMap<String, String> = labels
-            .iter()
-            .filter(|(k, _)| k.as_str() == LABEL_FUNCTION || k.as_str() == LABEL_VERSION)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let owner = OwnerReference {
-            api_version: FunctionVersion::api_version(&()).into_owned(),
-            kind: FunctionVersion::kind(&()).into_owned(),
-            name: fv.name_any(),
-            uid: fv
-                .uid()
-                .ok_or_else(|| anyhow!("FunctionVersion {name} has no uid"))?,
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        };
-        let meta = ObjectMeta {
-            name: Some(name.clone()),
-            namespace: Some(self.namespace.clone()),
-            labels: Some(labels.clone()),
-            owner_references: Some(vec![owner]),
-            ..Default::default()
-        };
-        let quantities = spec.resources.as_ref().map(|r| {
-            let mut q = BTreeMap::new();
-            if let Some(cpu) = &r.cpu {
-                q.insert("cpu".to_string(), Quantity(cpu.clone()));
-            }
-            if let Some(memory) = &r.memory {
-                q.insert("memory".to_string(), Quantity(memory.clone()));
-            }
-            q
-        });
-        let container = Container {
-            name: "function".into(),
-            image: Some(image),
-            args: (!spec.args.is_empty()).then(|| spec.args.clone()),
-            env: (!spec.env.is_empty()).then(|| {
-                spec.env
-                    .iter()
-                    .map(|e| KEnvVar {
-                        name: e.name.clone(),
-                        value: Some(e.value.clone()),
-                        ..Default::default()
-                    })
-                    .collect()
-            }),
-            ports: Some(vec![ContainerPort {
-                name: Some("http".into()),
-                container_port: i32::from(port),
-                ..Default::default()
-            }]),
-            resources: quantities.map(|q| ResourceRequirements {
-                limits: Some(q.clone()),
-                requests: Some(q),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let deployment = Deployment {
-            metadata: meta.clone(),
-            spec: Some(DeploymentSpec {
-                replicas: Some(spec.replicas.unwrap_or(1)),
-                selector: LabelSelector {
-                    match_labels: Some(selector.clone()),
-                    ..Default::default()
-                },
-                template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta {
-                        labels: Some(labels),
-                        ..Default::default()
-                    }),
-                    spec: Some(PodSpec {
-                        containers: vec![container],
-                        ..Default::default()
-                    }),
-                },
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let service = Service {
-            metadata: meta,
-            spec: Some(ServiceSpec {
-                selector: Some(selector),
-                ports: Some(vec![ServicePort {
-                    name: Some("http".into()),
-                    port: i32::from(SERVICE_PORT),
-                    target_port: Some(IntOrString::Int(i32::from(port))),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        Ok((deployment, service))
-    }
-
     /// Creates the Deployment and Service of a managed version; existing ones are kept.
     /// Returns what it created, so a failed deploy can remove exactly that.
     async fn ensure_workload(&self, fv: &FunctionVersion) -> anyhow::Result<()> {
-        let (deployment, service) = self.workload(fv)?;
+        let (deployment, service) = workload::workload(fv, &self.namespace)?;
         let name = deployment.name_any();
         let pp = PostParams {
             field_manager: Some(MANAGER.into()),
@@ -387,7 +326,7 @@ impl KubeStore {
             .list(
                 &ListParams::default()
                     .match_any()
-                    .labels("switchyard.dev/router=true"),
+                    .labels(protocol::ROUTER_SELECTOR),
             )
             .await?;
         Ok(list.items)
@@ -429,39 +368,6 @@ fn client(config: Config) -> anyhow::Result<Client> {
     Ok(Client::new(service, config.default_namespace))
 }
 
-/// The labels of every object a version owns.
-pub fn labels(function: &str, version: &str) -> BTreeMap<String, String> {
-    let version = label_value(version);
-    BTreeMap::from([
-        (LABEL_FUNCTION.to_string(), function.to_string()),
-        (LABEL_VERSION.to_string(), version.clone()),
-        ("app.kubernetes.io/name".to_string(), function.to_string()),
-        (
-            "app.kubernetes.io/instance".to_string(),
-            object_name(function, &version),
-        ),
-        ("app.kubernetes.io/version".to_string(), version),
-        (
-            "app.kubernetes.io/managed-by".to_string(),
-            MANAGER.to_string(),
-        ),
-    ])
-}
-
-/// A semver version as a label value: build metadata's `+` is not allowed there.
-fn label_value(version: &str) -> String {
-    version
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 /// The JSON merge patch (RFC 7386) that turns `before` into `after`: objects are merged
 /// recursively, a key that disappears becomes `null`, anything else is replaced whole.
 pub fn merge_patch(before: &serde_json::Value, after: &serde_json::Value) -> serde_json::Value {
@@ -500,41 +406,14 @@ fn state(f: Function) -> FunctionState {
     }
 }
 
-/// A managed version's readiness from its Deployment: the controller has seen the current
-/// spec, and the desired replicas are available.
+/// A managed version's readiness, by core's rule, in the store's terms.
 fn readiness(name: &str, deployment: Option<&Deployment>) -> Readiness {
-    let Some(d) = deployment else {
-        return Readiness {
-            ready: false,
-            ready_replicas: Some(0),
-            desired_replicas: None,
-            detail: Some(format!("Deployment {name} not found")),
-        };
-    };
-    let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let status = d.status.clone().unwrap_or_default();
-    let available = status.available_replicas.unwrap_or(0);
-    let observed = status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
-    let condition = status
-        .conditions
-        .iter()
-        .flatten()
-        .any(|c| c.type_ == "Available" && c.status == "True");
-    let ready = observed && available >= desired && condition;
-    let detail = (!ready).then(|| {
-        if !observed {
-            format!("Deployment {name} not yet observed by its controller")
-        } else if available < desired {
-            format!("{available}/{desired} replicas available")
-        } else {
-            format!("Deployment {name} is not Available")
-        }
-    });
+    let r = workload::readiness(name, deployment);
     Readiness {
-        ready,
-        ready_replicas: Some(available),
-        desired_replicas: Some(desired),
-        detail,
+        ready: r.ready,
+        ready_replicas: Some(r.available),
+        desired_replicas: r.desired,
+        detail: r.detail,
     }
 }
 
@@ -590,7 +469,7 @@ impl Store for KubeStore {
         );
         let mut fv = FunctionVersion::new(&name, spec.clone());
         fv.metadata.namespace = Some(self.namespace.clone());
-        fv.metadata.labels = Some(labels(&spec.function, &spec.version));
+        fv.metadata.labels = Some(workload::labels(&spec.function, &spec.version));
         let pp = PostParams {
             field_manager: Some(MANAGER.into()),
             ..Default::default()
@@ -721,31 +600,16 @@ impl Store for KubeStore {
                 }
             }
         }
-        let now = jiff::Timestamp::now().as_millisecond();
+        let now = jiff::Timestamp::now();
         let mut out: Vec<Router> = leases
             .into_iter()
-            .filter(|l| {
-                let watched = l
-                    .annotations()
-                    .get("switchyard.dev/watch-namespace")
-                    .map(String::as_str);
-                matches!(watched, Some(w) if w.is_empty() || w == self.namespace)
-            })
-            .map(|l| {
-                let spec = l.spec.clone().unwrap_or_default();
-                let live = match (
-                    spec.renew_time.or(spec.acquire_time),
-                    spec.lease_duration_seconds,
-                ) {
-                    (Some(t), Some(d)) => {
-                        switchyard_core::ack::lease_fresh(t.0.as_millisecond(), d, now)
-                    }
-                    _ => false,
-                };
-                Router {
-                    name: l.name_any(),
-                    live,
-                }
+            .filter(|l| protocol::serves_namespace(l, &self.namespace))
+            .map(|l| Router {
+                live: l
+                    .spec
+                    .as_ref()
+                    .is_some_and(|spec| protocol::replica_live(spec, now)),
+                name: l.name_any(),
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));

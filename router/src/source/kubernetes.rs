@@ -1,7 +1,14 @@
 //! The Kubernetes source: Functions and FunctionVersions watched through kube-runtime, acks
 //! server-side-applied to `status.routers`, and this replica's Lease (docs/protocol.md).
+//!
+//! This file ties the three together as a [`ConfigSource`]; [`watch`] keeps the watched
+//! objects, [`ack`] writes acknowledgements and prunes dead replicas' entries, [`lease`] holds
+//! this replica's Lease. What they send is built by `switchyard_core::protocol`.
 
-use std::collections::VecDeque;
+mod ack;
+mod lease;
+mod watch;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,15 +17,18 @@ use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 use futures::FutureExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::runtime::watcher::{self, Event};
+use kube::api::{Api, DeleteParams};
+use kube::runtime::watcher;
 use kube::runtime::WatchStreamExt;
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use switchyard_core::cowmap::FxHashMap;
-use switchyard_core::{Function, FunctionVersion};
+use switchyard_core::{protocol, Function, FunctionVersion};
 use tokio::sync::mpsc;
 
+use self::ack::{prune_stale_entries, write_acks};
+use self::lease::renew_lease;
+use self::watch::{function_of, Catalog, Change, FxHashSet, Key, Seen};
 use super::{Ack, ConfigSource, FunctionInputs, SourceEvent, State, Update};
 
 /// How to reach the API server and where this replica announces itself.
@@ -42,21 +52,20 @@ impl KubernetesOptions {
             kubeconfig,
             namespace,
             lease_namespace: None,
-            lease_duration: Duration::from_secs(10),
+            lease_duration: Duration::from_secs(u64::from(
+                protocol::DEFAULT_LEASE_DURATION_SECONDS,
+            )),
         }
     }
 
     /// The Lease namespace, resolved as docs/protocol.md says.
     pub fn resolved_lease_namespace(&self) -> String {
-        self.lease_namespace
-            .clone()
-            .or_else(|| self.namespace.clone())
-            .or_else(|| {
-                std::env::var("POD_NAMESPACE")
-                    .ok()
-                    .filter(|s| !s.is_empty())
-            })
-            .unwrap_or_else(|| "switchyard-system".to_string())
+        let pod_namespace = std::env::var("POD_NAMESPACE").ok();
+        protocol::lease_namespace(
+            self.lease_namespace.as_deref(),
+            self.namespace.as_deref(),
+            pod_namespace.as_deref(),
+        )
     }
 }
 
@@ -80,109 +89,6 @@ pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<(Client, Str
     let url = config.cluster_url.to_string();
     let client = Client::try_from(config).context("building the Kubernetes client")?;
     Ok((client, url.trim_end_matches('/').to_string()))
-}
-
-type Key = (String, String);
-type FxHashSet<K> = std::collections::HashSet<K, switchyard_core::cowmap::FxBuildHasher>;
-
-/// What one watch event did to a [`Catalog`].
-enum Seen<K> {
-    /// Nothing the router reads changed.
-    Nothing,
-    /// An object was added, changed in what the router reads, or removed.
-    Changed {
-        old: Option<Arc<K>>,
-        new: Option<Arc<K>>,
-    },
-    /// A re-list completed: every object may have changed.
-    Relisted,
-}
-
-/// Objects of one kind, as the watch has delivered them so far.
-struct Catalog<K> {
-    live: FxHashMap<Key, Arc<K>>,
-    /// Objects of a re-list in progress; they replace `live` at `InitDone`.
-    relist: Option<FxHashMap<Key, Arc<K>>>,
-    complete: bool,
-}
-
-impl<K: Resource> Catalog<K> {
-    fn new() -> Self {
-        Catalog {
-            live: FxHashMap::default(),
-            relist: None,
-            complete: false,
-        }
-    }
-
-    fn key(obj: &K) -> Key {
-        let m = obj.meta();
-        (
-            m.namespace.clone().unwrap_or_default(),
-            m.name.clone().unwrap_or_default(),
-        )
-    }
-
-    /// Applies one event.
-    fn apply(&mut self, event: Event<K>) -> Seen<K> {
-        match event {
-            Event::Init => {
-                self.relist = Some(FxHashMap::default());
-                Seen::Nothing
-            }
-            Event::InitApply(obj) => {
-                self.relist
-                    .get_or_insert_with(FxHashMap::default)
-                    .insert(Self::key(&obj), Arc::new(obj));
-                Seen::Nothing
-            }
-            Event::InitDone => {
-                self.live = self.relist.take().unwrap_or_default();
-                self.complete = true;
-                Seen::Relisted
-            }
-            Event::Apply(obj) => {
-                // Routing depends on specs only, and a spec change bumps the generation. A
-                // status write (every router's acknowledgement is one) must not trigger a
-                // rebuild: at 10,000 functions the acks alone would keep the router rebuilding.
-                let key = Self::key(&obj);
-                let new = Arc::new(obj);
-                let old = self.live.insert(key, Arc::clone(&new));
-                let m = new.meta();
-                let routed_same = old.as_ref().is_some_and(|old| {
-                    old.meta().uid == m.uid && old.meta().generation == m.generation
-                });
-                if routed_same {
-                    Seen::Nothing
-                } else {
-                    Seen::Changed {
-                        old,
-                        new: Some(new),
-                    }
-                }
-            }
-            Event::Delete(obj) => match self.live.remove(&Self::key(&obj)) {
-                Some(old) => Seen::Changed {
-                    old: Some(old),
-                    new: None,
-                },
-                None => Seen::Nothing,
-            },
-        }
-    }
-}
-
-/// The Function a FunctionVersion belongs to.
-fn function_of(v: &FunctionVersion) -> Key {
-    (
-        v.metadata.namespace.clone().unwrap_or_default(),
-        v.spec.function.clone(),
-    )
-}
-
-enum Change {
-    Function(Result<Event<Function>, watcher::Error>),
-    Version(Result<Event<FunctionVersion>, watcher::Error>),
 }
 
 /// The Kubernetes [`ConfigSource`].
@@ -458,436 +364,5 @@ impl ConfigSource for KubernetesSource {
             Ok(Err(e)) => tracing::warn!(replica = %self.replica, "deleting lease: {e}"),
             Err(_) => tracing::warn!(replica = %self.replica, "deleting lease timed out"),
         }
-    }
-}
-
-fn now_rfc3339_micros() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string()
-}
-
-/// Writes at most this many acknowledgements at once.
-const WRITES_IN_FLIGHT: usize = 16;
-/// Of which at most this many from the backlog (start-up, reconnects): fresh ones always find
-/// a slot.
-const BACKLOG_IN_FLIGHT: usize = 2;
-/// At least this long between two writes from the backlog (at most 50 a second). A status
-/// write of a Function costs the API server a few milliseconds of CPU; 10,000 of them as fast
-/// as it answers kept the test API server at 160% CPU (on 2 cores) and delayed every other
-/// write and watch event by over a second, the changes a person waits for included. The
-/// backlog only reports what the status already implies (this replica serves the current
-/// generation), so it may trickle: 10,000 take about 3.5 minutes.
-const BACKLOG_SPACING: Duration = Duration::from_millis(20);
-
-/// Acknowledgements waiting to be written: the latest one per Function, fresh ones first, and
-/// never two writes for one Function at once (the older one could land last).
-#[derive(Default)]
-struct AckQueue {
-    /// The latest unwritten ack of each Function.
-    pending: FxHashMap<Key, Ack>,
-    /// Functions with a fresh pending ack, oldest first (a key may be listed twice, or be
-    /// listed with nothing pending any more: skipped when taken).
-    fresh: VecDeque<Key>,
-    /// Functions with a pending ack from the backlog, oldest first (same).
-    backlog: VecDeque<Key>,
-    /// Functions whose ack is being written.
-    writing: FxHashSet<Key>,
-}
-
-impl AckQueue {
-    /// Queues `ack`, replacing an older one of its Function not yet written; fresh wins.
-    fn push(&mut self, mut ack: Ack) {
-        let key = (ack.namespace.clone(), ack.name.clone());
-        let was = self.pending.get(&key).map(|a| a.fresh);
-        ack.fresh |= was == Some(true);
-        let fresh = ack.fresh;
-        self.pending.insert(key.clone(), ack);
-        if self.writing.contains(&key) {
-            // Queued again once that write is done.
-            return;
-        }
-        if fresh && was != Some(true) {
-            self.fresh.push_back(key);
-        } else if !fresh && was.is_none() {
-            self.backlog.push_back(key);
-        }
-    }
-
-    /// The next ack to write, fresh ones first; from the backlog only if `backlog` allows.
-    fn take(&mut self, backlog: bool) -> Option<Ack> {
-        let Self {
-            pending,
-            fresh,
-            backlog: queued,
-            writing,
-        } = self;
-        let lanes: &mut [&mut VecDeque<Key>] = if backlog {
-            &mut [fresh, queued]
-        } else {
-            &mut [fresh]
-        };
-        for lane in lanes.iter_mut() {
-            while let Some(key) = lane.pop_front() {
-                if writing.contains(&key) {
-                    continue;
-                }
-                if let Some(ack) = pending.remove(&key) {
-                    writing.insert(key);
-                    return Some(ack);
-                }
-            }
-        }
-        None
-    }
-
-    /// Whether backlog acks wait.
-    fn has_backlog(&self) -> bool {
-        !self.backlog.is_empty()
-    }
-
-    /// Marks the write of `ack` done; a failed one is queued again unless a newer one waits.
-    fn done(&mut self, ack: Ack, failed: bool) {
-        let key = (ack.namespace.clone(), ack.name.clone());
-        self.writing.remove(&key);
-        if failed && !self.pending.contains_key(&key) {
-            self.pending.insert(key.clone(), ack);
-        }
-        if let Some(next) = self.pending.get(&key) {
-            // First in its lane: it has waited for the write before it.
-            if next.fresh {
-                self.fresh.push_front(key);
-            } else {
-                self.backlog.push_front(key);
-            }
-        }
-    }
-}
-
-/// Server-side-applies this replica's entry in each Function's `status.routers`, several
-/// writes at a time (they share the client's connection), fresh acks ahead of the start-up
-/// backlog, the latest generation per Function winning; failed writes are retried after a
-/// backoff.
-async fn write_acks(client: Client, replica: String, mut rx: mpsc::UnboundedReceiver<Ack>) {
-    use futures::stream::FuturesUnordered;
-    let manager = format!("switchyard-router.{replica}");
-    let params = PatchParams::apply(&manager).force();
-    let mut queue = AckQueue::default();
-    let mut writes = FuturesUnordered::new();
-    let mut backlog_writes = 0;
-    let mut backoff = Duration::from_millis(200);
-    let mut paused_until: Option<tokio::time::Instant> = None;
-    let mut next_backlog = tokio::time::Instant::now();
-    let mut open = true;
-    loop {
-        let now = tokio::time::Instant::now();
-        if paused_until.is_some_and(|t| t <= now) {
-            paused_until = None;
-        }
-        while paused_until.is_none() && writes.len() < WRITES_IN_FLIGHT {
-            let backlog = backlog_writes < BACKLOG_IN_FLIGHT && next_backlog <= now;
-            let Some(ack) = queue.take(backlog) else {
-                break;
-            };
-            if !ack.fresh {
-                backlog_writes += 1;
-                next_backlog = now + BACKLOG_SPACING;
-            }
-            writes.push(write_ack(
-                client.clone(),
-                params.clone(),
-                replica.clone(),
-                ack,
-            ));
-        }
-        if !open && writes.is_empty() {
-            return;
-        }
-        // Wake up for the end of a pause, or for the next backlog write's turn.
-        let wake = paused_until.or_else(|| {
-            let room = writes.len() < WRITES_IN_FLIGHT && backlog_writes < BACKLOG_IN_FLIGHT;
-            (room && queue.has_backlog()).then_some(next_backlog)
-        });
-        tokio::select! {
-            ack = rx.recv(), if open => match ack {
-                Some(ack) => {
-                    queue.push(ack);
-                    while let Ok(ack) = rx.try_recv() {
-                        queue.push(ack);
-                    }
-                }
-                // Shutting down: finish the writes under way.
-                None => open = false,
-            },
-            Some((ack, result)) = writes.next(), if !writes.is_empty() => {
-                if !ack.fresh {
-                    backlog_writes -= 1;
-                }
-                let failed = match result {
-                    Ok(_) => false,
-                    // The Function is gone: nothing to acknowledge.
-                    Err(kube::Error::Api(e)) if e.code == 404 => false,
-                    Err(e) => {
-                        tracing::debug!(function = %format!("{}/{}", ack.namespace, ack.name), "ack failed, will retry: {e}");
-                        true
-                    }
-                };
-                queue.done(ack, failed);
-                if failed {
-                    paused_until = Some(tokio::time::Instant::now() + backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                } else {
-                    backoff = Duration::from_millis(200);
-                }
-            }
-            _ = tokio::time::sleep_until(wake.unwrap_or(now)), if wake.is_some() => {}
-        }
-    }
-}
-
-/// One acknowledgement, server-side-applied; returns it with the result.
-async fn write_ack(
-    client: Client,
-    params: PatchParams,
-    replica: String,
-    ack: Ack,
-) -> (Ack, Result<Function, kube::Error>) {
-    let api: Api<Function> = Api::namespaced(client, &ack.namespace);
-    let mut entry = serde_json::json!({
-        "name": replica,
-        "observedGeneration": ack.generation,
-        "appliedAt": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-    });
-    if let Some(why) = &ack.rejected {
-        entry["rejected"] = serde_json::json!(why);
-    }
-    let patch = serde_json::json!({
-        "apiVersion": "switchyard.dev/v1alpha1",
-        "kind": "Function",
-        "metadata": {"name": ack.name, "namespace": ack.namespace},
-        "status": {"routers": [entry]},
-    });
-    let started = std::time::Instant::now();
-    let result = api
-        .patch_status(&ack.name, &params, &Patch::Apply(&patch))
-        .await;
-    tracing::debug!(
-        function = %format!("{}/{}", ack.namespace, ack.name),
-        generation = ack.generation,
-        fresh = ack.fresh,
-        ok = result.is_ok(),
-        "ack written in {:.1} ms",
-        started.elapsed().as_secs_f64() * 1000.0
-    );
-    (ack, result)
-}
-
-/// Creates and renews this replica's Lease every third of its duration until stopped.
-async fn renew_lease(
-    leases: Api<Lease>,
-    replica: String,
-    watch_namespace: String,
-    duration: Duration,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
-) {
-    let manager = format!("switchyard-router.{replica}");
-    let params = PatchParams::apply(&manager).force();
-    let seconds = duration.as_secs().max(1);
-    let period = Duration::from_millis(seconds * 1000 / 3);
-    let mut failing = false;
-    loop {
-        let lease = serde_json::json!({
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": {
-                "name": replica,
-                "labels": {
-                    "app.kubernetes.io/name": "switchyard-router",
-                    "switchyard.dev/router": "true",
-                },
-                "annotations": {"switchyard.dev/watch-namespace": watch_namespace},
-            },
-            "spec": {
-                "holderIdentity": replica,
-                "leaseDurationSeconds": seconds,
-                "renewTime": now_rfc3339_micros(),
-            },
-        });
-        match leases.patch(&replica, &params, &Patch::Apply(&lease)).await {
-            Ok(_) if failing => {
-                tracing::info!(%replica, "lease renewed again");
-                failing = false;
-            }
-            Ok(_) => {}
-            Err(e) if !failing => {
-                tracing::warn!(%replica, "renewing lease: {e}");
-                failing = true;
-            }
-            Err(_) => {}
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(period) => {}
-            _ = &mut stop => return,
-        }
-    }
-}
-
-/// Removes entries of replicas with no fresh Lease in the Function's namespace,
-/// `switchyard-system` or this replica's lease namespace. An entry younger than two lease
-/// durations is kept (its replica may be creating its Lease right now), and nothing is removed
-/// when the Leases cannot be read.
-async fn prune_stale_entries(
-    client: Client,
-    candidates: Vec<(String, String, Vec<switchyard_core::RouterAck>)>,
-    replica: String,
-    lease_namespace: String,
-    lease_duration: Duration,
-) {
-    use std::collections::HashSet;
-    let now = jiff::Timestamp::now();
-    let mut namespaces: HashSet<String> = candidates.iter().map(|c| c.0.clone()).collect();
-    namespaces.insert("switchyard-system".into());
-    namespaces.insert(lease_namespace.clone());
-    let mut live: HashSet<(String, String)> = HashSet::new();
-    let selector = kube::api::ListParams::default().labels("switchyard.dev/router=true");
-    for ns in &namespaces {
-        let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
-        match leases.list(&selector).await {
-            Ok(list) => {
-                for lease in list {
-                    let spec = lease.spec.unwrap_or_default();
-                    let fresh = spec.renew_time.as_ref().is_some_and(|t| {
-                        switchyard_core::ack::lease_fresh(
-                            t.0.as_millisecond(),
-                            spec.lease_duration_seconds.unwrap_or(0),
-                            now.as_millisecond(),
-                        )
-                    });
-                    if fresh {
-                        live.insert((ns.clone(), lease.metadata.name.unwrap_or_default()));
-                    }
-                }
-            }
-            // A namespace that does not exist holds no Lease.
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => {
-                tracing::debug!("not pruning router entries: listing leases in {ns}: {e}");
-                return;
-            }
-        }
-    }
-    let min_age = lease_duration * 2;
-    for (ns, name, routers) in candidates {
-        let holds = |n: &str| {
-            [ns.as_str(), "switchyard-system", lease_namespace.as_str()]
-                .iter()
-                .any(|l| live.contains(&(l.to_string(), n.to_string())))
-        };
-        let old = |at: &str| {
-            at.parse::<jiff::Timestamp>().map_or(true, |t| {
-                now.duration_since(t) > jiff::SignedDuration::try_from(min_age).unwrap_or_default()
-            })
-        };
-        let mut ops = Vec::new();
-        // Highest index first, so earlier removals do not shift later ones; each removal is
-        // guarded by a test of the name at that index.
-        for (i, r) in routers.iter().enumerate().rev() {
-            if r.name != replica && !holds(&r.name) && old(&r.applied_at) {
-                ops.push(serde_json::json!({"op": "test", "path": format!("/status/routers/{i}/name"), "value": r.name}));
-                ops.push(
-                    serde_json::json!({"op": "remove", "path": format!("/status/routers/{i}")}),
-                );
-            }
-        }
-        if ops.is_empty() {
-            continue;
-        }
-        // A JSON patch, sent as a raw request (kube's typed `Patch::Json` needs a feature the
-        // workspace does not enable).
-        let body = serde_json::to_vec(&ops).unwrap_or_default();
-        let request = http::Request::patch(format!(
-            "/apis/switchyard.dev/v1alpha1/namespaces/{ns}/functions/{name}/status"
-        ))
-        .header(http::header::CONTENT_TYPE, "application/json-patch+json")
-        .body(body);
-        let Ok(request) = request else {
-            continue;
-        };
-        // Paced like the acknowledgement backlog: thousands of removals must not crowd out the
-        // writes people wait for.
-        tokio::time::sleep(BACKLOG_SPACING).await;
-        match client.request::<Function>(request).await {
-            Ok(_) => {
-                tracing::info!(function = %format!("{ns}/{name}"), "removed entries of routers whose Lease expired")
-            }
-            Err(e) => {
-                tracing::debug!(function = %format!("{ns}/{name}"), "pruning router entries: {e}")
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ack(name: &str, generation: i64, fresh: bool) -> Ack {
-        Ack {
-            namespace: "ns".into(),
-            name: name.into(),
-            generation,
-            rejected: None,
-            fresh,
-        }
-    }
-
-    fn taken(q: &mut AckQueue, backlog: bool) -> Option<(String, i64)> {
-        q.take(backlog).map(|a| (a.name, a.generation))
-    }
-
-    #[test]
-    fn a_fresh_ack_overtakes_the_backlog_and_the_latest_generation_wins() {
-        let mut q = AckQueue::default();
-        for i in 0..1000 {
-            q.push(ack(&format!("fn-{i}"), 1, false));
-        }
-        assert_eq!(taken(&mut q, true), Some(("fn-0".into(), 1)));
-        q.push(ack("fn-500", 2, true));
-        q.push(ack("fn-500", 3, true));
-        assert_eq!(taken(&mut q, true), Some(("fn-500".into(), 3)));
-        // With the backlog's slots all taken, a fresh ack still gets one.
-        q.push(ack("fn-700", 2, true));
-        assert_eq!(taken(&mut q, false), Some(("fn-700".into(), 2)));
-        assert_eq!(taken(&mut q, false), None);
-        assert_eq!(taken(&mut q, true), Some(("fn-1".into(), 1)));
-        // fn-500 was written once, at its latest generation, and is not in the backlog twice.
-        let mut rest = Vec::new();
-        while let Some((name, _)) = taken(&mut q, true) {
-            rest.push(name);
-        }
-        assert_eq!(rest.len(), 1000 - 4);
-        assert!(!rest.contains(&"fn-500".to_string()));
-    }
-
-    #[test]
-    fn one_function_is_never_written_twice_at_once() {
-        let mut q = AckQueue::default();
-        q.push(ack("a", 1, true));
-        let first = q.take(true).expect("a write");
-        q.push(ack("a", 2, true));
-        assert!(
-            q.take(true).is_none(),
-            "a's write of generation 1 is under way"
-        );
-        q.done(first, false);
-        assert_eq!(taken(&mut q, true), Some(("a".into(), 2)));
-        // A failed write is retried, unless a newer one waits.
-        let second = ack("a", 2, true);
-        q.done(second.clone(), true);
-        assert_eq!(taken(&mut q, true), Some(("a".into(), 2)));
-        q.push(ack("a", 3, false));
-        q.done(second, true);
-        assert_eq!(taken(&mut q, true), Some(("a".into(), 3)));
-        assert_eq!(taken(&mut q, true), None);
     }
 }
