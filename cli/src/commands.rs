@@ -1,18 +1,27 @@
 //! The commands: each reads through a [`Store`], decides with `switchyard-core`, and writes
-//! back through the same [`Store`].
+//! back through the same [`Store`]. One file per verb; the write-and-retry loop the traffic
+//! verbs share is [`crate::write`].
 
+mod delete;
 mod deploy;
+mod gc;
+mod history;
 mod install;
+mod list;
+mod promote;
 mod quickstart;
-mod read;
-mod remove;
-mod shift;
+mod rollback;
+mod status;
+mod traffic;
+mod undo;
 mod uninstall;
+mod versions;
 
 use crate::args::{Cli, Command};
 use crate::exit::{fail, Code};
 use crate::store::kube::KubeStore;
 use crate::store::local::DirStore;
+use crate::store::FunctionState;
 use crate::store::Store;
 
 /// Runs the parsed command line.
@@ -25,7 +34,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             clap_complete::generate(c.shell, &mut cmd, "switchyard", &mut std::io::stdout());
             return Ok(());
         }
-        Command::Traffic(t) => Some(shift::parse_split(&t.split)?),
+        Command::Traffic(t) => Some(traffic::parse_split(&t.split)?),
         Command::Deploy(d) => {
             deploy::check(d)?;
             None
@@ -63,19 +72,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let store: &dyn Store = store.as_ref();
     match cli.command {
         Command::Deploy(d) => deploy::run(store, d).await,
-        Command::Versions(r) => read::versions(store, r).await,
-        Command::Traffic(t) => shift::traffic(store, t, prepared.unwrap_or_default()).await,
-        Command::Promote(p) => shift::promote(store, p).await,
-        Command::Rollback(r) => shift::rollback(store, r).await,
-        Command::Undo(u) => shift::undo(store, u).await,
-        Command::Status(s) => read::status(store, s).await,
-        Command::History(r) => read::history(store, r).await,
-        Command::List(l) => read::list(store, l).await,
-        Command::Delete(d) => remove::delete(store, d).await,
-        Command::Gc(g) => remove::gc(store, g).await,
+        Command::Versions(r) => versions::versions(store, r).await,
+        Command::Traffic(t) => traffic::traffic(store, t, prepared.unwrap_or_default()).await,
+        Command::Promote(p) => promote::promote(store, p).await,
+        Command::Rollback(r) => rollback::rollback(store, r).await,
+        Command::Undo(u) => undo::undo(store, u).await,
+        Command::Status(s) => status::status(store, s).await,
+        Command::History(r) => history::history(store, r).await,
+        Command::List(l) => list::list(store, l).await,
+        Command::Delete(d) => delete::delete(store, d).await,
+        Command::Gc(g) => gc::gc(store, g).await,
         Command::Completions(_)
         | Command::Quickstart(_)
         | Command::Install(_)
         | Command::Uninstall(_) => Ok(()),
     }
+}
+
+/// Reads one function; exit 2 when it does not exist.
+async fn function(store: &dyn Store, name: &str) -> anyhow::Result<FunctionState> {
+    store.function(name).await?.ok_or_else(|| {
+        fail(
+            Code::Invalid,
+            format!("function {name} not found in {}", store.location()),
+        )
+    })
 }

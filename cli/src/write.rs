@@ -1,5 +1,6 @@
-//! Traffic changes: `traffic`, `promote`, `rollback`, `undo`, and the write-and-wait loop they
-//! share with `deploy --traffic`.
+//! The conditional write-and-retry loop every verb that changes traffic shares: read the
+//! function and its versions, plan with core, write only if nothing changed meanwhile (else
+//! re-read and re-plan, a bounded number of times), then wait for the routers.
 
 use std::time::{Duration, Instant};
 
@@ -7,7 +8,7 @@ use switchyard_core::plan::{self, Change, PlanError, VersionState};
 use switchyard_core::traffic::{self, Assignment};
 use switchyard_core::{Action, FunctionSpec, TOTAL_PPM};
 
-use crate::args::{self, Write};
+use crate::args::Write;
 use crate::exit::{self, fail, Code};
 use crate::output::Diff;
 use crate::store::{FunctionState, Router, Store, VersionInfo, Written};
@@ -15,11 +16,6 @@ use crate::{timing, wait};
 
 /// How many times a write is tried when others keep changing the function meanwhile.
 pub const ATTEMPTS: u32 = 12;
-
-/// Reads `VERSION=PERCENT` words (before anything is read from the cluster).
-pub fn parse_split(words: &[String]) -> anyhow::Result<Vec<Assignment>> {
-    traffic::parse(words).map_err(|e| fail(Code::Invalid, e.to_string()))
-}
 
 /// The inputs of a plan: the function as read, its versions, who changes it and when.
 pub struct Input<'a> {
@@ -245,7 +241,8 @@ pub async fn finish(store: &dyn Store, landed: Landed, write: &Write) -> anyhow:
     Ok(())
 }
 
-async fn run(
+/// [`change`] then [`finish`]: the whole of a traffic verb after its plan.
+pub async fn run(
     store: &dyn Store,
     name: &str,
     write: &Write,
@@ -257,7 +254,8 @@ async fn run(
     }
 }
 
-fn apply(
+/// Records `traffic` through core's [`plan::apply`], a refusal carrying its exit code.
+pub fn apply(
     input: &Input<'_>,
     traffic: Vec<switchyard_core::TrafficTarget>,
     action: Action,
@@ -273,59 +271,4 @@ fn apply(
         input.change,
     )
     .map_err(exit::plan)
-}
-
-/// `traffic FN V=P…`.
-pub async fn traffic(
-    store: &dyn Store,
-    args: args::Traffic,
-    split: Vec<Assignment>,
-) -> anyhow::Result<()> {
-    run(store, &args.function, &args.write, |input| {
-        let targets = traffic::resolve(
-            &input.function.name,
-            &split,
-            Some(&input.function.spec),
-            input.versions.iter().map(|v| v.spec.version.as_str()),
-        )
-        .map_err(|e| exit::plan(PlanError::Traffic(e)))?;
-        apply(input, targets, Action::Traffic, args.force)
-    })
-    .await
-}
-
-/// `promote FN V`.
-pub async fn promote(store: &dyn Store, args: args::Promote) -> anyhow::Result<()> {
-    run(store, &args.function, &args.write, |input| {
-        let version = input.resolve(&args.version)?;
-        let targets = vec![switchyard_core::TrafficTarget::new(version, TOTAL_PPM)];
-        apply(input, targets, Action::Promote, args.force)
-    })
-    .await
-}
-
-/// `rollback FN [--to V]`.
-pub async fn rollback(store: &dyn Store, args: args::Rollback) -> anyhow::Result<()> {
-    run(store, &args.function, &args.write, |input| {
-        let to = args.to.as_deref().map(|v| input.resolve(v)).transpose()?;
-        let targets = plan::rollback(&input.function.name, &input.function.spec, to.as_deref())
-            .map_err(exit::plan)?;
-        apply(input, targets, Action::Rollback, args.force)
-    })
-    .await
-}
-
-/// `undo FN`.
-pub async fn undo(store: &dyn Store, args: args::Undo) -> anyhow::Result<()> {
-    run(store, &args.function, &args.write, |input| {
-        plan::undo(
-            &input.function.name,
-            &input.function.spec,
-            &input.states(),
-            args.force,
-            input.change,
-        )
-        .map_err(exit::plan)
-    })
-    .await
 }
