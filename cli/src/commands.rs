@@ -45,6 +45,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    conflicting_targets(&cli.global)?;
     if let Command::Quickstart(q) = cli.command {
         return quickstart::run(q, cli.global.store).await;
     }
@@ -66,7 +67,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         };
     }
     let store: Box<dyn Store> = match &cli.global.store {
-        Some(dir) => Box::new(DirStore::open(dir)?),
+        Some(dir) => Box::new(DirStore::open(dir, lock_wait(&cli.command))?),
         None => Box::new(KubeStore::connect(&cli.global).await?),
     };
     let store: &dyn Store = store.as_ref();
@@ -97,4 +98,64 @@ async fn function(store: &dyn Store, name: &str) -> anyhow::Result<FunctionState
             format!("function {name} not found in {}", store.location()),
         )
     })
+}
+
+/// How long a write to a local store waits for another writer's lock: the command's
+/// `--timeout`, else the default of the write flags.
+fn lock_wait(command: &Command) -> std::time::Duration {
+    let write = match command {
+        Command::Deploy(d) => Some(&d.write),
+        Command::Traffic(t) => Some(&t.write),
+        Command::Promote(p) => Some(&p.write),
+        Command::Rollback(r) => Some(&r.write),
+        Command::Undo(u) => Some(&u.write),
+        _ => None,
+    };
+    write.map_or(crate::write::DEFAULT_LOCK_WAIT, |w| w.timeout)
+}
+
+/// A local store and a cluster named at once are an error naming both: otherwise one would be
+/// silently ignored, and someone who believes they changed production changed a directory.
+fn conflicting_targets(global: &crate::args::Global) -> anyhow::Result<()> {
+    let Some(dir) = &global.store else {
+        return Ok(());
+    };
+    let from_env = std::env::var_os("SWITCHYARD_STORE")
+        .is_some_and(|v| crate::args::store_flag(&v.to_string_lossy()).ok().as_ref() == Some(dir))
+        && !std::env::args_os()
+            .any(|a| a == "--store" || a.to_string_lossy().starts_with("--store="));
+    let store = format!(
+        "--store dir:{}{}",
+        dir.display(),
+        if from_env {
+            " (from SWITCHYARD_STORE)"
+        } else {
+            ""
+        }
+    );
+    let cluster = [
+        global.context.as_ref().map(|c| format!("--context {c}")),
+        global
+            .kubeconfig
+            .as_ref()
+            .map(|k| format!("--kubeconfig {}", k.display())),
+        global
+            .namespace
+            .as_ref()
+            .map(|n| format!("--namespace {n}")),
+    ];
+    match cluster.into_iter().flatten().next() {
+        Some(flag) => Err(fail(
+            Code::Invalid,
+            format!(
+                "{store} conflicts with {flag}: name one target, a local store or a cluster{}",
+                if from_env {
+                    " (unset SWITCHYARD_STORE to use the cluster)"
+                } else {
+                    ""
+                }
+            ),
+        )),
+        None => Ok(()),
+    }
 }

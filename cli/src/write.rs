@@ -14,6 +14,9 @@ use crate::output::Diff;
 use crate::store::{FunctionState, Router, Store, VersionInfo, Written};
 use crate::{timing, wait};
 
+/// How long a write that has no `--timeout` (delete, gc) waits for a local store's lock.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(30);
+
 /// How many times a write is tried when others keep changing the function meanwhile.
 pub const ATTEMPTS: u32 = 12;
 
@@ -59,13 +62,28 @@ fn jitter(attempt: u32) -> Duration {
     Duration::from_millis(5 + random % ceiling)
 }
 
+/// What a verb's plan decided.
+pub enum Next {
+    /// Write this spec.
+    Spec(FunctionSpec),
+    /// Write nothing, and say why (one line, printed as is).
+    Unchanged(String),
+}
+
+impl From<FunctionSpec> for Next {
+    fn from(spec: FunctionSpec) -> Next {
+        Next::Spec(spec)
+    }
+}
+
 /// The outcome of a change that was written.
 pub struct Landed {
     /// The function before.
     pub before: FunctionState,
     /// The function after.
     pub after: FunctionState,
-    /// When the successful write was sent.
+    /// When the successful write landed (after any wait for the store's lock): the router
+    /// wait is timed from here.
     pub sent: Instant,
     /// The router replicas, when they were read before the write.
     pub routers: Option<Vec<Router>>,
@@ -77,7 +95,7 @@ pub async fn change(
     store: &dyn Store,
     name: &str,
     write: &Write,
-    plan: impl Fn(&Input<'_>) -> anyhow::Result<FunctionSpec>,
+    plan: impl Fn(&Input<'_>) -> anyhow::Result<Next>,
 ) -> anyhow::Result<Option<Landed>> {
     // The routers a wait will need are read alongside the first attempt's reads.
     let mut routers: Option<Vec<Router>> = None;
@@ -126,6 +144,13 @@ pub async fn change(
                 })?
             }
         };
+        let next = match next {
+            Next::Spec(spec) => spec,
+            Next::Unchanged(line) => {
+                crate::output::line(format_args!("{line}"));
+                return Ok(None);
+            }
+        };
         let last_action = next.history.last().map(|h| h.action);
         if plan::same_split(&function.spec.traffic, &next.traffic)
             && last_action != Some(Action::Undo)
@@ -136,13 +161,19 @@ pub async fn change(
             ));
             return Ok(None);
         }
+        // Only --force gets here with traffic back to a version rolled back from.
+        if attempt == 0 {
+            for v in plan::returns_to_rolled_back(&function.spec, &next.traffic) {
+                eprintln!("warning: sending traffic back to {name}@{v}, which was rolled back from (--force)");
+            }
+        }
         if write.dry_run {
             diff(store, &function.spec, &next, name).print();
             return Ok(None);
         }
-        let sent = Instant::now();
         match store.write_function(&function, &next).await? {
             Written::Done(after) => {
+                let sent = Instant::now();
                 timing::mark("write");
                 return Ok(Some(Landed {
                     before: function,
@@ -246,7 +277,7 @@ pub async fn run(
     store: &dyn Store,
     name: &str,
     write: &Write,
-    plan: impl Fn(&Input<'_>) -> anyhow::Result<FunctionSpec>,
+    plan: impl Fn(&Input<'_>) -> anyhow::Result<Next>,
 ) -> anyhow::Result<()> {
     match change(store, name, write, plan).await? {
         Some(landed) => finish(store, landed, write).await,
@@ -260,7 +291,7 @@ pub fn apply(
     traffic: Vec<switchyard_core::TrafficTarget>,
     action: Action,
     force: bool,
-) -> anyhow::Result<FunctionSpec> {
+) -> anyhow::Result<Next> {
     plan::apply(
         &input.function.name,
         &input.function.spec,
@@ -270,5 +301,6 @@ pub fn apply(
         force,
         input.change,
     )
+    .map(Next::Spec)
     .map_err(exit::plan)
 }

@@ -172,6 +172,7 @@ pub async fn run(store: &dyn Store, d: args::Deploy) -> anyhow::Result<()> {
                     d.force,
                     input.change,
                 )
+                .map(write::Next::Spec)
                 .map_err(exit::plan)
             })
             .await?;

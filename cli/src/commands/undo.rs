@@ -5,7 +5,7 @@ use switchyard_core::plan;
 use crate::args;
 use crate::exit;
 use crate::store::Store;
-use crate::write::run;
+use crate::write::{run, Next};
 
 /// `undo FN`.
 pub async fn undo(store: &dyn Store, args: args::Undo) -> anyhow::Result<()> {
@@ -17,6 +17,7 @@ pub async fn undo(store: &dyn Store, args: args::Undo) -> anyhow::Result<()> {
             args.force,
             input.change,
         )
+        .map(Next::Spec)
         .map_err(exit::plan)
     })
     .await
