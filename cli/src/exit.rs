@@ -28,6 +28,7 @@ Exit codes:
   1  cluster or unexpected error (including a router refusing the change)
   2  invalid arguments or input
   3  refused by a safety rule (immutability, unready version, referenced version,
+     a version named like an existing one but for punctuation,
      nothing to roll back or undo, a rollback or undo target that was deleted,
      traffic back to a version rolled back from without --force,
      uninstall while Functions exist)
@@ -70,7 +71,8 @@ pub fn plan_code(err: &PlanError) -> Code {
         | PlanError::NothingToUndo(_)
         | PlanError::NoStable(_)
         | PlanError::RolledBackFrom { .. }
-        | PlanError::TargetGone { .. } => Code::Refused,
+        | PlanError::TargetGone { .. }
+        | PlanError::NameCollision { .. } => Code::Refused,
     }
 }
 

@@ -242,3 +242,26 @@ fn a_local_store_and_a_cluster_named_at_once_are_an_error_naming_both() {
         ),
     );
 }
+
+#[test]
+fn versions_that_differ_only_in_punctuation_are_refused_before_anything_is_written() {
+    let s = Store::new();
+    s.ok(&[
+        "deploy",
+        "hello",
+        "1.3.0-rc.1",
+        "--endpoint",
+        "http://127.0.0.1:9",
+        "--no-wait",
+    ]);
+    for v in ["1.3.0-rc-1", "1.3.0+rc.1"] {
+        refused(
+            &s.run(&["deploy", "hello", v, "--endpoint", "http://127.0.0.1:8", "--no-wait"]),
+            3,
+            &format!("version {v} of function hello would be named hello-1-3-0-rc-1, like version 1.3.0-rc.1 that exists; choose a version that differs in more than punctuation"),
+        );
+    }
+    let versions = s.ok(&["versions", "hello", "-o", "json"]);
+    let versions: serde_json::Value = serde_json::from_str(&versions).expect("json");
+    assert_eq!(versions.as_array().map(Vec::len), Some(1), "{versions}");
+}

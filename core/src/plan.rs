@@ -82,6 +82,18 @@ pub enum PlanError {
         /// The next step to suggest.
         next: &'static str,
     },
+    /// Two versions would share the names of their objects.
+    #[error("version {version} of function {function} would be named {object}, like version {other} that exists; choose a version that differs in more than punctuation")]
+    NameCollision {
+        /// The function.
+        function: String,
+        /// The version asked for.
+        version: String,
+        /// The existing version with the same object name.
+        other: String,
+        /// The shared object name.
+        object: String,
+    },
     /// A version that is still referenced.
     #[error("version {version} of function {function} {why}")]
     Referenced {
@@ -345,6 +357,29 @@ pub fn rollback(
         });
     }
     Ok(Rollback::To(vec![TrafficTarget::new(target, TOTAL_PPM)]))
+}
+
+/// Refuses a new `version` whose object name (see [`crate::object_name`]) an existing, different
+/// version already has: `1.3.0-rc.1`, `1.3.0-rc-1` and `1.3.0+rc.1` all map to `fn-1-3-0-rc-1`,
+/// and the second would otherwise be taken for a changed copy of the first.
+pub fn name_collision<'a>(
+    function: &str,
+    existing: impl IntoIterator<Item = &'a str>,
+    version: &str,
+) -> Result<(), PlanError> {
+    let object = crate::object_name(function, version);
+    match existing
+        .into_iter()
+        .find(|v| *v != version && crate::object_name(function, v) == object)
+    {
+        Some(other) => Err(PlanError::NameCollision {
+            function: function.to_string(),
+            version: version.to_string(),
+            other: other.to_string(),
+            object,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Indices of the history entries that form the undo stack: every state not walked back by

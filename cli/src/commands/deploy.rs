@@ -68,6 +68,12 @@ pub async fn run(store: &dyn Store, d: args::Deploy) -> anyhow::Result<()> {
     }
     let (function, versions) = futures::try_join!(store.function(name), store.versions(name))?;
     timing::mark("read");
+    plan::name_collision(
+        name,
+        versions.iter().map(|v| v.spec.version.as_str()),
+        version,
+    )
+    .map_err(exit::plan)?;
     let existing = versions.iter().find(|v| v.spec.version == *version);
     if let Some(v) = existing {
         if v.spec != spec {

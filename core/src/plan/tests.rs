@@ -434,6 +434,26 @@ fn a_rollback_or_undo_to_a_deleted_version_is_refused_with_the_next_step() {
     ));
 }
 
+#[test]
+fn versions_that_differ_only_in_punctuation_collide_on_their_object_name() {
+    let existing = ["1.2.0", "1.3.0-rc.1"];
+    for version in ["1.3.0-rc-1", "1.3.0+rc.1", "1.3.0-RC.1"] {
+        assert_eq!(
+            name_collision("hello", existing, version),
+            Err(PlanError::NameCollision {
+                function: "hello".into(),
+                version: version.into(),
+                other: "1.3.0-rc.1".into(),
+                object: "hello-1-3-0-rc-1".into(),
+            }),
+            "{version}"
+        );
+    }
+    // The same version again is not a collision (immutability decides), nor is a new one.
+    assert_eq!(name_collision("hello", existing, "1.3.0-rc.1"), Ok(()));
+    assert_eq!(name_collision("hello", existing, "1.3.0-rc.2"), Ok(()));
+}
+
 /// One step of the model test: a shift of `share` to a version, a promote, or a rollback;
 /// `force` as the user might pass it.
 #[derive(Debug, Clone)]
