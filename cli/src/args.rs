@@ -41,7 +41,7 @@ pub struct Global {
     pub router_namespace: String,
     /// Keep state in a local directory instead of a cluster: `dir:PATH` (external versions
     /// only; routers started with the same `--store` follow it).
-    #[arg(long, global = true, env = "SWITCHYARD_STORE", value_name = "dir:PATH", value_parser = switchyard_router::source::local::parse_store_flag)]
+    #[arg(long, global = true, env = "SWITCHYARD_STORE", value_name = "dir:PATH", value_parser = store_flag)]
     pub store: Option<PathBuf>,
 }
 
@@ -396,6 +396,11 @@ pub struct Completions {
     /// The shell.
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+/// Reads the `--store` flag (`dir:PATH`).
+pub fn store_flag(value: &str) -> Result<PathBuf, String> {
+    switchyard_router::source::local::parse_store_flag(value)
 }
 
 /// Reads `30s`, `2m`, `1h`, `500ms` or a bare number of seconds.

@@ -1,18 +1,27 @@
 //! The commands: each reads through a [`Store`], decides with `switchyard-core`, and writes
-//! back through the same [`Store`].
+//! back through the same [`Store`]. One file per verb; the write-and-retry loop the traffic
+//! verbs share is [`crate::write`].
 
+mod delete;
 mod deploy;
+mod gc;
+mod history;
 mod install;
+mod list;
+mod promote;
 mod quickstart;
-mod read;
-mod remove;
-mod shift;
+mod rollback;
+mod status;
+mod traffic;
+mod undo;
 mod uninstall;
+mod versions;
 
 use crate::args::{Cli, Command};
 use crate::exit::{fail, Code};
 use crate::store::kube::KubeStore;
 use crate::store::local::DirStore;
+use crate::store::FunctionState;
 use crate::store::Store;
 
 /// Runs the parsed command line.
@@ -25,7 +34,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             clap_complete::generate(c.shell, &mut cmd, "switchyard", &mut std::io::stdout());
             return Ok(());
         }
-        Command::Traffic(t) => Some(shift::parse_split(&t.split)?),
+        Command::Traffic(t) => Some(traffic::parse_split(&t.split)?),
         Command::Deploy(d) => {
             deploy::check(d)?;
             None
@@ -36,6 +45,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    conflicting_targets(&cli.global)?;
     if let Command::Quickstart(q) = cli.command {
         return quickstart::run(q, cli.global.store).await;
     }
@@ -57,25 +67,95 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         };
     }
     let store: Box<dyn Store> = match &cli.global.store {
-        Some(dir) => Box::new(DirStore::open(dir)?),
+        Some(dir) => Box::new(DirStore::open(dir, lock_wait(&cli.command))?),
         None => Box::new(KubeStore::connect(&cli.global).await?),
     };
     let store: &dyn Store = store.as_ref();
     match cli.command {
         Command::Deploy(d) => deploy::run(store, d).await,
-        Command::Versions(r) => read::versions(store, r).await,
-        Command::Traffic(t) => shift::traffic(store, t, prepared.unwrap_or_default()).await,
-        Command::Promote(p) => shift::promote(store, p).await,
-        Command::Rollback(r) => shift::rollback(store, r).await,
-        Command::Undo(u) => shift::undo(store, u).await,
-        Command::Status(s) => read::status(store, s).await,
-        Command::History(r) => read::history(store, r).await,
-        Command::List(l) => read::list(store, l).await,
-        Command::Delete(d) => remove::delete(store, d).await,
-        Command::Gc(g) => remove::gc(store, g).await,
+        Command::Versions(r) => versions::versions(store, r).await,
+        Command::Traffic(t) => traffic::traffic(store, t, prepared.unwrap_or_default()).await,
+        Command::Promote(p) => promote::promote(store, p).await,
+        Command::Rollback(r) => rollback::rollback(store, r).await,
+        Command::Undo(u) => undo::undo(store, u).await,
+        Command::Status(s) => status::status(store, s).await,
+        Command::History(r) => history::history(store, r).await,
+        Command::List(l) => list::list(store, l).await,
+        Command::Delete(d) => delete::delete(store, d).await,
+        Command::Gc(g) => gc::gc(store, g).await,
         Command::Completions(_)
         | Command::Quickstart(_)
         | Command::Install(_)
         | Command::Uninstall(_) => Ok(()),
+    }
+}
+
+/// Reads one function; exit 2 when it does not exist.
+async fn function(store: &dyn Store, name: &str) -> anyhow::Result<FunctionState> {
+    store.function(name).await?.ok_or_else(|| {
+        fail(
+            Code::Invalid,
+            format!("function {name} not found in {}", store.location()),
+        )
+    })
+}
+
+/// How long a write to a local store waits for another writer's lock: the command's
+/// `--timeout`, else the default of the write flags.
+fn lock_wait(command: &Command) -> std::time::Duration {
+    let write = match command {
+        Command::Deploy(d) => Some(&d.write),
+        Command::Traffic(t) => Some(&t.write),
+        Command::Promote(p) => Some(&p.write),
+        Command::Rollback(r) => Some(&r.write),
+        Command::Undo(u) => Some(&u.write),
+        _ => None,
+    };
+    write.map_or(crate::write::DEFAULT_LOCK_WAIT, |w| w.timeout)
+}
+
+/// A local store and a cluster named at once are an error naming both: otherwise one would be
+/// silently ignored, and someone who believes they changed production changed a directory.
+fn conflicting_targets(global: &crate::args::Global) -> anyhow::Result<()> {
+    let Some(dir) = &global.store else {
+        return Ok(());
+    };
+    let from_env = std::env::var_os("SWITCHYARD_STORE")
+        .is_some_and(|v| crate::args::store_flag(&v.to_string_lossy()).ok().as_ref() == Some(dir))
+        && !std::env::args_os()
+            .any(|a| a == "--store" || a.to_string_lossy().starts_with("--store="));
+    let store = format!(
+        "--store dir:{}{}",
+        dir.display(),
+        if from_env {
+            " (from SWITCHYARD_STORE)"
+        } else {
+            ""
+        }
+    );
+    let cluster = [
+        global.context.as_ref().map(|c| format!("--context {c}")),
+        global
+            .kubeconfig
+            .as_ref()
+            .map(|k| format!("--kubeconfig {}", k.display())),
+        global
+            .namespace
+            .as_ref()
+            .map(|n| format!("--namespace {n}")),
+    ];
+    match cluster.into_iter().flatten().next() {
+        Some(flag) => Err(fail(
+            Code::Invalid,
+            format!(
+                "{store} conflicts with {flag}: name one target, a local store or a cluster{}",
+                if from_env {
+                    " (unset SWITCHYARD_STORE to use the cluster)"
+                } else {
+                    ""
+                }
+            ),
+        )),
+        None => Ok(()),
     }
 }

@@ -28,7 +28,10 @@ Exit codes:
   1  cluster or unexpected error (including a router refusing the change)
   2  invalid arguments or input
   3  refused by a safety rule (immutability, unready version, referenced version,
-     nothing to roll back or undo, uninstall while Functions exist)
+     a version named like an existing one but for punctuation,
+     nothing to roll back or undo, a rollback or undo target that was deleted,
+     traffic back to a version rolled back from without --force,
+     uninstall while Functions exist)
   4  timed out waiting (readiness, routers or CRDs), or no live router to wait for
   5  lost a concurrent-change race after retrying";
 
@@ -66,7 +69,10 @@ pub fn plan_code(err: &PlanError) -> Code {
         PlanError::NotReady { .. }
         | PlanError::Referenced { .. }
         | PlanError::NothingToUndo(_)
-        | PlanError::NoStable(_) => Code::Refused,
+        | PlanError::NoStable(_)
+        | PlanError::RolledBackFrom { .. }
+        | PlanError::TargetGone { .. }
+        | PlanError::NameCollision { .. } => Code::Refused,
     }
 }
 

@@ -14,6 +14,7 @@ mod output;
 mod store;
 mod timing;
 mod wait;
+mod write;
 
 use std::process::ExitCode;
 

@@ -106,6 +106,12 @@ impl FunctionDocument {
                     v.spec.version
                 )));
             }
+            crate::plan::name_collision(
+                name,
+                self.versions.iter().map(|o| o.spec.version.as_str()),
+                &v.spec.version,
+            )
+            .map_err(|e| mismatch(e.to_string()))?;
             validate::function_version(&v.spec).map_err(invalid)?;
         }
         if let Some(f) = &self.function {
@@ -294,6 +300,25 @@ mod tests {
             .to_string();
         assert!(
             err.contains("belongs to function hello, not other"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn two_versions_sharing_an_object_name_do_not_belong_in_one_file() {
+        let mut d = doc();
+        for v in ["1.3.0-rc.1", "1.3.0+rc.1"] {
+            d.versions.push(FunctionVersion::test_endpoint(
+                "hello",
+                v,
+                "http://127.0.0.1:8082",
+            ));
+        }
+        let err = FunctionDocument::parse("hello", "f.yaml", &d.render())
+            .expect_err("collision")
+            .to_string();
+        assert!(
+            err.contains("would be named hello-1-3-0-rc-1, like version"),
             "{err}"
         );
     }

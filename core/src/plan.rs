@@ -62,6 +62,38 @@ pub enum PlanError {
     /// No stable version to roll back to.
     #[error("no stable version to roll back to: no version other than the current one has held 100% of function {0} (use --to VERSION)")]
     NoStable(String),
+    /// Traffic would go back to a version a rollback took it away from.
+    #[error("version {version} of function {function} was rolled back from; sending traffic back to it needs --force")]
+    RolledBackFrom {
+        /// The function.
+        function: String,
+        /// The version.
+        version: String,
+    },
+    /// The version a rollback or undo would restore no longer exists.
+    #[error("{action} would send traffic to version {version} of function {function}, which was deleted; use {next}")]
+    TargetGone {
+        /// The function.
+        function: String,
+        /// The version.
+        version: String,
+        /// `rollback` or `undo`.
+        action: Action,
+        /// The next step to suggest.
+        next: &'static str,
+    },
+    /// Two versions would share the names of their objects.
+    #[error("version {version} of function {function} would be named {object}, like version {other} that exists; choose a version that differs in more than punctuation")]
+    NameCollision {
+        /// The function.
+        function: String,
+        /// The version asked for.
+        version: String,
+        /// The existing version with the same object name.
+        other: String,
+        /// The shared object name.
+        object: String,
+    },
     /// A version that is still referenced.
     #[error("version {version} of function {function} {why}")]
     Referenced {
@@ -119,6 +151,14 @@ pub fn apply(
     change: &Change,
 ) -> Result<FunctionSpec, PlanError> {
     validate::traffic(&traffic)?;
+    if !force {
+        if let Some(version) = returns_to_rolled_back(spec, &traffic).into_iter().next() {
+            return Err(PlanError::RolledBackFrom {
+                function: function.to_string(),
+                version,
+            });
+        }
+    }
     for t in &traffic {
         let state = versions
             .iter()
@@ -202,27 +242,144 @@ pub fn with_share(traffic: &[TrafficTarget], version: &str, share: u32) -> Vec<T
     out
 }
 
-/// Where `rollback` sends all traffic: the most recent version to hold 100%, other than the
-/// one holding 100% now.
+/// The versions a rollback took traffic away from and that nothing has sent traffic to since,
+/// as far as the retained history tells, sorted. Traffic goes back to them only with `--force`,
+/// and a rollback never picks one.
+pub fn rolled_back_from(spec: &FunctionSpec) -> BTreeSet<String> {
+    let mut left = BTreeSet::new();
+    let mut before: Option<&[TrafficTarget]> = None;
+    for e in &spec.history {
+        if let (Action::Rollback, Some(before)) = (e.action, before) {
+            for t in before.iter().filter(|t| t.weight > 0) {
+                if weight_in(&e.traffic, &t.version) == 0 {
+                    left.insert(t.version.clone());
+                }
+            }
+        }
+        // A later change that gives it weight (deliberately, with --force) clears it.
+        let previous = before.unwrap_or_default();
+        for t in &e.traffic {
+            if t.weight > weight_in(previous, &t.version) {
+                left.remove(&t.version);
+            }
+        }
+        before = Some(&e.traffic);
+    }
+    left
+}
+
+fn weight_in(traffic: &[TrafficTarget], version: &str) -> u32 {
+    traffic
+        .iter()
+        .filter(|t| t.version == version)
+        .map(|t| t.weight)
+        .sum()
+}
+
+/// The versions rolled back from (see [`rolled_back_from`]) whose weight `traffic` raises
+/// over the current split.
+pub fn returns_to_rolled_back(spec: &FunctionSpec, traffic: &[TrafficTarget]) -> Vec<String> {
+    let left = rolled_back_from(spec);
+    left.into_iter()
+        .filter(|v| weight_in(traffic, v) > weight_in(&spec.traffic, v))
+        .collect()
+}
+
+/// Where `rollback` sends all traffic: the most recent version to hold 100% (`stable`, then
+/// `previousStable`) other than the one holding 100% now and other than a version rolled back
+/// from.
 pub fn rollback_target(spec: &FunctionSpec) -> Option<&str> {
     let current = full_holder(&spec.traffic);
+    let left = rolled_back_from(spec);
     [spec.stable.as_deref(), spec.previous_stable.as_deref()]
         .into_iter()
         .flatten()
-        .find(|v| Some(*v) != current)
+        .find(|v| Some(*v) != current && !left.contains(*v))
 }
 
-/// The traffic of `rollback`: 100% to `to`, or to the [`rollback_target`].
+/// What `rollback` does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rollback {
+    /// Send 100% to this version.
+    To(Vec<TrafficTarget>),
+    /// Nothing: the traffic is already where a rollback put it (100% on `version`, the
+    /// stable version). Rolling back twice is rolling back once.
+    Already {
+        /// The version holding 100%.
+        version: String,
+        /// The versions rolled back from, which a rollback never returns to.
+        left: Vec<String>,
+    },
+}
+
+/// The plan of `rollback`: 100% to `to`, or to the [`rollback_target`]; nothing when the
+/// traffic is already where a rollback put it. `versions` are the versions that exist: a
+/// target that was deleted is refused with the next step.
 pub fn rollback(
     function: &str,
     spec: &FunctionSpec,
     to: Option<&str>,
-) -> Result<Vec<TrafficTarget>, PlanError> {
+    versions: &[VersionState],
+) -> Result<Rollback, PlanError> {
     let target = match to {
         Some(v) => v,
-        None => rollback_target(spec).ok_or_else(|| PlanError::NoStable(function.to_string()))?,
+        None => {
+            let holder = full_holder(&spec.traffic);
+            let left: Vec<String> = rolled_back_from(spec).into_iter().collect();
+            let rolled_back_here = spec.history.last().is_some_and(|e| {
+                e.action == Action::Rollback && same_split(&e.traffic, &spec.traffic)
+            });
+            let on_stable = holder.is_some() && holder == spec.stable.as_deref();
+            match (holder, rollback_target(spec)) {
+                (Some(h), _) if rolled_back_here => {
+                    return Ok(Rollback::Already {
+                        version: h.to_string(),
+                        left,
+                    })
+                }
+                (_, Some(v)) => v,
+                (Some(h), None) if on_stable && !left.is_empty() => {
+                    return Ok(Rollback::Already {
+                        version: h.to_string(),
+                        left,
+                    })
+                }
+                _ => return Err(PlanError::NoStable(function.to_string())),
+            }
+        }
     };
-    Ok(vec![TrafficTarget::new(target, TOTAL_PPM)])
+    if to.is_none() && !versions.iter().any(|v| v.version == target) {
+        return Err(PlanError::TargetGone {
+            function: function.to_string(),
+            version: target.to_string(),
+            action: Action::Rollback,
+            next: "rollback --to VERSION",
+        });
+    }
+    Ok(Rollback::To(vec![TrafficTarget::new(target, TOTAL_PPM)]))
+}
+
+/// Refuses a new `version` whose object name (see [`crate::object_name`]) an existing, different
+/// version already has: `1.3.0-rc.1`, `1.3.0-rc-1` and `1.3.0+rc.1` all map to `fn-1-3-0-rc-1`,
+/// and the second would otherwise be taken for a changed copy of the first.
+pub fn name_collision<'a>(
+    function: &str,
+    existing: impl IntoIterator<Item = &'a str>,
+    version: &str,
+) -> Result<(), PlanError> {
+    let object = crate::object_name(function, version);
+    match existing
+        .into_iter()
+        .find(|v| *v != version && crate::object_name(function, v) == object)
+    {
+        Some(other) => Err(PlanError::NameCollision {
+            function: function.to_string(),
+            version: version.to_string(),
+            other: other.to_string(),
+            object,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Indices of the history entries that form the undo stack: every state not walked back by
@@ -250,6 +407,17 @@ pub fn undo(
         return Err(PlanError::NothingToUndo(function.to_string()));
     };
     let restored = spec.history[previous].traffic.clone();
+    if let Some(gone) = restored
+        .iter()
+        .find(|t| t.weight > 0 && !versions.iter().any(|v| v.version == t.version))
+    {
+        return Err(PlanError::TargetGone {
+            function: function.to_string(),
+            version: gone.version.clone(),
+            action: Action::Undo,
+            next: "rollback --to VERSION or traffic",
+        });
+    }
     let mut marked = spec.clone();
     marked.history[latest].undone = true;
     apply(

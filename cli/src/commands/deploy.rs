@@ -5,13 +5,12 @@ use switchyard_core::plan::{self, Change};
 use switchyard_core::weight::parse_percent;
 use switchyard_core::{validate, Action, EnvVar, FunctionVersionSpec, Resources};
 
-use super::shift;
 use crate::args;
 use crate::exit::{self, fail, Code};
 use crate::output::Diff;
 use crate::store::kube::DEFAULT_PORT;
 use crate::store::{Created, Store, Written};
-use crate::{timing, wait};
+use crate::{timing, wait, write};
 
 /// The FunctionVersion spec the flags describe, validated.
 fn spec(d: &args::Deploy) -> anyhow::Result<FunctionVersionSpec> {
@@ -69,6 +68,12 @@ pub async fn run(store: &dyn Store, d: args::Deploy) -> anyhow::Result<()> {
     }
     let (function, versions) = futures::try_join!(store.function(name), store.versions(name))?;
     timing::mark("read");
+    plan::name_collision(
+        name,
+        versions.iter().map(|v| v.spec.version.as_str()),
+        version,
+    )
+    .map_err(exit::plan)?;
     let existing = versions.iter().find(|v| v.spec.version == *version);
     if let Some(v) = existing {
         if v.spec != spec {
@@ -147,7 +152,7 @@ pub async fn run(store: &dyn Store, d: args::Deploy) -> anyhow::Result<()> {
         let first = plan::first_deploy(version, &change);
         let sent = std::time::Instant::now();
         if let Written::Done(after) = store.create_function(name, &first).await? {
-            let landed = shift::Landed {
+            let landed = write::Landed {
                 before: crate::store::FunctionState {
                     spec: Default::default(),
                     ..(*after).clone()
@@ -156,13 +161,13 @@ pub async fn run(store: &dyn Store, d: args::Deploy) -> anyhow::Result<()> {
                 sent,
                 routers: None,
             };
-            return shift::finish(store, landed, &d.write).await;
+            return write::finish(store, landed, &d.write).await;
         }
         // Someone created it meanwhile: carry on as for an existing function.
     }
     match share {
         Some(share) if share > 0 => {
-            let landed = shift::change(store, name, &d.write, |input| {
+            let landed = write::change(store, name, &d.write, |input| {
                 let traffic = plan::with_share(&input.function.spec.traffic, version, share);
                 plan::apply(
                     name,
@@ -173,11 +178,12 @@ pub async fn run(store: &dyn Store, d: args::Deploy) -> anyhow::Result<()> {
                     d.force,
                     input.change,
                 )
+                .map(write::Next::Spec)
                 .map_err(exit::plan)
             })
             .await?;
             match landed {
-                Some(landed) => shift::finish(store, landed, &d.write).await,
+                Some(landed) => write::finish(store, landed, &d.write).await,
                 None => Ok(()),
             }
         }

@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::args::{self, Format, Output, Write};
-use crate::commands::{deploy, read, shift};
+use crate::commands::{deploy, history, rollback, traffic};
 use crate::store::local::DirStore;
 
 const FUNCTION: &str = "hello";
@@ -45,7 +45,7 @@ pub async fn run(q: args::Quickstart, store: Option<PathBuf>) -> anyhow::Result<
             root.display()
         );
     }
-    let store = DirStore::open(&root)?;
+    let store = DirStore::open(&root, crate::write::DEFAULT_LOCK_WAIT)?;
     let v1 = demo_version("1.0.0").await?;
     let v2 = demo_version("1.1.0").await?;
     let listen = free_loopback_addr()?;
@@ -124,8 +124,8 @@ async fn tour(
             "switchyard traffic {FUNCTION} 1.1.0={canary} 1.0.0={stable}"
         ));
         let split = vec![format!("1.1.0={canary}"), format!("1.0.0={stable}")];
-        let parsed = shift::parse_split(&split)?;
-        shift::traffic(
+        let parsed = traffic::parse_split(&split)?;
+        traffic::traffic(
             store,
             args::Traffic {
                 function: FUNCTION.to_string(),
@@ -141,7 +141,7 @@ async fn tour(
 
     step(&format!("switchyard rollback {FUNCTION}"));
     let started = Instant::now();
-    shift::rollback(
+    rollback::rollback(
         store,
         args::Rollback {
             function: FUNCTION.to_string(),
@@ -159,7 +159,7 @@ async fn tour(
     observe(router, q.requests, &[("1.0.0", 100.0), ("1.1.0", 0.0)]).await?;
 
     step(&format!("switchyard history {FUNCTION}"));
-    read::history(
+    history::history(
         store,
         args::Read {
             function: FUNCTION.to_string(),

@@ -16,6 +16,8 @@ use switchyard_core::local::{FunctionDocument, RouterDocument, LOCAL_NAMESPACE};
 use switchyard_core::{Function, FunctionSpec, FunctionVersion, FunctionVersionSpec};
 use switchyard_router::source::local::{LocalStore, StoreError};
 
+use crate::exit::{fail, Code};
+
 use super::{Created, FunctionState, Readiness, Router, Store, VersionInfo, Written};
 
 /// Switchyard state in a local directory.
@@ -25,10 +27,17 @@ pub struct DirStore {
 }
 
 impl DirStore {
-    /// Opens (creating if needed) the store directory.
-    pub fn open(path: &std::path::Path) -> anyhow::Result<DirStore> {
+    /// Opens (creating if needed) the store directory. A write waits at most `lock_wait` for
+    /// another writer's lock (exit 4 after that), saying on stderr what it waits for.
+    pub fn open(path: &std::path::Path, lock_wait: Duration) -> anyhow::Result<DirStore> {
         let store = LocalStore::open(path)
-            .with_context(|| format!("opening store dir:{}", path.display()))?;
+            .with_context(|| format!("opening store dir:{}", path.display()))?
+            .bounded_lock_wait(lock_wait, |lock| {
+                eprintln!(
+                    "waiting for the store's lock {} (another writer holds it)…",
+                    lock.display()
+                )
+            });
         let actor = std::env::var("USER")
             .or_else(|_| std::env::var("LOGNAME"))
             .unwrap_or_else(|_| "local".to_string());
@@ -75,9 +84,17 @@ impl DirStore {
             match self.store.write(name, &current.resource_version(), next) {
                 Ok(_) => return Ok(out),
                 Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(store_error(e)),
             }
         }
+    }
+}
+
+/// A store error with its exit code: a lock held too long is a timeout (exit 4).
+fn store_error(e: StoreError) -> anyhow::Error {
+    match e {
+        StoreError::LockTimeout { .. } => fail(Code::Timeout, e.to_string()),
+        e => e.into(),
     }
 }
 
@@ -164,7 +181,7 @@ impl Store for DirStore {
                     .context("the function was just written")?,
             ))),
             Err(StoreError::Conflict { .. }) => Ok(Written::Conflict),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(store_error(e)),
         }
     }
 
@@ -184,7 +201,7 @@ impl Store for DirStore {
                     .context("the function was just written")?,
             ))),
             Err(StoreError::Conflict { .. }) => Ok(Written::Conflict),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(store_error(e)),
         }
     }
 

@@ -67,8 +67,8 @@ fn first_deploy_puts_everything_on_the_only_version_and_makes_it_stable() {
 fn rollback_from_the_middle_of_a_canary_returns_everything_to_the_stable_version() {
     let s = mid_canary();
     assert_eq!(rollback_target(&s), Some("1.1.0"));
-    let t = rollback("hello", &s, None).expect("target");
-    assert_eq!(t, split(&[("1.1.0", TOTAL_PPM)]));
+    let t = rollback("hello", &s, None, &ready(&ALL)).expect("target");
+    assert_eq!(t, Rollback::To(split(&[("1.1.0", TOTAL_PPM)])));
 }
 
 #[test]
@@ -96,12 +96,12 @@ fn rollback_right_after_a_promote_returns_to_the_version_before_it() {
 fn rollback_with_no_earlier_stable_version_says_so() {
     let s = first_deploy("1.0.0", &change(0));
     assert_eq!(
-        rollback("hello", &s, None),
+        rollback("hello", &s, None, &ready(&ALL)),
         Err(PlanError::NoStable("hello".into()))
     );
     assert_eq!(
-        rollback("hello", &s, Some("1.1.0")),
-        Ok(split(&[("1.1.0", TOTAL_PPM)]))
+        rollback("hello", &s, Some("1.1.0"), &ready(&ALL)),
+        Ok(Rollback::To(split(&[("1.1.0", TOTAL_PPM)])))
     );
 }
 
@@ -333,6 +333,197 @@ fn gc_keeps_what_rollback_and_routing_need() {
     assert_eq!(gc(Some(&s), &all, 10).delete, Vec::<String>::new());
 }
 
+/// Applies a rollback plan as the CLI does.
+fn roll_back(s: &FunctionSpec, vs: &[VersionState], n: u32) -> Result<FunctionSpec, PlanError> {
+    match rollback("hello", s, None, vs)? {
+        Rollback::To(t) => apply("hello", s, t, Action::Rollback, vs, false, &change(n)),
+        Rollback::Already { .. } => Ok(s.clone()),
+    }
+}
+
+/// Deployed at 1.0.0, 1.1.0 promoted, then rolled back to 1.0.0.
+fn promoted_then_rolled_back() -> FunctionSpec {
+    let vs = ready(&ALL);
+    let s = first_deploy("1.0.0", &change(0));
+    let s = apply(
+        "hello",
+        &s,
+        split(&[("1.1.0", TOTAL_PPM)]),
+        Action::Promote,
+        &vs,
+        false,
+        &change(1),
+    )
+    .expect("promote");
+    let s = roll_back(&s, &vs, 2).expect("rollback");
+    assert_eq!(s.traffic, split(&[("1.0.0", TOTAL_PPM)]));
+    s
+}
+
+#[test]
+fn a_second_rollback_changes_nothing_instead_of_returning_to_the_version_left() {
+    let s = promoted_then_rolled_back();
+    assert_eq!(
+        rollback("hello", &s, None, &ready(&ALL)),
+        Ok(Rollback::Already {
+            version: "1.0.0".into(),
+            left: vec!["1.1.0".into()],
+        })
+    );
+}
+
+#[test]
+fn a_second_rollback_after_an_aborted_canary_keeps_the_healthy_release() {
+    let vs = ready(&ALL);
+    // 1.1.0 is stable with 1.0.0 before it; the 1.2.0 canary is aborted.
+    let s = roll_back(&mid_canary(), &vs, 3).expect("rollback");
+    assert_eq!(s.traffic, split(&[("1.1.0", TOTAL_PPM)]));
+    assert_eq!(s.previous_stable.as_deref(), Some("1.0.0"));
+    assert!(matches!(
+        rollback("hello", &s, None, &vs),
+        Ok(Rollback::Already { version, .. }) if version == "1.1.0"
+    ));
+}
+
+#[test]
+fn traffic_back_to_a_version_rolled_back_from_needs_force() {
+    let vs = ready(&ALL);
+    let s = promoted_then_rolled_back();
+    assert_eq!(rolled_back_from(&s), BTreeSet::from(["1.1.0".to_string()]));
+    let canary = split(&[("1.1.0", 100_000), ("1.0.0", 900_000)]);
+    for action in [Action::Traffic, Action::Promote, Action::Rollback] {
+        assert_eq!(
+            apply("hello", &s, canary.clone(), action, &vs, false, &change(3)),
+            Err(PlanError::RolledBackFrom {
+                function: "hello".into(),
+                version: "1.1.0".into()
+            })
+        );
+    }
+    assert_eq!(
+        undo("hello", &s, &vs, false, &change(3)),
+        Err(PlanError::RolledBackFrom {
+            function: "hello".into(),
+            version: "1.1.0".into()
+        })
+    );
+    // Other versions are free; forcing it once makes it an ordinary version again.
+    let other = split(&[("1.2.0", 100_000), ("1.0.0", 900_000)]);
+    assert!(apply("hello", &s, other, Action::Traffic, &vs, false, &change(3)).is_ok());
+    let forced =
+        apply("hello", &s, canary, Action::Traffic, &vs, true, &change(3)).expect("forced");
+    assert!(rolled_back_from(&forced).is_empty());
+}
+
+#[test]
+fn a_rollback_or_undo_to_a_deleted_version_is_refused_with_the_next_step() {
+    let s = mid_canary();
+    let without_stable = ready(&["1.0.0", "1.2.0"]);
+    assert_eq!(
+        rollback("hello", &s, None, &without_stable),
+        Err(PlanError::TargetGone {
+            function: "hello".into(),
+            version: "1.1.0".into(),
+            action: Action::Rollback,
+            next: "rollback --to VERSION",
+        })
+    );
+    assert!(matches!(
+        undo("hello", &s, &without_stable, false, &change(3)),
+        Err(PlanError::TargetGone { version, action: Action::Undo, .. }) if version == "1.1.0"
+    ));
+}
+
+#[test]
+fn versions_that_differ_only_in_punctuation_collide_on_their_object_name() {
+    let existing = ["1.2.0", "1.3.0-rc.1"];
+    for version in ["1.3.0-rc-1", "1.3.0+rc.1", "1.3.0-RC.1"] {
+        assert_eq!(
+            name_collision("hello", existing, version),
+            Err(PlanError::NameCollision {
+                function: "hello".into(),
+                version: version.into(),
+                other: "1.3.0-rc.1".into(),
+                object: "hello-1-3-0-rc-1".into(),
+            }),
+            "{version}"
+        );
+    }
+    // The same version again is not a collision (immutability decides), nor is a new one.
+    assert_eq!(name_collision("hello", existing, "1.3.0-rc.1"), Ok(()));
+    assert_eq!(name_collision("hello", existing, "1.3.0-rc.2"), Ok(()));
+}
+
+/// One step of the model test: a shift of `share` to a version, a promote, or a rollback;
+/// `force` as the user might pass it.
+#[derive(Debug, Clone)]
+enum Op {
+    Shift(usize, u32, bool),
+    Promote(usize, bool),
+    Rollback,
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0usize..4, 0u32..=1_000_000, any::<bool>()).prop_map(|(v, w, f)| Op::Shift(v, w, f)),
+        (0usize..4, any::<bool>()).prop_map(|(v, f)| Op::Promote(v, f)),
+        Just(Op::Rollback),
+    ]
+}
+
+/// A small model of what rollback should do, kept from the operations themselves rather than
+/// from the spec: the distinct versions that held 100% in order, the versions a rollback left
+/// (and nothing gave weight since), and whether the last change was a rollback.
+#[derive(Debug, Default)]
+struct Model {
+    holders: Vec<String>,
+    left: BTreeSet<String>,
+    just_rolled_back: bool,
+}
+
+impl Model {
+    fn changed(&mut self, before: &[TrafficTarget], after: &[TrafficTarget], rollback: bool) {
+        for t in after {
+            if t.weight > weight_in(before, &t.version) {
+                self.left.remove(&t.version);
+            }
+        }
+        if rollback {
+            for t in before.iter().filter(|t| t.weight > 0) {
+                if weight_in(after, &t.version) == 0 {
+                    self.left.insert(t.version.clone());
+                }
+            }
+        }
+        if let Some(h) = full_holder(after) {
+            if self.holders.last().map(String::as_str) != Some(h) {
+                self.holders.push(h.to_string());
+            }
+        }
+        self.just_rolled_back = rollback;
+    }
+
+    /// `Some(version)` to roll back to, `None` for "nothing to change" or "nothing to roll
+    /// back to" (told apart by `already`).
+    fn rollback(&self, current: &[TrafficTarget]) -> (Option<String>, bool) {
+        let holder = full_holder(current);
+        if self.just_rolled_back {
+            return (None, true);
+        }
+        // Rollback remembers the last two versions to hold 100% (stable, previousStable).
+        let target = self
+            .holders
+            .iter()
+            .rev()
+            .take(2)
+            .find(|v| Some(v.as_str()) != holder && !self.left.contains(*v))
+            .cloned();
+        let on_stable = holder.is_some() && holder == self.holders.last().map(String::as_str);
+        let already = target.is_none() && on_stable && !self.left.is_empty();
+        (target, already)
+    }
+}
+
 fn shift_strategy() -> impl Strategy<Value = Vec<(usize, u32)>> {
     proptest::collection::vec((0usize..4, 0u32..=1_000_000), 1..15)
 }
@@ -354,8 +545,9 @@ proptest! {
         }
         let current_full = s.traffic.iter().find(|t| t.weight == TOTAL_PPM).map(|t| t.version.clone());
         let expected = last_full.iter().rev().find(|v| Some(*v) != current_full.as_ref()).cloned();
-        match rollback("hello", &s, None) {
-            Ok(t) => {
+        match rollback("hello", &s, None, &vs) {
+            Ok(Rollback::Already { .. }) => prop_assert!(false, "no rollback was made"),
+            Ok(Rollback::To(t)) => {
                 prop_assert_eq!(t.len(), 1);
                 prop_assert_eq!(t[0].weight, TOTAL_PPM);
                 prop_assert_eq!(Some(t[0].version.clone()), expected);
@@ -391,5 +583,61 @@ proptest! {
         let out = with_share(&t, "9.0.0", share);
         prop_assert_eq!(out.iter().map(|x| u64::from(x.weight)).sum::<u64>(), 1_000_000u64);
         prop_assert_eq!(out.iter().find(|x| x.version == "9.0.0").map(|x| x.weight), Some(share));
+    }
+
+    #[test]
+    fn rollback_matches_the_model_never_returns_to_a_version_left_and_is_idempotent(ops in proptest::collection::vec(op_strategy(), 1..14)) {
+        let vs = ready(&ALL);
+        let mut s = first_deploy("1.0.0", &change(0));
+        let mut model = Model { holders: vec!["1.0.0".into()], ..Model::default() };
+        for (i, op) in ops.iter().enumerate() {
+            let n = i as u32 + 1;
+            let before = s.traffic.clone();
+            match op {
+                Op::Shift(..) | Op::Promote(..) => {
+                    let (traffic, action, force) = match *op {
+                        Op::Shift(v, w, f) => (with_share(&s.traffic, ALL[v], w), Action::Traffic, f),
+                        Op::Promote(v, f) => (split(&[(ALL[v], TOTAL_PPM)]), Action::Promote, f),
+                        Op::Rollback => unreachable!(),
+                    };
+                    let returns = traffic.iter().any(|t| model.left.contains(&t.version) && t.weight > weight_in(&before, &t.version));
+                    match apply("hello", &s, traffic, action, &vs, force, &change(n)) {
+                        Ok(next) => {
+                            prop_assert!(force || !returns, "sent traffic back to {:?} without --force", model.left);
+                            // The CLI writes nothing when the split does not change.
+                            if !same_split(&before, &next.traffic) {
+                                model.changed(&before, &next.traffic, false);
+                                s = next;
+                            }
+                        }
+                        Err(e) => {
+                            prop_assert!(!force && returns, "refused: {}", e);
+                            prop_assert!(matches!(e, PlanError::RolledBackFrom { .. }), "{}", e);
+                        }
+                    }
+                }
+                Op::Rollback => {
+                    let (expected, already) = model.rollback(&s.traffic);
+                    match rollback("hello", &s, None, &vs) {
+                        Ok(Rollback::To(t)) => {
+                            prop_assert_eq!(t.len(), 1);
+                            prop_assert!(!model.left.contains(&t[0].version));
+                            prop_assert_eq!(Some(t[0].version.clone()), expected);
+                            let next = apply("hello", &s, t, Action::Rollback, &vs, false, &change(n)).expect("rollback applies");
+                            model.changed(&before, &next.traffic, true);
+                            s = next;
+                            // Rolling back twice is rolling back once.
+                            let again = rollback("hello", &s, None, &vs);
+                            prop_assert!(matches!(again, Ok(Rollback::Already { .. })), "{:?}", again);
+                        }
+                        Ok(Rollback::Already { .. }) => prop_assert!(already && expected.is_none()),
+                        Err(e) => {
+                            prop_assert_eq!(e, PlanError::NoStable("hello".into()));
+                            prop_assert!(!already && expected.is_none());
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -39,6 +39,14 @@ pub enum StoreError {
     /// A file is broken or invalid; it is left untouched.
     #[error(transparent)]
     Document(#[from] DocumentError),
+    /// Another writer held the store's lock for longer than the caller would wait.
+    #[error("timed out after {waited:?} waiting for the lock {path} (another writer holds it; nothing was written)")]
+    LockTimeout {
+        /// The lock file.
+        path: String,
+        /// How long the caller waited.
+        waited: Duration,
+    },
     /// Someone else wrote the function since it was read.
     #[error("function {name} was changed by someone else since it was read (expected revision {expected}, found {actual})")]
     Conflict {
@@ -71,16 +79,39 @@ pub fn parse_store_flag(value: &str) -> Result<PathBuf, String> {
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     root: PathBuf,
+    /// How long a writer waits for another writer's lock; `None`: as long as it takes.
+    lock_wait: Option<Duration>,
+    /// Called once when a writer has waited [`LOCK_NOTICE`] for the lock, with its path.
+    on_lock_wait: Option<fn(&Path)>,
 }
+
+/// How long a writer waits for the lock before [`LocalStore::bounded_lock_wait`]'s notice.
+pub const LOCK_NOTICE: Duration = Duration::from_secs(1);
+
+/// How often a bounded writer retries a held lock.
+const LOCK_POLL: Duration = Duration::from_millis(10);
 
 impl LocalStore {
     /// Opens (creating if needed) the store at `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<LocalStore, StoreError> {
-        let store = LocalStore { root: root.into() };
+        let store = LocalStore {
+            root: root.into(),
+            lock_wait: None,
+            on_lock_wait: None,
+        };
         for dir in [store.functions_dir(), store.routers_dir()] {
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         }
         Ok(store)
+    }
+
+    /// Bounds how long a write waits for another writer's lock to `wait`
+    /// ([`StoreError::LockTimeout`] after that), calling `notice` with the lock's path once it
+    /// has waited [`LOCK_NOTICE`], so that a person sees what the command waits for.
+    pub fn bounded_lock_wait(mut self, wait: Duration, notice: fn(&Path)) -> LocalStore {
+        self.lock_wait = Some(wait);
+        self.on_lock_wait = Some(notice);
+        self
     }
 
     /// The store directory.
@@ -183,8 +214,34 @@ impl LocalStore {
             .write(true)
             .open(&path)
             .map_err(io_err(&path))?;
-        file.lock().map_err(io_err(&path))?;
-        Ok(file)
+        let Some(wait) = self.lock_wait else {
+            file.lock().map_err(io_err(&path))?;
+            return Ok(file);
+        };
+        // flock has no timeout: poll a non-blocking attempt until the deadline.
+        let started = std::time::Instant::now();
+        let mut noticed = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(file),
+                Err(fs::TryLockError::WouldBlock) => {}
+                Err(fs::TryLockError::Error(e)) => return Err(io_err(&path)(e)),
+            }
+            let waited = started.elapsed();
+            if waited >= wait {
+                return Err(StoreError::LockTimeout {
+                    path: path.display().to_string(),
+                    waited: wait,
+                });
+            }
+            if !noticed && waited >= LOCK_NOTICE {
+                noticed = true;
+                if let Some(notice) = self.on_lock_wait {
+                    notice(&path);
+                }
+            }
+            std::thread::sleep(LOCK_POLL.min(wait - waited));
+        }
     }
 
     fn router_path(&self, replica: &str) -> PathBuf {

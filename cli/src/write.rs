@@ -1,5 +1,6 @@
-//! Traffic changes: `traffic`, `promote`, `rollback`, `undo`, and the write-and-wait loop they
-//! share with `deploy --traffic`.
+//! The conditional write-and-retry loop every verb that changes traffic shares: read the
+//! function and its versions, plan with core, write only if nothing changed meanwhile (else
+//! re-read and re-plan, a bounded number of times), then wait for the routers.
 
 use std::time::{Duration, Instant};
 
@@ -7,19 +8,17 @@ use switchyard_core::plan::{self, Change, PlanError, VersionState};
 use switchyard_core::traffic::{self, Assignment};
 use switchyard_core::{Action, FunctionSpec, TOTAL_PPM};
 
-use crate::args::{self, Write};
+use crate::args::Write;
 use crate::exit::{self, fail, Code};
 use crate::output::Diff;
 use crate::store::{FunctionState, Router, Store, VersionInfo, Written};
 use crate::{timing, wait};
 
+/// How long a write that has no `--timeout` (delete, gc) waits for a local store's lock.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(30);
+
 /// How many times a write is tried when others keep changing the function meanwhile.
 pub const ATTEMPTS: u32 = 12;
-
-/// Reads `VERSION=PERCENT` words (before anything is read from the cluster).
-pub fn parse_split(words: &[String]) -> anyhow::Result<Vec<Assignment>> {
-    traffic::parse(words).map_err(|e| fail(Code::Invalid, e.to_string()))
-}
 
 /// The inputs of a plan: the function as read, its versions, who changes it and when.
 pub struct Input<'a> {
@@ -63,13 +62,28 @@ fn jitter(attempt: u32) -> Duration {
     Duration::from_millis(5 + random % ceiling)
 }
 
+/// What a verb's plan decided.
+pub enum Next {
+    /// Write this spec.
+    Spec(FunctionSpec),
+    /// Write nothing, and say why (one line, printed as is).
+    Unchanged(String),
+}
+
+impl From<FunctionSpec> for Next {
+    fn from(spec: FunctionSpec) -> Next {
+        Next::Spec(spec)
+    }
+}
+
 /// The outcome of a change that was written.
 pub struct Landed {
     /// The function before.
     pub before: FunctionState,
     /// The function after.
     pub after: FunctionState,
-    /// When the successful write was sent.
+    /// When the successful write landed (after any wait for the store's lock): the router
+    /// wait is timed from here.
     pub sent: Instant,
     /// The router replicas, when they were read before the write.
     pub routers: Option<Vec<Router>>,
@@ -81,7 +95,7 @@ pub async fn change(
     store: &dyn Store,
     name: &str,
     write: &Write,
-    plan: impl Fn(&Input<'_>) -> anyhow::Result<FunctionSpec>,
+    plan: impl Fn(&Input<'_>) -> anyhow::Result<Next>,
 ) -> anyhow::Result<Option<Landed>> {
     // The routers a wait will need are read alongside the first attempt's reads.
     let mut routers: Option<Vec<Router>> = None;
@@ -130,6 +144,13 @@ pub async fn change(
                 })?
             }
         };
+        let next = match next {
+            Next::Spec(spec) => spec,
+            Next::Unchanged(line) => {
+                crate::output::line(format_args!("{line}"));
+                return Ok(None);
+            }
+        };
         let last_action = next.history.last().map(|h| h.action);
         if plan::same_split(&function.spec.traffic, &next.traffic)
             && last_action != Some(Action::Undo)
@@ -140,13 +161,19 @@ pub async fn change(
             ));
             return Ok(None);
         }
+        // Only --force gets here with traffic back to a version rolled back from.
+        if attempt == 0 {
+            for v in plan::returns_to_rolled_back(&function.spec, &next.traffic) {
+                eprintln!("warning: sending traffic back to {name}@{v}, which was rolled back from (--force)");
+            }
+        }
         if write.dry_run {
             diff(store, &function.spec, &next, name).print();
             return Ok(None);
         }
-        let sent = Instant::now();
         match store.write_function(&function, &next).await? {
             Written::Done(after) => {
+                let sent = Instant::now();
                 timing::mark("write");
                 return Ok(Some(Landed {
                     before: function,
@@ -245,11 +272,12 @@ pub async fn finish(store: &dyn Store, landed: Landed, write: &Write) -> anyhow:
     Ok(())
 }
 
-async fn run(
+/// [`change`] then [`finish`]: the whole of a traffic verb after its plan.
+pub async fn run(
     store: &dyn Store,
     name: &str,
     write: &Write,
-    plan: impl Fn(&Input<'_>) -> anyhow::Result<FunctionSpec>,
+    plan: impl Fn(&Input<'_>) -> anyhow::Result<Next>,
 ) -> anyhow::Result<()> {
     match change(store, name, write, plan).await? {
         Some(landed) => finish(store, landed, write).await,
@@ -257,12 +285,13 @@ async fn run(
     }
 }
 
-fn apply(
+/// Records `traffic` through core's [`plan::apply`], a refusal carrying its exit code.
+pub fn apply(
     input: &Input<'_>,
     traffic: Vec<switchyard_core::TrafficTarget>,
     action: Action,
     force: bool,
-) -> anyhow::Result<FunctionSpec> {
+) -> anyhow::Result<Next> {
     plan::apply(
         &input.function.name,
         &input.function.spec,
@@ -272,60 +301,6 @@ fn apply(
         force,
         input.change,
     )
+    .map(Next::Spec)
     .map_err(exit::plan)
-}
-
-/// `traffic FN V=P…`.
-pub async fn traffic(
-    store: &dyn Store,
-    args: args::Traffic,
-    split: Vec<Assignment>,
-) -> anyhow::Result<()> {
-    run(store, &args.function, &args.write, |input| {
-        let targets = traffic::resolve(
-            &input.function.name,
-            &split,
-            Some(&input.function.spec),
-            input.versions.iter().map(|v| v.spec.version.as_str()),
-        )
-        .map_err(|e| exit::plan(PlanError::Traffic(e)))?;
-        apply(input, targets, Action::Traffic, args.force)
-    })
-    .await
-}
-
-/// `promote FN V`.
-pub async fn promote(store: &dyn Store, args: args::Promote) -> anyhow::Result<()> {
-    run(store, &args.function, &args.write, |input| {
-        let version = input.resolve(&args.version)?;
-        let targets = vec![switchyard_core::TrafficTarget::new(version, TOTAL_PPM)];
-        apply(input, targets, Action::Promote, args.force)
-    })
-    .await
-}
-
-/// `rollback FN [--to V]`.
-pub async fn rollback(store: &dyn Store, args: args::Rollback) -> anyhow::Result<()> {
-    run(store, &args.function, &args.write, |input| {
-        let to = args.to.as_deref().map(|v| input.resolve(v)).transpose()?;
-        let targets = plan::rollback(&input.function.name, &input.function.spec, to.as_deref())
-            .map_err(exit::plan)?;
-        apply(input, targets, Action::Rollback, args.force)
-    })
-    .await
-}
-
-/// `undo FN`.
-pub async fn undo(store: &dyn Store, args: args::Undo) -> anyhow::Result<()> {
-    run(store, &args.function, &args.write, |input| {
-        plan::undo(
-            &input.function.name,
-            &input.function.spec,
-            &input.states(),
-            args.force,
-            input.change,
-        )
-        .map_err(exit::plan)
-    })
-    .await
 }

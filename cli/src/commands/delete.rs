@@ -1,0 +1,58 @@
+//! `delete FN VERSION`: remove a version that nothing references.
+
+use switchyard_core::plan;
+
+use crate::args;
+use crate::exit::{self, fail, Code};
+use crate::output::Diff;
+use crate::store::{Store, Written};
+
+/// `delete FN VERSION`.
+pub async fn delete(store: &dyn Store, args: args::Delete) -> anyhow::Result<()> {
+    let (name, version) = (&args.function, &args.version);
+    for _ in 0..crate::write::ATTEMPTS {
+        let (f, versions) = futures::try_join!(store.function(name), store.versions(name))?;
+        let all: Vec<String> = versions.iter().map(|v| v.spec.version.clone()).collect();
+        let tags = plan::delete(
+            name,
+            f.as_ref().map(|f| &f.spec),
+            &all,
+            version,
+            args.keep,
+            args.force,
+        )
+        .map_err(exit::plan)?;
+        let object = switchyard_core::object_name(name, version);
+        if args.dry_run {
+            let mut d = Diff::new(format!("{name}@{version} in {}:", store.location()));
+            for t in &tags {
+                d.removed(format!("tag {t}={version}"));
+            }
+            d.removed(format!("FunctionVersion {object}"));
+            if versions
+                .iter()
+                .any(|v| v.spec.version == *version && v.spec.image.is_some())
+            {
+                d.removed(format!("Deployment {object}"));
+                d.removed(format!("Service {object}"));
+            }
+            d.print();
+            return Ok(());
+        }
+        // Tags go first, so the Function never names a version that is gone.
+        if let (Some(f), false) = (&f, tags.is_empty()) {
+            let mut spec = f.spec.clone();
+            spec.tags.retain(|t| !tags.contains(&t.tag));
+            if store.write_function(f, &spec).await? == Written::Conflict {
+                continue;
+            }
+        }
+        store.delete_version(name, version).await?;
+        crate::output::line(format_args!("{name}@{version} deleted"));
+        return Ok(());
+    }
+    Err(fail(
+        Code::Conflict,
+        format!("function {name} kept changing concurrently; nothing was deleted, re-run"),
+    ))
+}

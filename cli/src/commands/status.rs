@@ -1,0 +1,186 @@
+//! `status FN [--watch]`: desired weights, readiness, and what each router replica serves.
+
+use futures::StreamExt as _;
+use serde::Serialize;
+use switchyard_core::ack;
+use switchyard_core::plan;
+use switchyard_core::HistoryEntry;
+
+use super::versions::{version_rows, version_table, VersionRow};
+use crate::args;
+use crate::output::{self, age_of, Table};
+use crate::store::{FunctionState, Router, Store, VersionInfo};
+
+/// One router replica as `status` shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RouterRow {
+    name: String,
+    live: bool,
+    /// `applied`, `rejected`, `pending` (behind the current generation) or `unknown` (no entry).
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    observed_generation: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    applied_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rejected: Option<String>,
+}
+
+/// What `status` shows.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusView {
+    name: String,
+    generation: i64,
+    route: String,
+    traffic: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stable: Option<String>,
+    versions: Vec<VersionRow>,
+    routers: Vec<RouterRow>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_change: Option<HistoryEntry>,
+}
+
+fn status_view(f: &FunctionState, versions: &[VersionInfo], routers: &[Router]) -> StatusView {
+    let mut rows: Vec<RouterRow> = Vec::new();
+    let live: Vec<String> = routers
+        .iter()
+        .filter(|r| r.live)
+        .map(|r| r.name.clone())
+        .collect();
+    let summary = ack::summarize(&f.routers, f.generation, &live);
+    let mut names: Vec<&str> = routers.iter().map(|r| r.name.as_str()).collect();
+    for a in &f.routers {
+        if !names.contains(&a.name.as_str()) {
+            names.push(&a.name);
+        }
+    }
+    for name in names {
+        let entry = f.routers.iter().find(|a| a.name == name);
+        let is_live = live.iter().any(|l| l == name);
+        let state = if summary.applied.iter().any(|a| a == name) {
+            "applied"
+        } else if summary.rejected.iter().any(|(a, _)| a == name) {
+            "rejected"
+        } else if !is_live {
+            "gone"
+        } else if entry.is_some() {
+            "pending"
+        } else {
+            "unknown"
+        };
+        rows.push(RouterRow {
+            name: name.to_string(),
+            live: is_live,
+            state,
+            observed_generation: entry.map(|e| e.observed_generation),
+            applied_at: entry.map(|e| e.applied_at.clone()),
+            rejected: entry.and_then(|e| e.rejected.clone()),
+        });
+    }
+    StatusView {
+        name: f.name.clone(),
+        generation: f.generation,
+        route: format!(
+            "{}{}",
+            if f.spec.hosts.is_empty() {
+                "*".to_string()
+            } else {
+                f.spec.hosts.join(",")
+            },
+            f.spec.effective_prefix(&f.name)
+        ),
+        traffic: plan::describe(&f.spec.traffic),
+        stable: f.spec.stable.clone(),
+        versions: version_rows(Some(f), versions),
+        routers: rows,
+        last_change: f.spec.history.last().cloned(),
+    }
+}
+
+fn status_text(v: &StatusView, now: jiff::Timestamp) -> String {
+    let mut out = format!(
+        "Function:    {}\nRoute:       {}\nTraffic:     {}\nStable:      {}\nGeneration:  {}\n",
+        v.name,
+        v.route,
+        v.traffic,
+        v.stable.as_deref().unwrap_or("-"),
+        v.generation
+    );
+    if let Some(h) = &v.last_change {
+        out.push_str(&format!(
+            "Last change: {} by {}, {} ago{}\n",
+            h.action,
+            h.actor,
+            age_of(&h.time, now),
+            h.reason
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ));
+    }
+    out.push('\n');
+    out.push_str(&version_table(&v.versions, now, v.stable.as_deref()).render());
+    out.push('\n');
+    if v.routers.is_empty() {
+        out.push_str("Routers:     none live\n");
+    } else {
+        let mut t = Table::new(&["ROUTER", "LIVE", "GENERATION", "STATE", "APPLIED", "REASON"]);
+        for r in &v.routers {
+            t.row(vec![
+                r.name.clone(),
+                if r.live { "yes" } else { "no" }.into(),
+                r.observed_generation.map_or("-".into(), |g| g.to_string()),
+                r.state.into(),
+                r.applied_at
+                    .as_deref()
+                    .map_or("-".into(), |a| format!("{} ago", age_of(a, now))),
+                r.rejected.clone().unwrap_or_default(),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+    out
+}
+
+/// `status FN [--watch]`.
+pub async fn status(store: &dyn Store, args: args::Status) -> anyhow::Result<()> {
+    let name = &args.function;
+    let (f, versions, routers) = futures::try_join!(
+        super::function(store, name),
+        store.versions(name),
+        store.routers()
+    )?;
+    let view = status_view(&f, &versions, &routers);
+    output::print(args.output.format, &view, || {
+        status_text(&view, jiff::Timestamp::now())
+    })?;
+    if !args.watch {
+        return Ok(());
+    }
+    let mut last = f;
+    let mut events = store.watch_function(&last).await?;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(state)) => last = state,
+                Some(Err(e)) => return Err(e),
+                None => { events = store.watch_function(&last).await?; continue; }
+            },
+            // Leases and Deployments change without touching the Function.
+            _ = tick.tick() => {}
+        }
+        let (versions, routers) = futures::try_join!(store.versions(name), store.routers())?;
+        let view = status_view(&last, &versions, &routers);
+        if args.output.format == args::Format::Table {
+            crate::output::line(format_args!("---"));
+        }
+        output::print(args.output.format, &view, || {
+            status_text(&view, jiff::Timestamp::now())
+        })?;
+    }
+}

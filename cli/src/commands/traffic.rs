@@ -1,0 +1,34 @@
+//! `traffic FN V=P…`: set the whole split.
+
+use switchyard_core::plan::PlanError;
+use switchyard_core::traffic::{self, Assignment};
+use switchyard_core::Action;
+
+use crate::args;
+use crate::exit::{self, fail, Code};
+use crate::store::Store;
+use crate::write::{apply, run};
+
+/// Reads `VERSION=PERCENT` words (before anything is read from the cluster).
+pub fn parse_split(words: &[String]) -> anyhow::Result<Vec<Assignment>> {
+    traffic::parse(words).map_err(|e| fail(Code::Invalid, e.to_string()))
+}
+
+/// `traffic FN V=P…`.
+pub async fn traffic(
+    store: &dyn Store,
+    args: args::Traffic,
+    split: Vec<Assignment>,
+) -> anyhow::Result<()> {
+    run(store, &args.function, &args.write, |input| {
+        let targets = traffic::resolve(
+            &input.function.name,
+            &split,
+            Some(&input.function.spec),
+            input.versions.iter().map(|v| v.spec.version.as_str()),
+        )
+        .map_err(|e| exit::plan(PlanError::Traffic(e)))?;
+        apply(input, targets, Action::Traffic, args.force)
+    })
+    .await
+}

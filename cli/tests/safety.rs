@@ -1,0 +1,267 @@
+//! Black-box tests of the safety rules of issue 13 through the `switchyard` binary on a local
+//! store: each asserts the exit code and the one line the user sees.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A fresh store directory, removed at the end of the test.
+struct Store(PathBuf);
+
+impl Store {
+    fn new() -> Store {
+        static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("switchyard-safety-{}-{run}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Store(dir)
+    }
+
+    fn flag(&self) -> String {
+        format!("dir:{}", self.0.display())
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        c.arg("--store")
+            .arg(self.flag())
+            .args(args)
+            .env_remove("SWITCHYARD_STORE")
+            .env_remove("KUBECONFIG")
+            .env("NO_COLOR", "1");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("running switchyard")
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: exit {:?}\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The current split as `status -o json` reports it.
+    fn traffic(&self) -> String {
+        let json: serde_json::Value =
+            serde_json::from_str(&self.ok(&["status", "hello", "-o", "json"])).expect("json");
+        json["traffic"].as_str().expect("traffic").to_string()
+    }
+
+    /// hello: 1.0.0 deployed, 1.1.0 deployed and promoted.
+    fn promoted(&self) -> &Store {
+        for v in ["1.0.0", "1.1.0"] {
+            self.ok(&[
+                "deploy",
+                "hello",
+                v,
+                "--endpoint",
+                "http://127.0.0.1:9",
+                "--no-wait",
+            ]);
+        }
+        self.ok(&["promote", "hello", "1.1.0", "--no-wait"]);
+        self
+    }
+
+    /// [`Store::promoted`], then rolled back to 1.0.0.
+    fn rolled_back(&self) -> &Store {
+        self.promoted();
+        self.ok(&["rollback", "hello", "--no-wait"]);
+        assert_eq!(self.traffic(), "1.0.0=100%");
+        self
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Asserts the exit code and that stderr is one `error:` line containing `needle`.
+fn refused(out: &Output, code: i32, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout: {} stderr: {stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains(needle), "{stderr:?} lacks {needle:?}");
+}
+
+#[test]
+fn a_second_rollback_changes_nothing_and_says_so() {
+    let s = Store::new();
+    s.rolled_back();
+    let out = s.ok(&["rollback", "hello", "--no-wait"]);
+    assert_eq!(
+        out.trim(),
+        "hello: already rolled back, 100% on 1.0.0 (rolled back from 1.1.0); nothing to change, use --to VERSION to go elsewhere"
+    );
+    assert_eq!(s.traffic(), "1.0.0=100%");
+}
+
+#[test]
+fn traffic_promote_and_undo_back_to_a_version_rolled_back_from_need_force() {
+    let s = Store::new();
+    s.rolled_back();
+    let line = "version 1.1.0 of function hello was rolled back from; sending traffic back to it needs --force";
+    refused(
+        &s.run(&["traffic", "hello", "1.1.0=10", "1.0.0=90", "--no-wait"]),
+        3,
+        line,
+    );
+    refused(&s.run(&["promote", "hello", "1.1.0", "--no-wait"]), 3, line);
+    refused(&s.run(&["undo", "hello", "--no-wait"]), 3, line);
+    refused(
+        &s.run(&["rollback", "hello", "--to", "1.1.0", "--no-wait"]),
+        3,
+        line,
+    );
+    assert_eq!(s.traffic(), "1.0.0=100%");
+
+    let out = s.run(&["promote", "hello", "1.1.0", "--force", "--no-wait"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "warning: sending traffic back to hello@1.1.0, which was rolled back from (--force)"
+    );
+    assert_eq!(s.traffic(), "1.1.0=100%");
+}
+
+#[test]
+fn a_rollback_whose_target_was_deleted_is_a_safety_refusal_with_the_next_step() {
+    let s = Store::new();
+    s.promoted();
+    s.ok(&["delete", "hello", "1.0.0", "--force"]);
+    refused(
+        &s.run(&["rollback", "hello", "--no-wait"]),
+        3,
+        "rollback would send traffic to version 1.0.0 of function hello, which was deleted; use rollback --to VERSION",
+    );
+}
+
+#[test]
+fn an_undo_whose_target_was_deleted_is_a_safety_refusal_with_the_next_step() {
+    let s = Store::new();
+    s.promoted();
+    s.ok(&["delete", "hello", "1.0.0", "--force"]);
+    refused(
+        &s.run(&["undo", "hello", "--no-wait"]),
+        3,
+        "undo would send traffic to version 1.0.0 of function hello, which was deleted; use rollback --to VERSION or traffic",
+    );
+}
+
+/// Holds the store's lock (as another writer would) until `child` exits or `limit` passes.
+fn hold_lock_while(store: &Path, mut child: std::process::Child, limit: Duration) -> Output {
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(store.join(".lock"))
+        .expect("lock file");
+    lock.lock().expect("lock");
+    let started = Instant::now();
+    // A bound on the test itself, not a synchronisation: a command that waits without limit
+    // gets the lock after `limit` and then (wrongly) succeeds.
+    while child.try_wait().expect("child").is_none() && started.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(lock);
+    child.wait_with_output().expect("output")
+}
+
+#[test]
+fn a_write_waits_for_a_held_store_lock_no_longer_than_its_timeout() {
+    let s = Store::new();
+    s.promoted();
+    let child = s
+        .command(&["rollback", "hello", "--timeout", "1500ms", "--no-wait"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let out = hold_lock_while(&s.0, child, Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let lock = s.0.join(".lock");
+    assert_eq!(
+        lines,
+        [
+            format!(
+                "waiting for the store's lock {} (another writer holds it)…",
+                lock.display()
+            ),
+            format!(
+                "error: timed out after 1.5s waiting for the lock {} (another writer holds it; nothing was written)",
+                lock.display()
+            )
+        ]
+    );
+    assert_eq!(s.traffic(), "1.1.0=100%");
+}
+
+#[test]
+fn a_local_store_and_a_cluster_named_at_once_are_an_error_naming_both() {
+    let s = Store::new();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["--context", "prod", "list"])
+        .env("SWITCHYARD_STORE", s.flag())
+        .output()
+        .expect("run");
+    refused(
+        &out,
+        2,
+        &format!(
+            "--store {} (from SWITCHYARD_STORE) conflicts with --context prod: name one target, a local store or a cluster (unset SWITCHYARD_STORE to use the cluster)",
+            s.flag()
+        ),
+    );
+    refused(
+        &s.run(&["-n", "prod", "rollback", "hello"]),
+        2,
+        &format!(
+            "--store {} conflicts with --namespace prod: name one target",
+            s.flag()
+        ),
+    );
+}
+
+#[test]
+fn versions_that_differ_only_in_punctuation_are_refused_before_anything_is_written() {
+    let s = Store::new();
+    s.ok(&[
+        "deploy",
+        "hello",
+        "1.3.0-rc.1",
+        "--endpoint",
+        "http://127.0.0.1:9",
+        "--no-wait",
+    ]);
+    for v in ["1.3.0-rc-1", "1.3.0+rc.1"] {
+        refused(
+            &s.run(&["deploy", "hello", v, "--endpoint", "http://127.0.0.1:8", "--no-wait"]),
+            3,
+            &format!("version {v} of function hello would be named hello-1-3-0-rc-1, like version 1.3.0-rc.1 that exists; choose a version that differs in more than punctuation"),
+        );
+    }
+    let versions = s.ok(&["versions", "hello", "-o", "json"]);
+    let versions: serde_json::Value = serde_json::from_str(&versions).expect("json");
+    assert_eq!(versions.as_array().map(Vec::len), Some(1), "{versions}");
+}
