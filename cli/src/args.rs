@@ -9,7 +9,7 @@ use crate::exit;
 
 /// Deploy immutable versions of HTTP functions side by side and move traffic between them.
 #[derive(Debug, Parser)]
-#[command(name = "switchyard", version, after_help = exit::HELP)]
+#[command(name = "switchyard", version, after_help = exit::HELP, args_override_self = true)]
 pub struct Cli {
     /// Where the cluster is.
     #[command(flatten)]
@@ -227,12 +227,9 @@ pub struct Deploy {
     #[arg(value_name = "VERSION")]
     pub version: String,
     /// Container image of a managed version (best pinned by digest: `repo@sha256:…`).
-    #[arg(
-        long,
-        value_name = "IMG",
-        required_unless_present = "endpoint",
-        conflicts_with = "endpoint"
-    )]
+    // One of --image and --endpoint is required: `deploy::check` says which, knowing whether
+    // the target is a cluster or a local store (which takes --endpoint only).
+    #[arg(long, value_name = "IMG", conflicts_with = "endpoint")]
     pub image: Option<String>,
     /// URL of an external version, served outside the cluster.
     #[arg(long, value_name = "URL")]
@@ -403,23 +400,42 @@ pub fn store_flag(value: &str) -> Result<PathBuf, String> {
     switchyard_router::source::local::parse_store_flag(value)
 }
 
-/// Reads `30s`, `2m`, `1h`, `500ms` or a bare number of seconds.
+/// Reads `30s`, `2m`, `1h`, `500ms`, a sum of them as Go and kubectl write it (`1m30s`,
+/// `1h2m3.5s`), or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let (number, unit) = match t.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => t.split_at(i),
-        None => (t, "s"),
-    };
-    let n: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (like 30s, 2m, 500ms)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("{text:?} is not a duration (like 30s, 2m, 500ms)")),
-    };
+    let bad = || format!("{text:?} is not a duration (like 30s, 2m, 1m30s, 500ms)");
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    if rest.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        rest = rest.strip_suffix('.').unwrap_or(rest);
+        return seconds(rest.parse().map_err(|_| bad())?, text);
+    }
+    let mut secs = 0.0;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .ok_or_else(bad)?;
+        let (number, tail) = rest.split_at(digits);
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let n: f64 = number.parse().map_err(|_| bad())?;
+        secs += n * match unit {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        rest = tail;
+    }
+    seconds(secs, text)
+}
+
+fn seconds(secs: f64, text: &str) -> Result<Duration, String> {
     if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
         return Err(format!("{text:?} is not a duration between 0 and 24h"));
     }
@@ -436,8 +452,16 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(
+            parse_duration("1h2m3.5s"),
+            Ok(Duration::from_secs_f64(3723.5))
+        );
+        assert_eq!(parse_duration("2s500ms"), Ok(Duration::from_millis(2500)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5d").is_err());
+        assert!(parse_duration("1m30").is_err());
+        assert!(parse_duration("").is_err());
     }
 
     #[test]

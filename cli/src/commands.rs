@@ -36,7 +36,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Traffic(t) => Some(traffic::parse_split(&t.split)?),
         Command::Deploy(d) => {
-            deploy::check(d)?;
+            deploy::check(d, cli.global.store.is_some())?;
             None
         }
         Command::Install(i) => {

@@ -55,10 +55,47 @@ fn main() -> ExitCode {
     }
 }
 
-/// `{err:#}` on one line: the context chain joined by `: `, newlines folded.
+/// `{err:#}` on one line: the context chain joined by `: `, newlines folded, and a cause
+/// left out when the message before it already ends with it (an error that prints its source
+/// and also returns it would otherwise say it twice: `Not a directory: Not a directory`).
 fn one_line(err: &anyhow::Error) -> String {
-    format!("{err:#}")
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if parts.last().is_some_and(|p| p.ends_with(&text)) {
+            continue;
+        }
+        parts.push(text);
+    }
+    parts
+        .join(": ")
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cause_already_in_the_message_is_printed_once() {
+        /// Like the store's IO error: prints its source and returns it.
+        #[derive(Debug)]
+        struct Io(std::io::Error);
+        impl std::fmt::Display for Io {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "/s/functions: {}", self.0)
+            }
+        }
+        impl std::error::Error for Io {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let io = std::io::Error::other("Not a directory");
+        let err = anyhow::Error::new(Io(io)).context("opening store dir:/s");
+        assert_eq!(
+            super::one_line(&err),
+            "opening store dir:/s: /s/functions: Not a directory"
+        );
+    }
 }

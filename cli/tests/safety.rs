@@ -265,3 +265,45 @@ fn versions_that_differ_only_in_punctuation_are_refused_before_anything_is_writt
     let versions: serde_json::Value = serde_json::from_str(&versions).expect("json");
     assert_eq!(versions.as_array().map(Vec::len), Some(1), "{versions}");
 }
+
+#[test]
+fn a_cause_is_printed_once() {
+    let s = Store::new();
+    let file = s.0.join("a-file");
+    std::fs::write(&file, "").expect("file");
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("--store")
+        .arg(format!("dir:{}/x", file.display()))
+        .arg("list")
+        .env_remove("SWITCHYARD_STORE")
+        .output()
+        .expect("run");
+    refused(&out, 1, "Not a directory");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("Not a directory").count(), 1, "{stderr}");
+}
+
+#[test]
+fn a_local_store_deploy_asks_for_an_endpoint_and_refuses_an_image_as_bad_input() {
+    let s = Store::new();
+    refused(
+        &s.run(&["deploy", "hello", "1.0.0"]),
+        2,
+        "deploy hello@1.0.0 to a local store needs --endpoint URL (it runs external versions only)",
+    );
+    refused(
+        &s.run(&["deploy", "hello", "1.0.0", "--image", "img@sha256:1"]),
+        2,
+        "the local store runs external versions only: deploy hello@1.0.0 with --endpoint URL",
+    );
+}
+
+#[test]
+fn the_last_output_flag_wins_and_timeouts_read_like_kubectl() {
+    let s = Store::new();
+    s.promoted();
+    let out = s.ok(&["versions", "hello", "-o", "json", "-o", "yaml"]);
+    assert!(out.starts_with("- version: 1.1.0"), "{out}");
+    let out = s.ok(&["rollback", "hello", "--timeout", "1m30s", "--no-wait"]);
+    assert!(out.starts_with("hello: 1.1.0=100% → 1.0.0=100%"), "{out}");
+}

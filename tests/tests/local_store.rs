@@ -49,6 +49,8 @@ fn quickstart_runs_the_tour_and_observes_the_configured_shares() {
         .output()
         .expect("running the quickstart");
     let stdout = ok(&out);
+    // Into a pipe: no colour escapes.
+    assert!(!stdout.contains('\x1b'), "{stdout:?}");
     let mut checked = 0;
     for line in stdout
         .lines()

@@ -45,8 +45,31 @@ fn spec(d: &args::Deploy) -> anyhow::Result<FunctionVersionSpec> {
     Ok(spec)
 }
 
-/// Checks the flags before anything is read from the cluster.
-pub fn check(d: &args::Deploy) -> anyhow::Result<()> {
+/// Checks the flags before anything is read from the cluster; `local`: the target is a local
+/// store, which runs external versions only.
+pub fn check(d: &args::Deploy, local: bool) -> anyhow::Result<()> {
+    let (name, version) = (&d.function, &d.version);
+    match (&d.image, &d.endpoint, local) {
+        (None, None, true) => {
+            return Err(fail(
+                Code::Invalid,
+                format!("deploy {name}@{version} to a local store needs --endpoint URL (it runs external versions only)"),
+            ))
+        }
+        (None, None, false) => {
+            return Err(fail(
+                Code::Invalid,
+                format!("deploy {name}@{version} needs --image IMG (a managed version) or --endpoint URL (an external one)"),
+            ))
+        }
+        (Some(_), _, true) => {
+            return Err(fail(
+                Code::Invalid,
+                format!("the local store runs external versions only: deploy {name}@{version} with --endpoint URL (--image needs a Kubernetes cluster)"),
+            ))
+        }
+        _ => {}
+    }
     spec(d)?;
     if let Some(p) = &d.traffic {
         parse_percent(p).map_err(|e| fail(Code::Invalid, format!("--traffic: {e}")))?;
