@@ -67,7 +67,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         };
     }
     let store: Box<dyn Store> = match &cli.global.store {
-        Some(dir) => Box::new(DirStore::open(dir, lock_wait(&cli.command))?),
+        // Only a deploy creates a store: any other command on a path that does not exist is
+        // a typo to report, not an empty store to invent.
+        Some(dir) => Box::new(DirStore::open(
+            dir,
+            matches!(cli.command, Command::Deploy(_)),
+            lock_wait(&cli.command),
+        )?),
         None => Box::new(KubeStore::connect(&cli.global).await?),
     };
     let store: &dyn Store = store.as_ref();

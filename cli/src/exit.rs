@@ -26,7 +26,8 @@ pub const HELP: &str = "\
 Exit codes:
   0  success
   1  cluster or unexpected error (including a router refusing the change)
-  2  invalid arguments or input
+  2  invalid arguments or input (also: a local store that does not exist, or
+     a local store and a cluster named at once)
   3  refused by a safety rule (immutability, unready version, referenced version,
      a version named like an existing one but for punctuation,
      nothing to roll back or undo, a rollback or undo target that was deleted,

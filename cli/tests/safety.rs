@@ -274,7 +274,13 @@ fn a_cause_is_printed_once() {
     let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .arg("--store")
         .arg(format!("dir:{}/x", file.display()))
-        .arg("list")
+        .args([
+            "deploy",
+            "hello",
+            "1.0.0",
+            "--endpoint",
+            "http://127.0.0.1:9",
+        ])
         .env_remove("SWITCHYARD_STORE")
         .output()
         .expect("run");
@@ -306,4 +312,129 @@ fn the_last_output_flag_wins_and_timeouts_read_like_kubectl() {
     assert!(out.starts_with("- version: 1.1.0"), "{out}");
     let out = s.ok(&["rollback", "hello", "--timeout", "1m30s", "--no-wait"]);
     assert!(out.starts_with("hello: 1.1.0=100% → 1.0.0=100%"), "{out}");
+}
+
+#[test]
+fn one_broken_function_file_hides_only_that_function_from_list() {
+    let s = Store::new();
+    s.promoted();
+    s.ok(&[
+        "deploy",
+        "other",
+        "1.0.0",
+        "--endpoint",
+        "http://127.0.0.1:9",
+        "--no-wait",
+    ]);
+    let broken = s.0.join("functions").join("hello.yaml");
+    std::fs::write(&broken, "function: [oops\n").expect("corrupt");
+    let out = s.run(&["list", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "warning: skipping function hello: {}:",
+            broken.display()
+        )),
+        "{stderr}"
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(listed[0]["name"], "other", "{listed}");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+}
+
+#[test]
+fn an_empty_function_file_is_an_error_not_a_deleted_function() {
+    let s = Store::new();
+    s.promoted();
+    let file = s.0.join("functions").join("hello.yaml");
+    std::fs::write(&file, "").expect("truncate");
+    refused(
+        &s.run(&["versions", "hello"]),
+        1,
+        &format!(
+            "{}: the file is empty (restore it from a backup, or remove it to delete the function)",
+            file.display()
+        ),
+    );
+}
+
+#[test]
+fn a_read_on_a_store_that_does_not_exist_is_an_error_and_creates_nothing() {
+    let s = Store::new();
+    let missing = s.0.join("typo");
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("--store")
+        .arg(format!("dir:{}", missing.display()))
+        .arg("list")
+        .env_remove("SWITCHYARD_STORE")
+        .output()
+        .expect("run");
+    refused(
+        &out,
+        2,
+        &format!(
+            "store dir:{} does not exist (a first deploy creates it)",
+            missing.display()
+        ),
+    );
+    assert!(!missing.exists());
+}
+
+#[test]
+fn status_watch_outlives_a_broken_file_and_shows_the_next_change() {
+    use std::io::BufRead as _;
+    let s = Store::new();
+    s.promoted();
+    let file = s.0.join("functions").join("hello.yaml");
+    let good = std::fs::read(&file).expect("read");
+    let mut child = s
+        .command(&["status", "hello", "-w", "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    };
+    assert!(wait_for("\"traffic\": \"1.1.0=100%\""), "first state");
+    std::fs::write(&file, "function: [oops\n").expect("corrupt");
+    // The watch reports the broken file (read on stderr below) and keeps going; once the file
+    // is restored, a change shows up.
+    let stderr = child.stderr.take().expect("stderr");
+    let mut stderr = std::io::BufReader::new(stderr);
+    let mut first = String::new();
+    stderr.read_line(&mut first).expect("stderr line");
+    assert!(first.starts_with("warning: "), "{first}");
+    assert!(
+        first.ends_with("; showing the last good state\n"),
+        "{first}"
+    );
+    std::fs::write(&file, good).expect("restore");
+    s.ok(&["traffic", "hello", "1.0.0=10", "1.1.0=90", "--no-wait"]);
+    let shown = wait_for("1.0.0=10%");
+    let exited = child.try_wait().expect("try_wait");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(exited, None, "status -w ended");
+    assert!(shown, "the change after the repair was not shown");
 }

@@ -48,6 +48,15 @@ pub enum DocumentError {
         /// What is wrong.
         source: Box<ValidationError>,
     },
+    /// The file exists but holds nothing: a truncated or clobbered file, never what a writer
+    /// leaves (a function without versions has no file at all).
+    #[error(
+        "{file}: the file is empty (restore it from a backup, or remove it to delete the function)"
+    )]
+    Empty {
+        /// The file.
+        file: String,
+    },
     /// An object that does not belong in this file.
     #[error("{file}: {message}")]
     Mismatch {
@@ -60,10 +69,13 @@ pub enum DocumentError {
 
 impl FunctionDocument {
     /// Reads and checks the file of function `name` (`file` is its path, for messages). An
-    /// empty file is an empty document.
+    /// empty file is an error, not an empty document: read as one, it would silently delete
+    /// the function's route.
     pub fn parse(name: &str, file: &str, text: &str) -> Result<FunctionDocument, DocumentError> {
         if text.trim().is_empty() {
-            return Ok(FunctionDocument::default());
+            return Err(DocumentError::Empty {
+                file: file.to_string(),
+            });
         }
         let doc: FunctionDocument =
             serde_yaml::from_str(text).map_err(|e| DocumentError::Syntax {
@@ -321,5 +333,17 @@ mod tests {
             err.contains("would be named hello-1-3-0-rc-1, like version"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_empty_file_is_an_error_and_not_a_function_without_versions() {
+        for text in ["", "\n  \n"] {
+            assert_eq!(
+                FunctionDocument::parse("hello", "f.yaml", text),
+                Err(DocumentError::Empty {
+                    file: "f.yaml".into()
+                })
+            );
+        }
     }
 }

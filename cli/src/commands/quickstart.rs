@@ -45,7 +45,7 @@ pub async fn run(q: args::Quickstart, store: Option<PathBuf>) -> anyhow::Result<
             root.display()
         );
     }
-    let store = DirStore::open(&root, crate::write::DEFAULT_LOCK_WAIT)?;
+    let store = DirStore::open(&root, true, crate::write::DEFAULT_LOCK_WAIT)?;
     let v1 = demo_version("1.0.0").await?;
     let v2 = demo_version("1.1.0").await?;
     let listen = free_loopback_addr()?;

@@ -27,17 +27,36 @@ pub struct DirStore {
 }
 
 impl DirStore {
-    /// Opens (creating if needed) the store directory. A write waits at most `lock_wait` for
-    /// another writer's lock (exit 4 after that), saying on stderr what it waits for.
-    pub fn open(path: &std::path::Path, lock_wait: Duration) -> anyhow::Result<DirStore> {
-        let store = LocalStore::open(path)
-            .with_context(|| format!("opening store dir:{}", path.display()))?
-            .bounded_lock_wait(lock_wait, |lock| {
-                eprintln!(
-                    "waiting for the store's lock {} (another writer holds it)…",
-                    lock.display()
+    /// Opens the store directory, creating it when `create` (a deploy) and refusing a store
+    /// that does not exist otherwise (exit 2: a mistyped path is not an empty store). A write
+    /// waits at most `lock_wait` for another writer's lock (exit 4 after that), saying on
+    /// stderr what it waits for.
+    pub fn open(
+        path: &std::path::Path,
+        create: bool,
+        lock_wait: Duration,
+    ) -> anyhow::Result<DirStore> {
+        let opened = if create {
+            LocalStore::open(path)
+        } else {
+            LocalStore::open_existing(path)
+        };
+        let store = match opened {
+            Ok(store) => store,
+            // The message names the store already.
+            Err(e @ StoreError::Missing { .. }) => return Err(fail(Code::Invalid, e.to_string())),
+            Err(e) => {
+                return Err(
+                    anyhow::Error::new(e).context(format!("opening store dir:{}", path.display()))
                 )
-            });
+            }
+        }
+        .bounded_lock_wait(lock_wait, |lock| {
+            eprintln!(
+                "waiting for the store's lock {} (another writer holds it)…",
+                lock.display()
+            )
+        });
         let actor = std::env::var("USER")
             .or_else(|_| std::env::var("LOGNAME"))
             .unwrap_or_else(|_| "local".to_string());
@@ -125,7 +144,15 @@ impl Store for DirStore {
     async fn functions(&self) -> anyhow::Result<Vec<FunctionState>> {
         let mut out = Vec::new();
         for name in self.store.function_names()? {
-            if let Some(s) = self.state(&name, &self.read(&name)?)? {
+            // One broken file hides only its own function.
+            let doc = match self.read(&name) {
+                Ok(doc) => doc,
+                Err(e) => {
+                    eprintln!("warning: skipping function {name}: {e:#}");
+                    continue;
+                }
+            };
+            if let Some(s) = self.state(&name, &doc)? {
                 out.push(s);
             }
         }
@@ -236,8 +263,12 @@ impl Store for DirStore {
         };
         let name = after.name.clone();
         let last = after.clone();
-        Ok(
-            futures::stream::unfold((store, name, last), |(store, name, mut last)| async move {
+        // A broken file is reported once and waited out (a person may be fixing it): the
+        // watch keeps the last good state rather than ending.
+        let broken: Option<String> = None;
+        Ok(futures::stream::unfold(
+            (store, name, last, broken),
+            |(store, name, mut last, mut broken)| async move {
                 loop {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     let next = match store.read(&name).and_then(|doc| store.state(&name, &doc)) {
@@ -245,19 +276,27 @@ impl Store for DirStore {
                         Ok(None) => {
                             return Some((
                                 Err(anyhow::anyhow!("function {name} was deleted")),
-                                (store, name, last),
+                                (store, name, last, broken),
                             ))
                         }
-                        Err(e) => return Some((Err(e), (store, name, last))),
+                        Err(e) => {
+                            let e = format!("{e:#}");
+                            if broken.as_ref() != Some(&e) {
+                                eprintln!("warning: {e}; showing the last good state");
+                                broken = Some(e);
+                            }
+                            continue;
+                        }
                     };
+                    broken = None;
                     if next != last {
                         last = next.clone();
-                        return Some((Ok(next), (store, name, last)));
+                        return Some((Ok(next), (store, name, last, broken)));
                     }
                 }
-            })
-            .boxed(),
+            },
         )
+        .boxed())
     }
 
     fn router_refresh(&self) -> Duration {
