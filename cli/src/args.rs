@@ -212,8 +212,8 @@ pub struct Write {
     /// How long to wait for readiness or routers: `30s`, `2m`, `500ms`.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// Why, recorded in the function's history.
-    #[arg(long, value_name = "TEXT")]
+    /// Why, recorded in the function's history: one line, at most 200 characters.
+    #[arg(long, value_name = "TEXT", value_parser = parse_reason)]
     pub reason: Option<String>,
 }
 
@@ -393,6 +393,25 @@ pub struct Completions {
     /// The shell.
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+/// The longest `--reason` kept in history, in characters.
+pub const REASON_MAX: usize = 200;
+
+/// Reads `--reason`: one line (history is shown one entry per line), at most [`REASON_MAX`]
+/// characters (it is stored in every history entry of the Function).
+pub fn parse_reason(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.contains(['\n', '\r']) {
+        return Err("a reason is one line".to_string());
+    }
+    let n = text.chars().count();
+    if n > REASON_MAX {
+        return Err(format!(
+            "a reason is at most {REASON_MAX} characters, got {n}"
+        ));
+    }
+    Ok(text.to_string())
 }
 
 /// Reads the `--store` flag (`dir:PATH`).

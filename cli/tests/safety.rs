@@ -438,3 +438,73 @@ fn status_watch_outlives_a_broken_file_and_shows_the_next_change() {
     assert_eq!(exited, None, "status -w ended");
     assert!(shown, "the change after the repair was not shown");
 }
+
+#[test]
+fn a_reason_is_one_line_with_a_length_cap() {
+    let s = Store::new();
+    s.promoted();
+    let out = s.run(&[
+        "rollback",
+        "hello",
+        "--reason",
+        "first\nsecond",
+        "--no-wait",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(
+            "error: invalid value 'first\nsecond' for '--reason <TEXT>': a reason is one line"
+        ),
+        "{stderr}"
+    );
+    let long = "x".repeat(201);
+    let out = s.run(&["rollback", "hello", "--reason", &long, "--no-wait"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("a reason is at most 200 characters, got 201"),
+        "{out:?}"
+    );
+    assert_eq!(s.traffic(), "1.1.0=100%");
+}
+
+#[test]
+fn a_deploy_dry_run_shows_the_whole_change_to_the_function() {
+    let s = Store::new();
+    s.promoted();
+    let out = s.ok(&[
+        "deploy",
+        "hello",
+        "1.2.0",
+        "--endpoint",
+        "http://127.0.0.1:9",
+        "--traffic",
+        "100",
+        "--reason",
+        "hotfix",
+        "--dry-run",
+    ]);
+    for line in [
+        "- traffic: 1.1.0=100%",
+        "+ traffic: 1.2.0=100%",
+        "- stable: 1.1.0",
+        "+ stable: 1.2.0",
+        "- previousStable: 1.0.0",
+        "+ previousStable: 1.1.0",
+    ] {
+        assert!(
+            out.lines().any(|l| l == line),
+            "{line:?} missing from:\n{out}"
+        );
+    }
+    let history = out
+        .lines()
+        .find(|l| l.starts_with("+ history: "))
+        .unwrap_or_else(|| panic!("no history line in:\n{out}"));
+    assert!(
+        history.contains(" deploy by ") && history.ends_with(" (\"hotfix\"): 1.2.0=100%"),
+        "{history}"
+    );
+    assert_eq!(s.traffic(), "1.1.0=100%");
+}

@@ -123,16 +123,40 @@ pub async fn run(store: &dyn Store, d: args::Deploy) -> anyhow::Result<()> {
                 }
             }
         }
+        // The whole change to the Function, as the write would make it.
+        let change = Change {
+            now: format!("{:.0}", jiff::Timestamp::now()),
+            actor: store.actor(),
+            reason: d.write.reason.clone(),
+        };
         match &function {
-            None => diff.added(format!("Function {name}: traffic {version}=100%")),
+            None => {
+                diff.added(format!("Function {name}"));
+                let first = plan::first_deploy(version, &change);
+                write::diff_into(&mut diff, &Default::default(), &first);
+            }
             Some(f) => {
                 if let Some(share) = share.filter(|s| *s > 0) {
+                    let mut states: Vec<_> = versions.iter().map(|v| v.state()).collect();
+                    if existing.is_none() {
+                        // Created by this deploy; a managed one is ready once it has waited.
+                        states.push(plan::VersionState {
+                            version: version.clone(),
+                            ready: true,
+                        });
+                    }
                     let traffic = plan::with_share(&f.spec.traffic, version, share);
-                    diff.field(
-                        "traffic",
-                        Some(plan::describe(&f.spec.traffic)),
-                        Some(plan::describe(&traffic)),
-                    );
+                    let next = plan::apply(
+                        name,
+                        &f.spec,
+                        traffic,
+                        Action::Deploy,
+                        &states,
+                        d.force,
+                        &change,
+                    )
+                    .map_err(exit::plan)?;
+                    write::diff_into(&mut diff, &f.spec, &next);
                 }
             }
         }
