@@ -22,6 +22,14 @@ use clap::Parser as _;
 
 fn main() -> ExitCode {
     timing::start();
+    if let Some(word) = help_lookalike(std::env::args().skip(1)) {
+        // clap reads `-hello` as `-h -e -l -l -o` and prints help with exit 0: a mistyped
+        // name would pass for success.
+        eprintln!(
+            "error: unexpected argument '{word}' (put -- before a name that starts with '-')"
+        );
+        return ExitCode::from(exit::Code::Invalid as u8);
+    }
     let cli = match args::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -53,6 +61,12 @@ fn main() -> ExitCode {
             ExitCode::from(exit::code_of(&err) as u8)
         }
     }
+}
+
+/// The first word before `--` that clap would read as `-h` followed by more short flags.
+fn help_lookalike(args: impl Iterator<Item = String>) -> Option<String> {
+    args.take_while(|a| a != "--")
+        .find(|a| a.len() > 2 && a.starts_with("-h"))
 }
 
 /// `{err:#}` on one line: the context chain joined by `: `, newlines folded, and a cause

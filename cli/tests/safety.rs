@@ -508,3 +508,34 @@ fn a_deploy_dry_run_shows_the_whole_change_to_the_function() {
     );
     assert_eq!(s.traffic(), "1.1.0=100%");
 }
+
+#[test]
+fn a_name_that_looks_like_a_help_flag_is_an_error_not_help() {
+    let s = Store::new();
+    refused(
+        &s.run(&[
+            "deploy",
+            "-hello",
+            "1.0.0",
+            "--endpoint",
+            "http://127.0.0.1:9",
+        ]),
+        2,
+        "unexpected argument '-hello' (put -- before a name that starts with '-')",
+    );
+    assert_eq!(s.run(&["deploy", "-h"]).status.code(), Some(0));
+}
+
+#[test]
+fn versions_and_functions_of_a_local_store_have_an_age() {
+    let s = Store::new();
+    s.promoted();
+    let versions: serde_json::Value =
+        serde_json::from_str(&s.ok(&["versions", "hello", "-o", "json"])).expect("json");
+    for v in versions.as_array().expect("array") {
+        assert!(v["created"].is_string(), "{v}");
+    }
+    let list = s.ok(&["list"]);
+    let row = list.lines().nth(1).expect("a row");
+    assert!(!row.ends_with('-'), "AGE is - in {list}");
+}

@@ -82,7 +82,7 @@ impl DirStore {
             revision: doc.resource_version(),
             generation: f.metadata.generation.unwrap_or_default(),
             routers: routers.iter().filter_map(|r| r.ack_for(name)).collect(),
-            created: None,
+            created: f.metadata.creation_timestamp.as_ref().map(|t| t.0),
         }))
     }
 
@@ -123,7 +123,13 @@ fn local_version(spec: &FunctionVersionSpec) -> FunctionVersion {
         spec.clone(),
     );
     v.metadata.namespace = Some(LOCAL_NAMESPACE.to_string());
+    v.metadata.creation_timestamp = Some(now());
     v
+}
+
+/// A creation time, as the API server stamps one: AGE works in store mode too.
+fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now())
 }
 
 #[async_trait]
@@ -166,7 +172,7 @@ impl Store for DirStore {
             .into_iter()
             .map(|v| VersionInfo {
                 spec: v.spec,
-                created: None,
+                created: v.metadata.creation_timestamp.as_ref().map(|t| t.0),
                 readiness: Readiness {
                     ready: true,
                     ..Default::default()
@@ -201,7 +207,9 @@ impl Store for DirStore {
             return Ok(Written::Conflict);
         }
         let mut next = current.clone();
-        next.function = Some(Function::new(name, spec.clone()));
+        let mut f = Function::new(name, spec.clone());
+        f.metadata.creation_timestamp = Some(now());
+        next.function = Some(f);
         match self.store.write(name, &current.resource_version(), next) {
             Ok(doc) => Ok(Written::Done(Box::new(
                 self.state(name, &doc)?
