@@ -90,6 +90,10 @@ pub enum Command {
     /// Show desired weights, readiness, and what each router replica serves.
     #[command(after_help = exit::HELP)]
     Status(Status),
+    /// Show everything about one function: routing settings, the split, the stable version and
+    /// where a rollback would go, tags, versions, recent history and each router replica.
+    #[command(after_help = DESCRIBE_HELP)]
+    Describe(Read),
     /// Show who changed the traffic, when, how and why.
     #[command(after_help = exit::HELP)]
     History(Read),
@@ -108,6 +112,18 @@ pub enum Command {
     /// canary, a rollback — with the split observed on real requests.
     Quickstart(Quickstart),
 }
+
+/// Examples and exit codes of `describe`.
+const DESCRIBE_HELP: &str = "\
+Examples:
+  switchyard describe hello              # one page: route, split, rollback target, routers
+  switchyard describe hello -o json      # the same as one JSON object
+  switchyard -n prod describe hello
+
+Exit codes:
+  0  success
+  1  cluster or unexpected error
+  2  invalid arguments, or no such function";
 
 /// `install`.
 #[derive(Debug, Args)]

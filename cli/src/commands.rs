@@ -4,6 +4,7 @@
 
 mod delete;
 mod deploy;
+mod describe;
 mod gc;
 mod history;
 mod install;
@@ -86,6 +87,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Undo(u) => undo::undo(store, u).await,
         Command::Status(s) => status::status(store, s).await,
         Command::History(r) => history::history(store, r).await,
+        Command::Describe(r) => describe::describe(store, r).await,
         Command::List(l) => list::list(store, l).await,
         Command::Delete(d) => delete::delete(store, d).await,
         Command::Gc(g) => gc::gc(store, g).await,

@@ -539,3 +539,29 @@ fn versions_and_functions_of_a_local_store_have_an_age() {
     let row = list.lines().nth(1).expect("a row");
     assert!(!row.ends_with('-'), "AGE is - in {list}");
 }
+
+#[test]
+fn describe_shows_where_a_rollback_would_go_and_what_it_will_not_return_to() {
+    let s = Store::new();
+    s.promoted();
+    let json = |s: &Store| -> serde_json::Value {
+        serde_json::from_str(&s.ok(&["describe", "hello", "-o", "json"])).expect("json")
+    };
+    let before = json(&s);
+    assert_eq!(before["rollback"], "to 1.0.0");
+    assert_eq!(before["affinity"], "none");
+    s.ok(&["rollback", "hello", "--reason", "errors up", "--no-wait"]);
+    let after = json(&s);
+    assert_eq!(
+        after["rollback"],
+        "nothing to do: already rolled back to 1.0.0"
+    );
+    assert_eq!(after["rolledBackFrom"], serde_json::json!(["1.1.0"]));
+    assert_eq!(after["recentHistory"][2]["reason"], "errors up");
+    let text = s.ok(&["describe", "hello"]);
+    assert!(
+        text.lines().any(|l| l == "Rolled back from: 1.1.0"),
+        "{text}"
+    );
+    refused(&s.run(&["describe", "nope"]), 2, "function nope not found");
+}
