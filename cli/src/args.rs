@@ -100,8 +100,9 @@ pub enum Command {
     /// List the functions of the namespace.
     #[command(visible_alias = "ls", after_help = exit::HELP)]
     List(List),
-    /// Delete a version that nothing references (its Deployment and Service go with it).
-    #[command(after_help = exit::HELP)]
+    /// Delete a version that nothing references (its Deployment and Service go with it), or
+    /// with --all a whole function.
+    #[command(after_help = DELETE_HELP)]
     Delete(Delete),
     /// Delete every version outside the rollback window that nothing references.
     #[command(after_help = exit::HELP)]
@@ -112,6 +113,21 @@ pub enum Command {
     /// canary, a rollback — with the split observed on real requests.
     Quickstart(Quickstart),
 }
+
+/// Examples and exit codes of `delete`.
+const DELETE_HELP: &str = "\
+Examples:
+  switchyard delete hello 1.0.0 --dry-run     # what would go
+  switchyard delete hello 1.0.0               # a version nothing references
+  switchyard delete hello --all --force       # the whole function, even while routed
+
+Exit codes:
+  0  success
+  1  cluster or unexpected error
+  2  invalid arguments, or no such function or version
+  3  refused by a safety rule (a version with weight, a tag, a rollback target, the
+     rollback window; --all while a live router serves the function)
+  5  lost a concurrent-change race after retrying";
 
 /// Examples and exit codes of `describe`.
 const DESCRIBE_HELP: &str = "\
@@ -373,9 +389,18 @@ pub struct Delete {
     #[arg(value_name = "FN")]
     pub function: String,
     /// The version.
-    #[arg(value_name = "VERSION")]
-    pub version: String,
-    /// Delete it even if a tag names it or it is in the rollback window (never while it has weight).
+    #[arg(
+        value_name = "VERSION",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    pub version: Option<String>,
+    /// Delete the whole function: the Function and every version (refused while a live router
+    /// serves it, unless --force).
+    #[arg(long)]
+    pub all: bool,
+    /// Delete it even if a tag names it or it is in the rollback window (never while it has
+    /// weight); with --all, even while routers serve the function.
     #[arg(long)]
     pub force: bool,
     /// Rollback window: how many recent history entries protect their versions.

@@ -565,3 +565,30 @@ fn describe_shows_where_a_rollback_would_go_and_what_it_will_not_return_to() {
     );
     refused(&s.run(&["describe", "nope"]), 2, "function nope not found");
 }
+
+#[test]
+fn delete_all_removes_a_function_no_router_serves_and_dry_run_names_everything() {
+    let s = Store::new();
+    s.promoted();
+    let plan = s.ok(&["delete", "hello", "--all", "--dry-run"]);
+    for line in [
+        "- Function hello (traffic 1.1.0=100%)",
+        "- version 1.0.0 (FunctionVersion hello-1-0-0)",
+        "- version 1.1.0 (FunctionVersion hello-1-1-0)",
+    ] {
+        assert!(
+            plan.lines().any(|l| l == line),
+            "{line:?} missing from:\n{plan}"
+        );
+    }
+    assert_eq!(s.traffic(), "1.1.0=100%");
+    let out = s.ok(&["delete", "hello", "--all"]);
+    assert_eq!(out.trim(), "function hello deleted with its 2 versions");
+    refused(
+        &s.run(&["versions", "hello"]),
+        2,
+        "function hello not found",
+    );
+    let out = s.run(&["delete", "hello", "1.0.0", "--all"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}

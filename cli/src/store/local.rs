@@ -240,6 +240,16 @@ impl Store for DirStore {
         }
     }
 
+    async fn delete_function(&self, current: &FunctionState) -> anyhow::Result<Written> {
+        // One file holds the Function and its versions: removing it at the revision read
+        // deletes them all at once.
+        match self.store.remove(&current.name, &current.revision) {
+            Ok(()) => Ok(Written::Done(Box::new(current.clone()))),
+            Err(StoreError::Conflict { .. }) => Ok(Written::Conflict),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
     async fn delete_version(&self, function: &str, version: &str) -> anyhow::Result<()> {
         self.update(function, |doc| {
             doc.versions.retain(|v| v.spec.version != version);
