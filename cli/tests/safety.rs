@@ -592,3 +592,36 @@ fn delete_all_removes_a_function_no_router_serves_and_dry_run_names_everything()
     let out = s.run(&["delete", "hello", "1.0.0", "--all"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+#[test]
+fn list_status_history_and_describe_give_a_split_the_same_json_shape() {
+    let s = Store::new();
+    s.promoted();
+    s.ok(&["traffic", "hello", "1.0.0=10", "1.1.0=90", "--no-wait"]);
+    let get =
+        |args: &[&str]| -> serde_json::Value { serde_json::from_str(&s.ok(args)).expect("json") };
+    let list = get(&["list", "-o", "json"]);
+    let status = get(&["status", "hello", "-o", "json"]);
+    let history = get(&["history", "hello", "-o", "json"]);
+    let describe = get(&["describe", "hello", "-o", "json"]);
+    let last = history.as_array().and_then(|h| h.last()).expect("history");
+    let shapes = [
+        &list[0],
+        &status,
+        &status["lastChange"],
+        last,
+        &describe,
+        &describe["recentHistory"][2],
+    ];
+    for v in shapes {
+        assert_eq!(v["traffic"], "1.0.0=10% 1.1.0=90%", "{v}");
+        assert_eq!(
+            v["weights"],
+            serde_json::json!([
+                {"version": "1.0.0", "weight": 100000},
+                {"version": "1.1.0", "weight": 900000}
+            ]),
+            "{v}"
+        );
+    }
+}

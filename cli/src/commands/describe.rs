@@ -4,8 +4,8 @@
 
 use serde::Serialize;
 use switchyard_core::plan::{self, PlanError, Rollback};
-use switchyard_core::HistoryEntry;
 
+use super::history::HistoryRow;
 use super::status::{router_text, status_view, RouterRow};
 use super::versions::{version_table, VersionRow};
 use crate::args;
@@ -28,6 +28,7 @@ struct DescribeView {
     affinity: String,
     pinning: bool,
     traffic: String,
+    weights: Vec<switchyard_core::TrafficTarget>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stable: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -38,7 +39,7 @@ struct DescribeView {
     tags: Vec<String>,
     versions: Vec<VersionRow>,
     routers: Vec<RouterRow>,
-    recent_history: Vec<HistoryEntry>,
+    recent_history: Vec<HistoryRow>,
 }
 
 fn rollback_line(f: &FunctionState, versions: &[VersionInfo]) -> String {
@@ -83,6 +84,7 @@ fn view(
         affinity,
         pinning: f.spec.pinning,
         traffic: plan::describe(&f.spec.traffic),
+        weights: f.spec.traffic.clone(),
         stable: f.spec.stable.clone(),
         previous_stable: f.spec.previous_stable.clone(),
         rollback: rollback_line(f, versions),
@@ -95,7 +97,10 @@ fn view(
             .collect(),
         versions: status.versions,
         routers: status.routers,
-        recent_history: f.spec.history[skip..].to_vec(),
+        recent_history: f.spec.history[skip..]
+            .iter()
+            .map(HistoryRow::from)
+            .collect(),
     }
 }
 
@@ -153,7 +158,7 @@ fn text(v: &DescribeView, now: jiff::Timestamp) -> String {
             } else {
                 h.action.to_string()
             },
-            plan::describe(&h.traffic),
+            h.traffic.clone(),
             h.reason.clone().unwrap_or_default(),
         ]);
     }

@@ -4,8 +4,8 @@ use futures::StreamExt as _;
 use serde::Serialize;
 use switchyard_core::ack;
 use switchyard_core::plan;
-use switchyard_core::HistoryEntry;
 
+use super::history::HistoryRow;
 use super::versions::{version_rows, version_table, VersionRow};
 use crate::args;
 use crate::output::{self, age_of, Table};
@@ -35,12 +35,13 @@ pub(crate) struct StatusView {
     generation: i64,
     pub(crate) route: String,
     traffic: String,
+    weights: Vec<switchyard_core::TrafficTarget>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stable: Option<String>,
     pub(crate) versions: Vec<VersionRow>,
     pub(crate) routers: Vec<RouterRow>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    last_change: Option<HistoryEntry>,
+    last_change: Option<HistoryRow>,
 }
 
 pub(crate) fn status_view(
@@ -97,10 +98,11 @@ pub(crate) fn status_view(
             f.spec.effective_prefix(&f.name)
         ),
         traffic: plan::describe(&f.spec.traffic),
+        weights: f.spec.traffic.clone(),
         stable: f.spec.stable.clone(),
         versions: version_rows(Some(f), versions),
         routers: rows,
-        last_change: f.spec.history.last().cloned(),
+        last_change: f.spec.history.last().map(HistoryRow::from),
     }
 }
 
