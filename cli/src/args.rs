@@ -81,7 +81,8 @@ pub enum Command {
     /// Send 100% of the traffic to one version.
     #[command(after_help = exit::HELP)]
     Promote(Promote),
-    /// Send all traffic back to the stable version (or to --to VERSION).
+    /// Send all traffic back to the stable version (or to --to VERSION); a second rollback
+    /// changes nothing, and a version rolled back from is never the target.
     #[command(after_help = exit::HELP)]
     Rollback(Rollback),
     /// Restore the previous traffic state exactly; repeat to walk further back.
@@ -326,7 +327,7 @@ pub struct Traffic {
     /// The split: `VERSION=PERCENT` words summing to 100 (a tag or `@latest` may name a version).
     #[arg(value_name = "VERSION=PERCENT", required = true)]
     pub split: Vec<String>,
-    /// Give weight to versions that are not ready.
+    /// Give weight to versions that are not ready, or that a rollback took traffic away from.
     #[arg(long)]
     pub force: bool,
     /// Write flags.
@@ -343,7 +344,7 @@ pub struct Promote {
     /// The version (or tag, or `@latest`) to send 100% to.
     #[arg(value_name = "VERSION")]
     pub version: String,
-    /// Promote a version that is not ready.
+    /// Promote a version that is not ready, or that a rollback took traffic away from.
     #[arg(long)]
     pub force: bool,
     /// Write flags.
@@ -360,7 +361,8 @@ pub struct Rollback {
     /// Send 100% to this version instead of the stable one.
     #[arg(long, value_name = "VERSION")]
     pub to: Option<String>,
-    /// Roll back to a version that is not ready.
+    /// Roll back (--to) to a version that is not ready, or that a rollback took traffic away
+    /// from.
     #[arg(long)]
     pub force: bool,
     /// Write flags.
@@ -374,7 +376,7 @@ pub struct Undo {
     /// The function.
     #[arg(value_name = "FN")]
     pub function: String,
-    /// Restore weight on versions that are not ready.
+    /// Restore weight on versions that are not ready, or that a rollback took traffic away from.
     #[arg(long)]
     pub force: bool,
     /// Write flags.
