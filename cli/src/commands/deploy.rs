@@ -197,8 +197,9 @@ pub async fn run(store: &dyn Store, d: args::Deploy) -> anyhow::Result<()> {
     };
     if function.is_none() {
         let first = plan::first_deploy(version, &change);
-        let sent = std::time::Instant::now();
         if let Written::Done(after) = store.create_function(name, &first).await? {
+            // Timed from the landed write, not from any wait for a local store's lock.
+            let sent = std::time::Instant::now();
             let landed = write::Landed {
                 before: crate::store::FunctionState {
                     spec: Default::default(),
