@@ -625,3 +625,41 @@ fn list_status_history_and_describe_give_a_split_the_same_json_shape() {
         );
     }
 }
+
+#[test]
+fn a_router_killed_long_ago_leaves_status_and_one_gone_recently_shows_as_gone() {
+    let s = Store::new();
+    s.promoted();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    // The files a router killed with -9 leaves behind: its last heartbeat, never removed.
+    for (name, stopped_ms) in [("killed-long-ago", 3_600_000), ("killed-just-now", 20_000)] {
+        let doc = serde_json::json!({
+            "name": name,
+            "renewedMs": now_ms - stopped_ms,
+            "leaseDurationSeconds": 10,
+            "functions": [],
+        });
+        std::fs::write(
+            s.0.join("routers").join(format!("{name}.json")),
+            doc.to_string(),
+        )
+        .expect("router file");
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&s.ok(&["status", "hello", "-o", "json"])).expect("json");
+    let routers: Vec<(&str, &str)> = status["routers"]
+        .as_array()
+        .expect("routers")
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap_or(""),
+                r["state"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(routers, [("killed-just-now", "gone")]);
+}

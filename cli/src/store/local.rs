@@ -67,8 +67,13 @@ impl DirStore {
         Ok(self.store.read(name)?)
     }
 
+    /// The router replicas' files, without those of replicas stopped long ago (see
+    /// [`RouterDocument::forgotten`]).
     fn routers_docs(&self) -> anyhow::Result<Vec<RouterDocument>> {
-        Ok(self.store.routers()?)
+        let now = jiff::Timestamp::now().as_millisecond();
+        let mut docs = self.store.routers()?;
+        docs.retain(|r| !r.forgotten(now));
+        Ok(docs)
     }
 
     fn state(&self, name: &str, doc: &FunctionDocument) -> anyhow::Result<Option<FunctionState>> {
