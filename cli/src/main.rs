@@ -63,10 +63,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// The first word before `--` that clap would read as `-h` followed by more short flags.
+/// The first word before `--` that clap would read as `-h` followed by more short flags
+/// (the value of `deploy --args`, which may start with `-`, excepted).
 fn help_lookalike(args: impl Iterator<Item = String>) -> Option<String> {
-    args.take_while(|a| a != "--")
-        .find(|a| a.len() > 2 && a.starts_with("-h"))
+    let mut previous = String::new();
+    for a in args.take_while(|a| a != "--") {
+        let is_value = previous == "--args" || previous == "--arg";
+        if !is_value && a.len() > 2 && a.starts_with("-h") {
+            return Some(a);
+        }
+        previous = a;
+    }
+    None
 }
 
 /// `{err:#}` on one line: the context chain joined by `: `, newlines folded, and a cause
@@ -90,6 +98,26 @@ fn one_line(err: &anyhow::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_a_word_clap_would_read_as_help_is_a_lookalike() {
+        let words = |s: &str| {
+            s.split(' ')
+                .map(String::from)
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        assert_eq!(
+            super::help_lookalike(words("deploy -hello 1.0.0")),
+            Some("-hello".into())
+        );
+        assert_eq!(super::help_lookalike(words("deploy -h")), None);
+        assert_eq!(
+            super::help_lookalike(words("deploy hello 1.0.0 --image i --args -hv")),
+            None
+        );
+        assert_eq!(super::help_lookalike(words("deploy -- -hello 1.0.0")), None);
+    }
+
     #[test]
     fn a_cause_already_in_the_message_is_printed_once() {
         /// Like the store's IO error: prints its source and returns it.
