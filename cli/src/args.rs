@@ -9,7 +9,7 @@ use crate::exit;
 
 /// Deploy immutable versions of HTTP functions side by side and move traffic between them.
 #[derive(Debug, Parser)]
-#[command(name = "switchyard", version, after_help = exit::HELP)]
+#[command(name = "switchyard", version, after_help = exit::HELP, args_override_self = true)]
 pub struct Cli {
     /// Where the cluster is.
     #[command(flatten)]
@@ -81,7 +81,8 @@ pub enum Command {
     /// Send 100% of the traffic to one version.
     #[command(after_help = exit::HELP)]
     Promote(Promote),
-    /// Send all traffic back to the stable version (or to --to VERSION).
+    /// Send all traffic back to the stable version (or to --to VERSION); a second rollback
+    /// changes nothing, and a version rolled back from is never the target.
     #[command(after_help = exit::HELP)]
     Rollback(Rollback),
     /// Restore the previous traffic state exactly; repeat to walk further back.
@@ -90,14 +91,19 @@ pub enum Command {
     /// Show desired weights, readiness, and what each router replica serves.
     #[command(after_help = exit::HELP)]
     Status(Status),
+    /// Show everything about one function: routing settings, the split, the stable version and
+    /// where a rollback would go, tags, versions, recent history and each router replica.
+    #[command(after_help = DESCRIBE_HELP)]
+    Describe(Read),
     /// Show who changed the traffic, when, how and why.
     #[command(after_help = exit::HELP)]
     History(Read),
     /// List the functions of the namespace.
     #[command(visible_alias = "ls", after_help = exit::HELP)]
     List(List),
-    /// Delete a version that nothing references (its Deployment and Service go with it).
-    #[command(after_help = exit::HELP)]
+    /// Delete a version that nothing references (its Deployment and Service go with it), or
+    /// with --all a whole function.
+    #[command(after_help = DELETE_HELP)]
     Delete(Delete),
     /// Delete every version outside the rollback window that nothing references.
     #[command(after_help = exit::HELP)]
@@ -108,6 +114,33 @@ pub enum Command {
     /// canary, a rollback — with the split observed on real requests.
     Quickstart(Quickstart),
 }
+
+/// Examples and exit codes of `delete`.
+const DELETE_HELP: &str = "\
+Examples:
+  switchyard delete hello 1.0.0 --dry-run     # what would go
+  switchyard delete hello 1.0.0               # a version nothing references
+  switchyard delete hello --all --force       # the whole function, even while routed
+
+Exit codes:
+  0  success
+  1  cluster or unexpected error
+  2  invalid arguments, or no such function or version
+  3  refused by a safety rule (a version with weight, a tag, a rollback target, the
+     rollback window; --all while a live router serves the function)
+  5  lost a concurrent-change race after retrying";
+
+/// Examples and exit codes of `describe`.
+const DESCRIBE_HELP: &str = "\
+Examples:
+  switchyard describe hello              # one page: route, split, rollback target, routers
+  switchyard describe hello -o json      # the same as one JSON object
+  switchyard -n prod describe hello
+
+Exit codes:
+  0  success
+  1  cluster or unexpected error
+  2  invalid arguments, or no such function";
 
 /// `install`.
 #[derive(Debug, Args)]
@@ -212,8 +245,8 @@ pub struct Write {
     /// How long to wait for readiness or routers: `30s`, `2m`, `500ms`.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// Why, recorded in the function's history.
-    #[arg(long, value_name = "TEXT")]
+    /// Why, recorded in the function's history: one line, at most 200 characters.
+    #[arg(long, value_name = "TEXT", value_parser = parse_reason)]
     pub reason: Option<String>,
 }
 
@@ -227,12 +260,9 @@ pub struct Deploy {
     #[arg(value_name = "VERSION")]
     pub version: String,
     /// Container image of a managed version (best pinned by digest: `repo@sha256:…`).
-    #[arg(
-        long,
-        value_name = "IMG",
-        required_unless_present = "endpoint",
-        conflicts_with = "endpoint"
-    )]
+    // One of --image and --endpoint is required: `deploy::check` says which, knowing whether
+    // the target is a cluster or a local store (which takes --endpoint only).
+    #[arg(long, value_name = "IMG", conflicts_with = "endpoint")]
     pub image: Option<String>,
     /// URL of an external version, served outside the cluster.
     #[arg(long, value_name = "URL")]
@@ -297,7 +327,7 @@ pub struct Traffic {
     /// The split: `VERSION=PERCENT` words summing to 100 (a tag or `@latest` may name a version).
     #[arg(value_name = "VERSION=PERCENT", required = true)]
     pub split: Vec<String>,
-    /// Give weight to versions that are not ready.
+    /// Give weight to versions that are not ready, or that a rollback took traffic away from.
     #[arg(long)]
     pub force: bool,
     /// Write flags.
@@ -314,7 +344,7 @@ pub struct Promote {
     /// The version (or tag, or `@latest`) to send 100% to.
     #[arg(value_name = "VERSION")]
     pub version: String,
-    /// Promote a version that is not ready.
+    /// Promote a version that is not ready, or that a rollback took traffic away from.
     #[arg(long)]
     pub force: bool,
     /// Write flags.
@@ -331,7 +361,8 @@ pub struct Rollback {
     /// Send 100% to this version instead of the stable one.
     #[arg(long, value_name = "VERSION")]
     pub to: Option<String>,
-    /// Roll back to a version that is not ready.
+    /// Roll back (--to) to a version that is not ready, or that a rollback took traffic away
+    /// from.
     #[arg(long)]
     pub force: bool,
     /// Write flags.
@@ -345,7 +376,7 @@ pub struct Undo {
     /// The function.
     #[arg(value_name = "FN")]
     pub function: String,
-    /// Restore weight on versions that are not ready.
+    /// Restore weight on versions that are not ready, or that a rollback took traffic away from.
     #[arg(long)]
     pub force: bool,
     /// Write flags.
@@ -360,9 +391,18 @@ pub struct Delete {
     #[arg(value_name = "FN")]
     pub function: String,
     /// The version.
-    #[arg(value_name = "VERSION")]
-    pub version: String,
-    /// Delete it even if a tag names it or it is in the rollback window (never while it has weight).
+    #[arg(
+        value_name = "VERSION",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    pub version: Option<String>,
+    /// Delete the whole function: the Function and every version (refused while a live router
+    /// serves it, unless --force).
+    #[arg(long)]
+    pub all: bool,
+    /// Delete it even if a tag names it or it is in the rollback window (never while it has
+    /// weight); with --all, even while routers serve the function.
     #[arg(long)]
     pub force: bool,
     /// Rollback window: how many recent history entries protect their versions.
@@ -398,28 +438,66 @@ pub struct Completions {
     pub shell: clap_complete::Shell,
 }
 
+/// The longest `--reason` kept in history, in characters.
+pub const REASON_MAX: usize = 200;
+
+/// Reads `--reason`: one line (history is shown one entry per line), at most [`REASON_MAX`]
+/// characters (it is stored in every history entry of the Function).
+pub fn parse_reason(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.contains(['\n', '\r']) {
+        return Err("a reason is one line".to_string());
+    }
+    let n = text.chars().count();
+    if n > REASON_MAX {
+        return Err(format!(
+            "a reason is at most {REASON_MAX} characters, got {n}"
+        ));
+    }
+    Ok(text.to_string())
+}
+
 /// Reads the `--store` flag (`dir:PATH`).
 pub fn store_flag(value: &str) -> Result<PathBuf, String> {
     switchyard_router::source::local::parse_store_flag(value)
 }
 
-/// Reads `30s`, `2m`, `1h`, `500ms` or a bare number of seconds.
+/// Reads `30s`, `2m`, `1h`, `500ms`, a sum of them as Go and kubectl write it (`1m30s`,
+/// `1h2m3.5s`), or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let (number, unit) = match t.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => t.split_at(i),
-        None => (t, "s"),
-    };
-    let n: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (like 30s, 2m, 500ms)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("{text:?} is not a duration (like 30s, 2m, 500ms)")),
-    };
+    let bad = || format!("{text:?} is not a duration (like 30s, 2m, 1m30s, 500ms)");
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    if rest.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        rest = rest.strip_suffix('.').unwrap_or(rest);
+        return seconds(rest.parse().map_err(|_| bad())?, text);
+    }
+    let mut secs = 0.0;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .ok_or_else(bad)?;
+        let (number, tail) = rest.split_at(digits);
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let n: f64 = number.parse().map_err(|_| bad())?;
+        secs += n * match unit {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        rest = tail;
+    }
+    seconds(secs, text)
+}
+
+fn seconds(secs: f64, text: &str) -> Result<Duration, String> {
     if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
         return Err(format!("{text:?} is not a duration between 0 and 24h"));
     }
@@ -436,8 +514,16 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(
+            parse_duration("1h2m3.5s"),
+            Ok(Duration::from_secs_f64(3723.5))
+        );
+        assert_eq!(parse_duration("2s500ms"), Ok(Duration::from_millis(2500)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5d").is_err());
+        assert!(parse_duration("1m30").is_err());
+        assert!(parse_duration("").is_err());
     }
 
     #[test]

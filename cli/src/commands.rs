@@ -4,6 +4,7 @@
 
 mod delete;
 mod deploy;
+mod describe;
 mod gc;
 mod history;
 mod install;
@@ -36,7 +37,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Traffic(t) => Some(traffic::parse_split(&t.split)?),
         Command::Deploy(d) => {
-            deploy::check(d)?;
+            deploy::check(d, cli.global.store.is_some())?;
             None
         }
         Command::Install(i) => {
@@ -67,7 +68,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         };
     }
     let store: Box<dyn Store> = match &cli.global.store {
-        Some(dir) => Box::new(DirStore::open(dir, lock_wait(&cli.command))?),
+        // Only a deploy creates a store: any other command on a path that does not exist is
+        // a typo to report, not an empty store to invent.
+        Some(dir) => Box::new(DirStore::open(
+            dir,
+            matches!(cli.command, Command::Deploy(_)),
+            lock_wait(&cli.command),
+        )?),
         None => Box::new(KubeStore::connect(&cli.global).await?),
     };
     let store: &dyn Store = store.as_ref();
@@ -80,6 +87,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Undo(u) => undo::undo(store, u).await,
         Command::Status(s) => status::status(store, s).await,
         Command::History(r) => history::history(store, r).await,
+        Command::Describe(r) => describe::describe(store, r).await,
         Command::List(l) => list::list(store, l).await,
         Command::Delete(d) => delete::delete(store, d).await,
         Command::Gc(g) => gc::gc(store, g).await,

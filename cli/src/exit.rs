@@ -15,7 +15,8 @@ pub enum Code {
     /// 3: refused by a safety rule (immutability, unready version, referenced version,
     /// uninstall while Functions exist).
     Refused = 3,
-    /// 4: timed out waiting (readiness, routers or CRDs), or no live router to wait for.
+    /// 4: timed out waiting (readiness, routers, CRDs or a local store's lock), or no live
+    /// router to wait for.
     Timeout = 4,
     /// 5: lost a concurrent-change race after retrying.
     Conflict = 5,
@@ -26,13 +27,16 @@ pub const HELP: &str = "\
 Exit codes:
   0  success
   1  cluster or unexpected error (including a router refusing the change)
-  2  invalid arguments or input
+  2  invalid arguments or input (also: a local store that does not exist, or
+     a local store and a cluster named at once)
   3  refused by a safety rule (immutability, unready version, referenced version,
      a version named like an existing one but for punctuation,
      nothing to roll back or undo, a rollback or undo target that was deleted,
      traffic back to a version rolled back from without --force,
+     delete --all while a live router serves the function,
      uninstall while Functions exist)
-  4  timed out waiting (readiness, routers or CRDs), or no live router to wait for
+  4  timed out waiting (readiness, routers or CRDs; a local store's lock held by
+     another writer), or no live router to wait for
   5  lost a concurrent-change race after retrying";
 
 /// An error with a documented exit code.

@@ -199,6 +199,13 @@ pub async fn change(
 /// The dry-run diff of a function spec.
 pub fn diff(store: &dyn Store, before: &FunctionSpec, after: &FunctionSpec, name: &str) -> Diff {
     let mut d = Diff::new(format!("function {name} in {}:", store.location()));
+    diff_into(&mut d, before, after);
+    d
+}
+
+/// Adds to `d` every field a write of `after` over `before` changes: traffic, stable versions,
+/// tags and the history entry, so that a dry run shows all that the write would do.
+pub fn diff_into(d: &mut Diff, before: &FunctionSpec, after: &FunctionSpec) {
     d.field(
         "traffic",
         Some(plan::describe(&before.traffic)),
@@ -235,7 +242,6 @@ pub fn diff(store: &dyn Store, before: &FunctionSpec, after: &FunctionSpec, name
             ));
         }
     }
-    d
 }
 
 /// After a write: waits for the routers (unless `--no-wait`) and prints the one-line outcome.

@@ -265,3 +265,401 @@ fn versions_that_differ_only_in_punctuation_are_refused_before_anything_is_writt
     let versions: serde_json::Value = serde_json::from_str(&versions).expect("json");
     assert_eq!(versions.as_array().map(Vec::len), Some(1), "{versions}");
 }
+
+#[test]
+fn a_cause_is_printed_once() {
+    let s = Store::new();
+    let file = s.0.join("a-file");
+    std::fs::write(&file, "").expect("file");
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("--store")
+        .arg(format!("dir:{}/x", file.display()))
+        .args([
+            "deploy",
+            "hello",
+            "1.0.0",
+            "--endpoint",
+            "http://127.0.0.1:9",
+        ])
+        .env_remove("SWITCHYARD_STORE")
+        .output()
+        .expect("run");
+    refused(&out, 1, "Not a directory");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("Not a directory").count(), 1, "{stderr}");
+}
+
+#[test]
+fn a_local_store_deploy_asks_for_an_endpoint_and_refuses_an_image_as_bad_input() {
+    let s = Store::new();
+    refused(
+        &s.run(&["deploy", "hello", "1.0.0"]),
+        2,
+        "deploy hello@1.0.0 to a local store needs --endpoint URL (it runs external versions only)",
+    );
+    refused(
+        &s.run(&["deploy", "hello", "1.0.0", "--image", "img@sha256:1"]),
+        2,
+        "the local store runs external versions only: deploy hello@1.0.0 with --endpoint URL",
+    );
+}
+
+#[test]
+fn the_last_output_flag_wins_and_timeouts_read_like_kubectl() {
+    let s = Store::new();
+    s.promoted();
+    let out = s.ok(&["versions", "hello", "-o", "json", "-o", "yaml"]);
+    assert!(out.starts_with("- version: 1.1.0"), "{out}");
+    let out = s.ok(&["rollback", "hello", "--timeout", "1m30s", "--no-wait"]);
+    assert!(out.starts_with("hello: 1.1.0=100% → 1.0.0=100%"), "{out}");
+}
+
+#[test]
+fn one_broken_function_file_hides_only_that_function_from_list() {
+    let s = Store::new();
+    s.promoted();
+    s.ok(&[
+        "deploy",
+        "other",
+        "1.0.0",
+        "--endpoint",
+        "http://127.0.0.1:9",
+        "--no-wait",
+    ]);
+    let broken = s.0.join("functions").join("hello.yaml");
+    std::fs::write(&broken, "function: [oops\n").expect("corrupt");
+    let out = s.run(&["list", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "warning: skipping function hello: {}:",
+            broken.display()
+        )),
+        "{stderr}"
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(listed[0]["name"], "other", "{listed}");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+}
+
+#[test]
+fn an_empty_function_file_is_an_error_not_a_deleted_function() {
+    let s = Store::new();
+    s.promoted();
+    let file = s.0.join("functions").join("hello.yaml");
+    std::fs::write(&file, "").expect("truncate");
+    refused(
+        &s.run(&["versions", "hello"]),
+        1,
+        &format!(
+            "{}: the file is empty (restore it from a backup, or remove it to delete the function)",
+            file.display()
+        ),
+    );
+}
+
+#[test]
+fn a_read_on_a_store_that_does_not_exist_is_an_error_and_creates_nothing() {
+    let s = Store::new();
+    let missing = s.0.join("typo");
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("--store")
+        .arg(format!("dir:{}", missing.display()))
+        .arg("list")
+        .env_remove("SWITCHYARD_STORE")
+        .output()
+        .expect("run");
+    refused(
+        &out,
+        2,
+        &format!(
+            "store dir:{} does not exist (a first deploy creates it)",
+            missing.display()
+        ),
+    );
+    assert!(!missing.exists());
+}
+
+#[test]
+fn status_watch_outlives_a_broken_file_and_shows_the_next_change() {
+    use std::io::BufRead as _;
+    let s = Store::new();
+    s.promoted();
+    let file = s.0.join("functions").join("hello.yaml");
+    let good = std::fs::read(&file).expect("read");
+    let mut child = s
+        .command(&["status", "hello", "-w", "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    };
+    assert!(wait_for("\"traffic\": \"1.1.0=100%\""), "first state");
+    std::fs::write(&file, "function: [oops\n").expect("corrupt");
+    // The watch reports the broken file (read on stderr below) and keeps going; once the file
+    // is restored, a change shows up.
+    let stderr = child.stderr.take().expect("stderr");
+    let mut stderr = std::io::BufReader::new(stderr);
+    let mut first = String::new();
+    stderr.read_line(&mut first).expect("stderr line");
+    assert!(first.starts_with("warning: "), "{first}");
+    assert!(
+        first.ends_with("; showing the last good state\n"),
+        "{first}"
+    );
+    std::fs::write(&file, good).expect("restore");
+    s.ok(&["traffic", "hello", "1.0.0=10", "1.1.0=90", "--no-wait"]);
+    let shown = wait_for("1.0.0=10%");
+    let exited = child.try_wait().expect("try_wait");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(exited, None, "status -w ended");
+    assert!(shown, "the change after the repair was not shown");
+}
+
+#[test]
+fn a_reason_is_one_line_with_a_length_cap() {
+    let s = Store::new();
+    s.promoted();
+    let out = s.run(&[
+        "rollback",
+        "hello",
+        "--reason",
+        "first\nsecond",
+        "--no-wait",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(
+            "error: invalid value 'first\nsecond' for '--reason <TEXT>': a reason is one line"
+        ),
+        "{stderr}"
+    );
+    let long = "x".repeat(201);
+    let out = s.run(&["rollback", "hello", "--reason", &long, "--no-wait"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("a reason is at most 200 characters, got 201"),
+        "{out:?}"
+    );
+    assert_eq!(s.traffic(), "1.1.0=100%");
+}
+
+#[test]
+fn a_deploy_dry_run_shows_the_whole_change_to_the_function() {
+    let s = Store::new();
+    s.promoted();
+    let out = s.ok(&[
+        "deploy",
+        "hello",
+        "1.2.0",
+        "--endpoint",
+        "http://127.0.0.1:9",
+        "--traffic",
+        "100",
+        "--reason",
+        "hotfix",
+        "--dry-run",
+    ]);
+    for line in [
+        "- traffic: 1.1.0=100%",
+        "+ traffic: 1.2.0=100%",
+        "- stable: 1.1.0",
+        "+ stable: 1.2.0",
+        "- previousStable: 1.0.0",
+        "+ previousStable: 1.1.0",
+    ] {
+        assert!(
+            out.lines().any(|l| l == line),
+            "{line:?} missing from:\n{out}"
+        );
+    }
+    let history = out
+        .lines()
+        .find(|l| l.starts_with("+ history: "))
+        .unwrap_or_else(|| panic!("no history line in:\n{out}"));
+    assert!(
+        history.contains(" deploy by ") && history.ends_with(" (\"hotfix\"): 1.2.0=100%"),
+        "{history}"
+    );
+    assert_eq!(s.traffic(), "1.1.0=100%");
+}
+
+#[test]
+fn a_name_that_looks_like_a_help_flag_is_an_error_not_help() {
+    let s = Store::new();
+    refused(
+        &s.run(&[
+            "deploy",
+            "-hello",
+            "1.0.0",
+            "--endpoint",
+            "http://127.0.0.1:9",
+        ]),
+        2,
+        "unexpected argument '-hello' (put -- before a name that starts with '-')",
+    );
+    assert_eq!(s.run(&["deploy", "-h"]).status.code(), Some(0));
+}
+
+#[test]
+fn versions_and_functions_of_a_local_store_have_an_age() {
+    let s = Store::new();
+    s.promoted();
+    let versions: serde_json::Value =
+        serde_json::from_str(&s.ok(&["versions", "hello", "-o", "json"])).expect("json");
+    for v in versions.as_array().expect("array") {
+        assert!(v["created"].is_string(), "{v}");
+    }
+    let list = s.ok(&["list"]);
+    let row = list.lines().nth(1).expect("a row");
+    assert!(!row.ends_with('-'), "AGE is - in {list}");
+}
+
+#[test]
+fn describe_shows_where_a_rollback_would_go_and_what_it_will_not_return_to() {
+    let s = Store::new();
+    s.promoted();
+    let json = |s: &Store| -> serde_json::Value {
+        serde_json::from_str(&s.ok(&["describe", "hello", "-o", "json"])).expect("json")
+    };
+    let before = json(&s);
+    assert_eq!(before["rollback"], "to 1.0.0");
+    assert_eq!(before["affinity"], "none");
+    s.ok(&["rollback", "hello", "--reason", "errors up", "--no-wait"]);
+    let after = json(&s);
+    assert_eq!(
+        after["rollback"],
+        "nothing to do: already rolled back to 1.0.0"
+    );
+    assert_eq!(after["rolledBackFrom"], serde_json::json!(["1.1.0"]));
+    assert_eq!(after["recentHistory"][2]["reason"], "errors up");
+    let text = s.ok(&["describe", "hello"]);
+    assert!(
+        text.lines().any(|l| l == "Rolled back from: 1.1.0"),
+        "{text}"
+    );
+    refused(&s.run(&["describe", "nope"]), 2, "function nope not found");
+}
+
+#[test]
+fn delete_all_removes_a_function_no_router_serves_and_dry_run_names_everything() {
+    let s = Store::new();
+    s.promoted();
+    let plan = s.ok(&["delete", "hello", "--all", "--dry-run"]);
+    for line in [
+        "- Function hello (traffic 1.1.0=100%)",
+        "- version 1.0.0 (FunctionVersion hello-1-0-0)",
+        "- version 1.1.0 (FunctionVersion hello-1-1-0)",
+    ] {
+        assert!(
+            plan.lines().any(|l| l == line),
+            "{line:?} missing from:\n{plan}"
+        );
+    }
+    assert_eq!(s.traffic(), "1.1.0=100%");
+    let out = s.ok(&["delete", "hello", "--all"]);
+    assert_eq!(out.trim(), "function hello deleted with its 2 versions");
+    refused(
+        &s.run(&["versions", "hello"]),
+        2,
+        "function hello not found",
+    );
+    let out = s.run(&["delete", "hello", "1.0.0", "--all"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+#[test]
+fn list_status_history_and_describe_give_a_split_the_same_json_shape() {
+    let s = Store::new();
+    s.promoted();
+    s.ok(&["traffic", "hello", "1.0.0=10", "1.1.0=90", "--no-wait"]);
+    let get =
+        |args: &[&str]| -> serde_json::Value { serde_json::from_str(&s.ok(args)).expect("json") };
+    let list = get(&["list", "-o", "json"]);
+    let status = get(&["status", "hello", "-o", "json"]);
+    let history = get(&["history", "hello", "-o", "json"]);
+    let describe = get(&["describe", "hello", "-o", "json"]);
+    let last = history.as_array().and_then(|h| h.last()).expect("history");
+    let shapes = [
+        &list[0],
+        &status,
+        &status["lastChange"],
+        last,
+        &describe,
+        &describe["recentHistory"][2],
+    ];
+    for v in shapes {
+        assert_eq!(v["traffic"], "1.0.0=10% 1.1.0=90%", "{v}");
+        assert_eq!(
+            v["weights"],
+            serde_json::json!([
+                {"version": "1.0.0", "weight": 100000},
+                {"version": "1.1.0", "weight": 900000}
+            ]),
+            "{v}"
+        );
+    }
+}
+
+#[test]
+fn a_router_killed_long_ago_leaves_status_and_one_gone_recently_shows_as_gone() {
+    let s = Store::new();
+    s.promoted();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    // The files a router killed with -9 leaves behind: its last heartbeat, never removed.
+    for (name, stopped_ms) in [("killed-long-ago", 3_600_000), ("killed-just-now", 20_000)] {
+        let doc = serde_json::json!({
+            "name": name,
+            "renewedMs": now_ms - stopped_ms,
+            "leaseDurationSeconds": 10,
+            "functions": [],
+        });
+        std::fs::write(
+            s.0.join("routers").join(format!("{name}.json")),
+            doc.to_string(),
+        )
+        .expect("router file");
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&s.ok(&["status", "hello", "-o", "json"])).expect("json");
+    let routers: Vec<(&str, &str)> = status["routers"]
+        .as_array()
+        .expect("routers")
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap_or(""),
+                r["state"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(routers, [("killed-just-now", "gone")]);
+}

@@ -48,6 +48,15 @@ pub enum DocumentError {
         /// What is wrong.
         source: Box<ValidationError>,
     },
+    /// The file exists but holds nothing: a truncated or clobbered file, never what a writer
+    /// leaves (a function without versions has no file at all).
+    #[error(
+        "{file}: the file is empty (restore it from a backup, or remove it to delete the function)"
+    )]
+    Empty {
+        /// The file.
+        file: String,
+    },
     /// An object that does not belong in this file.
     #[error("{file}: {message}")]
     Mismatch {
@@ -60,10 +69,13 @@ pub enum DocumentError {
 
 impl FunctionDocument {
     /// Reads and checks the file of function `name` (`file` is its path, for messages). An
-    /// empty file is an empty document.
+    /// empty file is an error, not an empty document: read as one, it would silently delete
+    /// the function's route.
     pub fn parse(name: &str, file: &str, text: &str) -> Result<FunctionDocument, DocumentError> {
         if text.trim().is_empty() {
-            return Ok(FunctionDocument::default());
+            return Err(DocumentError::Empty {
+                file: file.to_string(),
+            });
         }
         let doc: FunctionDocument =
             serde_yaml::from_str(text).map_err(|e| DocumentError::Syntax {
@@ -191,7 +203,23 @@ pub struct RouterDocument {
     pub functions: Vec<RouterAck>,
 }
 
+/// How many lease durations after its last renewal a replica's file is still shown (as gone);
+/// at least [`FORGET_AFTER_MIN_MS`].
+pub const FORGET_AFTER_LEASES: i64 = 10;
+
+/// The shortest time a stopped replica's file is still shown, in milliseconds (five minutes).
+pub const FORGET_AFTER_MIN_MS: i64 = 300_000;
+
 impl RouterDocument {
+    /// Whether the replica stopped renewing so long ago that readers leave it out: a router
+    /// killed with -9 cannot remove its file, which would otherwise show in `status` forever.
+    /// A replica gone for less than that still shows, as gone.
+    pub fn forgotten(&self, now_ms: i64) -> bool {
+        let window = (i64::from(self.lease_duration_seconds) * 1000 * FORGET_AFTER_LEASES)
+            .max(FORGET_AFTER_MIN_MS);
+        now_ms.saturating_sub(self.renewed_ms) > window
+    }
+
     /// The acknowledgement of `function`, in the shape of a Function's `status.routers` entry
     /// (named after the replica).
     pub fn ack_for(&self, function: &str) -> Option<RouterAck> {
@@ -321,5 +349,37 @@ mod tests {
             err.contains("would be named hello-1-3-0-rc-1, like version"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_empty_file_is_an_error_and_not_a_function_without_versions() {
+        for text in ["", "\n  \n"] {
+            assert_eq!(
+                FunctionDocument::parse("hello", "f.yaml", text),
+                Err(DocumentError::Empty {
+                    file: "f.yaml".into()
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn a_replica_that_stopped_long_ago_is_forgotten_and_a_recent_one_is_not() {
+        let r = RouterDocument {
+            name: "r1".into(),
+            renewed_ms: 1_000_000,
+            lease_duration_seconds: 60,
+            ..Default::default()
+        };
+        // Ten leases of 60 s: ten minutes.
+        assert!(!r.forgotten(1_000_000 + 600_000));
+        assert!(r.forgotten(1_000_000 + 600_001));
+        // A short lease still shows for five minutes.
+        let short = RouterDocument {
+            lease_duration_seconds: 3,
+            ..r.clone()
+        };
+        assert!(!short.forgotten(1_000_000 + 300_000));
+        assert!(short.forgotten(1_000_000 + 300_001));
     }
 }

@@ -49,6 +49,8 @@ fn quickstart_runs_the_tour_and_observes_the_configured_shares() {
         .output()
         .expect("running the quickstart");
     let stdout = ok(&out);
+    // Into a pipe: no colour escapes.
+    assert!(!stdout.contains('\x1b'), "{stdout:?}");
     let mut checked = 0;
     for line in stdout
         .lines()
@@ -244,4 +246,23 @@ fn a_router_on_a_store_directory_follows_a_rollback_made_by_the_cli_and_acknowle
     }
     let status = ok(&switchyard(&store, &["status", "hello", "-o", "json"]));
     assert!(status.contains("local-1"), "{status}");
+
+    // A whole function goes only with --force while a live router serves it.
+    let out = switchyard(&store, &["delete", "hello", "--all"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: function hello is served by 1 live router (local-1); deleting it makes them answer 404 (use --force)"
+    );
+    let deleted = ok(&switchyard(
+        &store,
+        &["delete", "hello", "--all", "--force"],
+    ));
+    assert_eq!(deleted.trim(), "function hello deleted with its 2 versions");
+    wait_until_blocking(Duration::from_secs(20), "the route to go", || {
+        let r = client.get("localhost", "/hello", &[]).ok()?;
+        (r.status == 404).then_some(())
+    });
+    let listed = ok(&switchyard(&store, &["list", "-o", "json"]));
+    assert_eq!(listed.trim(), "[]");
 }

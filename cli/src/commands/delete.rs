@@ -1,4 +1,5 @@
-//! `delete FN VERSION`: remove a version that nothing references.
+//! `delete FN VERSION`: remove a version that nothing references; `delete FN --all`: remove a
+//! whole function.
 
 use switchyard_core::plan;
 
@@ -7,9 +8,12 @@ use crate::exit::{self, fail, Code};
 use crate::output::Diff;
 use crate::store::{Store, Written};
 
-/// `delete FN VERSION`.
+/// `delete FN VERSION` or `delete FN --all`.
 pub async fn delete(store: &dyn Store, args: args::Delete) -> anyhow::Result<()> {
-    let (name, version) = (&args.function, &args.version);
+    let Some(version) = &args.version else {
+        return delete_all(store, &args).await;
+    };
+    let name = &args.function;
     for _ in 0..crate::write::ATTEMPTS {
         let (f, versions) = futures::try_join!(store.function(name), store.versions(name))?;
         let all: Vec<String> = versions.iter().map(|v| v.spec.version.clone()).collect();
@@ -50,6 +54,67 @@ pub async fn delete(store: &dyn Store, args: args::Delete) -> anyhow::Result<()>
         store.delete_version(name, version).await?;
         crate::output::line(format_args!("{name}@{version} deleted"));
         return Ok(());
+    }
+    Err(fail(
+        Code::Conflict,
+        format!("function {name} kept changing concurrently; nothing was deleted, re-run"),
+    ))
+}
+
+/// `delete FN --all`: the Function and every version, refused while a live router serves the
+/// function (it would start answering 404) unless `--force`.
+async fn delete_all(store: &dyn Store, args: &args::Delete) -> anyhow::Result<()> {
+    let name = &args.function;
+    for _ in 0..crate::write::ATTEMPTS {
+        let (f, versions, routers) = futures::try_join!(
+            super::function(store, name),
+            store.versions(name),
+            store.routers()
+        )?;
+        let live: Vec<String> = routers
+            .iter()
+            .filter(|r| r.live)
+            .map(|r| r.name.clone())
+            .collect();
+        let serving = switchyard_core::ack::summarize(&f.routers, f.generation, &live).applied;
+        if !serving.is_empty() && !args.force {
+            return Err(fail(
+                Code::Refused,
+                format!(
+                    "function {name} is served by {} live router{} ({}); deleting it makes them answer 404 (use --force)",
+                    serving.len(),
+                    if serving.len() == 1 { "" } else { "s" },
+                    serving.join(", ")
+                ),
+            ));
+        }
+        if args.dry_run {
+            let mut d = Diff::new(format!("function {name} in {}:", store.location()));
+            d.removed(format!(
+                "Function {name} (traffic {})",
+                plan::describe(&f.spec.traffic)
+            ));
+            for v in &versions {
+                d.removed(format!(
+                    "version {} (FunctionVersion {})",
+                    v.spec.version,
+                    switchyard_core::object_name(name, &v.spec.version)
+                ));
+            }
+            d.print();
+            return Ok(());
+        }
+        match store.delete_function(&f).await? {
+            Written::Done(_) => {
+                crate::output::line(format_args!(
+                    "function {name} deleted with its {} version{}",
+                    versions.len(),
+                    if versions.len() == 1 { "" } else { "s" }
+                ));
+                return Ok(());
+            }
+            Written::Conflict => continue,
+        }
     }
     Err(fail(
         Code::Conflict,

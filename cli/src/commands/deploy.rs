@@ -45,8 +45,31 @@ fn spec(d: &args::Deploy) -> anyhow::Result<FunctionVersionSpec> {
     Ok(spec)
 }
 
-/// Checks the flags before anything is read from the cluster.
-pub fn check(d: &args::Deploy) -> anyhow::Result<()> {
+/// Checks the flags before anything is read from the cluster; `local`: the target is a local
+/// store, which runs external versions only.
+pub fn check(d: &args::Deploy, local: bool) -> anyhow::Result<()> {
+    let (name, version) = (&d.function, &d.version);
+    match (&d.image, &d.endpoint, local) {
+        (None, None, true) => {
+            return Err(fail(
+                Code::Invalid,
+                format!("deploy {name}@{version} to a local store needs --endpoint URL (it runs external versions only)"),
+            ))
+        }
+        (None, None, false) => {
+            return Err(fail(
+                Code::Invalid,
+                format!("deploy {name}@{version} needs --image IMG (a managed version) or --endpoint URL (an external one)"),
+            ))
+        }
+        (Some(_), _, true) => {
+            return Err(fail(
+                Code::Invalid,
+                format!("the local store runs external versions only: deploy {name}@{version} with --endpoint URL (--image needs a Kubernetes cluster)"),
+            ))
+        }
+        _ => {}
+    }
     spec(d)?;
     if let Some(p) = &d.traffic {
         parse_percent(p).map_err(|e| fail(Code::Invalid, format!("--traffic: {e}")))?;
@@ -100,16 +123,40 @@ pub async fn run(store: &dyn Store, d: args::Deploy) -> anyhow::Result<()> {
                 }
             }
         }
+        // The whole change to the Function, as the write would make it.
+        let change = Change {
+            now: format!("{:.0}", jiff::Timestamp::now()),
+            actor: store.actor(),
+            reason: d.write.reason.clone(),
+        };
         match &function {
-            None => diff.added(format!("Function {name}: traffic {version}=100%")),
+            None => {
+                diff.added(format!("Function {name}"));
+                let first = plan::first_deploy(version, &change);
+                write::diff_into(&mut diff, &Default::default(), &first);
+            }
             Some(f) => {
                 if let Some(share) = share.filter(|s| *s > 0) {
+                    let mut states: Vec<_> = versions.iter().map(|v| v.state()).collect();
+                    if existing.is_none() {
+                        // Created by this deploy; a managed one is ready once it has waited.
+                        states.push(plan::VersionState {
+                            version: version.clone(),
+                            ready: true,
+                        });
+                    }
                     let traffic = plan::with_share(&f.spec.traffic, version, share);
-                    diff.field(
-                        "traffic",
-                        Some(plan::describe(&f.spec.traffic)),
-                        Some(plan::describe(&traffic)),
-                    );
+                    let next = plan::apply(
+                        name,
+                        &f.spec,
+                        traffic,
+                        Action::Deploy,
+                        &states,
+                        d.force,
+                        &change,
+                    )
+                    .map_err(exit::plan)?;
+                    write::diff_into(&mut diff, &f.spec, &next);
                 }
             }
         }
@@ -150,8 +197,9 @@ pub async fn run(store: &dyn Store, d: args::Deploy) -> anyhow::Result<()> {
     };
     if function.is_none() {
         let first = plan::first_deploy(version, &change);
-        let sent = std::time::Instant::now();
         if let Written::Done(after) = store.create_function(name, &first).await? {
+            // Timed from the landed write, not from any wait for a local store's lock.
+            let sent = std::time::Instant::now();
             let landed = write::Landed {
                 before: crate::store::FunctionState {
                     spec: Default::default(),

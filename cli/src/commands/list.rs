@@ -13,6 +13,8 @@ use crate::store::Store;
 struct ListRow {
     name: String,
     traffic: String,
+    /// The split in ppm, as `status` and `history` give it.
+    weights: Vec<switchyard_core::TrafficTarget>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stable: Option<String>,
     route: String,
@@ -29,6 +31,7 @@ pub async fn list(store: &dyn Store, args: args::List) -> anyhow::Result<()> {
         .map(|f| ListRow {
             name: f.name.clone(),
             traffic: plan::describe(&f.spec.traffic),
+            weights: f.spec.traffic.clone(),
             stable: f.spec.stable.clone(),
             route: f.spec.effective_prefix(&f.name),
             generation: f.generation,

@@ -45,7 +45,7 @@ pub async fn run(q: args::Quickstart, store: Option<PathBuf>) -> anyhow::Result<
             root.display()
         );
     }
-    let store = DirStore::open(&root, crate::write::DEFAULT_LOCK_WAIT)?;
+    let store = DirStore::open(&root, true, crate::write::DEFAULT_LOCK_WAIT)?;
     let v1 = demo_version("1.0.0").await?;
     let v2 = demo_version("1.1.0").await?;
     let listen = free_loopback_addr()?;
@@ -196,7 +196,14 @@ fn say(line: &str) {
 }
 
 fn step(command: &str) {
-    crate::output::line(format_args!("\n\x1b[1m$ {command}\x1b[0m"));
+    // Bold only for a person: never into a pipe or a file, nor with NO_COLOR set.
+    use std::io::IsTerminal as _;
+    if std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    {
+        crate::output::line(format_args!("\n\x1b[1m$ {command}\x1b[0m"));
+    } else {
+        crate::output::line(format_args!("\n$ {command}"));
+    }
 }
 
 /// Sends `requests` requests through the router and prints the split they observed next to

@@ -4,8 +4,8 @@ use futures::StreamExt as _;
 use serde::Serialize;
 use switchyard_core::ack;
 use switchyard_core::plan;
-use switchyard_core::HistoryEntry;
 
+use super::history::HistoryRow;
 use super::versions::{version_rows, version_table, VersionRow};
 use crate::args;
 use crate::output::{self, age_of, Table};
@@ -14,7 +14,7 @@ use crate::store::{FunctionState, Router, Store, VersionInfo};
 /// One router replica as `status` shows it.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct RouterRow {
+pub(crate) struct RouterRow {
     name: String,
     live: bool,
     /// `applied`, `rejected`, `pending` (behind the current generation) or `unknown` (no entry).
@@ -30,20 +30,25 @@ struct RouterRow {
 /// What `status` shows.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct StatusView {
+pub(crate) struct StatusView {
     name: String,
     generation: i64,
-    route: String,
+    pub(crate) route: String,
     traffic: String,
+    weights: Vec<switchyard_core::TrafficTarget>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stable: Option<String>,
-    versions: Vec<VersionRow>,
-    routers: Vec<RouterRow>,
+    pub(crate) versions: Vec<VersionRow>,
+    pub(crate) routers: Vec<RouterRow>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    last_change: Option<HistoryEntry>,
+    last_change: Option<HistoryRow>,
 }
 
-fn status_view(f: &FunctionState, versions: &[VersionInfo], routers: &[Router]) -> StatusView {
+pub(crate) fn status_view(
+    f: &FunctionState,
+    versions: &[VersionInfo],
+    routers: &[Router],
+) -> StatusView {
     let mut rows: Vec<RouterRow> = Vec::new();
     let live: Vec<String> = routers
         .iter()
@@ -93,10 +98,11 @@ fn status_view(f: &FunctionState, versions: &[VersionInfo], routers: &[Router]) 
             f.spec.effective_prefix(&f.name)
         ),
         traffic: plan::describe(&f.spec.traffic),
+        weights: f.spec.traffic.clone(),
         stable: f.spec.stable.clone(),
         versions: version_rows(Some(f), versions),
         routers: rows,
-        last_change: f.spec.history.last().cloned(),
+        last_change: f.spec.history.last().map(HistoryRow::from),
     }
 }
 
@@ -124,11 +130,18 @@ fn status_text(v: &StatusView, now: jiff::Timestamp) -> String {
     out.push('\n');
     out.push_str(&version_table(&v.versions, now, v.stable.as_deref()).render());
     out.push('\n');
-    if v.routers.is_empty() {
+    out.push_str(&router_text(&v.routers, now));
+    out
+}
+
+/// The routers' table, or a line saying there is none.
+pub(crate) fn router_text(routers: &[RouterRow], now: jiff::Timestamp) -> String {
+    let mut out = String::new();
+    if routers.is_empty() {
         out.push_str("Routers:     none live\n");
     } else {
         let mut t = Table::new(&["ROUTER", "LIVE", "GENERATION", "STATE", "APPLIED", "REASON"]);
-        for r in &v.routers {
+        for r in routers {
             t.row(vec![
                 r.name.clone(),
                 if r.live { "yes" } else { "no" }.into(),

@@ -27,17 +27,36 @@ pub struct DirStore {
 }
 
 impl DirStore {
-    /// Opens (creating if needed) the store directory. A write waits at most `lock_wait` for
-    /// another writer's lock (exit 4 after that), saying on stderr what it waits for.
-    pub fn open(path: &std::path::Path, lock_wait: Duration) -> anyhow::Result<DirStore> {
-        let store = LocalStore::open(path)
-            .with_context(|| format!("opening store dir:{}", path.display()))?
-            .bounded_lock_wait(lock_wait, |lock| {
-                eprintln!(
-                    "waiting for the store's lock {} (another writer holds it)…",
-                    lock.display()
+    /// Opens the store directory, creating it when `create` (a deploy) and refusing a store
+    /// that does not exist otherwise (exit 2: a mistyped path is not an empty store). A write
+    /// waits at most `lock_wait` for another writer's lock (exit 4 after that), saying on
+    /// stderr what it waits for.
+    pub fn open(
+        path: &std::path::Path,
+        create: bool,
+        lock_wait: Duration,
+    ) -> anyhow::Result<DirStore> {
+        let opened = if create {
+            LocalStore::open(path)
+        } else {
+            LocalStore::open_existing(path)
+        };
+        let store = match opened {
+            Ok(store) => store,
+            // The message names the store already.
+            Err(e @ StoreError::Missing { .. }) => return Err(fail(Code::Invalid, e.to_string())),
+            Err(e) => {
+                return Err(
+                    anyhow::Error::new(e).context(format!("opening store dir:{}", path.display()))
                 )
-            });
+            }
+        }
+        .bounded_lock_wait(lock_wait, |lock| {
+            eprintln!(
+                "waiting for the store's lock {} (another writer holds it)…",
+                lock.display()
+            )
+        });
         let actor = std::env::var("USER")
             .or_else(|_| std::env::var("LOGNAME"))
             .unwrap_or_else(|_| "local".to_string());
@@ -48,8 +67,13 @@ impl DirStore {
         Ok(self.store.read(name)?)
     }
 
+    /// The router replicas' files, without those of replicas stopped long ago (see
+    /// [`RouterDocument::forgotten`]).
     fn routers_docs(&self) -> anyhow::Result<Vec<RouterDocument>> {
-        Ok(self.store.routers()?)
+        let now = jiff::Timestamp::now().as_millisecond();
+        let mut docs = self.store.routers()?;
+        docs.retain(|r| !r.forgotten(now));
+        Ok(docs)
     }
 
     fn state(&self, name: &str, doc: &FunctionDocument) -> anyhow::Result<Option<FunctionState>> {
@@ -63,7 +87,7 @@ impl DirStore {
             revision: doc.resource_version(),
             generation: f.metadata.generation.unwrap_or_default(),
             routers: routers.iter().filter_map(|r| r.ack_for(name)).collect(),
-            created: None,
+            created: f.metadata.creation_timestamp.as_ref().map(|t| t.0),
         }))
     }
 
@@ -104,7 +128,13 @@ fn local_version(spec: &FunctionVersionSpec) -> FunctionVersion {
         spec.clone(),
     );
     v.metadata.namespace = Some(LOCAL_NAMESPACE.to_string());
+    v.metadata.creation_timestamp = Some(now());
     v
+}
+
+/// A creation time, as the API server stamps one: AGE works in store mode too.
+fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now())
 }
 
 #[async_trait]
@@ -125,7 +155,15 @@ impl Store for DirStore {
     async fn functions(&self) -> anyhow::Result<Vec<FunctionState>> {
         let mut out = Vec::new();
         for name in self.store.function_names()? {
-            if let Some(s) = self.state(&name, &self.read(&name)?)? {
+            // One broken file hides only its own function.
+            let doc = match self.read(&name) {
+                Ok(doc) => doc,
+                Err(e) => {
+                    eprintln!("warning: skipping function {name}: {e:#}");
+                    continue;
+                }
+            };
+            if let Some(s) = self.state(&name, &doc)? {
                 out.push(s);
             }
         }
@@ -139,7 +177,7 @@ impl Store for DirStore {
             .into_iter()
             .map(|v| VersionInfo {
                 spec: v.spec,
-                created: None,
+                created: v.metadata.creation_timestamp.as_ref().map(|t| t.0),
                 readiness: Readiness {
                     ready: true,
                     ..Default::default()
@@ -174,7 +212,9 @@ impl Store for DirStore {
             return Ok(Written::Conflict);
         }
         let mut next = current.clone();
-        next.function = Some(Function::new(name, spec.clone()));
+        let mut f = Function::new(name, spec.clone());
+        f.metadata.creation_timestamp = Some(now());
+        next.function = Some(f);
         match self.store.write(name, &current.resource_version(), next) {
             Ok(doc) => Ok(Written::Done(Box::new(
                 self.state(name, &doc)?
@@ -200,6 +240,16 @@ impl Store for DirStore {
                 self.state(&current.name, &doc)?
                     .context("the function was just written")?,
             ))),
+            Err(StoreError::Conflict { .. }) => Ok(Written::Conflict),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    async fn delete_function(&self, current: &FunctionState) -> anyhow::Result<Written> {
+        // One file holds the Function and its versions: removing it at the revision read
+        // deletes them all at once.
+        match self.store.remove(&current.name, &current.revision) {
+            Ok(()) => Ok(Written::Done(Box::new(current.clone()))),
             Err(StoreError::Conflict { .. }) => Ok(Written::Conflict),
             Err(e) => Err(store_error(e)),
         }
@@ -236,8 +286,12 @@ impl Store for DirStore {
         };
         let name = after.name.clone();
         let last = after.clone();
-        Ok(
-            futures::stream::unfold((store, name, last), |(store, name, mut last)| async move {
+        // A broken file is reported once and waited out (a person may be fixing it): the
+        // watch keeps the last good state rather than ending.
+        let broken: Option<String> = None;
+        Ok(futures::stream::unfold(
+            (store, name, last, broken),
+            |(store, name, mut last, mut broken)| async move {
                 loop {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     let next = match store.read(&name).and_then(|doc| store.state(&name, &doc)) {
@@ -245,19 +299,27 @@ impl Store for DirStore {
                         Ok(None) => {
                             return Some((
                                 Err(anyhow::anyhow!("function {name} was deleted")),
-                                (store, name, last),
+                                (store, name, last, broken),
                             ))
                         }
-                        Err(e) => return Some((Err(e), (store, name, last))),
+                        Err(e) => {
+                            let e = format!("{e:#}");
+                            if broken.as_ref() != Some(&e) {
+                                eprintln!("warning: {e}; showing the last good state");
+                                broken = Some(e);
+                            }
+                            continue;
+                        }
                     };
+                    broken = None;
                     if next != last {
                         last = next.clone();
-                        return Some((Ok(next), (store, name, last)));
+                        return Some((Ok(next), (store, name, last, broken)));
                     }
                 }
-            })
-            .boxed(),
+            },
         )
+        .boxed())
     }
 
     fn router_refresh(&self) -> Duration {

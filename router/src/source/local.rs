@@ -47,6 +47,12 @@ pub enum StoreError {
         /// How long the caller waited.
         waited: Duration,
     },
+    /// The store directory does not exist (a mistyped path, most often).
+    #[error("store dir:{path} does not exist (a first deploy creates it)")]
+    Missing {
+        /// The directory.
+        path: String,
+    },
     /// Someone else wrote the function since it was read.
     #[error("function {name} was changed by someone else since it was read (expected revision {expected}, found {actual})")]
     Conflict {
@@ -103,6 +109,18 @@ impl LocalStore {
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         }
         Ok(store)
+    }
+
+    /// Opens the store at `root`, which must exist: for readers, where creating a mistyped
+    /// path would hide the typo behind an empty store.
+    pub fn open_existing(root: impl Into<PathBuf>) -> Result<LocalStore, StoreError> {
+        let root = root.into();
+        if !root.join("functions").is_dir() {
+            return Err(StoreError::Missing {
+                path: root.display().to_string(),
+            });
+        }
+        LocalStore::open(root)
     }
 
     /// Bounds how long a write waits for another writer's lock to `wait`
@@ -330,9 +348,10 @@ pub struct LocalSource {
 }
 
 impl LocalSource {
-    /// Opens the store and starts following its `functions/` directory.
+    /// Opens the store and starts following its `functions/` directory. A store that does
+    /// not exist is an error, not an empty routing table reported ready.
     pub fn open(opts: LocalOptions, replica: &str) -> anyhow::Result<LocalSource> {
-        let store = LocalStore::open(&opts.root)?;
+        let store = LocalStore::open_existing(&opts.root)?;
         let (tx, changes) = mpsc::unbounded_channel();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -605,5 +624,51 @@ mod tests {
         );
         source.close().await;
         assert!(store.routers().expect("routers").is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_emptied_function_file_keeps_the_last_good_route() {
+        let store = temp_store();
+        store.write("hello", "0", doc("1.0.0")).expect("write");
+        let opts = LocalOptions {
+            root: store.root().to_path_buf(),
+            lease_duration: Duration::from_secs(3),
+            listen: "127.0.0.1:1".into(),
+        };
+        let mut source = LocalSource::open(opts, "r1").expect("source");
+        let Some(SourceEvent::State(_)) = source.next().await else {
+            panic!("first state")
+        };
+        fs::write(store.function_path("hello"), "").expect("truncate");
+        let next = tokio::time::timeout(Duration::from_secs(10), source.next()).await;
+        let Ok(Some(SourceEvent::State(state))) = next else {
+            panic!("a state after the truncation")
+        };
+        assert_eq!(state.functions.len(), 1, "the route is kept");
+        assert_eq!(state.functions[0].spec.weight_of("1.0.0"), TOTAL_PPM);
+        // And a writer refuses to build on the broken file.
+        assert!(matches!(
+            store.write("hello", "1", doc("1.1.0")),
+            Err(StoreError::Document(DocumentError::Empty { .. }))
+        ));
+    }
+
+    #[test]
+    fn a_router_on_a_store_that_does_not_exist_does_not_start() {
+        let root = std::env::temp_dir().join(format!("switchyard-missing-{}", std::process::id()));
+        let opts = LocalOptions {
+            root: root.clone(),
+            lease_duration: Duration::from_secs(3),
+            listen: "127.0.0.1:1".into(),
+        };
+        let err = LocalSource::open(opts, "r1").err().expect("refused");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "store dir:{} does not exist (a first deploy creates it)",
+                root.display()
+            )
+        );
+        assert!(!root.exists(), "nothing was created");
     }
 }
