@@ -75,7 +75,14 @@ async fn a_replica_that_leaves_mid_wait_is_named_and_not_counted() {
 
     let mut shift = cli(
         &ns,
-        &["traffic", "hello", "1.1.0=10", "1.0.0=90", "--timeout", "60s"],
+        &[
+            "traffic",
+            "hello",
+            "1.1.0=10",
+            "1.0.0=90",
+            "--timeout",
+            "60s",
+        ],
     );
     let shift = shift
         .stdout(Stdio::piped())
@@ -110,7 +117,10 @@ async fn a_replica_that_leaves_mid_wait_is_named_and_not_counted() {
         .await
         .expect("deleting r2's Lease");
 
-    let out = shift.wait_with_output().await.expect("waiting for switchyard");
+    let out = shift
+        .wait_with_output()
+        .await
+        .expect("waiting for switchyard");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
