@@ -135,6 +135,23 @@ pub async fn routers(
                 left,
             });
         }
+        if tokio::time::Instant::now() >= deadline {
+            line.clear();
+            let mut waiting = summary.pending.join(", ");
+            if !left.is_empty() {
+                waiting.push_str(&format!("; left while waiting: {}", left.join(", ")));
+            }
+            return Err(fail(
+                Code::Timeout,
+                format!(
+                    "timed out after {} waiting for routers to apply generation {generation} of function {name}: \
+                     {}/{} applied, waiting for {waiting} (the change is written)",
+                    show(timeout),
+                    summary.applied.len(),
+                    summary.live(),
+                ),
+            ));
+        }
         line.show(&progress_line(&summary, since.elapsed()));
         tokio::select! {
             event = events.next() => match event {
@@ -143,11 +160,19 @@ pub async fn routers(
                     line.clear();
                     return Err(e);
                 }
-                // The server closed the watch: pick up where it ended.
-                None => events = store.watch_function(&last).await?,
+                // The server closed the watch: pick up where it ended. A store retrying a
+                // busy API server must not hold the wait past its deadline.
+                None => {
+                    if let Ok(watch) = tokio::time::timeout_at(deadline, store.watch_function(&last)).await {
+                        events = watch?;
+                    }
+                }
             },
             _ = refresh.tick() => {
-                let now = live(&store.routers().await?);
+                let Ok(routers) = tokio::time::timeout_at(deadline, store.routers()).await else {
+                    continue;
+                };
+                let now = live(&routers?);
                 for replica in gone(&live_names, &now) {
                     line.clear();
                     eprintln!(
@@ -163,23 +188,7 @@ pub async fn routers(
             }
             _ = redraw.tick(), if line.tty => {}
             _ = tokio::time::sleep_until(grace_end.unwrap_or(deadline)), if grace_end.is_some() => {}
-            _ = tokio::time::sleep_until(deadline) => {
-                line.clear();
-                let mut waiting = summary.pending.join(", ");
-                if !left.is_empty() {
-                    waiting.push_str(&format!("; left while waiting: {}", left.join(", ")));
-                }
-                return Err(fail(
-                    Code::Timeout,
-                    format!(
-                        "timed out after {} waiting for routers to apply generation {generation} of function {name}: \
-                         {}/{} applied, waiting for {waiting} (the change is written)",
-                        show(timeout),
-                        summary.applied.len(),
-                        summary.live(),
-                    ),
-                ));
-            }
+            _ = tokio::time::sleep_until(deadline) => {}
         }
     }
 }
