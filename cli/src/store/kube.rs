@@ -94,11 +94,17 @@ pub struct Transient {
     pub retry_after: Option<Duration>,
 }
 
+/// Whether the API server has answered this process at least once (any response, error
+/// answers included): from then on a refused connection means it is restarting.
+static REACHED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Whether `err` is transient: 429 (too many requests, and the API server's "storage is
 /// (re)initializing" right after a CRD is created or while it starts), 503, or a refused
-/// connection (an API server restarting). None of them did anything on the server, and every
-/// write the store makes is conditional or idempotent, so sending it again is safe.
-pub fn transient(err: &kube::Error) -> Option<Transient> {
+/// connection to a server that has answered before (`reached`: it is restarting). A server
+/// never reached is more likely a wrong address, told at once as kubectl does. None of these
+/// did anything on the server, and every write the store makes is conditional or idempotent,
+/// so sending it again is safe.
+pub fn transient(err: &kube::Error, reached: bool) -> Option<Transient> {
     match err {
         kube::Error::Api(s)
             if matches!(s.code, 429 | 503) || s.message.contains("(re)initializing") =>
@@ -117,7 +123,7 @@ pub fn transient(err: &kube::Error) -> Option<Transient> {
                     .map(|s| Duration::from_secs(u64::from(s))),
             })
         }
-        kube::Error::HyperError(_) | kube::Error::Service(_) => {
+        kube::Error::HyperError(_) | kube::Error::Service(_) if reached => {
             let mut cause: Option<&dyn std::error::Error> = Some(err);
             while let Some(e) = cause {
                 if e.downcast_ref::<std::io::Error>()
@@ -159,11 +165,18 @@ where
     let mut waited = Duration::ZERO;
     let mut attempt = 0;
     loop {
+        use std::sync::atomic::Ordering;
         let err = match request().await {
-            Ok(done) => return Ok(done),
+            Ok(done) => {
+                REACHED.store(true, Ordering::Relaxed);
+                return Ok(done);
+            }
             Err(err) => err,
         };
-        let Some(t) = transient(&err) else {
+        if matches!(err, kube::Error::Api(_)) {
+            REACHED.store(true, Ordering::Relaxed);
+        }
+        let Some(t) = transient(&err, REACHED.load(Ordering::Relaxed)) else {
             return Err(err);
         };
         let Some(wait) = retry_wait(attempt, t.retry_after, waited) else {
@@ -780,27 +793,34 @@ mod tests {
             })
         };
         assert_eq!(
-            transient(&status(429, "storage is (re)initializing", 1)),
+            transient(&status(429, "storage is (re)initializing", 1), false),
             t("storage is (re)initializing", Some(1))
         );
         assert_eq!(
-            transient(&status(503, "", 0)),
+            transient(&status(503, "", 0), false),
             t("the API server answered 503", None)
         );
         assert_eq!(
-            transient(&status(500, "storage is (re)initializing", 0)),
+            transient(&status(500, "storage is (re)initializing", 0), false),
             t("storage is (re)initializing", None)
         );
-        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        assert_eq!(
-            transient(&kube::Error::Service(Box::new(refused))),
-            t("connection refused", None)
-        );
+        let refused = || {
+            kube::Error::Service(Box::new(std::io::Error::from(
+                std::io::ErrorKind::ConnectionRefused,
+            )))
+        };
+        // Refused by a server that answered before: it restarts. Never reached: a wrong
+        // address, told at once.
+        assert_eq!(transient(&refused(), true), t("connection refused", None));
+        assert_eq!(transient(&refused(), false), None);
         for code in [400, 403, 404, 409, 422, 500] {
-            assert_eq!(transient(&status(code, "no", 3)), None, "{code}");
+            assert_eq!(transient(&status(code, "no", 3), true), None, "{code}");
         }
         let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
-        assert_eq!(transient(&kube::Error::Service(Box::new(reset))), None);
+        assert_eq!(
+            transient(&kube::Error::Service(Box::new(reset)), true),
+            None
+        );
     }
 
     #[test]
