@@ -17,6 +17,9 @@ pub struct Applied {
     pub routers: usize,
     /// From the write to the last acknowledgement.
     pub elapsed: Duration,
+    /// Replicas that were live when the wait began and stopped being live before it ended
+    /// (their Lease expired or was deleted); they are not counted in `routers`.
+    pub left: Vec<String>,
 }
 
 fn live(routers: &[Router]) -> Vec<String> {
@@ -29,10 +32,36 @@ fn live(routers: &[Router]) -> Vec<String> {
 
 /// How long a router's refusal of a generation may stand before the wait reports it.
 const REJECTION_GRACE: Duration = Duration::from_secs(2);
+/// How often the live line on a terminal is redrawn (for its clock).
+const REDRAW: Duration = Duration::from_millis(100);
+
+/// The live line of a router wait: `1/2 routers · r2 pending · 3.1 s`.
+pub fn progress_line(summary: &protocol::AckSummary, elapsed: Duration) -> String {
+    let mut line = format!(
+        "{}/{} routers",
+        summary.applied.len() + summary.rejected.len(),
+        summary.live()
+    );
+    if !summary.pending.is_empty() {
+        line.push_str(&format!(" · {} pending", summary.pending.join(", ")));
+    }
+    line.push_str(&format!(" · {:.1} s", elapsed.as_secs_f64()));
+    line
+}
+
+/// The replicas in `before` that are not in `now`, in `before`'s order.
+fn gone(before: &[String], now: &[String]) -> Vec<String> {
+    before
+        .iter()
+        .filter(|name| !now.contains(name))
+        .cloned()
+        .collect()
+}
 
 /// Waits until every live router replica reports `written.generation`, re-reading the
-/// Leases as it goes (a replica whose Lease expires stops counting). `routers` may hold the
-/// replicas as read just before the write; `since` is when the write was sent.
+/// Leases as it goes (a replica whose Lease expires stops counting, and is named on stderr).
+/// `routers` may hold the replicas as read just before the write; `since` is when the write
+/// was sent. On a terminal, a live line shows who is still pending.
 pub async fn routers(
     store: &dyn Store,
     written: &FunctionState,
@@ -43,15 +72,21 @@ pub async fn routers(
     let name = &written.name;
     let generation = written.generation;
     let deadline = tokio::time::Instant::from_std(since + timeout);
+    let location = store.location();
     let no_router = || {
-        fail(
-            Code::Timeout,
+        let message = if location.starts_with("store dir:") {
             format!(
-                "function {name}: no live router replica to wait for in {} (the change is written; \
-                 is the router installed and running?)",
-                store.location()
-            ),
-        )
+                "function {name}: no router is running on {location} (the change is written; \
+                 start one with `switchyard-router --store {}`)",
+                location.trim_start_matches("store ")
+            )
+        } else {
+            format!(
+                "function {name}: no live router replica to wait for in {location} (the change is \
+                 written; is the router installed and running?)"
+            )
+        };
+        fail(Code::Timeout, message)
     };
     let mut last = written.clone();
     // Both in flight at once: the wait costs one round trip before the first event.
@@ -66,8 +101,11 @@ pub async fn routers(
     if live_names.is_empty() {
         return Err(no_router());
     }
+    let mut line = Line::new();
+    let mut left: Vec<String> = Vec::new();
     let mut refresh = tokio::time::interval(store.router_refresh());
     refresh.tick().await;
+    let mut redraw = tokio::time::interval(REDRAW);
     // A router may see a new Function before its new version (they come through two watches)
     // and refuse it for an instant, then acknowledge it once the version arrives: only a
     // refusal that stands for REJECTION_GRACE is final.
@@ -77,6 +115,7 @@ pub async fn routers(
         if let Some((replica, why)) = summary.rejected.first() {
             let first = *refused_since.get_or_insert_with(tokio::time::Instant::now);
             if first.elapsed() >= REJECTION_GRACE {
+                line.clear();
                 return Err(fail(
                     Code::Error,
                     format!(
@@ -89,38 +128,97 @@ pub async fn routers(
         }
         let grace_end = refused_since.map(|t| t + REJECTION_GRACE);
         if summary.complete() && summary.rejected.is_empty() {
+            line.clear();
             return Ok(Applied {
                 routers: summary.live(),
                 elapsed: since.elapsed(),
+                left,
             });
         }
+        if tokio::time::Instant::now() >= deadline {
+            line.clear();
+            let mut waiting = summary.pending.join(", ");
+            if !left.is_empty() {
+                waiting.push_str(&format!("; left while waiting: {}", left.join(", ")));
+            }
+            return Err(fail(
+                Code::Timeout,
+                format!(
+                    "timed out after {} waiting for routers to apply generation {generation} of function {name}: \
+                     {}/{} applied, waiting for {waiting} (the change is written)",
+                    show(timeout),
+                    summary.applied.len(),
+                    summary.live(),
+                ),
+            ));
+        }
+        line.show(&progress_line(&summary, since.elapsed()));
         tokio::select! {
             event = events.next() => match event {
                 Some(Ok(state)) => last = state,
-                Some(Err(e)) => return Err(e),
-                // The server closed the watch: pick up where it ended.
-                None => events = store.watch_function(&last).await?,
+                Some(Err(e)) => {
+                    line.clear();
+                    return Err(e);
+                }
+                // The server closed the watch: pick up where it ended. A store retrying a
+                // busy API server must not hold the wait past its deadline.
+                None => {
+                    if let Ok(watch) = tokio::time::timeout_at(deadline, store.watch_function(&last)).await {
+                        events = watch?;
+                    }
+                }
             },
             _ = refresh.tick() => {
-                live_names = live(&store.routers().await?);
+                let Ok(routers) = tokio::time::timeout_at(deadline, store.routers()).await else {
+                    continue;
+                };
+                let now = live(&routers?);
+                for replica in gone(&live_names, &now) {
+                    line.clear();
+                    eprintln!(
+                        "router replica {replica} left while waiting (its Lease expired or was deleted); not counting it"
+                    );
+                    left.push(replica);
+                }
+                live_names = now;
                 if live_names.is_empty() {
+                    line.clear();
                     return Err(no_router());
                 }
             }
+            _ = redraw.tick(), if line.tty => {}
             _ = tokio::time::sleep_until(grace_end.unwrap_or(deadline)), if grace_end.is_some() => {}
-            _ = tokio::time::sleep_until(deadline) => {
-                return Err(fail(
-                    Code::Timeout,
-                    format!(
-                        "timed out after {} waiting for routers to apply generation {generation} of function {name}: \
-                         {}/{} applied, waiting for {} (the change is written)",
-                        show(timeout),
-                        summary.applied.len(),
-                        summary.live(),
-                        summary.pending.join(", "),
-                    ),
-                ));
-            }
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// A line on stderr redrawn in place on a terminal; nothing elsewhere (pipes and files get
+/// only the final outcome).
+struct Line {
+    tty: bool,
+    shown: bool,
+}
+
+impl Line {
+    fn new() -> Line {
+        Line {
+            tty: std::io::stderr().is_terminal(),
+            shown: false,
+        }
+    }
+
+    fn show(&mut self, text: &str) {
+        if self.tty {
+            eprint!("\r\x1b[2K{text}");
+            self.shown = true;
+        }
+    }
+
+    fn clear(&mut self) {
+        if self.shown {
+            eprint!("\r\x1b[2K");
+            self.shown = false;
         }
     }
 }
@@ -198,5 +296,46 @@ pub async fn ready(
         }
         announced = true;
         tokio::time::sleep(Duration::from_millis(250).min(timeout - elapsed)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_live_line_counts_reported_replicas_and_names_the_pending_ones() {
+        let summary =
+            |applied: &[&str], rejected: &[&str], pending: &[&str]| protocol::AckSummary {
+                applied: applied.iter().map(|s| s.to_string()).collect(),
+                rejected: rejected
+                    .iter()
+                    .map(|s| (s.to_string(), "why".to_string()))
+                    .collect(),
+                pending: pending.iter().map(|s| s.to_string()).collect(),
+            };
+        let t = Duration::from_millis(3140);
+        assert_eq!(
+            progress_line(&summary(&["r1"], &[], &["r2"]), t),
+            "1/2 routers · r2 pending · 3.1 s"
+        );
+        assert_eq!(
+            progress_line(&summary(&[], &[], &["r1", "r2"]), Duration::ZERO),
+            "0/2 routers · r1, r2 pending · 0.0 s"
+        );
+        assert_eq!(
+            progress_line(&summary(&["a"], &["b"], &[]), t),
+            "2/2 routers · 3.1 s"
+        );
+    }
+
+    #[test]
+    fn replicas_that_left_are_those_no_longer_live() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            gone(&names(&["a", "b", "c"]), &names(&["c", "a", "d"])),
+            names(&["b"])
+        );
+        assert!(gone(&names(&["a"]), &names(&["a", "b"])).is_empty());
     }
 }

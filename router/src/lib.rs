@@ -14,7 +14,8 @@
 //!
 //! | module | role |
 //! |---|---|
-//! | [`source`] | the seam to the configuration store: a complete [`source::State`] at start (and after a re-list), then updates of only the changed Functions; [`source::Ack`]s out; [`source::kubernetes`] is the watch, the ack queue (fresh acks first), Lease and pruning of dead replicas' entries |
+//! | `control` | the control loop: first state (or the snapshot), then source → build → swap → acknowledge → snapshot, until stopped |
+//! | [`source`] | the seam to the configuration store: a complete [`source::State`] at start (and after a re-list), then updates of only the changed Functions; [`source::Ack`]s out; [`source::kubernetes`] ties together its watch, its acknowledgements (fresh first, pruning dead replicas' entries) and its Lease, sending what `switchyard_core::protocol` builds |
 //! | [`build`] | state or update → table, changing only the changed Functions' routes; keeps the last good route of an invalid Function |
 //! | [`live`] | the swapped [`live::Live`] table and what outlives swaps (request counters, metrics, readiness) |
 //! | [`decide`] | which route and version a request gets: no HTTP types, no IO |
@@ -26,14 +27,15 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use tokio::sync::watch;
 
 pub mod admin;
 pub mod build;
 pub mod config;
+mod control;
 pub mod decide;
 pub mod http1;
 pub mod live;
@@ -47,9 +49,6 @@ pub mod upstream;
 pub use config::RouterConfig;
 pub use live::Shared;
 pub use source::{KubernetesOptions, Source};
-
-use build::{Builder, Goods};
-use source::{ConfigSource, SourceEvent, State};
 
 /// A running router: stop it, or wait for it to stop (on SIGTERM in the binary).
 pub struct RouterHandle {
@@ -76,34 +75,12 @@ pub fn start(config: RouterConfig, source: Source) -> anyhow::Result<RouterHandl
     let shared = Arc::new(Shared::new(config.replica.clone()));
     let (stop, stop_rx) = watch::channel(false);
 
-    let control = runtime.block_on(async {
-        let mut source = source.open(&config.replica).await?;
-        let mut builder = Builder::new(config.build.clone(), config.replica.clone());
-        let (snapshots, snapshot_rx) = watch::channel(None::<(Goods, SystemTime)>);
-        if let Some(path) = config.snapshot.clone() {
-            tokio::spawn(write_snapshots(path, snapshot_rx));
-        }
-        match first_state(source.as_mut(), config.startup_timeout, config.snapshot.is_some()).await {
-            Ok(state) => {
-                shared.set_connected(true);
-                apply(&shared, &mut builder, source.as_mut(), &snapshots, Change::State(&state), SystemTime::now());
-            }
-            Err(why) => {
-                let Some(path) = &config.snapshot else {
-                    return Err(anyhow!("cannot start without a routing table: {why}"));
-                };
-                let (state, as_of) = snapshot::read(path)
-                    .with_context(|| format!("the source is unreachable ({why}) and the snapshot cannot be used"))?;
-                tracing::warn!(snapshot = %path.display(), "source unreachable ({why}); serving the snapshot");
-                let outcome = builder.apply(&state, as_of, &shared.metrics);
-                if let Some(live) = outcome.live {
-                    shared.swap(live);
-                }
-            }
-        }
-        let control = tokio::spawn(follow(shared.clone(), builder, source, snapshots, stop_rx.clone()));
-        anyhow::Ok(control)
-    })?;
+    let control = runtime.block_on(control::start(
+        &config,
+        source,
+        Arc::clone(&shared),
+        stop_rx.clone(),
+    ))?;
 
     let server = server::spawn(&config, Arc::clone(&shared), stop_rx)
         .context("starting the server thread")?;
@@ -114,151 +91,6 @@ pub fn start(config: RouterConfig, source: Source) -> anyhow::Result<RouterHandl
         control: Some(control),
         runtime: Some(runtime),
     })
-}
-
-/// Waits for the first complete state. An unreachable source is retried until `timeout`,
-/// unless a snapshot can stand in, in which case the first failure is enough.
-async fn first_state(
-    source: &mut dyn ConfigSource,
-    timeout: Duration,
-    have_snapshot: bool,
-) -> Result<State, String> {
-    let deadline = Instant::now() + timeout;
-    let mut last = "no complete state yet".to_string();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, source.next()).await {
-            Ok(Some(SourceEvent::State(state))) => return Ok(state),
-            // An update needs a state to apply to; a source sends a state first.
-            Ok(Some(SourceEvent::Update(_))) => {}
-            Ok(Some(SourceEvent::Lost(why))) => {
-                last = why;
-                if have_snapshot {
-                    return Err(last);
-                }
-            }
-            Ok(None) => return Err("the source ended".into()),
-            Err(_) => return Err(format!("timed out after {timeout:?}: {last}")),
-        }
-    }
-}
-
-/// What the source reported.
-enum Change<'a> {
-    State(&'a State),
-    Update(&'a source::Update),
-}
-
-/// Builds from a state or an update, swaps, acknowledges, snapshots.
-fn apply(
-    shared: &Shared,
-    builder: &mut Builder,
-    source: &mut dyn ConfigSource,
-    snapshots: &watch::Sender<Option<(Goods, SystemTime)>>,
-    change: Change<'_>,
-    as_of: SystemTime,
-) {
-    let outcome = match change {
-        Change::State(state) => builder.apply(state, as_of, &shared.metrics),
-        Change::Update(update) => builder.apply_update(update, as_of, &shared.metrics),
-    };
-    if let Some(live) = outcome.live {
-        tracing::debug!(
-            generation = live.generation,
-            routes = live.table.len(),
-            "table swapped"
-        );
-        for r in &live.rejections {
-            tracing::debug!(function = %r.function, generation = r.generation, "refused: {}", r.reason);
-        }
-        shared.swap(live);
-        if !snapshots.is_closed() {
-            let _ = snapshots.send(Some((builder.goods(), as_of)));
-        }
-    } else {
-        shared.set_current(as_of);
-    }
-    if !outcome.acks.is_empty() {
-        source.acknowledge(outcome.acks);
-    }
-}
-
-/// The control loop: follow the source until stopped, then release it.
-async fn follow(
-    shared: Arc<Shared>,
-    mut builder: Builder,
-    mut source: Box<dyn ConfigSource>,
-    snapshots: watch::Sender<Option<(Goods, SystemTime)>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut lost = false;
-    loop {
-        let event = tokio::select! {
-            e = source.next() => e,
-            _ = stop.wait_for(|s| *s) => break,
-        };
-        let change = match &event {
-            Some(SourceEvent::State(state)) => Some(Change::State(state)),
-            Some(SourceEvent::Update(update)) => Some(Change::Update(update)),
-            _ => None,
-        };
-        if let Some(change) = change {
-            if lost {
-                tracing::info!("source reachable again");
-                lost = false;
-            }
-            shared.set_connected(true);
-            apply(
-                &shared,
-                &mut builder,
-                source.as_mut(),
-                &snapshots,
-                change,
-                SystemTime::now(),
-            );
-            continue;
-        }
-        match event {
-            Some(SourceEvent::State(_)) | Some(SourceEvent::Update(_)) => {}
-            Some(SourceEvent::Lost(why)) => {
-                if !lost {
-                    tracing::warn!("source unreachable, serving the last good table: {why}");
-                    lost = true;
-                }
-                shared.set_connected(false);
-                builder.forget_sent();
-            }
-            None => {
-                tracing::warn!("source ended; serving the last table");
-                stop.wait_for(|s| *s).await.ok();
-                break;
-            }
-        }
-    }
-    source.close().await;
-}
-
-/// Writes the latest good routes' inputs to `path`, skipping states superseded while writing.
-/// Collecting them is left to the writer's thread: the control loop only clones a [`Goods`].
-async fn write_snapshots(
-    path: std::path::PathBuf,
-    mut rx: watch::Receiver<Option<(Goods, SystemTime)>>,
-) {
-    while rx.changed().await.is_ok() {
-        let Some((goods, as_of)) = rx.borrow_and_update().clone() else {
-            continue;
-        };
-        let path = path.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            snapshot::write(&path, &snapshot::state_of(goods.values()), as_of)
-        })
-        .await;
-        match written {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!("snapshot: {e:#}"),
-            Err(e) => tracing::warn!("snapshot writer: {e}"),
-        }
-    }
 }
 
 impl RouterHandle {

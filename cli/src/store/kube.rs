@@ -14,6 +14,7 @@ use kube::api::{
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, ResourceExt as _};
 use std::path::PathBuf;
+use std::time::Duration;
 use switchyard_core::resources::LABEL_FUNCTION;
 use switchyard_core::{
     object_name, protocol, workload, Function, FunctionSpec, FunctionVersion, FunctionVersionSpec,
@@ -73,6 +74,124 @@ pub fn api(err: kube::Error) -> anyhow::Error {
             anyhow!("cannot reach the API server: {root}")
         }
         other => anyhow::Error::new(other),
+    }
+}
+
+/// How long one request may wait for the API server in all, across its retries.
+const RETRY_BUDGET: Duration = Duration::from_secs(30);
+/// The longest single wait, whatever the server's Retry-After says.
+const RETRY_MAX_WAIT: Duration = Duration::from_secs(10);
+/// The first wait without a Retry-After; each further one doubles.
+const RETRY_FIRST_WAIT: Duration = Duration::from_millis(250);
+
+/// A failure that retrying the same request can fix, as kubectl's client retries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transient {
+    /// What went wrong, for the line on stderr.
+    pub why: String,
+    /// How long the server asked to wait (its Retry-After, carried in the Status body as
+    /// `details.retryAfterSeconds`).
+    pub retry_after: Option<Duration>,
+}
+
+/// Whether the API server has answered this process at least once (any response, error
+/// answers included): from then on a refused connection means it is restarting.
+static REACHED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether `err` is transient: 429 (too many requests, and the API server's "storage is
+/// (re)initializing" right after a CRD is created or while it starts), 503, or a refused
+/// connection to a server that has answered before (`reached`: it is restarting). A server
+/// never reached is more likely a wrong address, told at once as kubectl does. None of these
+/// did anything on the server, and every write the store makes is conditional or idempotent,
+/// so sending it again is safe.
+pub fn transient(err: &kube::Error, reached: bool) -> Option<Transient> {
+    match err {
+        kube::Error::Api(s)
+            if matches!(s.code, 429 | 503) || s.message.contains("(re)initializing") =>
+        {
+            Some(Transient {
+                why: if s.message.is_empty() {
+                    format!("the API server answered {}", s.code)
+                } else {
+                    s.message.clone()
+                },
+                retry_after: s
+                    .details
+                    .as_ref()
+                    .map(|d| d.retry_after_seconds)
+                    .filter(|&s| s > 0)
+                    .map(|s| Duration::from_secs(u64::from(s))),
+            })
+        }
+        kube::Error::HyperError(_) | kube::Error::Service(_) if reached => {
+            let mut cause: Option<&dyn std::error::Error> = Some(err);
+            while let Some(e) = cause {
+                if e.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+                {
+                    return Some(Transient {
+                        why: "connection refused".into(),
+                        retry_after: None,
+                    });
+                }
+                cause = e.source();
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
+/// How long to wait before retry number `attempt` (0 for the first) of a request that has
+/// waited `waited` so far: the server's `retry_after` when it gave one, else a backoff doubling
+/// from 250 ms; never more than 10 s at once; `None` once the 30 s budget would be exceeded.
+pub fn retry_wait(
+    attempt: u32,
+    retry_after: Option<Duration>,
+    waited: Duration,
+) -> Option<Duration> {
+    let backoff = RETRY_FIRST_WAIT.saturating_mul(1 << attempt.min(16));
+    let wait = retry_after.unwrap_or(backoff).min(RETRY_MAX_WAIT);
+    (waited + wait <= RETRY_BUDGET).then_some(wait)
+}
+
+/// Runs `request` until it succeeds, fails for good, or has waited [`RETRY_BUDGET`] on
+/// transient failures; says so on stderr once the waiting passes a second.
+async fn retrying<T, F, Fut>(mut request: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut waited = Duration::ZERO;
+    let mut attempt = 0;
+    loop {
+        use std::sync::atomic::Ordering;
+        let err = match request().await {
+            Ok(done) => {
+                REACHED.store(true, Ordering::Relaxed);
+                return Ok(done);
+            }
+            Err(err) => err,
+        };
+        if matches!(err, kube::Error::Api(_)) {
+            REACHED.store(true, Ordering::Relaxed);
+        }
+        let Some(t) = transient(&err, REACHED.load(Ordering::Relaxed)) else {
+            return Err(err);
+        };
+        let Some(wait) = retry_wait(attempt, t.retry_after, waited) else {
+            return Err(err);
+        };
+        if waited + wait > Duration::from_secs(1) {
+            eprintln!(
+                "the API server is not ready ({}); retrying in {:.1}s",
+                t.why,
+                wait.as_secs_f64()
+            );
+        }
+        tokio::time::sleep(wait).await;
+        waited += wait;
+        attempt += 1;
     }
 }
 
@@ -224,12 +343,14 @@ impl KubeStore {
             field_manager: Some(MANAGER.into()),
             ..Default::default()
         };
-        match self.deployments().create(&pp, &deployment).await {
+        let deployments = self.deployments();
+        match retrying(|| deployments.create(&pp, &deployment)).await {
             Ok(_) => {}
             Err(e) if code(&e) == Some(409) => {}
             Err(e) => return Err(api(e)).with_context(|| format!("creating Deployment {name}")),
         }
-        match self.services().create(&pp, &service).await {
+        let services = self.services();
+        match retrying(|| services.create(&pp, &service)).await {
             Ok(_) => {}
             Err(e) if code(&e) == Some(409) => {}
             Err(e) => return Err(api(e)).with_context(|| format!("creating Service {name}")),
@@ -239,12 +360,13 @@ impl KubeStore {
 
     async fn delete_workload(&self, name: &str) -> anyhow::Result<()> {
         let dp = DeleteParams::background();
-        match self.deployments().delete(name, &dp).await {
+        let (deployments, services) = (self.deployments(), self.services());
+        match retrying(|| deployments.delete(name, &dp)).await {
             Ok(_) => {}
             Err(e) if code(&e) == Some(404) => {}
             Err(e) => return Err(api(e)).with_context(|| format!("deleting Deployment {name}")),
         }
-        match self.services().delete(name, &dp).await {
+        match retrying(|| services.delete(name, &dp)).await {
             Ok(_) => {}
             Err(e) if code(&e) == Some(404) => {}
             Err(e) => return Err(api(e)).with_context(|| format!("deleting Service {name}")),
@@ -266,9 +388,8 @@ impl KubeStore {
             )
         };
         // Deployments only when the function has a managed version.
-        let fvs = self
-            .versions_api()
-            .list(&params)
+        let versions = self.versions_api();
+        let fvs = retrying(|| versions.list(&params))
             .await
             .map_err(api)
             .with_context(context)?;
@@ -280,8 +401,8 @@ impl KubeStore {
             // The CLI labels every Deployment it makes; versions are listed whole, since a
             // FunctionVersion made by hand may lack the label.
             let by_function = params.labels(&format!("{LABEL_FUNCTION}={function}"));
-            self.deployments()
-                .list(&by_function)
+            let deployments = self.deployments();
+            retrying(|| deployments.list(&by_function))
                 .await
                 .map_err(api)
                 .with_context(context)?
@@ -320,15 +441,12 @@ impl KubeStore {
 
     async fn leases(&self, namespace: &str) -> Result<Vec<Lease>, kube::Error> {
         let api: Api<Lease> = Api::namespaced(self.client.clone(), namespace);
-        let list = api
-            // From the watch cache as it is (see `versions_cached`): a Lease lasts seconds,
-            // a cache lags by moments.
-            .list(
-                &ListParams::default()
-                    .match_any()
-                    .labels(protocol::ROUTER_SELECTOR),
-            )
-            .await?;
+        // From the watch cache as it is (see `versions_cached`): a Lease lasts seconds, a
+        // cache lags by moments.
+        let params = ListParams::default()
+            .match_any()
+            .labels(protocol::ROUTER_SELECTOR);
+        let list = retrying(|| api.list(&params)).await?;
         Ok(list.items)
     }
 }
@@ -428,9 +546,8 @@ impl Store for KubeStore {
     }
 
     async fn function(&self, name: &str) -> anyhow::Result<Option<FunctionState>> {
-        let f = self
-            .functions_api()
-            .get_opt(name)
+        let functions = self.functions_api();
+        let f = retrying(|| functions.get_opt(name))
             .await
             .map_err(api)
             .with_context(|| format!("reading function {name} in namespace {}", self.namespace))?;
@@ -438,9 +555,9 @@ impl Store for KubeStore {
     }
 
     async fn functions(&self) -> anyhow::Result<Vec<FunctionState>> {
-        let list = self
-            .functions_api()
-            .list(&ListParams::default())
+        let functions = self.functions_api();
+        let params = ListParams::default();
+        let list = retrying(|| functions.list(&params))
             .await
             .map_err(api)
             .with_context(|| format!("listing functions in namespace {}", self.namespace))?;
@@ -475,11 +592,10 @@ impl Store for KubeStore {
             ..Default::default()
         };
         let api_ = self.versions_api();
-        let (created, outcome) = match api_.create(&pp, &fv).await {
+        let (created, outcome) = match retrying(|| api_.create(&pp, &fv)).await {
             Ok(created) => (created, Created::New),
             Err(e) if code(&e) == Some(409) => {
-                let existing = api_
-                    .get(&name)
+                let existing = retrying(|| api_.get(&name))
                     .await
                     .map_err(api)
                     .with_context(|| format!("reading {what}"))?;
@@ -515,7 +631,8 @@ impl Store for KubeStore {
             field_manager: Some(MANAGER.into()),
             ..Default::default()
         };
-        match self.functions_api().create(&pp, &f).await {
+        let functions = self.functions_api();
+        match retrying(|| functions.create(&pp, &f)).await {
             Ok(f) => Ok(Written::Done(Box::new(state(f)))),
             Err(e) if code(&e) == Some(409) => Ok(Written::Conflict),
             Err(e) => Err(api(e)).with_context(|| {
@@ -540,11 +657,9 @@ impl Store for KubeStore {
             field_manager: Some(MANAGER.into()),
             ..Default::default()
         };
-        match self
-            .functions_api()
-            .patch(&current.name, &pp, &Patch::Merge(&body))
-            .await
-        {
+        let functions = self.functions_api();
+        let patch = Patch::Merge(&body);
+        match retrying(|| functions.patch(&current.name, &pp, &patch)).await {
             Ok(f) => Ok(Written::Done(Box::new(state(f)))),
             Err(e) if code(&e) == Some(409) => Ok(Written::Conflict),
             Err(e) => Err(api(e)).with_context(|| {
@@ -558,8 +673,9 @@ impl Store for KubeStore {
 
     async fn delete_version(&self, function: &str, version: &str) -> anyhow::Result<()> {
         let name = object_name(function, version);
-        self.versions_api()
-            .delete(&name, &DeleteParams::background())
+        let versions = self.versions_api();
+        let dp = DeleteParams::background();
+        retrying(|| versions.delete(&name, &dp))
             .await
             .map_err(api)
             .with_context(|| {
@@ -623,9 +739,8 @@ impl Store for KubeStore {
     ) -> anyhow::Result<BoxStream<'static, anyhow::Result<FunctionState>>> {
         let params = WatchParams::default().fields(&format!("metadata.name={}", after.name));
         let name = after.name.clone();
-        let stream = self
-            .functions_api()
-            .watch(&params, &after.revision)
+        let functions = self.functions_api();
+        let stream = retrying(|| functions.watch(&params, &after.revision))
             .await
             .map_err(api)
             .with_context(|| format!("watching function {name}"))?;
@@ -650,8 +765,77 @@ impl Store for KubeStore {
 
 #[cfg(test)]
 mod tests {
-    use super::merge_patch;
+    use super::{merge_patch, retry_wait, transient, Transient};
+    use kube::core::response::StatusDetails;
+    use kube::core::Status;
     use serde_json::json;
+    use std::time::Duration;
+
+    fn status(code: u16, message: &str, retry_after: u32) -> kube::Error {
+        let mut s = Status::failure(message, "").with_code(code);
+        s.details = Some(StatusDetails {
+            name: String::new(),
+            group: String::new(),
+            kind: String::new(),
+            uid: String::new(),
+            causes: Vec::new(),
+            retry_after_seconds: retry_after,
+        });
+        kube::Error::Api(s.boxed())
+    }
+
+    #[test]
+    fn busy_initializing_and_refused_are_transient_and_nothing_else_is() {
+        let t = |why: &str, secs: Option<u64>| {
+            Some(Transient {
+                why: why.into(),
+                retry_after: secs.map(Duration::from_secs),
+            })
+        };
+        assert_eq!(
+            transient(&status(429, "storage is (re)initializing", 1), false),
+            t("storage is (re)initializing", Some(1))
+        );
+        assert_eq!(
+            transient(&status(503, "", 0), false),
+            t("the API server answered 503", None)
+        );
+        assert_eq!(
+            transient(&status(500, "storage is (re)initializing", 0), false),
+            t("storage is (re)initializing", None)
+        );
+        let refused = || {
+            kube::Error::Service(Box::new(std::io::Error::from(
+                std::io::ErrorKind::ConnectionRefused,
+            )))
+        };
+        // Refused by a server that answered before: it restarts. Never reached: a wrong
+        // address, told at once.
+        assert_eq!(transient(&refused(), true), t("connection refused", None));
+        assert_eq!(transient(&refused(), false), None);
+        for code in [400, 403, 404, 409, 422, 500] {
+            assert_eq!(transient(&status(code, "no", 3), true), None, "{code}");
+        }
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(
+            transient(&kube::Error::Service(Box::new(reset)), true),
+            None
+        );
+    }
+
+    #[test]
+    fn waits_follow_retry_after_else_double_and_stop_at_the_budget() {
+        let ms = Duration::from_millis;
+        let s = Duration::from_secs;
+        assert_eq!(retry_wait(0, None, s(0)), Some(ms(250)));
+        assert_eq!(retry_wait(3, None, s(0)), Some(s(2)));
+        assert_eq!(retry_wait(10, None, s(0)), Some(s(10)));
+        assert_eq!(retry_wait(0, Some(s(3)), s(0)), Some(s(3)));
+        assert_eq!(retry_wait(0, Some(s(600)), s(0)), Some(s(10)));
+        assert_eq!(retry_wait(0, Some(s(5)), s(25)), Some(s(5)));
+        assert_eq!(retry_wait(0, Some(s(5)), s(26)), None);
+        assert_eq!(retry_wait(40, None, s(21)), None);
+    }
 
     #[test]
     fn a_merge_patch_nulls_what_disappears_and_replaces_lists_whole() {

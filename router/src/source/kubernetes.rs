@@ -1,8 +1,8 @@
 //! The Kubernetes source: Functions and FunctionVersions watched through kube-runtime, acks
 //! server-side-applied to `status.routers`, and this replica's Lease (docs/protocol.md).
 //!
-//! This file ties the three together as a [`ConfigSource`]; [`watch`] keeps the watched
-//! objects, [`ack`] writes acknowledgements and prunes dead replicas' entries, [`lease`] holds
+//! This file ties the three together as a [`ConfigSource`]; `watch` keeps the watched
+//! objects, `ack` writes acknowledgements and prunes dead replicas' entries, `lease` holds
 //! this replica's Lease. What they send is built by `switchyard_core::protocol`.
 
 mod ack;
