@@ -50,7 +50,7 @@ pub struct RouterOpts {
     pub grace: u64,
     /// Whether to wait for `/readyz`.
     pub wait_ready: bool,
-    /// `--lease-duration` seconds.
+    /// `--lease-duration` seconds (default 10, the router's own default).
     pub lease_duration: u64,
 }
 
@@ -88,6 +88,7 @@ impl Router {
         .arg("--kubeconfig")
         .arg(&opts.kubeconfig)
         .args(["--grace-period", &opts.grace.to_string()])
+        .args(["--lease-duration", &opts.lease_duration.to_string()])
         .env("RUST_LOG", "info,kube_client=off")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -169,6 +170,13 @@ impl Router {
             .status()
             .expect("running kill");
         assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Kills the process at once (SIGKILL): it neither deletes its Lease nor says goodbye, as
+    /// a replica on a lost node.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("killing the router");
+        self.child.wait().expect("reaping the router");
     }
 
     /// Waits for the process to exit; its exit code.
