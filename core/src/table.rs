@@ -378,6 +378,9 @@ impl Route {
         self.pick(affinity_point(key))
     }
 
+    // Kept out of line so that the weighted pick, which every request without a key takes,
+    // stays a few instructions that inline into the caller.
+    #[inline(never)]
     fn rendezvous(&self, point: u32) -> usize {
         // The cheapest so far: (index, cost, weight). `cost / weight < best_cost / best_weight`
         // is tested as `cost * best_weight < best_cost * weight`: below 2^64 (see COST_SCALE).
