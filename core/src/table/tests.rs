@@ -366,6 +366,27 @@ fn route_with(weights: &[u32]) -> Route {
 }
 
 proptest! {
+    // A million rolls per case: a few cases cover the shapes (zeros, one version, tiny ones).
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    #[test]
+    fn every_roll_of_the_range_lands_in_its_own_interval(weights in weights_strategy()) {
+        // All 1,000,000 rolls, against the interval edges walked alongside: each version gets
+        // exactly the rolls from the sum of the weights before it to that sum plus its own.
+        let r = route_with(&weights);
+        let mut version = 0;
+        let mut upper = weights[0];
+        for point in 0..TOTAL_PPM {
+            while point >= upper {
+                version += 1;
+                upper += weights[version];
+            }
+            prop_assert_eq!(r.pick(point), version, "roll {} with {:?}", point, weights);
+        }
+    }
+}
+
+proptest! {
     #[test]
     fn a_weight_zero_version_is_never_picked(weights in weights_strategy(), rolls in proptest::collection::vec(any::<u32>(), 200)) {
         let r = route_with(&weights);
