@@ -1,7 +1,7 @@
-//! Micro-benchmarks of the routing table: how long `RoutingTable::build` takes, and what one
+//! Micro-benchmarks of the routing table: how long `RoutingTable::build` takes, what one
 //! request's routing decision costs (`lookup` by host and path, then `Route::pick` of a
-//! version), and what one changed Function costs the table (clone it, replace one route), for
-//! 100, 1,000 and 10,000 functions with 3 versions each.
+//! version; and a pick by affinity key), and what one changed Function costs the table (clone
+//! it, replace one route), for 100, 1,000 and 10,000 functions with 3 versions each.
 //!
 //! Run with `cargo bench -p switchyard-core --bench table` (bench/run does, and copies the
 //! medians into bench/RESULTS.md). Timings live here, never in tests.
@@ -105,6 +105,16 @@ fn pick(c: &mut Criterion) {
         b.iter(|| {
             i = i.wrapping_add(1);
             route.pick(roll(black_box(i)))
+        })
+    });
+
+    // A pick by affinity key on the same route: hash the key, then one rendezvous cost per
+    // weighted version.
+    let keys: Vec<String> = (0..1024).map(|k| format!("user-{k}")).collect();
+    c.bench_function("pick_by_key_3_versions", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            route.pick_for_key(black_box(keys[(i as usize) & 1023].as_bytes()))
         })
     });
 }

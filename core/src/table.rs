@@ -4,13 +4,29 @@
 //! [`RoutingTable`] indexes routes by host and path prefix. Both are immutable once built: the
 //! router swaps whole tables, it never edits one in place.
 //!
-//! Versions occupy intervals of `[0, 1_000_000)` in ascending semver order, each as wide as its
-//! weight. A request's version is the interval its *roll* falls in. The router draws rolls from
-//! [`roll`], a low-discrepancy sequence, so the observed shares follow the weights closely even
-//! over a few thousand requests; with affinity, the roll is the hash of the key instead
-//! ([`affinity_point`]), so a key stays on its version for as long as that version's interval
-//! covers it. Growing the newest version's weight moves its lower edge down: only keys in the
-//! moved interval change version, and none flips back while the ramp only grows.
+//! Without affinity, versions occupy intervals of `[0, 1_000_000)` in ascending semver order,
+//! each as wide as its weight, and a request's version is the interval its *roll* falls in. The
+//! router draws rolls from [`roll`], a low-discrepancy sequence, so the observed shares follow
+//! the weights exactly over the whole range and within two requests over any few thousand.
+//!
+//! With affinity, a key is placed by weighted rendezvous hashing instead: each version draws a
+//! cost for the key from an exponential distribution (a hash of the key and the version's
+//! name), divides it by its weight, and the cheapest version serves the key. A key lands on a
+//! version with probability equal to its share, and a key moves from version `a` to version
+//! `b` only when `b`'s weight grew by a larger factor than `a`'s. So a key never moves from a
+//! version whose weight did not shrink to one whose weight did not grow, the version that grew
+//! the most never loses a key, the one that shrank the most never gains one, and when one
+//! version's weight changes while the others keep their proportions (`deploy --traffic`,
+//! promote, rollback), keys move only between it and the others, on average exactly as many
+//! as the weight moved.
+//!
+//! No stateless scheme can promise more for three or more versions, namely that keys move only
+//! from shrunk to grown versions on every change: it would fix the keys of a version whose
+//! weight stays put, and then A/B/C at 50/50/0 → 50/0/50 → 0/50/50 would leave C with B's
+//! keys, while 50/50/0 → 0/50/50 directly would leave it A's. Intervals in semver order moved
+//! a tenth of all keys from 1.0.0 to 1.1.0, whose weight had not changed, on 80/10/10 →
+//! 70/10/20; rendezvous moves about 0.9% each way through 1.1.0 on that change, and none on a
+//! proportional one.
 
 use std::sync::Arc;
 
@@ -128,8 +144,13 @@ pub struct Route {
     pub affinity: Option<AffinityKey>,
     /// Whether `x-switchyard-version` may choose the version.
     pub pinning: bool,
+    /// Upper ends of the versions' intervals, in `backends` order.
     #[serde(skip)]
     bounds: Vec<u32>,
+    /// Each version's rendezvous seed: the hash of its name, so that a key's costs do not
+    /// depend on which other versions exist.
+    #[serde(skip)]
+    seeds: Vec<u64>,
 }
 
 /// The `n`-th roll of a function's request sequence: a point in `[0, 1_000_000)`.
@@ -145,20 +166,75 @@ pub fn roll(n: u64) -> u32 {
     ((point * u64::from(TOTAL_PPM)) >> 32) as u32
 }
 
-/// The point of an affinity key in `[0, 1_000_000)`: FNV-1a, then a 64-bit finalizer, then a
-/// multiply-shift into range. Stable across processes, platforms and releases.
-pub fn affinity_point(key: &[u8]) -> u32 {
+/// The bit that marks an [`affinity_point`]: every roll is below 1,000,000 < 2^31, so a point
+/// with this bit set can only be a key's, and [`Route::pick`] places it by rendezvous.
+pub const AFFINITY_BIT: u32 = 1 << 31;
+
+/// 64 bits of FNV-1a, then a 64-bit finalizer: stable across processes, platforms and
+/// releases, as every router replica must place a key alike.
+fn hash64(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in key {
+    for &b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
+    mix64(h)
+}
+
+/// The 64-bit finalizer of MurmurHash3: every input bit flips each output bit with
+/// probability about one half.
+fn mix64(mut h: u64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;
     h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     h ^= h >> 33;
-    (((h >> 32) * u64::from(TOTAL_PPM)) >> 32) as u32
+    h
+}
+
+/// The point of an affinity key: 31 bits of its hash with [`AFFINITY_BIT`] set. Stable across
+/// processes, platforms and releases. [`Route::pick`] places it by weighted rendezvous, and
+/// [`Route::failover`] takes it modulo 1,000,000 like a roll.
+pub fn affinity_point(key: &[u8]) -> u32 {
+    ((hash64(key) >> 33) as u32) | AFFINITY_BIT
+}
+
+/// Fixed-point scale of a rendezvous cost: 38 fractional bits. A cost is below 38 (the
+/// uniform draw is at least 2^-53), so cost × weight stays below 2^44 × 2^20 = 2^64.
+const COST_SCALE: f64 = (1u64 << 38) as f64;
+
+/// A version's cost for an affinity point: an exponentially distributed draw, `-ln(u)` of a
+/// uniform `u` in `(0, 1)` from the point and the version's name, in fixed point so that
+/// comparing cost ÷ weight between versions is exact integer arithmetic.
+fn rendezvous_cost(point: u32, seed: u64) -> u64 {
+    let u = mix64(seed ^ u64::from(point).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    // 53 random bits, odd: exactly representable, never 0 or 1.
+    let x = ((u >> 11) | 1) as f64 * (1.0 / (1u64 << 53) as f64);
+    (-ln(x) * COST_SCALE) as u64
+}
+
+/// The natural logarithm of `x` in `(0, 1]`, from IEEE-754's correctly rounded basic
+/// operations only: the platform's `ln` may differ in the last bit between machines, and two
+/// router replicas must place a key alike. Relative error below 1e-13.
+fn ln(x: f64) -> f64 {
+    use std::f64::consts::{LN_2, SQRT_2};
+    let bits = x.to_bits();
+    let mut exponent = ((bits >> 52) & 0x7ff) as i64 - 1023;
+    // x = m · 2^exponent with m in [1, 2), then moved to [√½, √2) so the series below is short.
+    let mut m = f64::from_bits((bits & ((1u64 << 52) - 1)) | (1023u64 << 52));
+    if m > SQRT_2 {
+        m *= 0.5;
+        exponent += 1;
+    }
+    // ln m = 2 atanh(s) = 2 (s + s³/3 + s⁵/5 + …) with |s| ≤ 0.172: eight terms suffice.
+    let s = (m - 1.0) / (m + 1.0);
+    let z = s * s;
+    let series = 1.0
+        + z * (1.0 / 3.0
+            + z * (1.0 / 5.0
+                + z * (1.0 / 7.0
+                    + z * (1.0 / 9.0 + z * (1.0 / 11.0 + z * (1.0 / 13.0 + z * (1.0 / 15.0)))))));
+    exponent as f64 * LN_2 + 2.0 * s * series
 }
 
 fn normalize_prefix(prefix: &str) -> String {
@@ -238,6 +314,10 @@ impl Route {
                 acc
             })
             .collect();
+        let seeds = backends
+            .iter()
+            .map(|b| hash64(b.version.as_bytes()))
+            .collect();
         let index = |v: &str| backends.iter().position(|b| b.version == v);
         let tags = spec
             .tags
@@ -262,6 +342,7 @@ impl Route {
             affinity,
             pinning: spec.pinning,
             bounds,
+            seeds,
             namespace,
             name,
         })
@@ -272,10 +353,19 @@ impl Route {
         format!("{}/{}", self.namespace, self.name)
     }
 
-    /// The backend whose interval holds `roll` (taken modulo 1,000,000). Never a weight-0
-    /// backend: an empty interval holds no point.
-    pub fn pick(&self, roll: u32) -> usize {
-        let point = roll % TOTAL_PPM;
+    /// The backend for `point`, never a weight-0 one.
+    ///
+    /// A roll (any point without [`AFFINITY_BIT`], taken modulo 1,000,000) falls in a
+    /// version's interval: rolls `0..1_000_000` give each version exactly its weight. An
+    /// [`affinity_point`] goes to the version whose rendezvous cost for it, divided by its
+    /// weight, is least (ties to the older version). The division is compared exactly, by
+    /// cross-multiplying integers, so that a key moves from version `a` to version `b` only
+    /// when `b`'s weight grew by a larger factor than `a`'s. Allocates nothing.
+    pub fn pick(&self, point: u32) -> usize {
+        if point & AFFINITY_BIT != 0 {
+            return self.rendezvous(point);
+        }
+        let point = point % TOTAL_PPM;
         // Weights sum to TOTAL_PPM (validated), so some bound is above any point.
         self.bounds
             .iter()
@@ -283,9 +373,29 @@ impl Route {
             .unwrap_or(self.bounds.len().saturating_sub(1))
     }
 
-    /// The backend for an affinity key.
+    /// The backend for an affinity key: `pick(affinity_point(key))`.
     pub fn pick_for_key(&self, key: &[u8]) -> usize {
         self.pick(affinity_point(key))
+    }
+
+    // Kept out of line so that the weighted pick, which every request without a key takes,
+    // stays a few instructions that inline into the caller.
+    #[inline(never)]
+    fn rendezvous(&self, point: u32) -> usize {
+        // The cheapest so far: (index, cost, weight). `cost / weight < best_cost / best_weight`
+        // is tested as `cost * best_weight < best_cost * weight`: below 2^64 (see COST_SCALE).
+        let mut best: Option<(usize, u64, u64)> = None;
+        for (i, (b, &seed)) in self.backends.iter().zip(&self.seeds).enumerate() {
+            if b.weight == 0 {
+                continue;
+            }
+            let (cost, weight) = (rendezvous_cost(point, seed), u64::from(b.weight));
+            match best {
+                Some((_, best_cost, best_weight)) if cost * best_weight >= best_cost * weight => {}
+                _ => best = Some((i, cost, weight)),
+            }
+        }
+        best.map_or(self.backends.len().saturating_sub(1), |(i, _, _)| i)
     }
 
     /// Another backend with weight, for a retry after `failed` could not be reached, chosen in

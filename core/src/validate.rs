@@ -641,11 +641,35 @@ mod tests {
             .contains("not a valid variable name"));
     }
 
+    /// A split of 1–5 versions: either arbitrary weights (almost never summing to the whole), or
+    /// weights scaled to sum exactly to it and then moved by `-2..=2` ppm on one version, so the
+    /// accepted branch and its off-by-one neighbours both run.
+    fn splits() -> impl proptest::strategy::Strategy<Value = Vec<u32>> {
+        use proptest::prelude::*;
+        let arbitrary = proptest::collection::vec(0u32..=1_000_000, 1..6);
+        let near_whole = (
+            proptest::collection::vec(0u32..=1_000, 1..6),
+            -2i64..=2,
+            any::<prop::sample::Index>(),
+        )
+            .prop_map(|(raw, nudge, at)| {
+                let sum: u64 = raw.iter().map(|w| u64::from(*w)).sum::<u64>().max(1);
+                let mut w: Vec<u32> = raw
+                    .iter()
+                    .map(|r| (u64::from(*r) * 1_000_000 / sum) as u32)
+                    .collect();
+                let short = 1_000_000 - w.iter().sum::<u32>();
+                w[0] += short;
+                let i = at.index(w.len());
+                w[i] = (i64::from(w[i]) + nudge).clamp(0, 1_000_000) as u32;
+                w
+            });
+        prop_oneof![arbitrary, near_whole]
+    }
+
     proptest::proptest! {
         #[test]
-        fn any_split_not_summing_to_the_whole_is_rejected(
-            weights in proptest::collection::vec(0u32..=1_000_000, 1..6)
-        ) {
+        fn a_split_is_accepted_exactly_when_it_sums_to_the_whole(weights in splits()) {
             let traffic: Vec<_> = weights
                 .iter()
                 .enumerate()
@@ -661,13 +685,46 @@ mod tests {
         }
 
         #[test]
-        fn arbitrary_strings_never_pass_as_names_unless_they_are_labels(name in "\\PC{0,80}") {
+        fn a_name_is_accepted_exactly_when_it_is_a_label(
+            // Arbitrary text, label-shaped text (mostly valid: the accepted branch runs), and
+            // text of label characters in any order and length (the edges: leading digit or
+            // '-', trailing '-', 63 and 64 characters).
+            name in proptest::prop_oneof![
+                "\\PC{0,80}",
+                "[a-z]([a-z0-9-]{0,61}[a-z0-9])?",
+                "[a-z0-9-]{0,66}",
+            ]
+        ) {
             let valid = !name.is_empty()
                 && name.len() <= 63
                 && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && name.as_bytes()[0].is_ascii_lowercase()
                 && !name.ends_with('-');
-            proptest::prop_assert_eq!(function_name(&name).is_ok(), valid);
+            proptest::prop_assert_eq!(function_name(&name).is_ok(), valid, "{:?}", name);
         }
+    }
+
+    #[test]
+    fn the_generators_reach_both_branches() {
+        use proptest::strategy::{Strategy, ValueTree};
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let (mut whole, mut other) = (0, 0);
+        for _ in 0..256 {
+            let w = splits().new_tree(&mut runner).expect("a split").current();
+            if w.iter().map(|w| u64::from(*w)).sum::<u64>() == 1_000_000 {
+                whole += 1;
+            } else {
+                other += 1;
+            }
+        }
+        assert!(whole >= 32 && other >= 32, "{whole} whole, {other} not");
+        let names = proptest::prop_oneof!["[a-z]([a-z0-9-]{0,61}[a-z0-9])?", "[a-z0-9-]{0,66}"];
+        let valid = (0..256)
+            .filter(|_| {
+                let n = names.new_tree(&mut runner).expect("a name").current();
+                function_name(&n).is_ok()
+            })
+            .count();
+        assert!((32..=224).contains(&valid), "{valid} of 256 names valid");
     }
 }

@@ -1,13 +1,31 @@
 //! The CRDs in `manifests/crds.yaml` are exactly what the Rust types generate.
-//! `UPDATE_GOLDEN=1 cargo test -p switchyard-core --test crds` rewrites the file.
+//! `UPDATE_GOLDEN=1 cargo test -p switchyard-core --test crds` rewrites the file — never under
+//! CI (`CI` set), where a golden test that rewrites itself could not fail.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
+
+/// Whether this run should rewrite the golden file: `UPDATE_GOLDEN` asks for it, and `CI`
+/// forbids it (the run then fails rather than pass by rewriting what it checks).
+fn rewrite_golden(update: Option<OsString>, ci: Option<OsString>) -> Result<bool, String> {
+    match (update, ci) {
+        (None, _) => Ok(false),
+        (Some(_), None) => Ok(true),
+        (Some(_), Some(ci)) => Err(format!(
+            "UPDATE_GOLDEN is set under CI (CI={}): a golden test must compare, not rewrite; \
+             update manifests/crds.yaml locally and commit it",
+            ci.to_string_lossy()
+        )),
+    }
+}
 
 #[test]
 fn manifests_crds_yaml_matches_the_rust_types() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/crds.yaml");
     let generated = switchyard_core::crd::crds_yaml();
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+    let rewrite = rewrite_golden(std::env::var_os("UPDATE_GOLDEN"), std::env::var_os("CI"))
+        .unwrap_or_else(|refusal| panic!("{refusal}"));
+    if rewrite {
         std::fs::write(&path, &generated).expect("write manifests/crds.yaml");
         return;
     }
@@ -35,4 +53,18 @@ fn the_crds_carry_the_rules_the_api_server_must_enforce() {
         "status.routers must be a list-map"
     );
     assert!(yaml.contains("shortNames:\n    - fn") && yaml.contains("- fv"));
+}
+
+#[test]
+fn update_golden_rewrites_only_outside_ci() {
+    let set = || Some(OsString::from("1"));
+    assert_eq!(rewrite_golden(None, None), Ok(false));
+    assert_eq!(rewrite_golden(None, set()), Ok(false));
+    assert_eq!(rewrite_golden(set(), None), Ok(true));
+    let refusal =
+        rewrite_golden(set(), Some(OsString::from("true"))).expect_err("refused under CI");
+    assert!(
+        refusal.contains("UPDATE_GOLDEN is set under CI (CI=true)"),
+        "{refusal}"
+    );
 }

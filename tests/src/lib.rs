@@ -416,26 +416,89 @@ pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
 }
 
 /// Path of a workspace binary (`switchyard` or `switchyard-router`) built with the same
-/// profile as the tests. `cargo test` does not build other packages' binaries, so the test
-/// command builds them first (`cargo build --workspace --bins`; see `scripts/test`).
+/// profile as the tests, and never older than the sources: `cargo test` does not build other
+/// packages' binaries, so the first call in a test process runs `cargo build --workspace
+/// --bins` itself (a second or so when nothing changed), and a test can never pass on a binary
+/// left over from older code.
 pub fn binary(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("target")
-        });
-    let profile = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
-    let path = target.join(profile).join(name);
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    if let Err(why) = BUILT.get_or_init(build_binaries) {
+        panic!("{why}");
+    }
+    let path = target_dir().join(profile()).join(name);
     assert!(
         path.exists(),
-        "{} is missing: build the binaries first with `cargo build --workspace --bins`",
+        "{} is missing after `cargo build --workspace --bins`",
         path.display()
     );
     path
+}
+
+fn workspace_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_dir().join("target"))
+}
+
+fn profile() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    }
+}
+
+/// Runs the same build as `scripts/test` (same flags, so the two never rebuild each other's
+/// output), with the cargo that runs the tests.
+fn build_binaries() -> Result<(), String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["build", "--workspace", "--bins"])
+        .current_dir(workspace_dir());
+    if !cfg!(debug_assertions) {
+        cmd.arg("--release");
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("running `cargo build --workspace --bins`: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`cargo build --workspace --bins` failed, so the tests would run stale binaries:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The property `binary` exists for: no binary older than the code it is built from.
+    #[test]
+    fn binaries_are_never_older_than_their_sources() {
+        let modified = |p: &std::path::Path| {
+            std::fs::metadata(p)
+                .and_then(|m| m.modified())
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        };
+        for (name, source) in [
+            ("switchyard-router", "router/src/main.rs"),
+            ("switchyard", "cli/src/main.rs"),
+        ] {
+            let bin = binary(name);
+            let src = workspace_dir().join(source);
+            assert!(
+                modified(&bin) >= modified(&src),
+                "{} is older than {}",
+                bin.display(),
+                src.display()
+            );
+        }
+    }
 }

@@ -28,10 +28,17 @@ async fn waiting_for_routers_works_with_two_replicas_and_times_out_with_exit_4_w
         out.stdout.contains("→ 1.0.0=100% · applied by 2/2 routers"),
         "{out:?}"
     );
-    let status = cli.ok(&["status", "hello"]).await.stdout;
-    assert!(
-        status.contains("router-a") && status.contains("applied"),
-        "{status}"
+    let g = support::function(&client, &ns, "hello")
+        .await
+        .metadata
+        .generation
+        .expect("a generation");
+    assert_eq!(
+        router_states(&cli).await,
+        [
+            ("router-a".into(), true, "applied".into(), Some(g)),
+            ("router-b".into(), true, "applied".into(), Some(g)),
+        ]
     );
 
     a.pause();
@@ -44,6 +51,55 @@ async fn waiting_for_routers_works_with_two_replicas_and_times_out_with_exit_4_w
     // The write was made all the same.
     let f = support::function(&client, &ns, "hello").await;
     assert_eq!(f.spec.weight_of("1.1.0"), 1_000_000);
+    let promoted = f.metadata.generation.expect("a generation");
+    assert_eq!(
+        router_states(&cli).await,
+        [
+            ("router-a".into(), true, "pending".into(), Some(g)),
+            ("router-b".into(), true, "applied".into(), Some(promoted)),
+        ]
+    );
+}
+
+/// Each router row of `status hello -o json` as (name, live, state, observed generation), and
+/// the same rows read back from the table `status hello` prints, which must agree.
+async fn router_states(cli: &Cli) -> Vec<(String, bool, String, Option<i64>)> {
+    let json: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["status", "hello", "-o", "json"]).await.stdout)
+            .expect("status -o json is JSON");
+    let rows: Vec<(String, bool, String, Option<i64>)> = json["routers"]
+        .as_array()
+        .expect("a routers array")
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().expect("name").to_string(),
+                r["live"].as_bool().expect("live"),
+                r["state"].as_str().expect("state").to_string(),
+                r["observedGeneration"].as_i64(),
+            )
+        })
+        .collect();
+    let text = cli.ok(&["status", "hello"]).await.stdout;
+    let table: Vec<(String, bool, String, Option<i64>)> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("ROUTER"))
+        .skip(1)
+        .map(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            (
+                cells[0].to_string(),
+                cells[1] == "yes",
+                cells[3].to_string(),
+                cells[2].parse().ok(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        table, rows,
+        "the status table disagrees with -o json:\n{text}"
+    );
+    rows
 }
 
 #[tokio::test]
@@ -87,4 +143,58 @@ async fn waiting_works_with_two_real_router_replicas_and_exits_4_when_one_is_sto
         .await
         .expect(4);
     assert!(out.stderr.contains("waiting for router-a"), "{out:?}");
+}
+
+#[tokio::test]
+async fn a_real_router_refusing_a_change_makes_it_exit_1_naming_the_replica_and_the_reason() {
+    use kube::api::{Api, Patch, PatchParams};
+    let client = client().await;
+    let ns = namespace(&client, "cli-refused").await;
+    let cli = Cli::new(&ns);
+    two_versions(&cli).await;
+    for v in ["1.0.0", "1.1.0"] {
+        cli.ok(&[
+            "deploy",
+            "other",
+            v,
+            "--endpoint",
+            "http://127.0.0.1:9003",
+            "--no-wait",
+        ])
+        .await;
+    }
+    let ns_ = ns.clone();
+    let _router = tokio::task::spawn_blocking(move || RealRouter::start(&ns_, "router-a"))
+        .await
+        .expect("router");
+    support::wait_for_leases(&client, &ns, &["router-a"]).await;
+    // `other` moves onto the prefix `hello` holds: no table can route both.
+    Api::<switchyard_core::Function>::namespaced(client.clone(), &ns)
+        .patch(
+            "other",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"pathPrefix": "/hello"}})),
+        )
+        .await
+        .expect("moving other onto /hello");
+    let out = cli
+        .run(&["traffic", "other", "1.1.0=10", "1.0.0=90"])
+        .await
+        .expect(1);
+    let g = support::function(&client, &ns, "other")
+        .await
+        .metadata
+        .generation
+        .expect("a generation");
+    assert_eq!(
+        out.stderr.trim_end(),
+        format!(
+            "error: router replica router-a rejected generation {g} of function other: \
+             conflicts with function {ns}/hello: both claim host * with path prefix /hello"
+        ),
+        "{out:?}"
+    );
+    // The router still serves the last good table.
+    let out = cli.ok(&["traffic", "hello", "1.1.0=10", "1.0.0=90"]).await;
+    assert!(out.stdout.contains("applied by 1/1 routers"), "{out:?}");
 }

@@ -5,13 +5,14 @@
 mod support;
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use serde_json::json;
 use support::*;
-use switchyard_tests::{client, free_port, namespace, wait_until_blocking, HttpClient, Upstream};
+use switchyard_tests::{
+    client, free_port, get, namespace, wait_until_blocking, HttpClient, Upstream,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_server_outage_keeps_the_table_serving_and_changes_resume_when_it_is_back() {
@@ -149,8 +150,9 @@ async fn a_router_starts_from_its_snapshot_when_the_api_server_is_unreachable() 
             ..RouterOpts::default()
         },
     );
+    // Exit 1 (a startup error returned from main), not a panic's 101 nor a signal's `None`.
     let code = third.wait_exit(WAIT);
-    assert_ne!(code, Some(0));
+    assert_eq!(code, Some(1), "{}", third.log());
     let log = third.log();
     assert_eq!(
         log.trim_end().lines().count(),
@@ -161,21 +163,24 @@ async fn a_router_starts_from_its_snapshot_when_the_api_server_is_unreachable() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_during_load_finishes_every_in_flight_request_and_exits_zero() {
+async fn sigterm_during_load_turns_readyz_503_finishes_every_in_flight_request_and_exits_zero() {
     let client = client().await;
     let ns = namespace(&client, "rterm").await;
-    let slow = SlowUpstream::start(Duration::from_millis(800));
+    // Requests stay in flight until released: the drain cannot end before the test has seen it.
+    let slow = SlowUpstream::held();
     apply_version(&client, &ns, "slow", "1.0.0", &slow.url()).await;
     let g = apply_function(&client, &ns, "slow", &[("1.0.0", 1_000_000)], json!({})).await;
     let mut router = Router::start_with(
         &ns,
         "rterm-0",
         RouterOpts {
-            grace: 3,
+            grace: 120,
             ..RouterOpts::default()
         },
     );
     router.wait_serving("slow", g);
+    let healthz = get(router.admin, "/healthz").expect("GET /healthz");
+    assert_eq!((healthz.status, healthz.body.as_str()), (200, "ok\n"));
     wait_ack(&client, &ns, "slow", "rterm-0", g).await;
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
     assert!(leases.get("rterm-0").await.is_ok());
@@ -191,6 +196,18 @@ async fn sigterm_during_load_finishes_every_in_flight_request_and_exits_zero() {
         (slow.received.load(Ordering::SeqCst) >= in_flight).then_some(())
     });
     router.sigterm();
+    // Draining: no longer ready (a load balancer stops sending), still alive.
+    wait_until_blocking(WAIT, "/readyz answering 503 while draining", || {
+        get(router.admin, "/readyz")
+            .ok()
+            .filter(|r| r.status == 503)
+            .map(|_| ())
+    });
+    assert_eq!(
+        get(router.admin, "/healthz").expect("GET /healthz").status,
+        200
+    );
+    slow.release();
     for r in requests {
         let r = r
             .join()

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::json;
 use support::*;
-use switchyard_tests::{client, namespace, HttpClient, Upstream};
+use switchyard_tests::{client, namespace, wait_until_blocking, HttpClient, Upstream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn splits_of_90_10_and_99_9_0_1_give_exact_shares() {
@@ -191,6 +191,98 @@ async fn an_affinity_ramp_of_10_25_50_percent_moves_keys_only_forward() {
     }
 }
 
+/// Whether `b`'s weight grew by a strictly larger factor than `a`'s from `w` to `next`.
+fn grew_more(w: &[u32; 3], next: &[u32; 3], a: usize, b: usize) -> bool {
+    u64::from(next[b]) * u64::from(w[a]) > u64::from(next[a]) * u64::from(w[b])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_version_affinity_ramp_moves_keys_only_towards_versions_that_grew() {
+    let client = client().await;
+    let ns = namespace(&client, "raff3").await;
+    let versions = ["1.0.0", "1.1.0", "1.2.0"];
+    let served = versions.map(|v| format!("sticky3@{v}"));
+    let upstreams = versions.map(Upstream::start);
+    for (v, u) in versions.iter().zip(&upstreams) {
+        apply_version(&client, &ns, "sticky3", v, &u.url()).await;
+    }
+    let affinity = json!({"affinity": {"header": "x-user"}});
+    let router = Router::start(&ns, "raff3-0");
+    let mut http = HttpClient::new(router.listen);
+    let keys: Vec<String> = (0..1_000).map(|i| format!("user-{i}")).collect();
+    // 1.2.0 ramps while 1.0.0 and 1.1.0 keep their 8:1 proportion, then takes 10% from 1.0.0
+    // alone: the step that moved 1.1.0's keys when versions were intervals in semver order.
+    let steps: [[u32; 3]; 4] = [
+        [800_000, 100_000, 100_000],
+        [700_000, 87_500, 212_500],
+        [400_000, 50_000, 550_000],
+        [300_000, 50_000, 650_000],
+    ];
+    let mut before: Option<([u32; 3], Vec<usize>)> = None;
+    for w in steps {
+        let traffic: Vec<(&str, u32)> = versions.iter().copied().zip(w).collect();
+        let g = apply_function(&client, &ns, "sticky3", &traffic, affinity.clone()).await;
+        router.wait_serving("sticky3", g);
+        let placed: Vec<usize> = keys
+            .iter()
+            .map(|key| {
+                let r = http
+                    .get("localhost", "/sticky3", &[("x-user", key)])
+                    .expect("request");
+                assert_eq!(r.status, 200, "{}", r.body);
+                let by = r.header("x-switchyard-served-by");
+                served
+                    .iter()
+                    .position(|s| s == by)
+                    .unwrap_or_else(|| panic!("served by {by:?}"))
+            })
+            .collect();
+        for (i, weight) in w.iter().enumerate() {
+            let n = placed.iter().filter(|p| **p == i).count();
+            let expected = *weight as usize / 1_000;
+            // Five standard deviations of a binomial count over 1,000 keys.
+            let p = f64::from(*weight) / 1e6;
+            let tolerance = (5.0 * (1_000.0 * p * (1.0 - p)).sqrt()).ceil() as usize;
+            assert!(
+                n.abs_diff(expected) <= tolerance,
+                "{w:?} put {n} of 1,000 keys on {}",
+                versions[i]
+            );
+        }
+        if let Some((prev, was)) = &before {
+            let proportional =
+                u64::from(w[0]) * u64::from(prev[1]) == u64::from(w[1]) * u64::from(prev[0]);
+            let mut moved = 0usize;
+            for (key, (&a, &b)) in keys.iter().zip(was.iter().zip(&placed)) {
+                if a == b {
+                    continue;
+                }
+                moved += 1;
+                assert!(
+                    grew_more(prev, &w, a, b),
+                    "{prev:?} -> {w:?} moved {key} from {} to {}",
+                    versions[a],
+                    versions[b]
+                );
+                if proportional {
+                    assert_eq!(b, 2, "{prev:?} -> {w:?} moved {key} to {}", versions[b]);
+                }
+            }
+            // As many keys as weight moved, within five standard deviations (and, when 1.0.0
+            // alone gives way, the few keys 1.1.0 trades on the way: about 0.9% each way).
+            let expected = (w[2] - prev[2]) as usize / 1_000;
+            let p = f64::from(w[2] - prev[2]) / 1e6;
+            let sd = (1_000.0 * p * (1.0 - p)).sqrt();
+            let tolerance = (5.0 * sd).ceil() as usize + if proportional { 0 } else { 30 };
+            assert!(
+                moved.abs_diff(expected) <= tolerance,
+                "{prev:?} -> {w:?} moved {moved} of 1,000 keys for {expected}"
+            );
+        }
+        before = Some((w, placed));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pins_by_version_and_tag_work_when_allowed_and_unknown_pins_are_400() {
     let client = client().await;
@@ -315,21 +407,37 @@ async fn unknown_hosts_and_paths_get_a_one_line_404_and_known_hosts_route_by_lon
         "prefixes match on segment boundaries"
     );
 
-    let metrics = router.metrics();
+    // Each request counted once, under its function and version: /cart and /apis on site,
+    // /api/orders on siteapi (the 404 only as unmatched). A request is counted once its
+    // response is written, so the last one may land just after the client has read it.
+    let requests_total = |metrics: &str| -> HashMap<String, u64> {
+        metrics
+            .lines()
+            .filter_map(|l| l.strip_prefix("switchyard_router_requests_total{"))
+            .filter_map(|l| l.split_once("} "))
+            .map(|(labels, value)| {
+                let mut labels: Vec<&str> = labels.split(',').collect();
+                labels.sort_unstable();
+                (labels.join(","), value.parse().expect("a counter value"))
+            })
+            .collect()
+    };
+    let metrics = wait_until_blocking(WAIT, "three routed requests counted", || {
+        let metrics = router.metrics();
+        (requests_total(&metrics).values().sum::<u64>() >= 3).then_some(metrics)
+    });
     assert!(
         metrics.contains("switchyard_router_unmatched_requests_total 1"),
         "{metrics}"
     );
-    let counted: HashMap<&str, &str> = metrics
-        .lines()
-        .filter(|l| l.starts_with("switchyard_router_requests_total{"))
-        .filter_map(|l| l.rsplit_once(' '))
-        .collect();
-    assert_eq!(
-        counted.len(),
-        2,
-        "requests counted per function and version: {counted:?}"
-    );
+    let counted = requests_total(&metrics);
+    let expected: HashMap<String, u64> = [
+        (format!("function=\"{ns}/site\",version=\"1.0.0\""), 2),
+        (format!("function=\"{ns}/siteapi\",version=\"1.0.0\""), 1),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(counted, expected, "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -50,7 +50,7 @@ pub struct RouterOpts {
     pub grace: u64,
     /// Whether to wait for `/readyz`.
     pub wait_ready: bool,
-    /// `--lease-duration` seconds.
+    /// `--lease-duration` seconds (default 10, the router's own default).
     pub lease_duration: u64,
 }
 
@@ -88,6 +88,7 @@ impl Router {
         .arg("--kubeconfig")
         .arg(&opts.kubeconfig)
         .args(["--grace-period", &opts.grace.to_string()])
+        .args(["--lease-duration", &opts.lease_duration.to_string()])
         .env("RUST_LOG", "info,kube_client=off")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -169,6 +170,13 @@ impl Router {
             .status()
             .expect("running kill");
         assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Kills the process at once (SIGKILL): it neither deletes its Lease nor says goodbye, as
+    /// a replica on a lost node.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("killing the router");
+        self.child.wait().expect("reaping the router");
     }
 
     /// Waits for the process to exit; its exit code.
@@ -406,26 +414,46 @@ pub fn temp_dir(prefix: &str) -> PathBuf {
     dir
 }
 
-/// An upstream that holds each request for `delay` before answering `200 slow`, counting
-/// requests as they arrive (so a test knows they are in flight).
+/// An upstream that holds each request for `delay`, or until [`SlowUpstream::release`] when
+/// started [`held`](SlowUpstream::held), before answering `200 slow`, counting requests as
+/// they arrive (so a test knows they are in flight).
 pub struct SlowUpstream {
     /// Where it listens.
     pub addr: SocketAddr,
     /// Requests received so far.
     pub received: Arc<AtomicU64>,
+    gate: Arc<(Mutex<bool>, std::sync::Condvar)>,
 }
 
 impl SlowUpstream {
-    /// Starts one.
+    /// Starts one that answers each request `delay` after it arrives.
     pub fn start(delay: Duration) -> SlowUpstream {
+        SlowUpstream::with_gate(delay, true)
+    }
+
+    /// Starts one that answers nothing until [`SlowUpstream::release`]: requests stay in
+    /// flight for exactly as long as the test says.
+    pub fn held() -> SlowUpstream {
+        SlowUpstream::with_gate(Duration::ZERO, false)
+    }
+
+    /// Lets every held request, and every later one, be answered.
+    pub fn release(&self) {
+        let (open, changed) = &*self.gate;
+        *open.lock().unwrap() = true;
+        changed.notify_all();
+    }
+
+    fn with_gate(delay: Duration, open: bool) -> SlowUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding a slow upstream");
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(AtomicU64::new(0));
-        let r = received.clone();
+        let gate = Arc::new((Mutex::new(open), std::sync::Condvar::new()));
+        let (r, g) = (received.clone(), gate.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
-                let r = r.clone();
+                let (r, g) = (r.clone(), g.clone());
                 std::thread::spawn(move || {
                     let mut writer = conn.try_clone().unwrap();
                     let mut reader = BufReader::new(conn);
@@ -442,6 +470,12 @@ impl SlowUpstream {
                         }
                         r.fetch_add(1, Ordering::SeqCst);
                         std::thread::sleep(delay);
+                        let (open, changed) = &*g;
+                        drop(
+                            changed
+                                .wait_while(open.lock().unwrap(), |open| !*open)
+                                .unwrap(),
+                        );
                         let body = "slow";
                         let resp = format!(
                             "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
@@ -455,7 +489,11 @@ impl SlowUpstream {
                 });
             }
         });
-        SlowUpstream { addr, received }
+        SlowUpstream {
+            addr,
+            received,
+            gate,
+        }
     }
 
     /// `http://127.0.0.1:<port>`.

@@ -282,3 +282,55 @@ async fn entries_of_routers_whose_lease_is_gone_are_pruned_and_live_ones_stay() 
     assert!(names.contains(&"alive".to_string()), "{names:?}");
     assert!(names.contains(&"rprune-0".to_string()), "{names:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_renews_its_lease_of_the_given_duration_and_is_pruned_once_it_expires() {
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
+    let client = client().await;
+    let ns = namespace(&client, "rlease").await;
+    let v1 = Upstream::start("v1");
+    apply_version(&client, &ns, "leased", "1.0.0", &v1.url()).await;
+    let g = apply_function(&client, &ns, "leased", &[("1.0.0", 1_000_000)], json!({})).await;
+    let opts = || RouterOpts {
+        lease_duration: 3,
+        ..RouterOpts::default()
+    };
+    let mut doomed = Router::start_with(&ns, "rlease-0", opts());
+    let _keeper = Router::start_with(&ns, "rlease-1", opts());
+    wait_ack(&client, &ns, "leased", "rlease-0", g).await;
+    wait_ack(&client, &ns, "leased", "rlease-1", g).await;
+
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let renewed = |name: &'static str| {
+        let leases = leases.clone();
+        async move {
+            let spec = leases.get(name).await.ok()?.spec?;
+            Some((spec.lease_duration_seconds?, spec.renew_time?.0))
+        }
+    };
+    let (duration, first) = renewed("rlease-0").await.expect("rlease-0 holds a Lease");
+    assert_eq!(duration, 3, "--lease-duration 3 must reach the Lease");
+    // Renewal: a later renewTime appears (every third of the duration).
+    switchyard_tests::wait_until(WAIT, "rlease-0 renewing its Lease", || async {
+        renewed("rlease-0").await.filter(|(_, t)| *t > first)
+    })
+    .await;
+
+    // Killed, the replica neither renews nor deletes its Lease: only expiry can prune it.
+    doomed.kill();
+    let functions: Api<switchyard_core::Function> = Api::namespaced(client.clone(), &ns);
+    let names = switchyard_tests::wait_until(WAIT, "rlease-0's entry pruned", || async {
+        let routers = functions.get("leased").await.ok()?.status?.routers;
+        let names: Vec<String> = routers.into_iter().map(|r| r.name).collect();
+        (!names.iter().any(|n| n == "rlease-0")).then_some(names)
+    })
+    .await;
+    assert_eq!(names, ["rlease-1"], "the live replica's entry stays");
+    let (_, last) = renewed("rlease-0")
+        .await
+        .expect("a killed replica's Lease stays behind");
+    assert!(
+        Timestamp::now() > last + SignedDuration::from_secs(3),
+        "pruned while rlease-0's Lease (renewed {last}) was still fresh"
+    );
+}

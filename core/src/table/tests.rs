@@ -366,6 +366,27 @@ fn route_with(weights: &[u32]) -> Route {
 }
 
 proptest! {
+    // A million rolls per case: a few cases cover the shapes (zeros, one version, tiny ones).
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    #[test]
+    fn every_roll_of_the_range_lands_in_its_own_interval(weights in weights_strategy()) {
+        // All 1,000,000 rolls, against the interval edges walked alongside: each version gets
+        // exactly the rolls from the sum of the weights before it to that sum plus its own.
+        let r = route_with(&weights);
+        let mut version = 0;
+        let mut upper = weights[0];
+        for point in 0..TOTAL_PPM {
+            while point >= upper {
+                version += 1;
+                upper += weights[version];
+            }
+            prop_assert_eq!(r.pick(point), version, "roll {} with {:?}", point, weights);
+        }
+    }
+}
+
+proptest! {
     #[test]
     fn a_weight_zero_version_is_never_picked(weights in weights_strategy(), rolls in proptest::collection::vec(any::<u32>(), 200)) {
         let r = route_with(&weights);
@@ -523,5 +544,238 @@ proptest! {
             prop_assert_eq!(lookups(&t), lookups(&fresh));
             prop_assert_eq!(t.routes(), fresh.routes());
         }
+    }
+}
+
+/// `keys` distinct affinity keys, as a client population would send them.
+fn user_keys(n: usize) -> Vec<Vec<u8>> {
+    (0..n).map(|i| format!("user-{i}").into_bytes()).collect()
+}
+
+/// Per key, its version on `before` and on `after`.
+fn placements(before: &Route, after: &Route, keys: &[Vec<u8>]) -> Vec<(usize, usize)> {
+    keys.iter()
+        .map(|k| (before.pick_for_key(k), after.pick_for_key(k)))
+        .collect()
+}
+
+/// Whether `b`'s weight grew by a strictly larger factor than `a`'s from `w` to `next`
+/// (`next[b] / w[b] > next[a] / w[a]`, cross-multiplied so that weight 0 needs no case).
+fn grew_more(w: &[u32], next: &[u32], a: usize, b: usize) -> bool {
+    u64::from(next[b]) * u64::from(w[a]) > u64::from(next[a]) * u64::from(w[b])
+}
+
+#[test]
+fn keys_land_on_versions_in_proportion_to_their_weights() {
+    let keys = user_keys(200_000);
+    for weights in [
+        vec![900_000, 100_000],
+        vec![800_000, 100_000, 100_000],
+        vec![0, 500_000, 0, 250_000, 250_000],
+        vec![990_000, 9_000, 1_000],
+    ] {
+        let r = route_with(&weights);
+        let mut c = vec![0u32; weights.len()];
+        for k in &keys {
+            c[r.pick_for_key(k)] += 1;
+        }
+        for (got, w) in c.iter().zip(&weights) {
+            // Five standard deviations of a binomial count over 200,000 keys.
+            let expected = f64::from(*w) / f64::from(TOTAL_PPM) * 200_000.0;
+            let sd = (expected * (1.0 - f64::from(*w) / f64::from(TOTAL_PPM))).sqrt();
+            assert!(
+                (f64::from(*got) - expected).abs() <= 5.0 * sd + 1.0,
+                "{weights:?} placed {c:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn ramping_the_newest_of_three_from_the_oldest_alone_moves_keys_only_towards_growth() {
+    // 80/10/10 -> 70/10/20: the newest version takes 10% from the oldest. Intervals moved the
+    // keys of [700k, 800k) from 1.0.0 to 1.1.0 and of [800k, 900k) from 1.1.0 to 1.2.0.
+    let w = [800_000, 100_000, 100_000];
+    let next = [700_000, 100_000, 200_000];
+    let keys = user_keys(100_000);
+    let moves = placements(&route_with(&w), &route_with(&next), &keys);
+    let count = |from: usize, to: usize| moves.iter().filter(|m| **m == (from, to)).count();
+    // Nothing leaves the version that grew, nothing enters the one that shrank.
+    for other in [0, 1] {
+        assert_eq!(count(2, other), 0);
+    }
+    for other in [1, 2] {
+        assert_eq!(count(other, 0), 0);
+    }
+    // 1.2.0 gains about 10% of the keys, mostly straight from 1.0.0.
+    let gained = count(0, 2) + count(1, 2);
+    assert!(gained.abs_diff(10_000) <= 500, "1.2.0 gained {gained}");
+    // 1.1.0 trades a few keys, since a stateless scheme cannot avoid it (see the module doc):
+    // about 0.9% of all keys each way, and its share stays 10%.
+    assert!(count(0, 1) < 1_500 && count(1, 2) < 1_500);
+}
+
+#[test]
+fn a_proportional_three_version_ramp_moves_keys_only_to_the_canary() {
+    // 1.2.0 ramps 10% -> 21.25% -> 55%, the others keeping their 8:1 proportion.
+    let steps = [
+        [800_000, 100_000, 100_000],
+        [700_000, 87_500, 212_500],
+        [400_000, 50_000, 550_000],
+    ];
+    let keys = user_keys(20_000);
+    for pair in steps.windows(2) {
+        let moves = placements(&route_with(&pair[0]), &route_with(&pair[1]), &keys);
+        let moved: Vec<_> = moves.iter().filter(|(a, b)| a != b).collect();
+        assert!(moved.iter().all(|(_, b)| *b == 2), "{moved:?}");
+        let expected = (pair[1][2] - pair[0][2]) as usize * keys.len() / TOTAL_PPM as usize;
+        assert!(
+            moved.len().abs_diff(expected) <= 350,
+            "{} of {expected}",
+            moved.len()
+        );
+    }
+}
+
+#[test]
+fn the_logarithm_matches_the_platform_s_to_thirteen_digits() {
+    let mut x = f64::MIN_POSITIVE;
+    let mut checked = 0;
+    while x < 1.0 {
+        for f in [1.0, 1.1, 1.3, 1.414, 1.4143, 1.5, 1.7, 1.99] {
+            let v = (x * f).min(1.0);
+            let (mine, std) = (ln(v), v.ln());
+            assert!(
+                (mine - std).abs() <= 1e-13 * std.abs().max(1e-300) || mine == std,
+                "ln({v}) = {mine}, platform {std}"
+            );
+            checked += 1;
+        }
+        x *= 2.0;
+    }
+    assert!(checked > 8_000);
+    assert_eq!(ln(1.0), 0.0);
+}
+
+/// A weight split over exactly `n` versions, some of them zero.
+fn split_of(n: usize) -> impl Strategy<Value = Vec<u32>> {
+    proptest::collection::vec(prop_oneof![Just(0u32), 1u32..1_000_000], n).prop_map(normalize)
+}
+
+/// Scales raw weights to sum to the whole; all zero gives everything to the last.
+fn normalize(raw: Vec<u32>) -> Vec<u32> {
+    let total: u64 = raw.iter().map(|w| u64::from(*w)).sum();
+    if total == 0 {
+        let mut w = vec![0; raw.len()];
+        w[raw.len() - 1] = TOTAL_PPM;
+        return w;
+    }
+    let mut w: Vec<u32> = raw
+        .iter()
+        .map(|x| (u64::from(*x) * u64::from(TOTAL_PPM) / total) as u32)
+        .collect();
+    let short = TOTAL_PPM - w.iter().sum::<u32>();
+    let last = w.iter().rposition(|x| *x > 0).unwrap_or(0);
+    w[last] += short;
+    w
+}
+
+/// A split of 2–6 versions and a change of it: either an arbitrary new split, or one that keeps
+/// some versions' weights and spreads the rest over the others.
+fn weight_change() -> impl Strategy<Value = (Vec<u32>, Vec<u32>)> {
+    (2usize..=6).prop_flat_map(|n| {
+        (
+            split_of(n),
+            split_of(n),
+            proptest::collection::vec(any::<bool>(), n),
+            proptest::collection::vec(prop_oneof![Just(0u32), 1u32..1_000_000], n),
+        )
+            .prop_map(|(w, arbitrary, keep, raw)| {
+                if keep.iter().all(|k| !k) {
+                    return (w, arbitrary);
+                }
+                let budget = TOTAL_PPM
+                    - w.iter()
+                        .zip(&keep)
+                        .filter(|(_, k)| **k)
+                        .map(|(w, _)| w)
+                        .sum::<u32>();
+                let movable: Vec<usize> = (0..w.len()).filter(|i| !keep[*i]).collect();
+                let Some(&last) = movable.last() else {
+                    return (w.clone(), w);
+                };
+                let total: u64 = movable.iter().map(|i| u64::from(raw[*i])).sum();
+                let mut next = w.clone();
+                let mut given = 0;
+                for &i in &movable {
+                    next[i] = (u64::from(raw[i]) * u64::from(budget))
+                        .checked_div(total)
+                        .unwrap_or(0) as u32;
+                    given += next[i];
+                }
+                next[last] += budget - given;
+                (w, next)
+            })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn a_key_moves_only_to_a_version_whose_weight_grew_by_a_larger_factor(
+        (w, next) in weight_change(),
+        seed in any::<u32>(),
+    ) {
+        let keys: Vec<Vec<u8>> = (0..2_000u32).map(|i| (seed ^ i).to_le_bytes().to_vec()).collect();
+        let (before, after) = (route_with(&w), route_with(&next));
+        for (a, b) in placements(&before, &after, &keys) {
+            prop_assert!(w[a] > 0 && next[b] > 0);
+            if a != b {
+                prop_assert!(grew_more(&w, &next, a, b), "{w:?} -> {next:?} moved a key {a} -> {b}");
+                // So never from a version that did not shrink to one that did not grow.
+                prop_assert!(next[a] < w[a] || next[b] > w[b]);
+            }
+        }
+    }
+
+    #[test]
+    fn changing_one_weight_while_the_rest_keep_proportion_moves_exactly_that_share(
+        n in 2usize..=6,
+        changed in 0usize..6,
+        parts in proptest::collection::vec(0u32..=40, 5),
+        scales in (0u32..=1_000_000, 0u32..=1_000_000),
+        seed in any::<u32>(),
+    ) {
+        let changed = changed % n;
+        let mut parts = parts[..n - 1].to_vec();
+        if parts.iter().all(|p| *p == 0) {
+            parts[0] = 1;
+        }
+        let sum: u32 = parts.iter().sum();
+        // The others are parts × c (c = c1, then c2): their ratios never change.
+        let split = |c: u32| {
+            let c = c % (TOTAL_PPM / sum + 1);
+            let mut w: Vec<u32> = parts.iter().map(|p| p * c).collect();
+            w.insert(changed, TOTAL_PPM - c * sum);
+            w
+        };
+        let (w, next) = (split(scales.0), split(scales.1));
+        let keys: Vec<Vec<u8>> = (0..20_000u32).map(|i| (seed ^ i).to_le_bytes().to_vec()).collect();
+        let moves = placements(&route_with(&w), &route_with(&next), &keys);
+        let mut moved = 0usize;
+        for &(a, b) in &moves {
+            if a != b {
+                // Into the changed version if it grew, out of it if it shrank, never between others.
+                let expected = if next[changed] > w[changed] { b } else { a };
+                prop_assert_eq!(expected, changed, "{:?} -> {:?} moved a key {} -> {}", w, next, a, b);
+                moved += 1;
+            }
+        }
+        // As many keys as the weight moved: within five standard deviations over 20,000 keys.
+        let p = f64::from(w[changed].abs_diff(next[changed])) / f64::from(TOTAL_PPM);
+        let sd = (p * (1.0 - p) / 20_000.0).sqrt();
+        let share = moved as f64 / 20_000.0;
+        prop_assert!((share - p).abs() <= 5.0 * sd + 1e-4, "{w:?} -> {next:?} moved {share}, weight moved {p}");
     }
 }
