@@ -27,6 +27,8 @@ struct Seen {
     /// `/hello/stray` waits for this before writing bytes nobody asked for, then says so.
     stray_go: Mutex<Option<mpsc::Receiver<()>>>,
     stray_done: Mutex<Option<mpsc::Sender<()>>>,
+    /// `/hello/events` sends its second event only after this.
+    events_go: Mutex<Option<mpsc::Receiver<()>>>,
 }
 
 impl Seen {
@@ -147,6 +149,17 @@ fn serve(conn: TcpStream, seen: &Seen) {
                     let _ = done.send(());
                 }
                 continue;
+            }
+            "/hello/events" => {
+                let first = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n9\r\ndata: 1\n\n\r\n";
+                if w.write_all(first).is_err() {
+                    return;
+                }
+                let go = seen.events_go.lock().expect("lock").take();
+                if let Some(go) = go {
+                    let _ = go.recv();
+                }
+                b"9\r\ndata: 2\n\n\r\n0\r\n\r\n".to_vec()
             }
             "/hello/te-and-cl" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 50\r\n\r\n3\r\none\r\n0\r\n\r\n".to_vec(),
             "/hello/connection-names-length" => {
@@ -443,5 +456,30 @@ fn clients_learn_no_internals_and_cannot_forge_router_headers_or_escape_a_prefix
     }
     assert_eq!(seen.heads().len(), 1, "{:?}", seen.heads());
     assert!(!seen.received().contains(".."));
+    router.stop();
+}
+
+#[test]
+fn a_streamed_response_reaches_the_client_as_it_is_produced() {
+    let (up, seen) = upstream();
+    let (go, go_rx) = mpsc::channel();
+    *seen.events_go.lock().expect("lock") = Some(go_rx);
+    let (router, addr) = router(up);
+    let (mut w, mut r) = client(addr);
+    w.write_all(b"GET /hello/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    // The upstream holds the second event until the client has the first: a router that
+    // buffers the response until it ends never delivers either (the read times out).
+    let head = read_head(&mut r).expect("the head before the response ends");
+    assert_eq!(status(&head), 200, "{head}");
+    let mut first = String::new();
+    r.read_line(&mut first).expect("chunk size");
+    assert_eq!(first, "9\r\n");
+    let mut event = [0u8; 11];
+    r.read_exact(&mut event).expect("the first event");
+    assert_eq!(&event, b"data: 1\n\n\r\n");
+    go.send(()).expect("go");
+    let rest = read_body(&mut r, &head).expect("the rest");
+    assert_eq!(rest, b"data: 2\n\n");
     router.stop();
 }
