@@ -56,8 +56,14 @@ pub enum Malformed {
     TooLarge,
     /// `Content-Length` is not a number, or two of them disagree.
     Length,
-    /// A `Transfer-Encoding` other than chunked (last), or together with `Content-Length`.
+    /// A request's `Transfer-Encoding` other than one line of exactly `chunked`, together with
+    /// `Content-Length`, or in HTTP/1.0 (RFC 9112 §6.1: faulty framing).
     Encoding,
+    /// An HTTP/1.1 request without a `Host` header, or any request with more than one.
+    Host,
+    /// A path with a `.` or `..` segment (also percent-encoded): refused rather than routed by
+    /// one reading and served by another.
+    DotSegment,
     /// A chunked body that breaks the chunk syntax.
     Chunk,
 }
@@ -70,6 +76,8 @@ impl fmt::Display for Malformed {
             Malformed::Length => "invalid Content-Length",
             Malformed::Encoding => "unsupported Transfer-Encoding",
             Malformed::Chunk => "malformed chunked body",
+            Malformed::Host => "a request needs exactly one Host header",
+            Malformed::DotSegment => "path has a dot-segment",
         })
     }
 }
@@ -207,11 +215,16 @@ impl Head {
             let value = line.value.trim_ascii();
             let hop = facts.see(name, value, request);
             if hop && name.eq_ignore_ascii_case(b"connection") {
-                named_by_connection |= tokens(value).any(|t| {
-                    !(t.eq_ignore_ascii_case(b"close")
+                for t in tokens(value) {
+                    if is_framing(t) {
+                        facts.names_framing = true;
+                    } else if !(t.eq_ignore_ascii_case(b"close")
                         || t.eq_ignore_ascii_case(b"keep-alive")
                         || t.eq_ignore_ascii_case(b"upgrade"))
-                });
+                    {
+                        named_by_connection = true;
+                    }
+                }
             }
             self.fields.push(Field {
                 name: Span::within(buf, name),
@@ -222,13 +235,31 @@ impl Head {
         if named_by_connection {
             self.mark_named(buf);
         }
+        if !request && facts.encoded && facts.length.is_some() {
+            // RFC 9112 §6.3: chunks win; a Content-Length beside them is dropped, never passed on
+            // for the next hop to believe instead.
+            for f in &mut self.fields {
+                f.hop |= f.name.of(buf).eq_ignore_ascii_case(b"content-length");
+            }
+        }
         self.meta = facts.meta(request);
+        if request
+            && self.meta.is_ok()
+            && self.parts.proxyable
+            && has_dot_segment(self.parts.path.of(buf))
+        {
+            self.meta = Err(Malformed::DotSegment);
+        }
     }
 
-    /// Marks the headers a `Connection` header names as hop-by-hop (rare: most name none).
+    /// Marks the headers a `Connection` header names as hop-by-hop (rare: most name none). The
+    /// framing headers and `Host` are never removed this way: the body is still framed by them.
     fn mark_named(&mut self, buf: &[u8]) {
         for i in 0..self.fields.len() {
             let name = self.fields[i].name.of(buf);
+            if is_framing(name) {
+                continue;
+            }
             let named = self.fields.iter().any(|f| {
                 f.name.of(buf).eq_ignore_ascii_case(b"connection")
                     && tokens(f.value.of(buf)).any(|t| t.eq_ignore_ascii_case(name))
@@ -246,6 +277,37 @@ impl Head {
     }
 }
 
+/// `Content-Length`, `Transfer-Encoding` or `Host`: headers a `Connection` header may not remove.
+fn is_framing(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"content-length")
+        || name.eq_ignore_ascii_case(b"transfer-encoding")
+        || name.eq_ignore_ascii_case(b"host")
+}
+
+/// A `.` or `..` path segment, plain or percent-encoded (`%2e`), which different servers resolve
+/// differently.
+fn has_dot_segment(path: &[u8]) -> bool {
+    path.split(|&b| b == b'/').any(|segment| {
+        let mut rest = segment;
+        let mut dots = 0;
+        while !rest.is_empty() {
+            if rest[0] == b'.' {
+                rest = &rest[1..];
+            } else if rest.len() >= 3
+                && rest[0] == b'%'
+                && rest[1] == b'2'
+                && rest[2] | 0x20 == b'e'
+            {
+                rest = &rest[3..];
+            } else {
+                return false;
+            }
+            dots += 1;
+        }
+        dots == 1 || dots == 2
+    })
+}
+
 /// What the header lines say, gathered while they are classified.
 struct Facts {
     minor: u8,
@@ -253,6 +315,12 @@ struct Facts {
     bad_length: bool,
     encoded: bool,
     chunked: bool,
+    /// `Transfer-Encoding` lines, and whether every one of them is exactly `chunked`.
+    encodings: u8,
+    only_chunked: bool,
+    hosts: u8,
+    /// `Connection` names `Content-Length`, `Transfer-Encoding` or `Host`.
+    names_framing: bool,
     close: bool,
     keep_alive: bool,
     connection_upgrade: bool,
@@ -268,6 +336,10 @@ impl Facts {
             bad_length: false,
             encoded: false,
             chunked: false,
+            encodings: 0,
+            only_chunked: true,
+            hosts: 0,
+            names_framing: false,
             close: false,
             keep_alive: false,
             connection_upgrade: false,
@@ -281,6 +353,10 @@ impl Facts {
         let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
         match name.len() {
             2 => is(b"te"),
+            4 if request && is(b"host") => {
+                self.hosts = self.hosts.saturating_add(1);
+                false
+            }
             6 if request && is(b"expect") => {
                 self.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
                 false
@@ -312,6 +388,8 @@ impl Facts {
             16 => is(b"proxy-connection"),
             17 if is(b"transfer-encoding") => {
                 self.encoded = true;
+                self.encodings = self.encodings.saturating_add(1);
+                self.only_chunked &= value.eq_ignore_ascii_case(b"chunked");
                 // Only the last coding decides the framing; it must be chunked.
                 self.chunked = value
                     .rsplit(|&b| b == b',')
@@ -329,6 +407,16 @@ impl Facts {
         if self.bad_length {
             return Err(Malformed::Length);
         }
+        if request {
+            // RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 is faulty framing; and a request
+            // carries one line of exactly `chunked`, nothing a next hop could read otherwise.
+            if self.encoded && (self.minor == 0 || self.encodings > 1 || !self.only_chunked) {
+                return Err(Malformed::Encoding);
+            }
+            if self.hosts > 1 || (self.hosts == 0 && self.minor > 0) {
+                return Err(Malformed::Host);
+            }
+        }
         let body = match (self.encoded, self.chunked, self.length) {
             (true, _, Some(_)) if request => return Err(Malformed::Encoding),
             (true, false, _) if request => return Err(Malformed::Encoding),
@@ -345,8 +433,11 @@ impl Facts {
         };
         Ok(Meta {
             body,
-            // A response with both a length and chunks: trust the chunks, never reuse.
-            keep_alive: keep_alive && !(self.encoded && self.length.is_some()),
+            // A response with both a length and chunks (trust the chunks), or whose Connection
+            // header names a framing header: its framing is in doubt, never reuse.
+            keep_alive: keep_alive
+                && !(self.encoded && self.length.is_some())
+                && !self.names_framing,
             upgrade: self.connection_upgrade && self.upgrade_header,
             expect_continue: self.expect_continue,
         })
@@ -406,7 +497,14 @@ pub enum Body {
     UntilClose,
 }
 
+/// A `Content-Length` value; a list of equal values (`5, 5`, RFC 9110 §8.6) is that value.
 fn parse_length(value: &[u8]) -> Option<u64> {
+    let mut values = value.split(|&b| b == b',').map(parse_one_length);
+    let first = values.next()??;
+    values.all(|v| v == Some(first)).then_some(first)
+}
+
+fn parse_one_length(value: &[u8]) -> Option<u64> {
     let value = value.trim_ascii();
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
         return None;
@@ -468,7 +566,9 @@ impl Chunked {
                     }
                     _ if self.digits == 0 => return Err(Malformed::Chunk),
                     b'\r' => self.state = SizeLf,
-                    b';' | b' ' | b'\t' => self.state = Extension,
+                    // Only `;` may follow a size: whitespace there is read differently by
+                    // different servers.
+                    b';' => self.state = Extension,
                     _ => return Err(Malformed::Chunk),
                 },
                 Extension => match b {
@@ -532,9 +632,17 @@ pub fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Names the router owns (`x-switchyard-*`): a client's own values are never passed on as if
+/// the router had set them.
+fn is_switchyard(name: &[u8]) -> bool {
+    const PREFIX: &[u8] = b"x-switchyard-";
+    name.len() >= PREFIX.len() && name[..PREFIX.len()].eq_ignore_ascii_case(PREFIX)
+}
+
 /// The request head as the upstream gets it: the path rewritten for the backend, hop-by-hop
-/// headers and `Expect` dropped (`100 Continue` is the router's to send), the pin header
-/// dropped unless the function honours pins.
+/// headers and `Expect` dropped (`100 Continue` is the router's to send), the client's
+/// `x-switchyard-*` headers dropped (but the pin header when the function honours pins), and
+/// an absolute-form target's authority as the Host.
 pub fn write_request_head(
     out: &mut Vec<u8>,
     buf: &[u8],
@@ -569,15 +677,22 @@ pub fn write_request_head(
     } else {
         b" HTTP/1.1\r\n"
     });
+    // RFC 9112 §3.2.2: an absolute-form target's authority is the host; it replaces Host.
+    let authority = parts.authority.map(|a| a.of(buf));
     for field in &head.fields {
         let name = field.name.of(buf);
         if field.hop
             || name.eq_ignore_ascii_case(b"expect")
-            || (!route.pinning && name.eq_ignore_ascii_case(PIN_HEADER.as_bytes()))
+            || (authority.is_some() && name.eq_ignore_ascii_case(b"host"))
+            || (is_switchyard(name)
+                && !(route.pinning && name.eq_ignore_ascii_case(PIN_HEADER.as_bytes())))
         {
             continue;
         }
         field.write_to(buf, out);
+    }
+    if let Some(authority) = authority {
+        push_header(out, b"host", authority);
     }
     if meta.upgrade {
         out.extend_from_slice(b"connection: upgrade\r\n");
@@ -680,14 +795,32 @@ mod tests {
 
     #[test]
     fn framing_follows_rfc_9112_and_refuses_smuggling_shapes() {
-        let meta = |t: &str| request(t).1;
+        // Every request below gets a Host line after its request line.
+        let meta = |t: &str| request(&t.replacen("\r\n", "\r\nHost: h\r\n", 1)).1;
         assert_eq!(
             meta("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n").map(|m| m.body),
             Ok(Body::Length(5))
         );
         assert_eq!(
-            meta("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").map(|m| m.body),
+            meta("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").map(|m| m.body),
             Ok(Body::Chunked)
+        );
+        for faulty in [
+            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert_eq!(meta(faulty), Err(Malformed::Encoding), "{faulty}");
+        }
+        assert_eq!(
+            meta("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n").map(|m| m.body),
+            Ok(Body::Length(5)),
+            "a list of equal lengths is that length"
+        );
+        assert_eq!(
+            meta("POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n"),
+            Err(Malformed::Length)
         );
         assert_eq!(
             meta("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
@@ -722,6 +855,77 @@ mod tests {
     }
 
     #[test]
+    fn a_request_has_exactly_one_host_and_no_dot_segment() {
+        let meta = |t: &str| {
+            let mut head = Head::default();
+            assert_eq!(head.parse_request(t.as_bytes()), Ok(true), "{t}");
+            head.meta.map(|m| m.body)
+        };
+        assert_eq!(meta("GET / HTTP/1.1\r\n\r\n"), Err(Malformed::Host));
+        assert_eq!(
+            meta("GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n"),
+            Err(Malformed::Host)
+        );
+        assert_eq!(meta("GET / HTTP/1.0\r\n\r\n"), Ok(Body::Length(0)));
+        for (path, refused) in [
+            ("/a/../b", true),
+            ("/a/./b", true),
+            ("/a/%2e%2E", true),
+            ("/a/.%2e/b", true),
+            ("/..", true),
+            ("/a/...", false),
+            ("/a/.b/c..d", false),
+            ("/a//b", false),
+        ] {
+            let text = format!("GET {path}?x=/../ HTTP/1.1\r\nHost: h\r\n\r\n");
+            assert_eq!(meta(&text) == Err(Malformed::DotSegment), refused, "{path}");
+        }
+    }
+
+    #[test]
+    fn connection_never_makes_framing_headers_or_host_hop_by_hop() {
+        let text = "POST / HTTP/1.1\r\nHost: h\r\nConnection: content-length, host, x-a\r\n\
+X-A: 1\r\nContent-Length: 3\r\n\r\n";
+        let (head, meta) = request(text);
+        let hop: Vec<&[u8]> = head
+            .fields
+            .iter()
+            .filter(|f| f.hop)
+            .map(|f| f.name.of(text.as_bytes()))
+            .collect();
+        assert_eq!(hop, [&b"Connection"[..], b"X-A"]);
+        assert_eq!(meta.map(|m| m.body), Ok(Body::Length(3)));
+
+        let mut resp = Head::default();
+        let text = b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 2\r\n\r\n";
+        assert_eq!(resp.parse_response(text), Ok(true));
+        let meta = resp.meta.expect("valid");
+        assert_eq!(meta.body, Body::Length(2));
+        assert!(!meta.keep_alive, "its framing is in doubt: never reused");
+        assert!(resp
+            .fields
+            .iter()
+            .any(|f| !f.hop && f.name.of(text) == b"Content-Length"));
+    }
+
+    #[test]
+    fn a_response_with_chunks_and_a_length_drops_the_length_and_is_not_reused() {
+        let text = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut resp = Head::default();
+        assert_eq!(resp.parse_response(text), Ok(true));
+        let meta = resp.meta.expect("valid");
+        assert_eq!(meta.body, Body::Chunked);
+        assert!(!meta.keep_alive);
+        let kept: Vec<&[u8]> = resp
+            .fields
+            .iter()
+            .filter(|f| !f.hop)
+            .map(|f| f.name.of(text))
+            .collect();
+        assert_eq!(kept, [&b"Transfer-Encoding"[..]]);
+    }
+
+    #[test]
     fn a_response_without_length_runs_until_close() {
         let text = b"HTTP/1.1 200 OK\r\nServer: x\r\n\r\n";
         let mut head = Head::default();
@@ -753,7 +957,7 @@ X-Other: 2\r\nConnection: close, x-custom\r\nContent-Length: 0\r\n\r\n";
     #[test]
     fn targets_split_into_authority_path_and_query() {
         let parts = |t: &str| {
-            let text = format!("GET {t} HTTP/1.1\r\n\r\n");
+            let text = format!("GET {t} HTTP/1.1\r\nHost: h\r\n\r\n");
             let (head, _) = request(&text);
             let buf = text.as_bytes();
             let p = head.parts;
@@ -802,6 +1006,8 @@ X-Other: 2\r\nConnection: close, x-custom\r\nContent-Length: 0\r\n\r\n";
     fn broken_chunks_are_refused() {
         for bad in [
             &b"x\r\n"[..],
+            b"5 \r\nhello\r\n",
+            b"5\t;x\r\nhello\r\n",
             b"5\r\nhelloXX",
             b"5\nhello",
             b"ffffffffffffffff1\r\n",
@@ -885,9 +1091,12 @@ connection: keep-alive\r\n\r\n",
             "GET /base/v1?q=2 HTTP/1.1\r\nHost: h\r\n\r\n"
         );
         assert_eq!(
-            forwarded("GET http://h/api HTTP/1.1\r\nHost: h\r\n\r\n", &stripping),
-            "GET /base/ HTTP/1.1\r\nHost: h\r\n\r\n",
-            "an absolute-form target goes upstream in origin form"
+            forwarded(
+                "GET http://a.test/api HTTP/1.1\r\nHost: h\r\n\r\n",
+                &stripping
+            ),
+            "GET /base/ HTTP/1.1\r\nhost: a.test\r\n\r\n",
+            "an absolute-form target goes upstream in origin form, its authority the Host"
         );
         let kept = route(f, "http://127.0.0.1:9");
         assert_eq!(

@@ -2,10 +2,12 @@
 //! a request's target with one failover to another version.
 //!
 //! The pool is a stack of idle connections per socket address: the most recently used one is
-//! reused first, so a burst uses few connections and the rest age out. A connection idle for
-//! more than a second is checked for a close from the upstream before it is reused; a
-//! fresher one that turns out closed is caught by the proxy, which retries a request it can
-//! replay once on a new connection.
+//! reused first, so a burst uses few connections and the rest age out. Every connection is
+//! checked before reuse (one non-blocking read): one with any unread byte on it (stray bytes
+//! after a response, a desynchronised upstream) or closed by the upstream is dropped, never
+//! handed to the next request, which would read them as its own response. A close that races
+//! the check is caught by the proxy, which retries a request it can replay once on a new
+//! connection.
 
 use std::collections::HashMap;
 use std::io;
@@ -22,8 +24,6 @@ use crate::decide::Target;
 const DNS_TTL: Duration = Duration::from_secs(10);
 /// Idle connections older than this are closed instead of reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(55);
-/// Idle connections older than this are checked for a close before reuse.
-const CHECK_AFTER: Duration = Duration::from_secs(1);
 /// Most idle connections kept per upstream address.
 const MAX_IDLE: usize = 1024;
 /// Time allowed for a TCP connect.
@@ -105,7 +105,7 @@ impl Upstreams {
             if age > IDLE_TIMEOUT {
                 continue;
             }
-            if age > CHECK_AFTER && !open(&idle.conn) {
+            if !clean(&idle.conn) {
                 continue;
             }
             return Some(idle.conn);
@@ -179,69 +179,73 @@ pub async fn connect_with_failover(
             },
             Err(e) => e,
         };
-        let unreachable = format!("cannot reach {}: {error}\n", backend.served_by);
         match target.failover() {
             Some(next) if !failed_over => {
                 if let Some(m) = target.extras.backends.get(target.backend) {
                     m.errors.inc();
                 }
-                tracing::debug!("{} failing over", unreachable.trim_end());
+                tracing::warn!("cannot reach {}: {error}; failing over", backend.served_by);
                 target.backend = next;
                 failed_over = true;
             }
             _ => {
-                let status = if matches!(error, ConnectError::Timeout) {
-                    504
+                // The client learns what failed, in one generic line; the upstream's address
+                // and the OS error are the operator's (the log), not the client's.
+                tracing::warn!("cannot reach {}: {error}", backend.served_by);
+                let (status, what) = if matches!(error, ConnectError::Timeout) {
+                    (504, "did not accept a connection in time")
                 } else {
-                    502
+                    (502, "cannot be reached")
                 };
-                return Err((status, unreachable));
+                return Err((status, format!("{} {what}\n", backend.served_by)));
             }
         }
     }
 }
 
-/// An idle connection is still usable: nothing to read and no end of stream.
-fn open(conn: &TcpStream) -> bool {
-    let mut byte = [0u8; 1];
-    matches!(conn.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+/// An idle connection is still usable: nothing to read and no end of stream. Asks the socket
+/// itself (one non-blocking `recv` with `MSG_PEEK`), not tokio's cached readiness, which lags
+/// behind bytes the reactor has not polled yet.
+fn clean(conn: &TcpStream) -> bool {
+    let mut byte = [std::mem::MaybeUninit::uninit(); 1];
+    matches!(socket2::SockRef::from(conn).peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncWriteExt;
 
     #[tokio::test]
-    async fn a_connection_closed_by_the_upstream_while_idle_is_not_reused() {
+    async fn a_connection_with_unread_bytes_or_closed_by_the_upstream_is_not_reused() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let pool = Upstreams::new();
         let conn = Upstreams::connect(addr).await.expect("connect");
-        let (server_side, _) = listener.accept().await.expect("accept");
+        let (_server_side, _) = listener.accept().await.expect("accept");
         pool.put(addr, conn, Instant::now());
         assert!(
             pool.take(addr, Instant::now()).is_some(),
-            "a fresh idle connection is reused"
+            "a clean idle connection is reused"
         );
 
+        // Loopback delivers a write (or a close) before the writer's call returns.
         let conn = Upstreams::connect(addr).await.expect("connect");
-        let (server_side2, _) = listener.accept().await.expect("accept");
-        drop(server_side2);
+        let (mut chatty, _) = listener.accept().await.expect("accept");
+        chatty
+            .write_all(b"HTTP/1.1 200 OK\r\n")
+            .await
+            .expect("write");
         pool.put(addr, conn, Instant::now());
-        if let Ok(mut idle) = pool.idle.lock() {
-            // Age it past the check threshold.
-            for i in idle.values_mut().flatten() {
-                i.since -= CHECK_AFTER * 2;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(
-            pool.take(addr, Instant::now()).is_none(),
-            "closed by the upstream"
-        );
+        assert!(pool.take(addr, Instant::now()).is_none(), "unread bytes");
+
+        let conn = Upstreams::connect(addr).await.expect("connect");
+        let (closed, _) = listener.accept().await.expect("accept");
+        drop(closed);
+        pool.put(addr, conn, Instant::now());
+        assert!(pool.take(addr, Instant::now()).is_none(), "closed");
         assert_eq!(pool.idle_count(), 0);
-        drop(server_side);
     }
 }

@@ -4,6 +4,8 @@
 
 use std::io;
 
+use futures::FutureExt;
+
 use pingora::protocols::Stream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -120,7 +122,10 @@ pub(super) enum CopyError {
     Framing,
 }
 
-/// Copies the rest of a body: bytes already in `buf` first, then reads from `from`.
+/// Copies the rest of a body: bytes already in `buf` first, then reads from `from`. What was
+/// written is flushed whenever `from` has nothing more ready, so a streamed body (server-sent
+/// events, long polling, tokens) reaches the other side as it is produced, while a body that
+/// arrives in a burst still leaves in few writes.
 pub(super) async fn copy_body<R, W>(
     from: &mut R,
     buf: &mut Buf,
@@ -142,7 +147,16 @@ where
         if left.done() {
             return Ok(());
         }
-        match buf.fill(from).await {
+        // A read that is not ready at once is cancelled (reads are cancel-safe) and awaited
+        // again after the flush.
+        let read = match buf.fill(from).now_or_never() {
+            Some(read) => read,
+            None => {
+                to.flush().await.map_err(|_| CopyError::To)?;
+                buf.fill(from).await
+            }
+        };
+        match read {
             Ok(0) if matches!(left, Left::UntilClose) => return Ok(()),
             Ok(0) | Err(_) => return Err(CopyError::From),
             Ok(_) => {}

@@ -142,7 +142,9 @@ impl Conn<'_> {
             Err(Failed::Upstream(why)) => Some(why),
         };
         if let Some(why) = why {
-            let body = format!("{} failed: {why}\n", target.served_by());
+            // The detail (an OS error, what was malformed) is the operator's, not the client's.
+            tracing::warn!("{} failed: {why}", target.served_by());
+            let body = format!("{} failed before answering\n", target.served_by());
             let reply = Reply::failed(&target, started, head_request, 502, body);
             let next = if body_sent && meta.keep_alive {
                 Next::KeepAlive
@@ -178,9 +180,15 @@ impl Conn<'_> {
             "" => "/",
             path => path,
         };
-        let host = match self.req.get(buf, "host") {
-            Some(h) => std::str::from_utf8(h).unwrap_or_default(),
-            None => parts.authority.map(text).unwrap_or_default(),
+        // RFC 9112 §3.2.2: an absolute-form target is routed by its authority, which the
+        // upstream also gets as Host; the Host header is then ignored.
+        let host = match parts.authority {
+            Some(authority) => text(authority),
+            None => self
+                .req
+                .get(buf, "host")
+                .map(|h| std::str::from_utf8(h).unwrap_or_default())
+                .unwrap_or_default(),
         };
         let view = RequestView {
             host,
