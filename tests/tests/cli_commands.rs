@@ -542,6 +542,54 @@ async fn reads_work_in_every_output_format() {
     let list: serde_json::Value =
         serde_json::from_str(&cli.ok(&["list", "-o", "json"]).await.stdout).expect("json");
     assert_eq!(list[0]["name"], "hello");
+
+    // Each table says row for row what -o json says.
+    let rows = |cmd: &[&str]| {
+        let cli = cli.clone();
+        let cmd: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+        async move {
+            let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+            let table = support::table_rows(&cli.ok(&args).await.stdout);
+            let mut json_args = args.clone();
+            json_args.extend(["-o", "json"]);
+            let json: Vec<serde_json::Value> =
+                serde_json::from_str(&cli.ok(&json_args).await.stdout).expect("a JSON array");
+            assert_eq!(
+                table.len(),
+                json.len(),
+                "{cmd:?}: {table:?} against {json:?}"
+            );
+            table.into_iter().zip(json).collect::<Vec<_>>()
+        }
+    };
+    let text = |v: &serde_json::Value| v.as_str().expect("a string").to_string();
+    for (row, v) in rows(&["versions", "hello"]).await {
+        assert_eq!(row["VERSION"], text(&v["version"]), "{row:?}");
+        assert_eq!(row["READY"], if v["ready"] == true { "yes" } else { "no" });
+        assert_eq!(row["WEIGHT"], text(&v["percent"]), "{row:?}");
+        for tag in v["tags"].as_array().expect("tags") {
+            assert!(row["TAGS"].split(',').any(|t| t == text(tag)), "{row:?}");
+        }
+    }
+    for (i, (row, h)) in rows(&["history", "hello"]).await.into_iter().enumerate() {
+        let entry: switchyard_core::HistoryEntry =
+            serde_json::from_value(h).expect("a history entry");
+        assert_eq!(row["#"], (i + 1).to_string());
+        assert_eq!(row["TIME"], entry.time);
+        assert_eq!(row["ACTOR"], entry.actor);
+        assert_eq!(row["ACTION"], entry.action.to_string(), "{row:?}");
+        assert_eq!(
+            row["TRAFFIC"],
+            switchyard_core::plan::describe(&entry.traffic)
+        );
+        assert_eq!(row["REASON"], entry.reason.unwrap_or_default());
+    }
+    for (row, f) in rows(&["list"]).await {
+        assert_eq!(row["NAME"], text(&f["name"]));
+        assert_eq!(row["TRAFFIC"], text(&f["traffic"]), "{row:?}");
+        assert_eq!(row["STABLE"], f["stable"].as_str().unwrap_or("-"));
+        assert_eq!(row["ROUTE"], text(&f["route"]));
+    }
     let missing = cli.run(&["status", "nope"]).await.expect(2);
     assert!(
         missing.stderr.contains("function nope not found"),
