@@ -707,3 +707,38 @@ async fn status_watch_prints_the_status_again_when_the_traffic_changes() {
     assert_eq!(found, Ok(true), "status --watch never showed the new split");
     let _ = child.kill().await;
 }
+
+#[tokio::test]
+async fn nothing_to_change_exits_0_and_writes_nothing_and_nothing_to_roll_back_exits_3() {
+    let (client, cli) = setup("cli-noop").await;
+    three_versions(&cli).await;
+    let version = |f: switchyard_core::Function| f.metadata.resource_version.expect("a version");
+    let before = version(function(&client, &cli.ns, "hello").await);
+    for cmd in [
+        vec!["traffic", "hello", "1.0.0=100"],
+        vec!["promote", "hello", "1.0.0"],
+        vec!["rollback", "hello", "--to", "1.0.0"],
+    ] {
+        // No --no-wait: a command that writes nothing has nothing to wait for either.
+        let out = cli.ok(&cmd).await;
+        assert_eq!(
+            out.stdout.trim_end(),
+            "hello: already 1.0.0=100%, nothing to change",
+            "{cmd:?}: {out:?}"
+        );
+        assert_eq!(
+            version(function(&client, &cli.ns, "hello").await),
+            before,
+            "{cmd:?} wrote"
+        );
+    }
+    // 1.0.0 is the only version ever to hold 100%, and holds it now: no rollback target.
+    let out = cli.run(&["rollback", "hello", "--no-wait"]).await.expect(3);
+    assert_eq!(
+        out.stderr.trim_end(),
+        "error: no stable version to roll back to: no version other than the current one has \
+         held 100% of function hello (use --to VERSION)",
+        "{out:?}"
+    );
+    assert_eq!(version(function(&client, &cli.ns, "hello").await), before);
+}
