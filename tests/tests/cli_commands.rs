@@ -742,3 +742,69 @@ async fn nothing_to_change_exits_0_and_writes_nothing_and_nothing_to_roll_back_e
     );
     assert_eq!(version(function(&client, &cli.ns, "hello").await), before);
 }
+
+#[tokio::test]
+async fn context_picks_the_kubeconfig_context_and_its_namespace_is_the_default() {
+    let (_client, cli) = setup("cli-context").await;
+    three_versions(&cli).await;
+    // The harness kubeconfig plus a context "sy-test" whose namespace is this test's.
+    let mut config: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(switchyard_tests::kubeconfig_path()).expect("the kubeconfig"),
+    )
+    .expect("kubeconfig YAML");
+    let current = config["current-context"]
+        .as_str()
+        .expect("a current context")
+        .to_string();
+    let mut context = config["contexts"]
+        .as_sequence()
+        .expect("contexts")
+        .iter()
+        .find(|c| c["name"].as_str() == Some(current.as_str()))
+        .expect("the current context")
+        .clone();
+    context["name"] = "sy-test".into();
+    context["context"]["namespace"] = cli.ns.clone().into();
+    config["contexts"]
+        .as_sequence_mut()
+        .expect("contexts")
+        .push(context);
+    let dir = std::env::temp_dir().join(format!("{}-kubeconfig", cli.ns));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let path = dir.join("config");
+    std::fs::write(&path, serde_yaml::to_string(&config).expect("YAML")).expect("writing it");
+
+    let run = |context: Option<&'static str>| {
+        let path = path.clone();
+        async move {
+            let mut cmd = tokio::process::Command::new(switchyard_tests::binary("switchyard"));
+            cmd.arg("--kubeconfig").arg(&path).env_remove("KUBECONFIG");
+            if let Some(c) = context {
+                cmd.args(["--context", c]);
+            }
+            cmd.args(["versions", "hello", "-o", "json"])
+                .output()
+                .await
+                .expect("running switchyard")
+        }
+    };
+    // No -n: the context's namespace is where hello lives.
+    let out = run(Some("sy-test")).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let versions: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let names: Vec<&str> = versions
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|v| v["version"].as_str().expect("a version"))
+        .collect();
+    assert_eq!(names, ["1.2.0", "1.1.0", "1.0.0"]);
+    // The current context has no namespace of this test's: hello is not found there.
+    let out = run(None).await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains(&cli.ns),
+        "{out:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
