@@ -122,16 +122,32 @@ async fn the_server_refuses_weights_that_do_not_sum_to_a_million() {
         msg.contains("traffic weights must sum to 1000000 ppm"),
         "{msg}"
     );
-    let too_big = function(&ns, json!([{"version": "1.0.0", "weight": 2_000_000}]));
+    // Over the schema's maximum while the sum is right (the other entry below the minimum):
+    // only the bounds may be named, so the sum rule's message cannot stand in for them.
+    // (Sent as raw JSON: a negative weight has no Rust value.)
+    let too_big = json!({
+        "apiVersion": "switchyard.dev/v1alpha1",
+        "kind": "Function",
+        "metadata": {"name": "hello", "namespace": ns},
+        "spec": {"traffic": [
+            {"version": "1.0.0", "weight": 2_000_000},
+            {"version": "1.1.0", "weight": -1_000_000},
+        ]},
+    });
     let msg = refusal(
-        fns.create(&PostParams::default(), &too_big)
-            .await
-            .expect_err("refused"),
+        fns.patch(
+            "hello",
+            &PatchParams::apply("switchyard-tests"),
+            &Patch::Apply(&too_big),
+        )
+        .await
+        .expect_err("refused"),
     );
     assert!(
-        msg.contains("should be less than or equal to 1e+06") || msg.contains("1000000"),
+        msg.contains("spec.traffic[0].weight in body should be less than or equal to 1000000"),
         "{msg}"
     );
+    assert!(!msg.contains("must sum"), "{msg}");
 }
 
 #[tokio::test]

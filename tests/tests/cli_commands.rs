@@ -542,6 +542,54 @@ async fn reads_work_in_every_output_format() {
     let list: serde_json::Value =
         serde_json::from_str(&cli.ok(&["list", "-o", "json"]).await.stdout).expect("json");
     assert_eq!(list[0]["name"], "hello");
+
+    // Each table says row for row what -o json says.
+    let rows = |cmd: &[&str]| {
+        let cli = cli.clone();
+        let cmd: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+        async move {
+            let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+            let table = support::table_rows(&cli.ok(&args).await.stdout);
+            let mut json_args = args.clone();
+            json_args.extend(["-o", "json"]);
+            let json: Vec<serde_json::Value> =
+                serde_json::from_str(&cli.ok(&json_args).await.stdout).expect("a JSON array");
+            assert_eq!(
+                table.len(),
+                json.len(),
+                "{cmd:?}: {table:?} against {json:?}"
+            );
+            table.into_iter().zip(json).collect::<Vec<_>>()
+        }
+    };
+    let text = |v: &serde_json::Value| v.as_str().expect("a string").to_string();
+    for (row, v) in rows(&["versions", "hello"]).await {
+        assert_eq!(row["VERSION"], text(&v["version"]), "{row:?}");
+        assert_eq!(row["READY"], if v["ready"] == true { "yes" } else { "no" });
+        assert_eq!(row["WEIGHT"], text(&v["percent"]), "{row:?}");
+        for tag in v["tags"].as_array().expect("tags") {
+            assert!(row["TAGS"].split(',').any(|t| t == text(tag)), "{row:?}");
+        }
+    }
+    for (i, (row, h)) in rows(&["history", "hello"]).await.into_iter().enumerate() {
+        let entry: switchyard_core::HistoryEntry =
+            serde_json::from_value(h).expect("a history entry");
+        assert_eq!(row["#"], (i + 1).to_string());
+        assert_eq!(row["TIME"], entry.time);
+        assert_eq!(row["ACTOR"], entry.actor);
+        assert_eq!(row["ACTION"], entry.action.to_string(), "{row:?}");
+        assert_eq!(
+            row["TRAFFIC"],
+            switchyard_core::plan::describe(&entry.traffic)
+        );
+        assert_eq!(row["REASON"], entry.reason.unwrap_or_default());
+    }
+    for (row, f) in rows(&["list"]).await {
+        assert_eq!(row["NAME"], text(&f["name"]));
+        assert_eq!(row["TRAFFIC"], text(&f["traffic"]), "{row:?}");
+        assert_eq!(row["STABLE"], f["stable"].as_str().unwrap_or("-"));
+        assert_eq!(row["ROUTE"], text(&f["route"]));
+    }
     let missing = cli.run(&["status", "nope"]).await.expect(2);
     assert!(
         missing.stderr.contains("function nope not found"),
@@ -658,4 +706,105 @@ async fn status_watch_prints_the_status_again_when_the_traffic_changes() {
     .await;
     assert_eq!(found, Ok(true), "status --watch never showed the new split");
     let _ = child.kill().await;
+}
+
+#[tokio::test]
+async fn nothing_to_change_exits_0_and_writes_nothing_and_nothing_to_roll_back_exits_3() {
+    let (client, cli) = setup("cli-noop").await;
+    three_versions(&cli).await;
+    let version = |f: switchyard_core::Function| f.metadata.resource_version.expect("a version");
+    let before = version(function(&client, &cli.ns, "hello").await);
+    for cmd in [
+        vec!["traffic", "hello", "1.0.0=100"],
+        vec!["promote", "hello", "1.0.0"],
+        vec!["rollback", "hello", "--to", "1.0.0"],
+    ] {
+        // No --no-wait: a command that writes nothing has nothing to wait for either.
+        let out = cli.ok(&cmd).await;
+        assert_eq!(
+            out.stdout.trim_end(),
+            "hello: already 1.0.0=100%, nothing to change",
+            "{cmd:?}: {out:?}"
+        );
+        assert_eq!(
+            version(function(&client, &cli.ns, "hello").await),
+            before,
+            "{cmd:?} wrote"
+        );
+    }
+    // 1.0.0 is the only version ever to hold 100%, and holds it now: no rollback target.
+    let out = cli.run(&["rollback", "hello", "--no-wait"]).await.expect(3);
+    assert_eq!(
+        out.stderr.trim_end(),
+        "error: no stable version to roll back to: no version other than the current one has \
+         held 100% of function hello (use --to VERSION)",
+        "{out:?}"
+    );
+    assert_eq!(version(function(&client, &cli.ns, "hello").await), before);
+}
+
+#[tokio::test]
+async fn context_picks_the_kubeconfig_context_and_its_namespace_is_the_default() {
+    let (_client, cli) = setup("cli-context").await;
+    three_versions(&cli).await;
+    // The harness kubeconfig plus a context "sy-test" whose namespace is this test's.
+    let mut config: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(switchyard_tests::kubeconfig_path()).expect("the kubeconfig"),
+    )
+    .expect("kubeconfig YAML");
+    let current = config["current-context"]
+        .as_str()
+        .expect("a current context")
+        .to_string();
+    let mut context = config["contexts"]
+        .as_sequence()
+        .expect("contexts")
+        .iter()
+        .find(|c| c["name"].as_str() == Some(current.as_str()))
+        .expect("the current context")
+        .clone();
+    context["name"] = "sy-test".into();
+    context["context"]["namespace"] = cli.ns.clone().into();
+    config["contexts"]
+        .as_sequence_mut()
+        .expect("contexts")
+        .push(context);
+    let dir = std::env::temp_dir().join(format!("{}-kubeconfig", cli.ns));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let path = dir.join("config");
+    std::fs::write(&path, serde_yaml::to_string(&config).expect("YAML")).expect("writing it");
+
+    let run = |context: Option<&'static str>| {
+        let path = path.clone();
+        async move {
+            let mut cmd = tokio::process::Command::new(switchyard_tests::binary("switchyard"));
+            cmd.arg("--kubeconfig").arg(&path).env_remove("KUBECONFIG");
+            if let Some(c) = context {
+                cmd.args(["--context", c]);
+            }
+            cmd.args(["versions", "hello", "-o", "json"])
+                .output()
+                .await
+                .expect("running switchyard")
+        }
+    };
+    // No -n: the context's namespace is where hello lives.
+    let out = run(Some("sy-test")).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let versions: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let names: Vec<&str> = versions
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|v| v["version"].as_str().expect("a version"))
+        .collect();
+    assert_eq!(names, ["1.2.0", "1.1.0", "1.0.0"]);
+    // The current context has no namespace of this test's: hello is not found there.
+    let out = run(None).await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains(&cli.ns),
+        "{out:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

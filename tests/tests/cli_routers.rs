@@ -198,3 +198,85 @@ async fn a_real_router_refusing_a_change_makes_it_exit_1_naming_the_replica_and_
     let out = cli.ok(&["traffic", "hello", "1.1.0=10", "1.0.0=90"]).await;
     assert!(out.stdout.contains("applied by 1/1 routers"), "{out:?}");
 }
+
+/// Writes a router Lease `name` in `ns` watching `watches`, renewed `age` ago.
+async fn lease(client: &kube::Client, ns: &str, name: &str, watches: &str, age: i64) {
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
+    let renewed = Timestamp::now() - SignedDuration::from_secs(age);
+    let lease = serde_json::json!({
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {
+            "name": name,
+            "labels": {"app.kubernetes.io/name": "switchyard-router", "switchyard.dev/router": "true"},
+            "annotations": {"switchyard.dev/watch-namespace": watches},
+        },
+        "spec": {
+            "holderIdentity": name,
+            "leaseDurationSeconds": 10,
+            "renewTime": renewed.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        },
+    });
+    kube::Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(client.clone(), ns)
+        .patch(
+            name,
+            &kube::api::PatchParams::apply("switchyard-tests").force(),
+            &kube::api::Patch::Apply(&lease),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("writing Lease {ns}/{name}: {e}"));
+}
+
+#[tokio::test]
+async fn only_fresh_leases_watching_the_function_s_namespace_count_as_routers() {
+    let client = client().await;
+    let ns = namespace(&client, "cli-leases").await;
+    // A router namespace of this test's own, so no other test's routers count.
+    let routers = namespace(&client, "cli-leases-r").await;
+    let cli = Cli::new(&ns);
+    two_versions(&cli).await;
+    // Ignored, each for one reason: expired an hour ago; fresh but watching another namespace
+    // (in the Function's namespace and in the router namespace); fresh in a namespace that is
+    // neither.
+    lease(&client, &ns, "expired", &ns, 3_600).await;
+    lease(&client, &ns, "elsewhere", "another", 0).await;
+    lease(&client, &routers, "elsewhere-r", "another", 0).await;
+    let unrelated = namespace(&client, "cli-leases-x").await;
+    lease(&client, &unrelated, "unrelated", &ns, 0).await;
+    let out = cli
+        .run(&["--router-namespace", &routers, "promote", "hello", "1.1.0"])
+        .await
+        .expect(4);
+    assert!(out.stderr.contains("no live router"), "{out:?}");
+
+    // Counted: fresh in the router namespace watching every namespace, and fresh in the
+    // Function's namespace watching it. Neither acknowledges, so the wait names exactly them.
+    lease(&client, &routers, "all", "", 0).await;
+    lease(&client, &ns, "mine", &ns, 0).await;
+    let out = cli
+        .run(&[
+            "--router-namespace",
+            &routers,
+            "traffic",
+            "hello",
+            "1.0.0=50",
+            "1.1.0=50",
+            "--timeout",
+            "1s",
+        ])
+        .await
+        .expect(4);
+    let g = support::function(&client, &ns, "hello")
+        .await
+        .metadata
+        .generation
+        .expect("a generation");
+    assert_eq!(
+        out.stderr.trim_end(),
+        format!(
+            "error: timed out after 1s waiting for routers to apply generation {g} of function \
+             hello: 0/2 applied, waiting for all, mine (the change is written)"
+        ),
+        "{out:?}"
+    );
+}

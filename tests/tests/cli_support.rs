@@ -325,3 +325,35 @@ pub async fn two_versions(cli: &Cli) {
     ])
     .await;
 }
+
+/// The rows of a table the CLI printed (a header line of one-word column names, columns
+/// aligned), each as column name → trimmed cell; a cell cut off by a trimmed line is empty.
+pub fn table_rows(text: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<char> = lines.next().expect("a header line").chars().collect();
+    let starts: Vec<usize> = (0..header.len())
+        .filter(|&i| header[i] != ' ' && (i == 0 || header[i - 1] == ' '))
+        .collect();
+    let cell = |chars: &[char], i: usize| -> String {
+        let start = starts[i].min(chars.len());
+        let end = starts
+            .get(i + 1)
+            .map_or(chars.len(), |e| (*e).min(chars.len()));
+        chars[start..end]
+            .iter()
+            .collect::<String>()
+            .trim()
+            .to_string()
+    };
+    let names: Vec<String> = (0..starts.len()).map(|i| cell(&header, i)).collect();
+    lines
+        .map(|l| {
+            let chars: Vec<char> = l.chars().collect();
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.clone(), cell(&chars, i)))
+                .collect()
+        })
+        .collect()
+}
