@@ -43,7 +43,7 @@ async fn waiting_for_routers_works_with_two_replicas_and_times_out_with_exit_4_w
 
     a.pause();
     let out = cli
-        .run(&["promote", "hello", "1.1.0", "--timeout", "1s"])
+        .run(&["promote", "hello", "1.1.0", "--force", "--timeout", "1s"])
         .await
         .expect(4);
     assert!(out.stderr.contains("waiting for router-a"), "{out:?}");
@@ -139,7 +139,7 @@ async fn waiting_works_with_two_real_router_replicas_and_exits_4_when_one_is_sto
     );
     a.stop();
     let out = cli
-        .run(&["promote", "hello", "1.1.0", "--timeout", "1s"])
+        .run(&["promote", "hello", "1.1.0", "--force", "--timeout", "1s"])
         .await
         .expect(4);
     assert!(out.stderr.contains("waiting for router-a"), "{out:?}");

@@ -65,6 +65,9 @@ async fn rollback_process_time_with_two_routers() {
     cli.ok(&["rollback", "hello"]).await;
     let mut stages: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for _ in 0..20 {
+        // Each timed rollback is a real change: promote (untimed) first, forced because the
+        // previous rollback left 1.1.0.
+        cli.ok(&["promote", "hello", "1.1.0", "--force"]).await;
         let started = Instant::now();
         let bin = std::env::var_os("SWITCHYARD_TIMING_BIN")
             .map(std::path::PathBuf::from)
