@@ -439,7 +439,8 @@ impl Facts {
                 && !(self.encoded && self.length.is_some())
                 && !self.names_framing,
             upgrade: self.connection_upgrade && self.upgrade_header,
-            expect_continue: self.expect_continue,
+            // RFC 9110 §10.1.1: an HTTP/1.0 client does not understand 100 Continue.
+            expect_continue: self.expect_continue && self.minor > 0,
         })
     }
 }
@@ -632,6 +633,19 @@ pub fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// `n` in decimal, written into `digits`, with no allocation.
+fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &digits[i..];
+        }
+    }
+}
+
 /// Names the router owns (`x-switchyard-*`): a client's own values are never passed on as if
 /// the router had set them.
 fn is_switchyard(name: &[u8]) -> bool {
@@ -679,8 +693,24 @@ pub fn write_request_head(
     });
     // RFC 9112 §3.2.2: an absolute-form target's authority is the host; it replaces Host.
     let authority = parts.authority.map(|a| a.of(buf));
+    let mut length_written = false;
     for field in &head.fields {
         let name = field.name.of(buf);
+        if name.eq_ignore_ascii_case(b"content-length") {
+            // Equal lengths on several lines or as a list (`5, 5`) were accepted as one: the
+            // upstream gets that one, in one line, and cannot read them another way.
+            if !length_written {
+                length_written = true;
+                match meta.body {
+                    Body::Length(n) if field.value.of(buf).contains(&b',') => {
+                        let mut digits = [0u8; 20];
+                        push_header(out, name, decimal(n, &mut digits));
+                    }
+                    _ => field.write_to(buf, out),
+                }
+            }
+            continue;
+        }
         if field.hop
             || name.eq_ignore_ascii_case(b"expect")
             || (authority.is_some() && name.eq_ignore_ascii_case(b"host"))
@@ -1078,6 +1108,23 @@ connection: keep-alive\r\n\r\n",
             ),
             "GET /hello/ws HTTP/1.1\r\nHost: h\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn equal_lengths_reach_the_upstream_as_one() {
+        let plain = route(
+            switchyard_core::Function::test("hello"),
+            "http://127.0.0.1:9",
+        );
+        assert_eq!(
+            forwarded(
+                "POST /hello HTTP/1.1\r\nHost: h\r\nContent-Length: 12, 12\r\nContent-Length: 12\r\n\r\n",
+                &plain
+            ),
+            "POST /hello HTTP/1.1\r\nHost: h\r\nContent-Length: 12\r\n\r\n"
+        );
+        assert_eq!(decimal(0, &mut [0; 20]), b"0");
+        assert_eq!(decimal(u64::MAX, &mut [0; 20]), b"18446744073709551615");
     }
 
     #[test]

@@ -168,6 +168,10 @@ impl Conn<'_> {
     fn route(&self) -> Result<Target, Reply> {
         let buf = self.inb.bytes();
         let parts = self.req.parts;
+        if self.req.method.of(buf) == b"CONNECT" {
+            // A tunnel to anywhere is not what a function router offers.
+            return Err(Reply::new(405, "CONNECT is not supported\n".into()));
+        }
         if !parts.proxyable {
             return Err(Reply::new(
                 400,
