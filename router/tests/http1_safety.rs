@@ -401,7 +401,10 @@ fn host_is_exactly_one_and_an_absolute_target_sets_it() {
     );
     assert_eq!(header(&heads[0], "host"), Some("fn.example:8080"));
     assert_eq!(
-        heads[0].matches("ost:").count(),
+        heads[0]
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("host:"))
+            .count(),
         1,
         "one Host: {}",
         heads[0]
@@ -536,5 +539,24 @@ fn a_list_of_equal_content_lengths_is_that_length() {
     );
     assert_eq!(status(&head), 200, "{head}");
     assert_eq!(body, b"five\n");
+    router.stop();
+}
+
+#[test]
+fn the_function_learns_the_clients_address_and_no_client_forged_one() {
+    let (up, seen) = upstream();
+    let (router, addr) = router(up);
+    let (head, _, _) = exchange_once(
+        addr,
+        b"GET /hello/who HTTP/1.1\r\nHost: fn.example\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.example\r\n\r\n",
+    );
+    assert_eq!(status(&head), 200, "{head}");
+    let heads = seen.heads();
+    assert_eq!(heads.len(), 1);
+    let up = &heads[0];
+    assert_eq!(header(up, "x-forwarded-for"), Some("127.0.0.1"), "{up}");
+    assert_eq!(header(up, "x-forwarded-proto"), Some("http"), "{up}");
+    assert_eq!(header(up, "x-forwarded-host"), Some("fn.example"), "{up}");
+    assert_eq!(up.matches("orwarded-").count(), 3, "one of each: {up}");
     router.stop();
 }
