@@ -28,6 +28,11 @@ pub struct RouterConfig {
     pub startup_timeout: Duration,
     /// Whether SIGTERM and SIGINT stop the router (the binary); tests stop it through the handle.
     pub handle_signals: bool,
+    /// Proxies in front of the router whose `X-Forwarded-*` and `Forwarded` headers are
+    /// believed; default 0: a client's own values are replaced, never passed on.
+    pub trusted_hops: usize,
+    /// Also send functions an RFC 7239 `Forwarded` header; default false (`X-Forwarded-*` only).
+    pub forwarded_header: bool,
 }
 
 impl RouterConfig {
@@ -43,6 +48,8 @@ impl RouterConfig {
             build: BuildOptions::default(),
             startup_timeout: Duration::from_secs(10),
             handle_signals: false,
+            trusted_hops: 0,
+            forwarded_header: false,
         }
     }
 }

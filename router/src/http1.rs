@@ -439,7 +439,8 @@ impl Facts {
                 && !(self.encoded && self.length.is_some())
                 && !self.names_framing,
             upgrade: self.connection_upgrade && self.upgrade_header,
-            expect_continue: self.expect_continue,
+            // RFC 9110 §10.1.1: an HTTP/1.0 client does not understand 100 Continue.
+            expect_continue: self.expect_continue && self.minor > 0,
         })
     }
 }
@@ -632,6 +633,109 @@ pub fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// What the router tells a function about its client.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarding<'a> {
+    /// The address of the peer connected to the router, as text (`127.0.0.1`, `::1`).
+    pub peer: &'a [u8],
+    /// Proxies in front of the router whose forwarding headers are believed (0: none): the
+    /// last this many `X-Forwarded-For` addresses are kept, and their `X-Forwarded-Proto`,
+    /// `X-Forwarded-Host` and `Forwarded` pass; else the router's own replace them.
+    pub trusted_hops: usize,
+    /// Also write an RFC 7239 `Forwarded` header.
+    pub forwarded_header: bool,
+}
+
+const XFF: u8 = 1;
+const XF_PROTO: u8 = 2;
+const XF_HOST: u8 = 4;
+const FORWARDED: u8 = 8;
+
+/// Which forwarding header `name` is, as a bit (0: none).
+fn forwarding_kind(name: &[u8]) -> Option<u8> {
+    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+    match name.len() {
+        15 if is(b"x-forwarded-for") => Some(XFF),
+        16 if is(b"x-forwarded-host") => Some(XF_HOST),
+        17 if is(b"x-forwarded-proto") => Some(XF_PROTO),
+        9 if is(b"forwarded") => Some(FORWARDED),
+        _ => None,
+    }
+}
+
+/// `X-Forwarded-For` (the trusted part of the client's, then the peer), `-Proto`, `-Host`, and
+/// `Forwarded` when asked for; `seen`: the kinds passed on from trusted proxies.
+fn write_forwarding(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &Head,
+    fwd: &Forwarding<'_>,
+    host: Option<&[u8]>,
+    seen: u8,
+) {
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if fwd.trusted_hops > 0 {
+        let sent = |f: &&Field| f.name.of(buf).eq_ignore_ascii_case(b"x-forwarded-for");
+        let total: usize = head
+            .fields
+            .iter()
+            .filter(sent)
+            .map(|f| tokens(f.value.of(buf)).count())
+            .sum();
+        let skip = total.saturating_sub(fwd.trusted_hops);
+        let kept = head
+            .fields
+            .iter()
+            .filter(sent)
+            .flat_map(|f| tokens(f.value.of(buf)))
+            .skip(skip);
+        for address in kept {
+            out.extend_from_slice(address);
+            out.extend_from_slice(b", ");
+        }
+    }
+    out.extend_from_slice(fwd.peer);
+    out.extend_from_slice(b"\r\n");
+    if seen & XF_PROTO == 0 {
+        out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+    }
+    if let Some(host) = host.filter(|_| seen & XF_HOST == 0) {
+        push_header(out, b"x-forwarded-host", host);
+    }
+    if fwd.forwarded_header {
+        // RFC 7239: an IPv6 address is bracketed and quoted; the host is quoted (it may hold
+        // a port's colon).
+        out.extend_from_slice(b"forwarded: for=");
+        if fwd.peer.contains(&b':') {
+            out.extend_from_slice(b"\"[");
+            out.extend_from_slice(fwd.peer);
+            out.extend_from_slice(b"]\"");
+        } else {
+            out.extend_from_slice(fwd.peer);
+        }
+        out.extend_from_slice(b";proto=http");
+        if let Some(host) = host.filter(|h| !h.contains(&b'"')) {
+            out.extend_from_slice(b";host=\"");
+            out.extend_from_slice(host);
+            out.push(b'"');
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// `n` in decimal, written into `digits`, with no allocation.
+fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &digits[i..];
+        }
+    }
+}
+
 /// Names the router owns (`x-switchyard-*`): a client's own values are never passed on as if
 /// the router had set them.
 fn is_switchyard(name: &[u8]) -> bool {
@@ -650,6 +754,7 @@ pub fn write_request_head(
     meta: &Meta,
     route: &Route,
     backend: usize,
+    fwd: &Forwarding<'_>,
 ) {
     let base = &route.backends[backend].upstream.base_path;
     let parts = &head.parts;
@@ -679,8 +784,34 @@ pub fn write_request_head(
     });
     // RFC 9112 §3.2.2: an absolute-form target's authority is the host; it replaces Host.
     let authority = parts.authority.map(|a| a.of(buf));
+    let mut length_written = false;
+    let mut seen_forwarding = 0u8;
     for field in &head.fields {
         let name = field.name.of(buf);
+        if name.eq_ignore_ascii_case(b"content-length") {
+            // Equal lengths on several lines or as a list (`5, 5`) were accepted as one: the
+            // upstream gets that one, in one line, and cannot read them another way.
+            if !length_written {
+                length_written = true;
+                match meta.body {
+                    Body::Length(n) if field.value.of(buf).contains(&b',') => {
+                        let mut digits = [0u8; 20];
+                        push_header(out, name, decimal(n, &mut digits));
+                    }
+                    _ => field.write_to(buf, out),
+                }
+            }
+            continue;
+        }
+        if let Some(kind) = forwarding_kind(name) {
+            // A client's own forwarding headers are believed only through trusted proxies;
+            // X-Forwarded-For is rewritten below either way.
+            if fwd.trusted_hops > 0 && kind != XFF {
+                seen_forwarding |= kind;
+                field.write_to(buf, out);
+            }
+            continue;
+        }
         if field.hop
             || name.eq_ignore_ascii_case(b"expect")
             || (authority.is_some() && name.eq_ignore_ascii_case(b"host"))
@@ -694,6 +825,8 @@ pub fn write_request_head(
     if let Some(authority) = authority {
         push_header(out, b"host", authority);
     }
+    let host = authority.or_else(|| head.get(buf, "host"));
+    write_forwarding(out, buf, head, fwd, host, seen_forwarding);
     if meta.upgrade {
         out.extend_from_slice(b"connection: upgrade\r\n");
         if let Some(protocol) = head.get(buf, "upgrade") {
@@ -1039,8 +1172,20 @@ X-Other: 2\r\nConnection: close, x-custom\r\nContent-Length: 0\r\n\r\n";
             &meta.expect("valid"),
             route,
             0,
+            &Forwarding {
+                peer: b"10.0.0.9",
+                trusted_hops: 0,
+                forwarded_header: false,
+            },
         );
         String::from_utf8(out).expect("utf-8")
+    }
+
+    /// The forwarding lines the router adds for peer 10.0.0.9 and this Host.
+    fn xf(host: &str) -> String {
+        format!(
+            "x-forwarded-for: 10.0.0.9\r\nx-forwarded-proto: http\r\nx-forwarded-host: {host}\r\n"
+        )
     }
 
     #[test]
@@ -1055,7 +1200,7 @@ X-Other: 2\r\nConnection: close, x-custom\r\nContent-Length: 0\r\n\r\n";
 Keep-Alive: 5\r\nExpect: 100-continue\r\nx-switchyard-version: 2.0.0\r\nContent-Length: 2\r\n\r\nhi",
                 &plain
             ),
-            "POST /hello/a?x=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n",
+            format!("POST /hello/a?x=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n{}\r\n", xf("h")),
             "X-A named by Connection, Keep-Alive, Expect and the pin (pinning off) are dropped"
         );
         let pinning = route(
@@ -1068,7 +1213,7 @@ Keep-Alive: 5\r\nExpect: 100-continue\r\nx-switchyard-version: 2.0.0\r\nContent-
                 &pinning
             ),
             "GET /hello HTTP/1.0\r\nx-switchyard-version: 2.0.0\r\nEmpty: \r\n\
-connection: keep-alive\r\n\r\n",
+x-forwarded-for: 10.0.0.9\r\nx-forwarded-proto: http\r\nconnection: keep-alive\r\n\r\n",
             "an HTTP/1.0 request stays 1.0 and asks to be kept alive"
         );
         assert_eq!(
@@ -1076,8 +1221,67 @@ connection: keep-alive\r\n\r\n",
                 "GET /hello/ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
                 &plain
             ),
-            "GET /hello/ws HTTP/1.1\r\nHost: h\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n"
+            format!("GET /hello/ws HTTP/1.1\r\nHost: h\r\n{}connection: upgrade\r\nupgrade: websocket\r\n\r\n", xf("h"))
         );
+    }
+
+    #[test]
+    fn forwarding_headers_are_the_routers_unless_a_trusted_proxy_sent_them() {
+        let text = "GET /p HTTP/1.1\r\nHost: fn.test\r\nX-Forwarded-For: 6.6.6.6, 10.1.1.1\r\n\
+X-Forwarded-Host: evil\r\nx-forwarded-for: 10.2.2.2\r\nX-Forwarded-Proto: https\r\n\
+Forwarded: for=6.6.6.6\r\n\r\n";
+        let plain = route(
+            switchyard_core::Function::test("hello"),
+            "http://127.0.0.1:9",
+        );
+        let write = |trusted_hops, forwarded_header, peer: &[u8]| {
+            let (head, meta) = request(text);
+            let mut out = Vec::new();
+            let fwd = Forwarding {
+                peer,
+                trusted_hops,
+                forwarded_header,
+            };
+            write_request_head(
+                &mut out,
+                text.as_bytes(),
+                &head,
+                &meta.expect("valid"),
+                &plain,
+                0,
+                &fwd,
+            );
+            String::from_utf8(out).expect("utf-8")
+        };
+        assert_eq!(
+            write(0, false, b"10.0.0.9"),
+            format!("GET /p HTTP/1.1\r\nHost: fn.test\r\n{}\r\n", xf("fn.test")),
+            "no trusted proxy: every client value is replaced"
+        );
+        assert_eq!(
+            write(2, true, b"::1"),
+            "GET /p HTTP/1.1\r\nHost: fn.test\r\nX-Forwarded-Host: evil\r\nX-Forwarded-Proto: https\r\n\
+Forwarded: for=6.6.6.6\r\nx-forwarded-for: 10.1.1.1, 10.2.2.2, ::1\r\n\
+forwarded: for=\"[::1]\";proto=http;host=\"fn.test\"\r\n\r\n",
+            "two trusted proxies: their two addresses, then the peer"
+        );
+    }
+
+    #[test]
+    fn equal_lengths_reach_the_upstream_as_one() {
+        let plain = route(
+            switchyard_core::Function::test("hello"),
+            "http://127.0.0.1:9",
+        );
+        assert_eq!(
+            forwarded(
+                "POST /hello HTTP/1.1\r\nHost: h\r\nContent-Length: 12, 12\r\nContent-Length: 12\r\n\r\n",
+                &plain
+            ),
+            format!("POST /hello HTTP/1.1\r\nHost: h\r\nContent-Length: 12\r\n{}\r\n", xf("h"))
+        );
+        assert_eq!(decimal(0, &mut [0; 20]), b"0");
+        assert_eq!(decimal(u64::MAX, &mut [0; 20]), b"18446744073709551615");
     }
 
     #[test]
@@ -1088,20 +1292,23 @@ connection: keep-alive\r\n\r\n",
         let stripping = route(stripping, "http://127.0.0.1:9/base/");
         assert_eq!(
             forwarded("GET /api/v1?q=2 HTTP/1.1\r\nHost: h\r\n\r\n", &stripping),
-            "GET /base/v1?q=2 HTTP/1.1\r\nHost: h\r\n\r\n"
+            format!("GET /base/v1?q=2 HTTP/1.1\r\nHost: h\r\n{}\r\n", xf("h"))
         );
         assert_eq!(
             forwarded(
                 "GET http://a.test/api HTTP/1.1\r\nHost: h\r\n\r\n",
                 &stripping
             ),
-            "GET /base/ HTTP/1.1\r\nhost: a.test\r\n\r\n",
+            format!(
+                "GET /base/ HTTP/1.1\r\nhost: a.test\r\n{}\r\n",
+                xf("a.test")
+            ),
             "an absolute-form target goes upstream in origin form, its authority the Host"
         );
         let kept = route(f, "http://127.0.0.1:9");
         assert_eq!(
             forwarded("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", &kept),
-            "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n"
+            format!("OPTIONS * HTTP/1.1\r\nHost: h\r\n{}\r\n", xf("h"))
         );
     }
 

@@ -67,6 +67,14 @@ struct Args {
     /// Seconds to wait for the first complete table at start before giving up.
     #[arg(long, env = "SWITCHYARD_STARTUP_TIMEOUT", default_value_t = 10)]
     startup_timeout: u64,
+    /// Proxies in front of the router (load balancers) whose X-Forwarded-For, -Proto, -Host and
+    /// Forwarded headers are believed: X-Forwarded-For keeps their last N addresses, then the
+    /// router appends the address it sees. 0: every client value is replaced.
+    #[arg(long, env = "SWITCHYARD_TRUSTED_HOPS", default_value_t = 0)]
+    trusted_hops: usize,
+    /// Also send functions an RFC 7239 `Forwarded` header (for, proto, host).
+    #[arg(long, env = "SWITCHYARD_FORWARDED_HEADER")]
+    forwarded_header: bool,
 }
 
 fn replica_name(flag: Option<String>) -> String {
@@ -112,6 +120,8 @@ fn main() -> ExitCode {
         },
         startup_timeout: Duration::from_secs(args.startup_timeout),
         handle_signals: true,
+        trusted_hops: args.trusted_hops,
+        forwarded_header: args.forwarded_header,
     };
     let source = match args.store {
         Some(root) => Source::Local(LocalOptions {

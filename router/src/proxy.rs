@@ -62,16 +62,62 @@ pub struct Proxy {
     shared: Arc<Shared>,
     upstreams: Upstreams,
     drain: Arc<Drain>,
+    trust: Trust,
+}
+
+/// Which client-sent forwarding headers are believed, and which the router writes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Trust {
+    /// Proxies in front of the router whose `X-Forwarded-*` values are kept (0: none).
+    pub hops: usize,
+    /// Also write an RFC 7239 `Forwarded` header.
+    pub forwarded_header: bool,
 }
 
 impl Proxy {
-    /// A proxy routing on `shared`'s live table; `drain` ends its connections gracefully.
-    pub fn new(shared: Arc<Shared>, drain: Arc<Drain>) -> Self {
+    /// A proxy routing on `shared`'s live table; `drain` ends its connections gracefully;
+    /// `trust` decides what functions are told about the client.
+    pub fn new(shared: Arc<Shared>, drain: Arc<Drain>, trust: Trust) -> Self {
         Proxy {
             shared,
             upstreams: Upstreams::new(),
             drain,
+            trust,
         }
+    }
+}
+
+/// The client's address as text, kept beside the connection (written once, no allocation).
+struct Peer {
+    text: [u8; 64],
+    len: usize,
+}
+
+impl Peer {
+    fn of(stream: &Stream) -> Peer {
+        use std::io::Write;
+        let mut peer = Peer {
+            text: [0; 64],
+            len: 0,
+        };
+        let ip = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let mut cursor = std::io::Cursor::new(&mut peer.text[..]);
+        let written = match ip {
+            Some(ip) => write!(cursor, "{ip}"),
+            None => write!(cursor, "unknown"),
+        };
+        peer.len = if written.is_ok() {
+            cursor.position() as usize
+        } else {
+            0
+        };
+        peer
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.text[..self.len]
     }
 }
 
@@ -145,6 +191,7 @@ impl ServerApp for Proxy {
             resp: Head::default(),
             shutdown: shutdown.clone(),
             draining: self.drain.stop.subscribe(),
+            peer: Peer::of(&stream),
         };
         // One idle timer and one shutdown wait for the connection's whole life: arming a
         // timer and a watch per request cost more than the rest of the request's bookkeeping.
@@ -211,6 +258,8 @@ struct Conn<'p> {
     resp: Head,
     shutdown: ShutdownWatch,
     draining: watch::Receiver<bool>,
+    /// The client's address, for `X-Forwarded-For`.
+    peer: Peer,
 }
 
 impl Conn<'_> {

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use crate::admin::Admin;
 use crate::config::RouterConfig;
 use crate::live::Shared;
-use crate::proxy::{Drain, Proxy};
+use crate::proxy::{Drain, Proxy, Trust};
 
 /// Ends `Server::run`: on our own request, and on SIGTERM (graceful) or SIGINT (fast) when
 /// the router handles signals. A graceful stop drains first: `/readyz` turns 503, each
@@ -94,7 +94,14 @@ pub fn spawn(
     let drain = Arc::new(Drain::new());
     let mut proxy = Service::new(
         "switchyard proxy".to_string(),
-        Proxy::new(Arc::clone(&shared), Arc::clone(&drain)),
+        Proxy::new(
+            Arc::clone(&shared),
+            Arc::clone(&drain),
+            Trust {
+                hops: config.trusted_hops,
+                forwarded_header: config.forwarded_header,
+            },
+        ),
     );
     proxy.add_tcp(&config.listen.to_string());
     let mut admin = Service::new(

@@ -428,9 +428,12 @@ fn malformed_requests_get_a_4xx_and_the_connection_closes() {
             String::from_utf8_lossy(request)
         );
     }
-    // A well-formed request the router does not proxy: 400, and the connection goes on.
+    // A well-formed request the router does not proxy: 405 (CONNECT), 400 (another scheme),
+    // and the connection goes on.
     let (mut w, mut r) = client(addr);
     let (head, _) = roundtrip(&mut w, &mut r, "CONNECT x:443");
+    assert_eq!(status(&head), 405, "{head}");
+    let (head, _) = roundtrip(&mut w, &mut r, "GET ftp://x/");
     assert_eq!(status(&head), 400, "{head}");
     let (head, body) = roundtrip(&mut w, &mut r, "GET /nowhere");
     assert_eq!(status(&head), 404, "{head}");

@@ -27,6 +27,8 @@ struct Seen {
     /// `/hello/stray` waits for this before writing bytes nobody asked for, then says so.
     stray_go: Mutex<Option<mpsc::Receiver<()>>>,
     stray_done: Mutex<Option<mpsc::Sender<()>>>,
+    /// Told of each request head as soon as it is read (before its body).
+    on_head: Mutex<Option<mpsc::Sender<()>>>,
     /// `/hello/events` sends its second event only after this.
     events_go: Mutex<Option<mpsc::Receiver<()>>>,
 }
@@ -130,6 +132,9 @@ fn serve(conn: TcpStream, seen: &Seen) {
     let mut r = BufReader::new(Recording { conn, seen });
     while let Some(head) = read_head(&mut r) {
         seen.heads.lock().expect("lock").push(head.clone());
+        if let Some(tell) = &*seen.on_head.lock().expect("lock") {
+            let _ = tell.send(());
+        }
         let path = head.split(' ').nth(1).unwrap_or("").to_string();
         let Some(body) = read_body(&mut r, &head) else {
             return;
@@ -396,7 +401,10 @@ fn host_is_exactly_one_and_an_absolute_target_sets_it() {
     );
     assert_eq!(header(&heads[0], "host"), Some("fn.example:8080"));
     assert_eq!(
-        heads[0].matches("ost:").count(),
+        heads[0]
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("host:"))
+            .count(),
         1,
         "one Host: {}",
         heads[0]
@@ -481,5 +489,74 @@ fn a_streamed_response_reaches_the_client_as_it_is_produced() {
     go.send(()).expect("go");
     let rest = read_body(&mut r, &head).expect("the rest");
     assert_eq!(rest, b"data: 2\n\n");
+    router.stop();
+}
+
+#[test]
+fn connect_is_refused_with_405() {
+    let (up, seen) = upstream();
+    let (router, addr) = router(up);
+    let (head, _, _) = exchange_once(
+        addr,
+        b"CONNECT fn.example:443 HTTP/1.1\r\nHost: fn.example:443\r\n\r\n",
+    );
+    assert_eq!(status(&head), 405, "{head}");
+    assert!(seen.heads().is_empty());
+    router.stop();
+}
+
+#[test]
+fn an_http_1_0_client_gets_no_100_continue() {
+    let (up, seen) = upstream();
+    let (head_seen, heads) = mpsc::channel();
+    *seen.on_head.lock().expect("lock") = Some(head_seen);
+    let (router, addr) = router(up);
+
+    // The head goes upstream before the body exists; by then a 100 would have been written.
+    let (mut w, mut r) = client(addr);
+    w.write_all(b"PUT /hello/echo HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+        .expect("write");
+    heads.recv().expect("the upstream has the head");
+    w.write_all(b"body\n").expect("write");
+    let (head, body) = response(&mut r);
+    assert_eq!(
+        status(&head),
+        200,
+        "the first response is the answer: {head}"
+    );
+    assert_eq!(body, b"body\n");
+    assert_eq!(seen.heads().len(), 1);
+    router.stop();
+}
+
+#[test]
+fn a_list_of_equal_content_lengths_is_that_length() {
+    let (up, _seen) = upstream();
+    let (router, addr) = router(up);
+    let (head, body, _) = exchange_once(
+        addr,
+        b"POST /hello/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\nfive\n",
+    );
+    assert_eq!(status(&head), 200, "{head}");
+    assert_eq!(body, b"five\n");
+    router.stop();
+}
+
+#[test]
+fn the_function_learns_the_clients_address_and_no_client_forged_one() {
+    let (up, seen) = upstream();
+    let (router, addr) = router(up);
+    let (head, _, _) = exchange_once(
+        addr,
+        b"GET /hello/who HTTP/1.1\r\nHost: fn.example\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.example\r\n\r\n",
+    );
+    assert_eq!(status(&head), 200, "{head}");
+    let heads = seen.heads();
+    assert_eq!(heads.len(), 1);
+    let up = &heads[0];
+    assert_eq!(header(up, "x-forwarded-for"), Some("127.0.0.1"), "{up}");
+    assert_eq!(header(up, "x-forwarded-proto"), Some("http"), "{up}");
+    assert_eq!(header(up, "x-forwarded-host"), Some("fn.example"), "{up}");
+    assert_eq!(up.matches("orwarded-").count(), 3, "one of each: {up}");
     router.stop();
 }

@@ -12,7 +12,9 @@ use super::body::{copy_body, stream_request, Buf, Left};
 use super::reply::Reply;
 use super::{Conn, Next};
 use crate::decide::{decide, Decision, RequestView, Target, PIN_HEADER};
-use crate::http1::{replayable, write_request_head, write_response_head, Body, Head, Meta};
+use crate::http1::{
+    replayable, write_request_head, write_response_head, Body, Forwarding, Head, Meta,
+};
 use crate::upstream::{connect_with_failover, Upstreams};
 
 /// Body bytes copied beside a head so both go out in one write.
@@ -67,6 +69,11 @@ impl Conn<'_> {
             &meta,
             &target.route,
             target.backend,
+            &Forwarding {
+                peer: self.peer.bytes(),
+                trusted_hops: self.proxy.trust.hops,
+                forwarded_header: self.proxy.trust.forwarded_header,
+            },
         );
         let head_len = self.req.len;
         let mut left = Left::of(meta.body);
@@ -168,6 +175,10 @@ impl Conn<'_> {
     fn route(&self) -> Result<Target, Reply> {
         let buf = self.inb.bytes();
         let parts = self.req.parts;
+        if self.req.method.of(buf) == b"CONNECT" {
+            // A tunnel to anywhere is not what a function router offers.
+            return Err(Reply::new(405, "CONNECT is not supported\n".into()));
+        }
         if !parts.proxyable {
             return Err(Reply::new(
                 400,

@@ -1,4 +1,4 @@
-//! Every reply the router writes itself: refusals of a request (400, 404, 431) and failures
+//! Every reply the router writes itself: refusals of a request (400, 404, 405, 431) and failures
 //! of its upstream (502, 504), each a status and a one-line body that says why.
 
 use std::time::Instant;
@@ -79,6 +79,7 @@ fn reason(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",
         404 => "Not Found",
+        405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
         502 => "Bad Gateway",
         504 => "Gateway Timeout",
