@@ -36,7 +36,7 @@ pub struct Global {
         long,
         global = true,
         value_name = "NAMESPACE",
-        default_value = "switchyard-system"
+        default_value = switchyard_core::protocol::DEFAULT_ROUTER_NAMESPACE
     )]
     pub router_namespace: String,
     /// Keep state in a local directory instead of a cluster: `dir:PATH` (external versions

@@ -20,7 +20,7 @@ mod versions;
 
 use crate::args::{Cli, Command};
 use crate::exit::{fail, Code};
-use crate::store::kube::KubeStore;
+use crate::store::kube::{KubeStore, Target};
 use crate::store::local::DirStore;
 use crate::store::FunctionState;
 use crate::store::Store;
@@ -60,7 +60,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 ),
             ));
         }
-        let kube = KubeStore::connect(&cli.global).await?;
+        let kube = KubeStore::open(&target(&cli.global)).await?;
         return match cli.command {
             Command::Install(i) => install::run(kube.client(), i).await,
             Command::Uninstall(u) => uninstall::run(kube.client(), u).await,
@@ -75,7 +75,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             matches!(cli.command, Command::Deploy(_)),
             lock_wait(&cli.command),
         )?),
-        None => Box::new(KubeStore::connect(&cli.global).await?),
+        None => Box::new(KubeStore::open(&target(&cli.global)).await?),
     };
     let store: &dyn Store = store.as_ref();
     match cli.command {
@@ -165,5 +165,15 @@ fn conflicting_targets(global: &crate::args::Global) -> anyhow::Result<()> {
             ),
         )),
         None => Ok(()),
+    }
+}
+
+/// The cluster the global flags name, for [`KubeStore::open`].
+fn target(global: &crate::args::Global) -> Target {
+    Target {
+        kubeconfig: global.kubeconfig.clone(),
+        context: global.context.clone(),
+        namespace: global.namespace.clone(),
+        router_namespace: global.router_namespace.clone(),
     }
 }

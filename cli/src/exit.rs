@@ -86,11 +86,17 @@ pub fn plan(err: PlanError) -> anyhow::Error {
 }
 
 /// The exit code of an error: the first [`Fail`] in its chain; 2 when the API server found
-/// the input invalid (422); else 1.
+/// the input invalid (422) or the kubeconfig lacks the `--context` asked for; else 1.
 pub fn code_of(err: &anyhow::Error) -> Code {
     for cause in err.chain() {
         if let Some(f) = cause.downcast_ref::<Fail>() {
             return f.code;
+        }
+        if cause
+            .downcast_ref::<crate::store::kube::UnknownContext>()
+            .is_some()
+        {
+            return Code::Invalid;
         }
         if let Some(api) = cause.downcast_ref::<crate::store::kube::ApiError>() {
             if api.code == 422 {

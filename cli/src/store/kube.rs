@@ -238,26 +238,6 @@ impl std::fmt::Display for UnknownContext {
 impl std::error::Error for UnknownContext {}
 
 impl KubeStore {
-    /// Connects as [`KubeStore::open`] does, with exit code 2 for an unknown context.
-    ///
-    /// The one place this module still reads `crate::args` and `crate::exit`: once callers
-    /// build a [`Target`] themselves and `exit::code_of` maps [`UnknownContext`] to 2, it goes,
-    /// and with it the module cycle `args → exit → store::kube → args`.
-    pub async fn connect(global: &crate::args::Global) -> anyhow::Result<KubeStore> {
-        let target = Target {
-            kubeconfig: global.kubeconfig.clone(),
-            context: global.context.clone(),
-            namespace: global.namespace.clone(),
-            router_namespace: global.router_namespace.clone(),
-        };
-        KubeStore::open(&target)
-            .await
-            .map_err(|e| match e.downcast_ref::<UnknownContext>() {
-                Some(unknown) => crate::exit::fail(crate::exit::Code::Invalid, unknown.to_string()),
-                None => e,
-            })
-    }
-
     /// Connects as kubectl would: `--kubeconfig` (else `$KUBECONFIG`, else `~/.kube/config`),
     /// `--context` (else the current one), `-n` (else the context's namespace, else `default`).
     pub async fn open(global: &Target) -> anyhow::Result<KubeStore> {
