@@ -651,6 +651,64 @@ impl Store for KubeStore {
         }
     }
 
+    async fn delete_function(&self, current: &FunctionState) -> anyhow::Result<Written> {
+        let name = &current.name;
+        // The Function first, and only as it was read: a change since (a new split, a router
+        // acknowledging) answers 409, and the command re-reads and re-decides. Once it is
+        // gone, routers stop serving it, so no version below is still routed to.
+        let dp = DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                resource_version: Some(current.revision.clone()),
+                uid: None,
+            }),
+            ..DeleteParams::background()
+        };
+        let functions = self.functions_api();
+        match retrying(|| functions.delete(name, &dp)).await {
+            Ok(_) => {}
+            Err(e) if code(&e) == Some(409) => return Ok(Written::Conflict),
+            Err(e) => {
+                return Err(api(e)).with_context(|| {
+                    format!("deleting function {name} in namespace {}", self.namespace)
+                })
+            }
+        }
+        // Then every version, listed whole (one made by hand may lack the label), each with
+        // background propagation so that a garbage collector removes what it owns; the
+        // workload is also deleted by name, as `delete_version` does, for clusters without one.
+        let versions = self.versions_api();
+        let params = ListParams::default();
+        let all = retrying(|| versions.list(&params))
+            .await
+            .map_err(api)
+            .with_context(|| {
+                format!(
+                    "listing versions of function {name} in namespace {} (the Function is deleted)",
+                    self.namespace
+                )
+            })?;
+        let background = DeleteParams::background();
+        for fv in all.items.iter().filter(|fv| fv.spec.function == *name) {
+            let object = fv.name_any();
+            match retrying(|| versions.delete(&object, &background)).await {
+                Ok(_) => {}
+                Err(e) if code(&e) == Some(404) => {}
+                Err(e) => {
+                    return Err(api(e)).with_context(|| {
+                        format!(
+                            "deleting FunctionVersion {name}@{} in namespace {} (the Function is deleted)",
+                            fv.spec.version, self.namespace
+                        )
+                    })
+                }
+            }
+            if fv.spec.image.is_some() {
+                self.delete_workload(&object).await?;
+            }
+        }
+        Ok(Written::Done(Box::new(current.clone())))
+    }
+
     async fn delete_version(&self, function: &str, version: &str) -> anyhow::Result<()> {
         let name = object_name(function, version);
         let versions = self.versions_api();
