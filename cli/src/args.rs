@@ -80,7 +80,7 @@ pub enum Command {
     Deploy(Deploy),
     /// List a function's versions with readiness, weight, tags and age.
     #[command(after_help = VERSIONS_HELP)]
-    Versions(Read),
+    Versions(ListRead),
     /// Set the traffic split, e.g. `traffic hello 1.3.0=10 1.2.0=90` (tags and @latest allowed).
     #[command(after_help = TRAFFIC_HELP)]
     Traffic(Traffic),
@@ -103,7 +103,7 @@ pub enum Command {
     Describe(Read),
     /// Show who changed the traffic, when, how and why.
     #[command(after_help = HISTORY_HELP)]
-    History(Read),
+    History(ListRead),
     /// List the functions of the namespace.
     #[command(visible_alias = "ls", after_help = LIST_HELP)]
     List(List),
@@ -306,12 +306,57 @@ pub struct Read {
     pub output: Output,
 }
 
+/// Output formats of the list commands (`list`, `versions`, `history`), as kubectl has them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum ListFormat {
+    /// Aligned columns for people.
+    #[default]
+    Table,
+    /// The table with more columns.
+    Wide,
+    /// One `kind.group/name` per line, for scripts.
+    Name,
+    /// JSON.
+    Json,
+    /// YAML.
+    Yaml,
+}
+
+/// The output flags of the list commands.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct ListOutput {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+    /// Print the table without its header line.
+    #[arg(long)]
+    pub no_headers: bool,
+    /// After the current rows, print one line per change (a new or changed row, or `NAME
+    /// deleted`) until interrupted.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+}
+
+/// A list command on one function (`versions`, `history`).
+#[derive(Debug, Args)]
+pub struct ListRead {
+    /// The function.
+    #[arg(value_name = "FN")]
+    pub function: String,
+    /// Output flags.
+    #[command(flatten)]
+    pub output: ListOutput,
+}
+
 /// `list`.
 #[derive(Debug, Args)]
 pub struct List {
-    /// Output format.
+    /// Output flags.
     #[command(flatten)]
-    pub output: Output,
+    pub output: ListOutput,
+    /// List the functions of every namespace (Kubernetes; a local store has one namespace).
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
 }
 
 /// `status`.

@@ -67,6 +67,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             _ => Ok(()),
         };
     }
+    if let Command::List(l) = &cli.command {
+        if l.all_namespaces {
+            if let Some(dir) = &cli.global.store {
+                // Said, not refused: the answer to "every namespace" is this one.
+                eprintln!(
+                    "note: a local store (dir:{}) has one namespace; -A lists it",
+                    dir.display()
+                );
+            } else {
+                let kube = KubeStore::open(&target(&cli.global)).await?;
+                if let Command::List(l) = cli.command {
+                    return list::list(list::Scope::Every(&kube), l).await;
+                }
+            }
+        }
+    }
     let store: Box<dyn Store> = match &cli.global.store {
         // Only a deploy creates a store: any other command on a path that does not exist is
         // a typo to report, not an empty store to invent.
@@ -86,9 +102,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rollback(r) => rollback::rollback(store, r).await,
         Command::Undo(u) => undo::undo(store, u).await,
         Command::Status(s) => status::status(store, s).await,
-        Command::History(r) => history::history(store, r).await,
+        Command::History(r) => history::run(store, r).await,
         Command::Describe(r) => describe::describe(store, r).await,
-        Command::List(l) => list::list(store, l).await,
+        Command::List(l) => list::list(list::Scope::One(store), l).await,
         Command::Delete(d) => delete::delete(store, d).await,
         Command::Gc(g) => gc::gc(store, g).await,
         Command::Completions(_)

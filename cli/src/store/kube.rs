@@ -292,6 +292,23 @@ impl KubeStore {
         })
     }
 
+    /// Every Function of every namespace with its namespace, sorted by both (`list -A`).
+    pub async fn functions_everywhere(&self) -> anyhow::Result<Vec<(String, FunctionState)>> {
+        let functions: Api<Function> = Api::all(self.client.clone());
+        let params = ListParams::default();
+        let list = retrying(|| functions.list(&params))
+            .await
+            .map_err(api)
+            .context("listing functions in every namespace")?;
+        let mut out: Vec<(String, FunctionState)> = list
+            .items
+            .into_iter()
+            .map(|f| (f.namespace().unwrap_or_default(), state(f)))
+            .collect();
+        out.sort_by(|a, b| (&a.0, &a.1.name).cmp(&(&b.0, &b.1.name)));
+        Ok(out)
+    }
+
     /// The client, for commands that work on the cluster rather than one namespace
     /// (`install`, `uninstall`).
     pub fn client(&self) -> &Client {
