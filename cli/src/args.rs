@@ -116,14 +116,19 @@ pub enum Command {
     Gc(Gc),
     /// Print a shell completion script for bash, zsh, fish, elvish or PowerShell.
     ///
-    /// The script completes commands, flags and their fixed values. Install it once per shell
-    /// (see below), then open a new shell.
+    /// The script completes commands, flags and their fixed values; bash's also completes
+    /// function names and versions, read from the cluster or store the command line names.
+    /// Install it once per shell (see below), then open a new shell.
     #[command(after_help = COMPLETIONS_HELP)]
     Completions(Completions),
     /// The whole idea in one command, no cluster needed: a router, two demo versions, a
     /// canary, a rollback — with the split observed on real requests.
     #[command(after_help = QUICKSTART_HELP)]
     Quickstart(Quickstart),
+    /// Names for the bash completion script: the functions, or the versions of one. Prints
+    /// nothing when the store cannot be read.
+    #[command(name = "__complete", hide = true)]
+    Complete(Complete),
 }
 
 /// Examples and exit codes of `install`.
@@ -206,7 +211,7 @@ const QUICKSTART_HELP: &str = concat!(
 
 /// Examples and exit codes of `completions`.
 const COMPLETIONS_HELP: &str = concat!(
-    "Install (once per shell, then open a new shell):\n  bash        switchyard completions bash > ~/.local/share/bash-completion/completions/switchyard\n              (needs the bash-completion package; or add to ~/.bashrc:\n               source <(switchyard completions bash))\n  zsh         mkdir -p ~/.zfunc && switchyard completions zsh > ~/.zfunc/_switchyard\n              and in ~/.zshrc, before compinit: fpath=(~/.zfunc $fpath)\n  fish        switchyard completions fish > ~/.config/fish/completions/switchyard.fish\n  elvish      switchyard completions elvish >> ~/.config/elvish/rc.elv\n  powershell  switchyard completions powershell >> $PROFILE\n\nExamples:\n  switchyard completions bash | head           # look at the script\n  source <(switchyard completions bash)        # this bash session only\n\n",
+    "Install (once per shell, then open a new shell):\n  bash        switchyard completions bash > ~/.local/share/bash-completion/completions/switchyard\n              (needs the bash-completion package; or add to ~/.bashrc:\n               source <(switchyard completions bash))\n  zsh         mkdir -p ~/.zfunc && switchyard completions zsh > ~/.zfunc/_switchyard\n              and in ~/.zshrc, before compinit: fpath=(~/.zfunc $fpath)\n  fish        switchyard completions fish > ~/.config/fish/completions/switchyard.fish\n  elvish      switchyard completions elvish >> ~/.config/elvish/rc.elv\n  powershell  switchyard completions powershell >> $PROFILE\n\nExamples:\n  switchyard completions bash | head           # look at the script (bash also completes names)\n  source <(switchyard completions bash)        # this bash session only\n\n",
     exit::exit_help!()
 );
 
@@ -568,6 +573,26 @@ pub struct Gc {
     /// Print what would be deleted and delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// `__complete`.
+#[derive(Debug, Args)]
+pub struct Complete {
+    /// `functions`, or `versions` of FN.
+    #[arg(value_enum)]
+    pub what: CompleteWhat,
+    /// The function whose versions to name.
+    #[arg(value_name = "FN")]
+    pub function: Option<String>,
+}
+
+/// What `__complete` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompleteWhat {
+    /// Every function of the namespace or store.
+    Functions,
+    /// Every version of FN.
+    Versions,
 }
 
 /// `completions`.

@@ -18,7 +18,7 @@ mod undo;
 mod uninstall;
 mod versions;
 
-use crate::args::{Cli, Command};
+use crate::args::{self, Cli, Command};
 use crate::exit::{fail, Code};
 use crate::store::kube::{KubeStore, Target};
 use crate::store::local::DirStore;
@@ -28,24 +28,23 @@ use crate::store::Store;
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // Input is checked before any connection is made, so a typo fails fast and offline.
-    let prepared = match &cli.command {
+    match &cli.command {
         Command::Completions(c) => {
             use clap::CommandFactory as _;
             let mut cmd = Cli::command();
             clap_complete::generate(c.shell, &mut cmd, "switchyard", &mut std::io::stdout());
+            if c.shell == clap_complete::Shell::Bash {
+                crate::output::line(BASH_NAMES);
+            }
             return Ok(());
         }
-        Command::Traffic(t) => Some(traffic::parse_split(&t.split)?),
-        Command::Deploy(d) => {
-            deploy::check(d, cli.global.store.is_some())?;
-            None
+        Command::Traffic(t) => {
+            traffic::parse_split(&t.split)?;
         }
-        Command::Install(i) => {
-            install::check(i)?;
-            None
-        }
-        _ => None,
-    };
+        Command::Deploy(d) => deploy::check(d, cli.global.store.is_some())?,
+        Command::Install(i) => install::check(i)?,
+        _ => {}
+    }
     conflicting_targets(&cli.global)?;
     if let Command::Quickstart(q) = cli.command {
         return quickstart::run(q, cli.global.store).await;
@@ -83,6 +82,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     }
+    if let Command::Complete(_) = cli.command {
+        // Completion must never block a prompt on a lock, nor print an error into it.
+        let opened: anyhow::Result<Box<dyn Store>> = match &cli.global.store {
+            Some(dir) => DirStore::open(dir, false, std::time::Duration::ZERO)
+                .map(|s| Box::new(s) as Box<dyn Store>),
+            None => KubeStore::open(&target(&cli.global))
+                .await
+                .map(|s| Box::new(s) as Box<dyn Store>),
+        };
+        return match opened {
+            Ok(store) => run_on(store.as_ref(), cli.command).await,
+            Err(_) => Ok(()),
+        };
+    }
     let store: Box<dyn Store> = match &cli.global.store {
         // Only a deploy creates a store: any other command on a path that does not exist is
         // a typo to report, not an empty store to invent.
@@ -93,8 +106,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         )?),
         None => Box::new(KubeStore::open(&target(&cli.global)).await?),
     };
-    let store: &dyn Store = store.as_ref();
-    match cli.command {
+    run_on(store.as_ref(), cli.command).await
+}
+
+/// Runs a command that works through a store.
+async fn run_on(store: &dyn Store, command: Command) -> anyhow::Result<()> {
+    let prepared = match &command {
+        Command::Traffic(t) => Some(traffic::parse_split(&t.split)?),
+        _ => None,
+    };
+    match command {
         Command::Deploy(d) => deploy::run(store, d).await,
         Command::Versions(r) => versions::versions(store, r).await,
         Command::Traffic(t) => traffic::traffic(store, t, prepared.unwrap_or_default()).await,
@@ -107,6 +128,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::List(l) => list::list(list::Scope::One(store), l).await,
         Command::Delete(d) => delete::delete(store, d).await,
         Command::Gc(g) => gc::gc(store, g).await,
+        Command::Complete(c) => {
+            // A completion that cannot read the store offers nothing rather than an error
+            // line in the middle of the user's prompt.
+            let names = match (c.what, &c.function) {
+                (args::CompleteWhat::Functions, _) => store
+                    .functions()
+                    .await
+                    .map(|fs| fs.into_iter().map(|f| f.name).collect())
+                    .unwrap_or_default(),
+                (args::CompleteWhat::Versions, Some(function)) => store
+                    .versions(function)
+                    .await
+                    .map(|vs| vs.into_iter().map(|v| v.spec.version).collect())
+                    .unwrap_or_default(),
+                (args::CompleteWhat::Versions, None) => Vec::<String>::new(),
+            };
+            for name in names {
+                crate::output::line(name);
+            }
+            Ok(())
+        }
         Command::Completions(_)
         | Command::Quickstart(_)
         | Command::Install(_)
@@ -193,3 +235,50 @@ fn target(global: &crate::args::Global) -> Target {
         router_namespace: global.router_namespace.clone(),
     }
 }
+
+/// Appended to the bash completion script: completes function names (and the version of
+/// `promote`, `delete` and `rollback --to`) by asking the same binary, with the same target
+/// flags, `switchyard __complete functions|versions FN`.
+const BASH_NAMES: &str = r#"
+# Function and version names, read from the cluster or store the command line names.
+_switchyard_names() {
+    local i word cmd="" fn="" n=0 prev="${COMP_WORDS[COMP_CWORD-1]}"
+    local -a target=()
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        word="${COMP_WORDS[i]}"
+        case "$word" in
+            --kubeconfig|--context|-n|--namespace|--router-namespace|--store)
+                target+=("$word" "${COMP_WORDS[i+1]}"); ((i++)); continue ;;
+            -o|--output|--timeout|--reason|--to|--keep|--image|--endpoint|--port|--env|-e|--args|--arg|--replicas|--cpu|--memory|--traffic)
+                ((i++)); continue ;;
+            -*) continue ;;
+        esac
+        if [[ -z "$cmd" ]]; then cmd="$word"
+        else ((n++)); [[ $n -eq 1 ]] && fn="$word"; fi
+    done
+    case "$cmd" in
+        versions|traffic|promote|rollback|undo|status|describe|history|delete|gc|deploy) ;;
+        *) return ;;
+    esac
+    if [[ "$prev" == "--to" && -n "$fn" ]]; then
+        "${COMP_WORDS[0]}" "${target[@]}" __complete versions "$fn" 2>/dev/null
+    elif [[ "$prev" == -* ]]; then
+        return
+    elif [[ $n -eq 0 ]]; then
+        "${COMP_WORDS[0]}" "${target[@]}" __complete functions 2>/dev/null
+    elif [[ $n -eq 1 && ( "$cmd" == promote || "$cmd" == delete ) ]]; then
+        "${COMP_WORDS[0]}" "${target[@]}" __complete versions "$fn" 2>/dev/null
+    fi
+}
+
+_switchyard_dynamic() {
+    _switchyard "$@"
+    local cur="${COMP_WORDS[COMP_CWORD]}" names
+    [[ "$cur" == -* ]] && return 0
+    names="$(_switchyard_names)"
+    if [[ -n "$names" ]]; then
+        mapfile -t COMPREPLY < <(compgen -W "$names" -- "$cur")
+    fi
+}
+
+complete -F _switchyard_dynamic -o bashdefault -o default switchyard"#;

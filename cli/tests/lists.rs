@@ -268,3 +268,64 @@ fn history_watch_prints_each_new_entry() {
     assert_eq!(entry["traffic"], "1.1.0=10% 1.0.0=90%");
     assert_eq!(entry["reason"], "canary");
 }
+
+/// What the bash completion script offers for the words after `switchyard --store dir:…`,
+/// the last one being completed; the script asks the same binary for names.
+fn bash_complete(s: &Store, words: &[&str]) -> Vec<String> {
+    let bin = env!("CARGO_BIN_EXE_switchyard");
+    let script = String::from_utf8(
+        Command::new(bin)
+            .args(["completions", "bash"])
+            .output()
+            .expect("completions bash")
+            .stdout,
+    )
+    .expect("utf-8");
+    let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+    let program = format!(
+        "{script}\nCOMP_WORDS=('{bin}' --store 'dir:{}' {})\nCOMP_CWORD=$((${{#COMP_WORDS[@]}} - 1))\n\
+         _switchyard_dynamic switchyard \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"\n\
+         printf '%s\\n' \"${{COMPREPLY[@]}}\"\n",
+        s.0.display(),
+        quoted.join(" ")
+    );
+    let out = Command::new("bash")
+        .args(["-c", &program])
+        .env_remove("SWITCHYARD_STORE")
+        .output()
+        .expect("running bash");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn bash_completion_offers_function_and_version_names_from_the_store() {
+    let s = Store::new();
+    s.ok(&[
+        "deploy",
+        "bye",
+        "2.0.0",
+        "--endpoint",
+        "http://127.0.0.1:9",
+        "--no-wait",
+    ]);
+    assert_eq!(bash_complete(&s, &["status", ""]), ["bye", "hello"]);
+    assert_eq!(bash_complete(&s, &["promote", "he"]), ["hello"]);
+    assert_eq!(
+        bash_complete(&s, &["promote", "hello", ""]),
+        ["1.0.0", "1.1.0"]
+    );
+    assert_eq!(bash_complete(&s, &["delete", "bye", ""]), ["2.0.0"]);
+    assert_eq!(
+        bash_complete(&s, &["rollback", "hello", "--to", "1.1"]),
+        ["1.1.0"]
+    );
+}
