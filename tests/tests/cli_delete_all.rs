@@ -68,10 +68,15 @@ async fn delete_all_is_refused_while_a_live_router_serves_it_and_force_removes_e
     let dry = cli
         .ok(&["delete", "hello", "--all", "--force", "--dry-run"])
         .await;
-    assert!(
-        dry.stdout.contains("FunctionVersion hello-1-0-0"),
-        "{dry:?}"
-    );
+    for line in [
+        "- version 1.0.0 (FunctionVersion hello-1-0-0)",
+        "- Deployment hello-1-0-0",
+        "- Service hello-1-0-0",
+        "- version 1.1.0 (FunctionVersion hello-1-1-0)",
+        "(dry run: nothing was written)",
+    ] {
+        assert!(dry.stdout.lines().any(|l| l == line), "{line:?}: {dry:?}");
+    }
     assert!(
         functions.get_opt("hello").await.expect("reading").is_some(),
         "a refusal and a dry run leave the Function"
