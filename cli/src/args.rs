@@ -336,8 +336,8 @@ pub struct ListOutput {
     /// Print the table without its header line.
     #[arg(long)]
     pub no_headers: bool,
-    /// After the current rows, print one line per change (a new or changed row, or `NAME
-    /// deleted`) until interrupted.
+    /// After the current rows, print one line per change (a new or changed row, or
+    /// `KIND/NAME deleted`), re-reading every second until interrupted.
     #[arg(short = 'w', long)]
     pub watch: bool,
 }

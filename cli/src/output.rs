@@ -97,7 +97,7 @@ pub struct Listed<T> {
 }
 
 /// Prints the rows of a list command in the chosen form, then (`--watch`) one line per row
-/// that is new or changed, and `NAME deleted` for one that is gone.
+/// that is new or changed, and `KIND/NAME deleted` (its `-o name` form) for one that is gone.
 pub struct Lister {
     out: ListOutput,
     headers: Vec<String>,
@@ -162,7 +162,7 @@ impl Lister {
     }
 
     /// Prints one line (one document in JSON or YAML) per row that is new or changed since the
-    /// last call, and `NAME deleted` per row that is gone.
+    /// last call, and `KIND/NAME deleted` per row that is gone.
     pub fn changes<T: Serialize>(&mut self, rows: &[Listed<T>]) -> anyhow::Result<()> {
         let mut text = String::new();
         let keys: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.key.as_str()).collect();
