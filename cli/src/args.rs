@@ -9,7 +9,7 @@ use crate::exit;
 
 /// Deploy immutable versions of HTTP functions side by side and move traffic between them.
 #[derive(Debug, Parser)]
-#[command(name = "switchyard", version, after_help = exit::HELP, args_override_self = true)]
+#[command(name = "switchyard", version, after_help = TOP_HELP, args_override_self = true)]
 pub struct Cli {
     /// Where the cluster is.
     #[command(flatten)]
@@ -36,7 +36,7 @@ pub struct Global {
         long,
         global = true,
         value_name = "NAMESPACE",
-        default_value = "switchyard-system"
+        default_value = switchyard_core::protocol::DEFAULT_ROUTER_NAMESPACE
     )]
     pub router_namespace: String,
     /// Keep state in a local directory instead of a cluster: `dir:PATH` (external versions
@@ -44,6 +44,12 @@ pub struct Global {
     #[arg(long, global = true, env = "SWITCHYARD_STORE", value_name = "dir:PATH", value_parser = store_flag)]
     pub store: Option<PathBuf>,
 }
+
+/// Examples and exit codes of `switchyard --help`.
+const TOP_HELP: &str = concat!(
+    "Examples:\n  switchyard deploy hello 1.3.0 --image ghcr.io/acme/hello@sha256:…\n  switchyard traffic hello 1.3.0=10 1.2.0=90 --reason canary\n  switchyard rollback hello\n  switchyard COMMAND --help                    # examples of each command\n\n",
+    exit::exit_help!()
+);
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
@@ -57,7 +63,7 @@ pub enum Command {
     /// others set. Waits until both CRDs are Established, then prints one line per object —
     /// created, configured (changed) or unchanged — and a summary. Running it again changes
     /// nothing; running a newer binary upgrades. It does not wait for the router's Pods.
-    #[command(after_help = exit::HELP)]
+    #[command(after_help = INSTALL_HELP)]
     Install(Install),
     /// Remove what install created: the router, its RBAC, the ClusterRoles, the namespace and
     /// the CRDs (last).
@@ -67,53 +73,147 @@ pub enum Command {
     /// Deployments and Services of managed versions. `--force` does it anyway. Objects already
     /// gone are reported as `not found`; the namespace may stay `terminating` while the cluster
     /// empties it.
-    #[command(after_help = exit::HELP)]
+    #[command(after_help = UNINSTALL_HELP)]
     Uninstall(Uninstall),
     /// Deploy a new immutable version of a function (a container image, or an external endpoint).
-    #[command(after_help = exit::HELP)]
+    #[command(after_help = DEPLOY_HELP)]
     Deploy(Deploy),
     /// List a function's versions with readiness, weight, tags and age.
-    #[command(after_help = exit::HELP)]
-    Versions(Read),
+    #[command(after_help = VERSIONS_HELP)]
+    Versions(ListRead),
     /// Set the traffic split, e.g. `traffic hello 1.3.0=10 1.2.0=90` (tags and @latest allowed).
-    #[command(after_help = exit::HELP)]
+    #[command(after_help = TRAFFIC_HELP)]
     Traffic(Traffic),
     /// Send 100% of the traffic to one version.
-    #[command(after_help = exit::HELP)]
+    #[command(after_help = PROMOTE_HELP)]
     Promote(Promote),
     /// Send all traffic back to the stable version (or to --to VERSION); a second rollback
     /// changes nothing, and a version rolled back from is never the target.
-    #[command(after_help = exit::HELP)]
+    #[command(after_help = ROLLBACK_HELP)]
     Rollback(Rollback),
     /// Restore the previous traffic state exactly; repeat to walk further back.
-    #[command(after_help = exit::HELP)]
+    #[command(after_help = UNDO_HELP)]
     Undo(Undo),
     /// Show desired weights, readiness, and what each router replica serves.
-    #[command(after_help = exit::HELP)]
+    #[command(after_help = STATUS_HELP)]
     Status(Status),
     /// Show everything about one function: routing settings, the split, the stable version and
     /// where a rollback would go, tags, versions, recent history and each router replica.
     #[command(after_help = DESCRIBE_HELP)]
     Describe(Read),
     /// Show who changed the traffic, when, how and why.
-    #[command(after_help = exit::HELP)]
-    History(Read),
+    #[command(after_help = HISTORY_HELP)]
+    History(ListRead),
     /// List the functions of the namespace.
-    #[command(visible_alias = "ls", after_help = exit::HELP)]
+    #[command(visible_alias = "ls", after_help = LIST_HELP)]
     List(List),
     /// Delete a version that nothing references (its Deployment and Service go with it), or
     /// with --all a whole function.
     #[command(after_help = DELETE_HELP)]
     Delete(Delete),
     /// Delete every version outside the rollback window that nothing references.
-    #[command(after_help = exit::HELP)]
+    #[command(after_help = GC_HELP)]
     Gc(Gc),
-    /// Print a shell completion script, e.g. `switchyard completions bash > /etc/bash_completion.d/switchyard`.
+    /// Print a shell completion script for bash, zsh, fish, elvish or PowerShell.
+    ///
+    /// The script completes commands, flags and their fixed values; bash's also completes
+    /// function names and versions, read from the cluster or store the command line names.
+    /// Install it once per shell (see below), then open a new shell.
+    #[command(after_help = COMPLETIONS_HELP)]
     Completions(Completions),
     /// The whole idea in one command, no cluster needed: a router, two demo versions, a
     /// canary, a rollback — with the split observed on real requests.
+    #[command(after_help = QUICKSTART_HELP)]
     Quickstart(Quickstart),
+    /// Names for the bash completion script: the functions, or the versions of one. Prints
+    /// nothing when the store cannot be read.
+    #[command(name = "__complete", hide = true)]
+    Complete(Complete),
 }
+
+/// Examples and exit codes of `install`.
+const INSTALL_HELP: &str = concat!(
+    "Examples:\n  switchyard install                          # CRDs, RBAC and the router\n  switchyard install --dry-run                # what would be created or changed\n  switchyard install --image repo/router@sha256:…   # another router image\n\n",
+    exit::exit_help!()
+);
+
+/// Examples and exit codes of `uninstall`.
+const UNINSTALL_HELP: &str = concat!(
+    "Examples:\n  switchyard uninstall --dry-run              # what would be deleted\n  switchyard uninstall                        # refused while Functions exist\n  switchyard uninstall --force                # deletes every Function too\n\n",
+    exit::exit_help!()
+);
+
+/// Examples and exit codes of `deploy`.
+const DEPLOY_HELP: &str = concat!(
+    "Examples:\n  switchyard deploy hello 1.2.0 --image ghcr.io/acme/hello@sha256:…\n  switchyard deploy hello 1.3.0 --image ghcr.io/acme/hello@sha256:… --traffic 5\n  switchyard deploy hello 1.3.0 --endpoint http://10.0.0.7:8080 --no-wait\n  switchyard --store dir:./store deploy hello 1.0.0 --endpoint http://127.0.0.1:9001\n\n",
+    exit::exit_help!()
+);
+
+/// Examples and exit codes of `versions`.
+const VERSIONS_HELP: &str = concat!(
+    "Examples:\n  switchyard versions hello                   # readiness, weight, tags, age\n  switchyard versions hello -o wide           # with the created time\n  switchyard versions hello -o name           # functionversion.switchyard.dev/hello-1-2-0\n  switchyard versions hello -w                # one line per change until Ctrl-C\n\n",
+    exit::exit_help!()
+);
+
+/// Examples and exit codes of `traffic`.
+const TRAFFIC_HELP: &str = concat!(
+    "Examples:\n  switchyard traffic hello 1.3.0=10 1.2.0=90 --reason canary\n  switchyard traffic hello @latest=50 1.2.0=50\n  switchyard traffic hello 1.3.0=25 1.2.0=75 --dry-run\n\n",
+    exit::exit_help!()
+);
+
+/// Examples and exit codes of `promote`.
+const PROMOTE_HELP: &str = concat!(
+    "Examples:\n  switchyard promote hello 1.3.0               # 100% to 1.3.0\n  switchyard promote hello @latest --reason \"canary passed\"\n\n",
+    exit::exit_help!()
+);
+
+/// Examples and exit codes of `rollback`.
+const ROLLBACK_HELP: &str = concat!(
+    "Examples:\n  switchyard rollback hello                    # 100% to the stable version\n  switchyard rollback hello --to 1.1.0         # 100% to 1.1.0 instead\n  switchyard rollback hello --dry-run          # where it would go\n\n",
+    exit::exit_help!()
+);
+
+/// Examples and exit codes of `undo`.
+const UNDO_HELP: &str = concat!(
+    "Examples:\n  switchyard undo hello                        # the previous traffic state\n  switchyard undo hello --dry-run              # what it would restore\n\n",
+    exit::exit_help!()
+);
+
+/// Examples and exit codes of `status`.
+const STATUS_HELP: &str = concat!(
+    "Examples:\n  switchyard status hello                      # weights, readiness, routers\n  switchyard status hello -w                   # follow it until Ctrl-C\n  switchyard status hello -o json\n\n",
+    exit::exit_help!()
+);
+
+/// Examples and exit codes of `history`.
+const HISTORY_HELP: &str = concat!(
+    "Examples:\n  switchyard history hello                     # who, when, what, why\n  switchyard history hello --no-headers        # rows only, for scripts\n  switchyard history hello -w                  # one line per new change until Ctrl-C\n\n",
+    exit::exit_help!()
+);
+
+/// Examples and exit codes of `list`.
+const LIST_HELP: &str = concat!(
+    "Examples:\n  switchyard list                              # the functions of the namespace\n  switchyard list -A                           # of every namespace (Kubernetes)\n  switchyard list -o name                      # function.switchyard.dev/hello\n  switchyard list -w                           # one line per change until Ctrl-C\n\n",
+    exit::exit_help!()
+);
+
+/// Examples and exit codes of `gc`.
+const GC_HELP: &str = concat!(
+    "Examples:\n  switchyard gc hello --keep 5 --dry-run       # what would go\n  switchyard gc hello --keep 5\n\n",
+    exit::exit_help!()
+);
+
+/// Examples and exit codes of `quickstart`.
+const QUICKSTART_HELP: &str = concat!(
+    "Examples:\n  switchyard quickstart                        # the tour, then serve until Ctrl-C\n  switchyard quickstart --exit --requests 200  # the tour only\n\n",
+    exit::exit_help!()
+);
+
+/// Examples and exit codes of `completions`.
+const COMPLETIONS_HELP: &str = concat!(
+    "Install (once per shell, then open a new shell):\n  bash        switchyard completions bash > ~/.local/share/bash-completion/completions/switchyard\n              (needs the bash-completion package; or add to ~/.bashrc:\n               source <(switchyard completions bash))\n  zsh         mkdir -p ~/.zfunc && switchyard completions zsh > ~/.zfunc/_switchyard\n              and in ~/.zshrc, before compinit: fpath=(~/.zfunc $fpath)\n  fish        switchyard completions fish > ~/.config/fish/completions/switchyard.fish\n  elvish      switchyard completions elvish >> ~/.config/elvish/rc.elv\n  powershell  switchyard completions powershell >> $PROFILE\n\nExamples:\n  switchyard completions bash | head           # look at the script (bash also completes names)\n  source <(switchyard completions bash)        # this bash session only\n\n",
+    exit::exit_help!()
+);
 
 /// Examples and exit codes of `delete`.
 const DELETE_HELP: &str = "\
@@ -211,12 +311,57 @@ pub struct Read {
     pub output: Output,
 }
 
+/// Output formats of the list commands (`list`, `versions`, `history`), as kubectl has them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum ListFormat {
+    /// Aligned columns for people.
+    #[default]
+    Table,
+    /// The table with more columns.
+    Wide,
+    /// One `kind.group/name` per line, for scripts.
+    Name,
+    /// JSON.
+    Json,
+    /// YAML.
+    Yaml,
+}
+
+/// The output flags of the list commands.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct ListOutput {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+    /// Print the table without its header line.
+    #[arg(long)]
+    pub no_headers: bool,
+    /// After the current rows, print one line per change (a new or changed row, or
+    /// `KIND/NAME deleted`), re-reading every second until interrupted.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+}
+
+/// A list command on one function (`versions`, `history`).
+#[derive(Debug, Args)]
+pub struct ListRead {
+    /// The function.
+    #[arg(value_name = "FN")]
+    pub function: String,
+    /// Output flags.
+    #[command(flatten)]
+    pub output: ListOutput,
+}
+
 /// `list`.
 #[derive(Debug, Args)]
 pub struct List {
-    /// Output format.
+    /// Output flags.
     #[command(flatten)]
-    pub output: Output,
+    pub output: ListOutput,
+    /// List the functions of every namespace (Kubernetes; a local store has one namespace).
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
 }
 
 /// `status`.
@@ -428,6 +573,26 @@ pub struct Gc {
     /// Print what would be deleted and delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// `__complete`.
+#[derive(Debug, Args)]
+pub struct Complete {
+    /// `functions`, or `versions` of FN.
+    #[arg(value_enum)]
+    pub what: CompleteWhat,
+    /// The function whose versions to name.
+    #[arg(value_name = "FN")]
+    pub function: Option<String>,
+}
+
+/// What `__complete` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompleteWhat {
+    /// Every function of the namespace or store.
+    Functions,
+    /// Every version of FN.
+    Versions,
 }
 
 /// `completions`.

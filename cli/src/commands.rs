@@ -18,9 +18,9 @@ mod undo;
 mod uninstall;
 mod versions;
 
-use crate::args::{Cli, Command};
+use crate::args::{self, Cli, Command};
 use crate::exit::{fail, Code};
-use crate::store::kube::KubeStore;
+use crate::store::kube::{KubeStore, Target};
 use crate::store::local::DirStore;
 use crate::store::FunctionState;
 use crate::store::Store;
@@ -28,24 +28,23 @@ use crate::store::Store;
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // Input is checked before any connection is made, so a typo fails fast and offline.
-    let prepared = match &cli.command {
+    match &cli.command {
         Command::Completions(c) => {
             use clap::CommandFactory as _;
             let mut cmd = Cli::command();
             clap_complete::generate(c.shell, &mut cmd, "switchyard", &mut std::io::stdout());
+            if c.shell == clap_complete::Shell::Bash {
+                crate::output::line(BASH_NAMES);
+            }
             return Ok(());
         }
-        Command::Traffic(t) => Some(traffic::parse_split(&t.split)?),
-        Command::Deploy(d) => {
-            deploy::check(d, cli.global.store.is_some())?;
-            None
+        Command::Traffic(t) => {
+            traffic::parse_split(&t.split)?;
         }
-        Command::Install(i) => {
-            install::check(i)?;
-            None
-        }
-        _ => None,
-    };
+        Command::Deploy(d) => deploy::check(d, cli.global.store.is_some())?,
+        Command::Install(i) => install::check(i)?,
+        _ => {}
+    }
     conflicting_targets(&cli.global)?;
     if let Command::Quickstart(q) = cli.command {
         return quickstart::run(q, cli.global.store).await;
@@ -60,11 +59,41 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 ),
             ));
         }
-        let kube = KubeStore::connect(&cli.global).await?;
+        let kube = KubeStore::open(&target(&cli.global)).await?;
         return match cli.command {
             Command::Install(i) => install::run(kube.client(), i).await,
             Command::Uninstall(u) => uninstall::run(kube.client(), u).await,
             _ => Ok(()),
+        };
+    }
+    if let Command::List(l) = &cli.command {
+        if l.all_namespaces {
+            if let Some(dir) = &cli.global.store {
+                // Said, not refused: the answer to "every namespace" is this one.
+                eprintln!(
+                    "note: a local store (dir:{}) has one namespace; -A lists it",
+                    dir.display()
+                );
+            } else {
+                let kube = KubeStore::open(&target(&cli.global)).await?;
+                if let Command::List(l) = cli.command {
+                    return list::list(list::Scope::Every(&kube), l).await;
+                }
+            }
+        }
+    }
+    if let Command::Complete(_) = cli.command {
+        // Completion must never block a prompt on a lock, nor print an error into it.
+        let opened: anyhow::Result<Box<dyn Store>> = match &cli.global.store {
+            Some(dir) => DirStore::open(dir, false, std::time::Duration::ZERO)
+                .map(|s| Box::new(s) as Box<dyn Store>),
+            None => KubeStore::open(&target(&cli.global))
+                .await
+                .map(|s| Box::new(s) as Box<dyn Store>),
+        };
+        return match opened {
+            Ok(store) => run_on(store.as_ref(), cli.command).await,
+            Err(_) => Ok(()),
         };
     }
     let store: Box<dyn Store> = match &cli.global.store {
@@ -75,10 +104,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             matches!(cli.command, Command::Deploy(_)),
             lock_wait(&cli.command),
         )?),
-        None => Box::new(KubeStore::connect(&cli.global).await?),
+        None => Box::new(KubeStore::open(&target(&cli.global)).await?),
     };
-    let store: &dyn Store = store.as_ref();
-    match cli.command {
+    run_on(store.as_ref(), cli.command).await
+}
+
+/// Runs a command that works through a store.
+async fn run_on(store: &dyn Store, command: Command) -> anyhow::Result<()> {
+    let prepared = match &command {
+        Command::Traffic(t) => Some(traffic::parse_split(&t.split)?),
+        _ => None,
+    };
+    match command {
         Command::Deploy(d) => deploy::run(store, d).await,
         Command::Versions(r) => versions::versions(store, r).await,
         Command::Traffic(t) => traffic::traffic(store, t, prepared.unwrap_or_default()).await,
@@ -86,11 +123,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rollback(r) => rollback::rollback(store, r).await,
         Command::Undo(u) => undo::undo(store, u).await,
         Command::Status(s) => status::status(store, s).await,
-        Command::History(r) => history::history(store, r).await,
+        Command::History(r) => history::run(store, r).await,
         Command::Describe(r) => describe::describe(store, r).await,
-        Command::List(l) => list::list(store, l).await,
+        Command::List(l) => list::list(list::Scope::One(store), l).await,
         Command::Delete(d) => delete::delete(store, d).await,
         Command::Gc(g) => gc::gc(store, g).await,
+        Command::Complete(c) => {
+            // A completion that cannot read the store offers nothing rather than an error
+            // line in the middle of the user's prompt.
+            let names = match (c.what, &c.function) {
+                (args::CompleteWhat::Functions, _) => store
+                    .functions()
+                    .await
+                    .map(|fs| fs.into_iter().map(|f| f.name).collect())
+                    .unwrap_or_default(),
+                (args::CompleteWhat::Versions, Some(function)) => store
+                    .versions(function)
+                    .await
+                    .map(|vs| vs.into_iter().map(|v| v.spec.version).collect())
+                    .unwrap_or_default(),
+                (args::CompleteWhat::Versions, None) => Vec::<String>::new(),
+            };
+            for name in names {
+                crate::output::line(name);
+            }
+            Ok(())
+        }
         Command::Completions(_)
         | Command::Quickstart(_)
         | Command::Install(_)
@@ -167,3 +225,60 @@ fn conflicting_targets(global: &crate::args::Global) -> anyhow::Result<()> {
         None => Ok(()),
     }
 }
+
+/// The cluster the global flags name, for [`KubeStore::open`].
+fn target(global: &crate::args::Global) -> Target {
+    Target {
+        kubeconfig: global.kubeconfig.clone(),
+        context: global.context.clone(),
+        namespace: global.namespace.clone(),
+        router_namespace: global.router_namespace.clone(),
+    }
+}
+
+/// Appended to the bash completion script: completes function names (and the version of
+/// `promote`, `delete` and `rollback --to`) by asking the same binary, with the same target
+/// flags, `switchyard __complete functions|versions FN`.
+const BASH_NAMES: &str = r#"
+# Function and version names, read from the cluster or store the command line names.
+_switchyard_names() {
+    local i word cmd="" fn="" n=0 prev="${COMP_WORDS[COMP_CWORD-1]}"
+    local -a target=()
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        word="${COMP_WORDS[i]}"
+        case "$word" in
+            --kubeconfig|--context|-n|--namespace|--router-namespace|--store)
+                target+=("$word" "${COMP_WORDS[i+1]}"); ((i++)); continue ;;
+            -o|--output|--timeout|--reason|--to|--keep|--image|--endpoint|--port|--env|-e|--args|--arg|--replicas|--cpu|--memory|--traffic)
+                ((i++)); continue ;;
+            -*) continue ;;
+        esac
+        if [[ -z "$cmd" ]]; then cmd="$word"
+        else ((n++)); [[ $n -eq 1 ]] && fn="$word"; fi
+    done
+    case "$cmd" in
+        versions|traffic|promote|rollback|undo|status|describe|history|delete|gc|deploy) ;;
+        *) return ;;
+    esac
+    if [[ "$prev" == "--to" && -n "$fn" ]]; then
+        "${COMP_WORDS[0]}" "${target[@]}" __complete versions "$fn" 2>/dev/null
+    elif [[ "$prev" == -* ]]; then
+        return
+    elif [[ $n -eq 0 ]]; then
+        "${COMP_WORDS[0]}" "${target[@]}" __complete functions 2>/dev/null
+    elif [[ $n -eq 1 && ( "$cmd" == promote || "$cmd" == delete ) ]]; then
+        "${COMP_WORDS[0]}" "${target[@]}" __complete versions "$fn" 2>/dev/null
+    fi
+}
+
+_switchyard_dynamic() {
+    _switchyard "$@"
+    local cur="${COMP_WORDS[COMP_CWORD]}" names
+    [[ "$cur" == -* ]] && return 0
+    names="$(_switchyard_names)"
+    if [[ -n "$names" ]]; then
+        mapfile -t COMPREPLY < <(compgen -W "$names" -- "$cur")
+    fi
+}
+
+complete -F _switchyard_dynamic -o bashdefault -o default switchyard"#;

@@ -22,8 +22,11 @@ pub enum Code {
     Conflict = 5,
 }
 
-/// The exit-code table shown after `--help`.
-pub const HELP: &str = "\
+/// The exit-code table shown after every `--help`, as a literal so that `concat!` can put
+/// each command's examples before it.
+macro_rules! exit_help {
+    () => {
+        "\
 Exit codes:
   0  success
   1  cluster or unexpected error (including a router refusing the change)
@@ -37,7 +40,10 @@ Exit codes:
      uninstall while Functions exist)
   4  timed out waiting (readiness, routers or CRDs; a local store's lock held by
      another writer), or no live router to wait for
-  5  lost a concurrent-change race after retrying";
+  5  lost a concurrent-change race after retrying"
+    };
+}
+pub(crate) use exit_help;
 
 /// An error with a documented exit code.
 #[derive(Debug)]
@@ -86,11 +92,17 @@ pub fn plan(err: PlanError) -> anyhow::Error {
 }
 
 /// The exit code of an error: the first [`Fail`] in its chain; 2 when the API server found
-/// the input invalid (422); else 1.
+/// the input invalid (422) or the kubeconfig lacks the `--context` asked for; else 1.
 pub fn code_of(err: &anyhow::Error) -> Code {
     for cause in err.chain() {
         if let Some(f) = cause.downcast_ref::<Fail>() {
             return f.code;
+        }
+        if cause
+            .downcast_ref::<crate::store::kube::UnknownContext>()
+            .is_some()
+        {
+            return Code::Invalid;
         }
         if let Some(api) = cause.downcast_ref::<crate::store::kube::ApiError>() {
             if api.code == 422 {

@@ -4,7 +4,7 @@ use std::io::Write as _;
 
 use serde::Serialize;
 
-use crate::args::Format;
+use crate::args::{Format, ListFormat, ListOutput};
 
 /// A table of text cells, printed with columns aligned to their widest cell.
 #[derive(Debug, Default)]
@@ -25,8 +25,29 @@ impl Table {
         self.rows.push(cells);
     }
 
+    /// The rows below the header.
+    pub fn rows(&self) -> &[Vec<String>] {
+        &self.rows[1..]
+    }
+
     /// The table as text, three spaces between columns, no trailing blanks.
     pub fn render(&self) -> String {
+        self.render_with(true)
+    }
+
+    /// The table as text, with or without its header line (`--no-headers`).
+    pub fn render_with(&self, headers: bool) -> String {
+        let widths = self.widths();
+        let mut out = String::new();
+        for row in self.rows.iter().skip(usize::from(!headers)) {
+            out.push_str(&aligned(row, &widths));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The width of each column: its widest cell, header included.
+    pub fn widths(&self) -> Vec<usize> {
         let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
         let mut widths = vec![0; columns];
         for row in &self.rows {
@@ -34,21 +55,156 @@ impl Table {
                 widths[i] = widths[i].max(cell.chars().count());
             }
         }
-        let mut out = String::new();
-        for row in &self.rows {
-            let mut line = String::new();
-            for (i, cell) in row.iter().enumerate() {
-                if i > 0 {
-                    line.push_str("   ");
-                }
-                line.push_str(cell);
-                let pad = widths[i] - cell.chars().count();
-                line.extend(std::iter::repeat_n(' ', pad));
-            }
-            out.push_str(line.trim_end());
-            out.push('\n');
+        widths
+    }
+}
+
+/// One row padded to `widths` (a cell wider than its column widens it), three spaces between
+/// columns, no trailing blanks.
+fn aligned(row: &[String], widths: &[usize]) -> String {
+    let mut line = String::new();
+    for (i, cell) in row.iter().enumerate() {
+        if i > 0 {
+            line.push_str("   ");
         }
-        out
+        line.push_str(cell);
+        let pad = widths
+            .get(i)
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(cell.chars().count());
+        line.extend(std::iter::repeat_n(' ', pad));
+    }
+    line.trim_end().to_string()
+}
+
+/// How often a list command's `--watch` re-reads the store.
+pub const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// One row of a list command, in each form it can be printed in.
+#[derive(Debug)]
+pub struct Listed<T> {
+    /// What identifies the row across re-reads (a function, a version, a history revision).
+    pub key: String,
+    /// `-o name`: `kind.group/name`.
+    pub name: String,
+    /// The table's cells.
+    pub cells: Vec<String>,
+    /// The extra cells of `-o wide`, after the table's.
+    pub wide: Vec<String>,
+    /// `-o json|yaml`.
+    pub value: T,
+}
+
+/// Prints the rows of a list command in the chosen form, then (`--watch`) one line per row
+/// that is new or changed, and `KIND/NAME deleted` (its `-o name` form) for one that is gone.
+pub struct Lister {
+    out: ListOutput,
+    headers: Vec<String>,
+    widths: Vec<usize>,
+    /// The fingerprint of each row last seen, by key, and its name.
+    seen: std::collections::BTreeMap<String, (String, String)>,
+}
+
+impl Lister {
+    /// A lister with the table's headers and those `-o wide` adds.
+    pub fn new(out: ListOutput, headers: &[&str], wide: &[&str]) -> Lister {
+        let mut all: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+        if out.format == ListFormat::Wide {
+            all.extend(wide.iter().map(|h| h.to_string()));
+        }
+        Lister {
+            out,
+            headers: all,
+            widths: Vec::new(),
+            seen: Default::default(),
+        }
+    }
+
+    fn cells<T>(&self, row: &Listed<T>) -> Vec<String> {
+        let mut cells = row.cells.clone();
+        if self.out.format == ListFormat::Wide {
+            cells.extend(row.wide.iter().cloned());
+        }
+        cells
+    }
+
+    fn remember<T: Serialize>(&mut self, rows: &[Listed<T>]) -> anyhow::Result<()> {
+        self.seen.clear();
+        for r in rows {
+            let form = fingerprint(r)?;
+            self.seen.insert(r.key.clone(), (form, r.name.clone()));
+        }
+        Ok(())
+    }
+
+    /// Prints every row; `empty` is the table's text when there are none.
+    pub fn all<T: Serialize>(&mut self, rows: &[Listed<T>], empty: &str) -> anyhow::Result<()> {
+        let values: Vec<&T> = rows.iter().map(|r| &r.value).collect();
+        let mut table = Table {
+            rows: vec![self.headers.clone()],
+        };
+        for r in rows {
+            table.row(self.cells(r));
+        }
+        self.widths = table.widths();
+        let text = match self.out.format {
+            ListFormat::Json => serde_json::to_string_pretty(&values)? + "\n",
+            ListFormat::Yaml => serde_yaml::to_string(&values)?,
+            ListFormat::Name => rows.iter().map(|r| r.name.clone() + "\n").collect(),
+            ListFormat::Table | ListFormat::Wide if rows.is_empty() && !empty.is_empty() => {
+                empty.to_string()
+            }
+            ListFormat::Table | ListFormat::Wide => table.render_with(!self.out.no_headers),
+        };
+        self.remember(rows)?;
+        write_out(&text)
+    }
+
+    /// Prints one line (one document in JSON or YAML) per row that is new or changed since the
+    /// last call, and `KIND/NAME deleted` per row that is gone.
+    pub fn changes<T: Serialize>(&mut self, rows: &[Listed<T>]) -> anyhow::Result<()> {
+        let mut text = String::new();
+        let keys: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+        for (key, (_, name)) in &self.seen {
+            if !keys.contains(key.as_str()) {
+                text += &match self.out.format {
+                    ListFormat::Json => serde_json::json!({ "deleted": name }).to_string() + "\n",
+                    ListFormat::Yaml => format!("---\ndeleted: {name}\n"),
+                    _ => format!("{name} deleted\n"),
+                };
+            }
+        }
+        for r in rows {
+            let form = fingerprint(r)?;
+            if self.seen.get(&r.key).is_some_and(|(seen, _)| *seen == form) {
+                continue;
+            }
+            text += &match self.out.format {
+                ListFormat::Json => serde_json::to_string(&r.value)? + "\n",
+                ListFormat::Yaml => "---\n".to_string() + &serde_yaml::to_string(&r.value)?,
+                ListFormat::Name => r.name.clone() + "\n",
+                ListFormat::Table | ListFormat::Wide => {
+                    aligned(&self.cells(r), &self.widths) + "\n"
+                }
+            };
+        }
+        self.remember(rows)?;
+        write_out(&text)
+    }
+}
+
+/// What makes a row changed: its value and wide cells, not its AGE, which changes by itself.
+fn fingerprint<T: Serialize>(row: &Listed<T>) -> anyhow::Result<String> {
+    Ok(serde_json::to_string(&row.value)? + "\t" + &row.wide.join("\t"))
+}
+
+/// Writes `text` to stdout at once; a closed pipe (`| head`) is the reader's choice.
+fn write_out(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
 }
 
@@ -63,12 +219,7 @@ pub fn print<T: Serialize>(
         Format::Json => serde_json::to_string_pretty(value)? + "\n",
         Format::Yaml => serde_yaml::to_string(value)?,
     };
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        // A closed pipe (`| head`) is the reader's choice, not an error.
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(()),
-    }
+    write_out(&text)
 }
 
 /// Prints one line on stdout; a closed pipe (`| head`) is ignored rather than a panic, so a

@@ -249,3 +249,68 @@ fn completions_are_generated_for_each_shell() {
         assert!(out.stdout.contains("rollback"), "{shell}");
     }
 }
+
+/// The subcommands `switchyard --help` lists (the word after two spaces on each line of its
+/// "Commands:" section; wrapped descriptions are indented further), so that a new command cannot be added without being walked below.
+fn subcommands() -> Vec<String> {
+    let out = run(&["--help"]);
+    out.stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter(|l| !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_command_help_has_examples_before_its_exit_codes() {
+    let commands = subcommands();
+    assert!(commands.len() >= 16, "{commands:?}");
+    for command in [None].into_iter().chain(commands.iter().map(Some)) {
+        let args: Vec<&str> = command
+            .map(String::as_str)
+            .into_iter()
+            .chain(["--help"])
+            .collect();
+        let out = run(&args);
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+        let examples = out.stdout.find("\nExamples:\n  switchyard ");
+        let codes = out.stdout.find("\nExit codes:\n");
+        assert!(
+            matches!((examples, codes), (Some(e), Some(c)) if e < c),
+            "{args:?} --help lacks Examples: before Exit codes:\n{}",
+            out.stdout
+        );
+    }
+}
+
+#[test]
+fn completions_help_says_how_to_install_in_each_shell() {
+    let out = run(&["completions", "--help"]);
+    assert_eq!(out.code, 0);
+    for line in [
+        "  bash        switchyard completions bash > ~/.local/share/bash-completion/completions/switchyard",
+        "  zsh         mkdir -p ~/.zfunc && switchyard completions zsh > ~/.zfunc/_switchyard",
+        "  fish        switchyard completions fish > ~/.config/fish/completions/switchyard.fish",
+        "  elvish      switchyard completions elvish >> ~/.config/elvish/rc.elv",
+        "  powershell  switchyard completions powershell >> $PROFILE",
+    ] {
+        assert!(
+            out.stdout.lines().any(|l| l == line),
+            "completions --help lacks {line:?}:\n{}",
+            out.stdout
+        );
+    }
+    // What it says to run works: the bash script it prints defines the completion function.
+    let script = run(&["completions", "bash"]);
+    assert_eq!(script.code, 0);
+    assert!(
+        script.stdout.contains("complete -F _switchyard"),
+        "{}",
+        &script.stdout[..200.min(script.stdout.len())]
+    );
+}

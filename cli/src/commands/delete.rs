@@ -95,11 +95,15 @@ async fn delete_all(store: &dyn Store, args: &args::Delete) -> anyhow::Result<()
                 plan::describe(&f.spec.traffic)
             ));
             for v in &versions {
+                let object = switchyard_core::object_name(name, &v.spec.version);
                 d.removed(format!(
-                    "version {} (FunctionVersion {})",
-                    v.spec.version,
-                    switchyard_core::object_name(name, &v.spec.version)
+                    "version {} (FunctionVersion {object})",
+                    v.spec.version
                 ));
+                if v.spec.image.is_some() {
+                    d.removed(format!("Deployment {object}"));
+                    d.removed(format!("Service {object}"));
+                }
             }
             d.print();
             return Ok(());

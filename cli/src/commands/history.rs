@@ -5,8 +5,8 @@ use switchyard_core::plan;
 use switchyard_core::{Action, HistoryEntry, TrafficTarget};
 
 use crate::args;
-use crate::output::{self, age_of, Table};
-use crate::store::Store;
+use crate::output::{age_of, Listed, Lister};
+use crate::store::{FunctionState, Store};
 
 /// One history entry as every `-o json|yaml` shows it (`history`, `status`'s `lastChange`,
 /// `describe`'s `recentHistory`): a split is `traffic` as the tables print it plus `weights`
@@ -38,28 +38,79 @@ impl From<&HistoryEntry> for HistoryRow {
     }
 }
 
-/// `history FN`.
+/// `history FN` as a table, for the quickstart's tour.
 pub async fn history(store: &dyn Store, args: args::Read) -> anyhow::Result<()> {
-    let f = super::function(store, &args.function).await?;
+    let format = match args.output.format {
+        args::Format::Table => args::ListFormat::Table,
+        args::Format::Json => args::ListFormat::Json,
+        args::Format::Yaml => args::ListFormat::Yaml,
+    };
+    run(
+        store,
+        args::ListRead {
+            function: args.function,
+            output: args::ListOutput {
+                format,
+                no_headers: false,
+                watch: false,
+            },
+        },
+    )
+    .await
+}
+
+fn rows(f: &FunctionState) -> Vec<Listed<HistoryRow>> {
     let now = jiff::Timestamp::now();
-    let rows: Vec<HistoryRow> = f.spec.history.iter().map(HistoryRow::from).collect();
-    output::print(args.output.format, &rows, || {
-        let mut t = Table::new(&["#", "TIME", "AGE", "ACTOR", "ACTION", "TRAFFIC", "REASON"]);
-        for (i, h) in f.spec.history.iter().enumerate() {
-            t.row(vec![
-                (i + 1).to_string(),
-                h.time.clone(),
-                age_of(&h.time, now),
-                h.actor.clone(),
-                if h.undone {
-                    format!("{} (undone)", h.action)
-                } else {
-                    h.action.to_string()
-                },
-                plan::describe(&h.traffic),
-                h.reason.clone().unwrap_or_default(),
-            ]);
-        }
-        t.render()
-    })
+    f.spec
+        .history
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let traffic = plan::describe(&h.traffic);
+            Listed {
+                // An entry is the same one across re-reads (and trims) by what it says; only
+                // `undone` changes in place.
+                key: format!("{} {} {} {traffic}", h.time, h.actor, h.action),
+                name: format!("{}@{}", f.name, h.time),
+                cells: vec![
+                    (i + 1).to_string(),
+                    h.time.clone(),
+                    age_of(&h.time, now),
+                    h.actor.clone(),
+                    if h.undone {
+                        format!("{} (undone)", h.action)
+                    } else {
+                        h.action.to_string()
+                    },
+                    traffic,
+                    h.reason.clone().unwrap_or_default(),
+                ],
+                wide: vec![h
+                    .traffic
+                    .iter()
+                    .map(|t| format!("{}={}", t.version, t.weight))
+                    .collect::<Vec<_>>()
+                    .join(",")],
+                value: HistoryRow::from(h),
+            }
+        })
+        .collect()
+}
+
+/// `history FN [-w]`.
+pub async fn run(store: &dyn Store, args: args::ListRead) -> anyhow::Result<()> {
+    let f = super::function(store, &args.function).await?;
+    let mut lister = Lister::new(
+        args.output,
+        &["#", "TIME", "AGE", "ACTOR", "ACTION", "TRAFFIC", "REASON"],
+        &["WEIGHTS (PPM)"],
+    );
+    lister.all(&rows(&f), "")?;
+    if !args.output.watch {
+        return Ok(());
+    }
+    loop {
+        tokio::time::sleep(crate::output::WATCH_EVERY).await;
+        lister.changes(&rows(&super::function(store, &args.function).await?))?;
+    }
 }

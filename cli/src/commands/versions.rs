@@ -5,7 +5,7 @@ use switchyard_core::weight::Percent;
 
 use crate::args;
 use crate::exit::{fail, Code};
-use crate::output::{self, age, Table};
+use crate::output::{age, Listed, Lister, Table};
 use crate::store::{FunctionState, Store, VersionInfo};
 
 /// One version as `versions` and `status` show it.
@@ -65,14 +65,17 @@ pub(crate) fn version_rows(f: Option<&FunctionState>, versions: &[VersionInfo]) 
         .collect()
 }
 
+/// The columns of the versions table.
+const HEADERS: [&str; 7] = [
+    "VERSION", "READY", "REPLICAS", "WEIGHT", "TAGS", "SOURCE", "AGE",
+];
+
 pub(crate) fn version_table(
     rows: &[VersionRow],
     now: jiff::Timestamp,
     stable: Option<&str>,
 ) -> Table {
-    let mut t = Table::new(&[
-        "VERSION", "READY", "REPLICAS", "WEIGHT", "TAGS", "SOURCE", "AGE",
-    ]);
+    let mut t = Table::new(&HEADERS);
     for r in rows {
         let mut tags = r.tags.clone();
         if stable == Some(r.version.as_str()) {
@@ -117,13 +120,44 @@ pub(crate) async fn function_and_versions(
     Ok((f, versions))
 }
 
-/// `versions FN`.
-pub async fn versions(store: &dyn Store, args: args::Read) -> anyhow::Result<()> {
+fn listed(
+    name: &str,
+    f: Option<&FunctionState>,
+    versions: &[VersionInfo],
+) -> Vec<Listed<VersionRow>> {
+    let rows = version_rows(f, versions);
+    let stable = f.and_then(|f| f.spec.stable.as_deref());
+    let table = version_table(&rows, jiff::Timestamp::now(), stable);
+    rows.into_iter()
+        .zip(table.rows())
+        .map(|(r, cells)| Listed {
+            key: r.version.clone(),
+            name: format!(
+                "functionversion.switchyard.dev/{}",
+                switchyard_core::object_name(name, &r.version)
+            ),
+            cells: cells.to_vec(),
+            wide: vec![
+                r.created.clone().unwrap_or_else(|| "-".into()),
+                r.not_ready_because.clone().unwrap_or_else(|| "-".into()),
+            ],
+            value: r,
+        })
+        .collect()
+}
+
+/// `versions FN [-w]`.
+pub async fn versions(store: &dyn Store, args: args::ListRead) -> anyhow::Result<()> {
     let name = &args.function;
     let (f, versions) = function_and_versions(store, name).await?;
-    let rows = version_rows(f.as_ref(), &versions);
-    let stable = f.as_ref().and_then(|f| f.spec.stable.clone());
-    output::print(args.output.format, &rows, || {
-        version_table(&rows, jiff::Timestamp::now(), stable.as_deref()).render()
-    })
+    let mut lister = Lister::new(args.output, &HEADERS, &["CREATED", "NOT READY BECAUSE"]);
+    lister.all(&listed(name, f.as_ref(), &versions), "")?;
+    if !args.output.watch {
+        return Ok(());
+    }
+    loop {
+        tokio::time::sleep(crate::output::WATCH_EVERY).await;
+        let (f, versions) = futures::try_join!(store.function(name), store.versions(name))?;
+        lister.changes(&listed(name, f.as_ref(), &versions))?;
+    }
 }

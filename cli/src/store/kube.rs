@@ -238,26 +238,6 @@ impl std::fmt::Display for UnknownContext {
 impl std::error::Error for UnknownContext {}
 
 impl KubeStore {
-    /// Connects as [`KubeStore::open`] does, with exit code 2 for an unknown context.
-    ///
-    /// The one place this module still reads `crate::args` and `crate::exit`: once callers
-    /// build a [`Target`] themselves and `exit::code_of` maps [`UnknownContext`] to 2, it goes,
-    /// and with it the module cycle `args → exit → store::kube → args`.
-    pub async fn connect(global: &crate::args::Global) -> anyhow::Result<KubeStore> {
-        let target = Target {
-            kubeconfig: global.kubeconfig.clone(),
-            context: global.context.clone(),
-            namespace: global.namespace.clone(),
-            router_namespace: global.router_namespace.clone(),
-        };
-        KubeStore::open(&target)
-            .await
-            .map_err(|e| match e.downcast_ref::<UnknownContext>() {
-                Some(unknown) => crate::exit::fail(crate::exit::Code::Invalid, unknown.to_string()),
-                None => e,
-            })
-    }
-
     /// Connects as kubectl would: `--kubeconfig` (else `$KUBECONFIG`, else `~/.kube/config`),
     /// `--context` (else the current one), `-n` (else the context's namespace, else `default`).
     pub async fn open(global: &Target) -> anyhow::Result<KubeStore> {
@@ -310,6 +290,23 @@ impl KubeStore {
             router_namespace: global.router_namespace.clone(),
             actor,
         })
+    }
+
+    /// Every Function of every namespace with its namespace, sorted by both (`list -A`).
+    pub async fn functions_everywhere(&self) -> anyhow::Result<Vec<(String, FunctionState)>> {
+        let functions: Api<Function> = Api::all(self.client.clone());
+        let params = ListParams::default();
+        let list = retrying(|| functions.list(&params))
+            .await
+            .map_err(api)
+            .context("listing functions in every namespace")?;
+        let mut out: Vec<(String, FunctionState)> = list
+            .items
+            .into_iter()
+            .map(|f| (f.namespace().unwrap_or_default(), state(f)))
+            .collect();
+        out.sort_by(|a, b| (&a.0, &a.1.name).cmp(&(&b.0, &b.1.name)));
+        Ok(out)
     }
 
     /// The client, for commands that work on the cluster rather than one namespace
@@ -669,6 +666,64 @@ impl Store for KubeStore {
                 )
             }),
         }
+    }
+
+    async fn delete_function(&self, current: &FunctionState) -> anyhow::Result<Written> {
+        let name = &current.name;
+        // The Function first, and only as it was read: a change since (a new split, a router
+        // acknowledging) answers 409, and the command re-reads and re-decides. Once it is
+        // gone, routers stop serving it, so no version below is still routed to.
+        let dp = DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                resource_version: Some(current.revision.clone()),
+                uid: None,
+            }),
+            ..DeleteParams::background()
+        };
+        let functions = self.functions_api();
+        match retrying(|| functions.delete(name, &dp)).await {
+            Ok(_) => {}
+            Err(e) if code(&e) == Some(409) => return Ok(Written::Conflict),
+            Err(e) => {
+                return Err(api(e)).with_context(|| {
+                    format!("deleting function {name} in namespace {}", self.namespace)
+                })
+            }
+        }
+        // Then every version, listed whole (one made by hand may lack the label), each with
+        // background propagation so that a garbage collector removes what it owns; the
+        // workload is also deleted by name, as `delete_version` does, for clusters without one.
+        let versions = self.versions_api();
+        let params = ListParams::default();
+        let all = retrying(|| versions.list(&params))
+            .await
+            .map_err(api)
+            .with_context(|| {
+                format!(
+                    "listing versions of function {name} in namespace {} (the Function is deleted)",
+                    self.namespace
+                )
+            })?;
+        let background = DeleteParams::background();
+        for fv in all.items.iter().filter(|fv| fv.spec.function == *name) {
+            let object = fv.name_any();
+            match retrying(|| versions.delete(&object, &background)).await {
+                Ok(_) => {}
+                Err(e) if code(&e) == Some(404) => {}
+                Err(e) => {
+                    return Err(api(e)).with_context(|| {
+                        format!(
+                            "deleting FunctionVersion {name}@{} in namespace {} (the Function is deleted)",
+                            fv.spec.version, self.namespace
+                        )
+                    })
+                }
+            }
+            if fv.spec.image.is_some() {
+                self.delete_workload(&object).await?;
+            }
+        }
+        Ok(Written::Done(Box::new(current.clone())))
     }
 
     async fn delete_version(&self, function: &str, version: &str) -> anyhow::Result<()> {
