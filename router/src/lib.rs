@@ -19,9 +19,9 @@
 //! | [`build`] | state or update → table, changing only the changed Functions' routes; keeps the last good route of an invalid Function |
 //! | [`live`] | the swapped [`live::Live`] table and what outlives swaps (request counters, metrics, readiness) |
 //! | [`decide`] | which route and version a request gets: no HTTP types, no IO |
-//! | [`proxy`] | the HTTP plumbing: a purpose-built HTTP/1 proxy loop served by pingora-core |
-//! | [`http1`] | HTTP/1 heads, body framing and hop-by-hop rules, no IO |
-//! | [`upstream`] | upstream name resolution and the keep-alive connection pool |
+//! | [`proxy`] | the HTTP plumbing: a purpose-built HTTP/1 proxy loop served by pingora-core; one request's exchange, bodies and the router's own replies in `proxy/` |
+//! | [`http1`] | HTTP/1 heads parsed and written, body framing and hop-by-hop rules, no IO |
+//! | [`upstream`] | upstream name resolution, the keep-alive pool (peeked before every reuse) and connect with one failover |
 //! | [`admin`] | `/healthz`, `/readyz`, `/metrics`, `/routes` |
 //! | [`snapshot`] | the snapshot file, written atomically after each swap |
 
