@@ -6,6 +6,9 @@
 //! of anything: when the API server is absent, the tests that need it fail with a message that
 //! says how to start it.
 
+pub mod cli;
+pub mod router;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

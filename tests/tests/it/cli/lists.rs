@@ -1,8 +1,7 @@
 //! `list -A` on Kubernetes (issue 13, missing verbs): the functions of every namespace, each
 //! row led by its namespace, against the real API server.
 
-#[path = "cli_support.rs"]
-mod support;
+use switchyard_tests::cli as support;
 
 use support::Cli;
 use switchyard_tests::{client, namespace};

@@ -4,8 +4,7 @@
 //! renewed (`acquireTime` only) is live for both; the router's pruning used to read
 //! `renewTime` alone and removed that replica's entry while the CLI still waited for it.
 
-#[path = "router_support.rs"]
-mod support;
+use switchyard_tests::router as support;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;

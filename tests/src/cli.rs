@@ -2,9 +2,6 @@
 //! server, mark Deployments ready through their status subresource, and simulate router
 //! replicas that follow docs/protocol.md (a Lease each, and server-side-applied acks on
 //! `Function.status.routers`).
-//!
-//! Included by each `cli_*` test file with `#[path]`; compiled alone it is an empty test target.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +14,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::Client;
 use serde_json::json;
 use switchyard_core::Function;
-use switchyard_tests::{binary, kubeconfig_path};
+use crate::{binary, kubeconfig_path};
 
 /// What one run of the binary did.
 #[derive(Debug)]
@@ -236,12 +233,12 @@ pub struct RealRouter {
 impl RealRouter {
     /// Starts replica `name` watching `ns` and waits until its `/readyz` answers 200.
     pub fn start(ns: &str, name: &str) -> RealRouter {
-        let admin: std::net::SocketAddr = format!("127.0.0.1:{}", switchyard_tests::free_port())
+        let admin: std::net::SocketAddr = format!("127.0.0.1:{}", crate::free_port())
             .parse()
             .expect("addr");
         let child = std::process::Command::new(binary("switchyard-router"))
             .arg("--listen")
-            .arg(format!("127.0.0.1:{}", switchyard_tests::free_port()))
+            .arg(format!("127.0.0.1:{}", crate::free_port()))
             .arg("--admin")
             .arg(admin.to_string())
             .args([
@@ -262,8 +259,8 @@ impl RealRouter {
             name: name.to_string(),
             child,
         };
-        switchyard_tests::wait_until_blocking(Duration::from_secs(30), "router /readyz", || {
-            switchyard_tests::get(admin, "/readyz")
+        crate::wait_until_blocking(Duration::from_secs(30), "router /readyz", || {
+            crate::get(admin, "/readyz")
                 .ok()
                 .filter(|r| r.status == 200)
         });
@@ -296,7 +293,7 @@ pub async fn wait_for_leases(client: &Client, ns: &str, names: &[&str]) {
     let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
     for name in names {
         let leases = leases.clone();
-        switchyard_tests::wait_until(Duration::from_secs(30), &format!("Lease {name}"), || {
+        crate::wait_until(Duration::from_secs(30), &format!("Lease {name}"), || {
             let leases = leases.clone();
             async move { leases.get_opt(name).await.ok().flatten() }
         })

@@ -1,10 +1,6 @@
 //! Shared helpers of the `router_*` tests: run the real `switchyard-router` binary against the
 //! test API server, write Functions and FunctionVersions, and wait on the router's own signals
 //! (`/readyz`, the generation it serves in `/routes`, its acknowledgement in `status.routers`).
-//!
-//! Included by each `router_*` test file with `#[path]`; compiled alone it is an empty test
-//! target.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -19,7 +15,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::Client;
 use serde_json::{json, Value};
 use switchyard_core::Function;
-use switchyard_tests::{
+use crate::{
     binary, free_port, get, kubeconfig_path, wait_until_blocking, HttpClient, MANAGER,
 };
 
@@ -271,7 +267,7 @@ pub async fn wait_ack(
     generation: i64,
 ) -> switchyard_core::RouterAck {
     let api: Api<Function> = Api::namespaced(client.clone(), ns);
-    switchyard_tests::wait_until(
+    crate::wait_until(
         WAIT,
         &format!("{replica} acknowledging {name} generation {generation}"),
         || {

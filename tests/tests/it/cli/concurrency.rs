@@ -1,8 +1,7 @@
 //! Twenty `switchyard traffic` commands racing on one function: every one either lands in the
 //! history or exits 5; none is lost silently.
 
-#[path = "cli_support.rs"]
-mod support;
+use switchyard_tests::cli as support;
 
 use support::{function, two_versions, Cli};
 use switchyard_tests::{client, namespace};

@@ -4,8 +4,7 @@
 //! all of it and not one request failing. And a managed deploy, checked through the objects the
 //! API server holds and the router's `/routes` (its Service address is never dialled).
 
-#[path = "cli_support.rs"]
-mod support;
+use switchyard_tests::cli as support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

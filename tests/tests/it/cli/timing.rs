@@ -5,14 +5,13 @@
 //!
 //! ```text
 //! cargo build -p switchyard-cli -p switchyard-router [--release]
-//! cargo test -p switchyard-tests [--release] --test cli_timing -- --ignored --nocapture
+//! cargo test -p switchyard-tests [--release] --test it cli::timing -- --ignored --nocapture
 //! ```
 //!
 //! `SWITCHYARD_TIMING_ROUTERS=sim` uses simulated replicas instead of the real router;
 //! `SWITCHYARD_TIMING_BIN=target/release/switchyard` times another build of the CLI.
 
-#[path = "cli_support.rs"]
-mod support;
+use switchyard_tests::cli as support;
 
 use std::collections::BTreeMap;
 use std::time::Instant;

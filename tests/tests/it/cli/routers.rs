@@ -3,8 +3,7 @@
 //! none is live. The replicas here are protocol peers on the real API server (a Lease and
 //! server-side-applied acks each).
 
-#[path = "cli_support.rs"]
-mod support;
+use switchyard_tests::cli as support;
 
 use support::{two_versions, Cli, RealRouter, SimRouter};
 use switchyard_tests::{client, namespace};

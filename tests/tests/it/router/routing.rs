@@ -1,8 +1,7 @@
 //! The router's request path against a real API server and real upstreams on loopback: exact
 //! weighted shares, weight 0, affinity ramps, pinning, unknown hosts, failover.
 
-#[path = "router_support.rs"]
-mod support;
+use switchyard_tests::router as support;
 
 use std::collections::{HashMap, HashSet};
 

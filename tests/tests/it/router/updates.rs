@@ -2,8 +2,7 @@
 //! updates that never replace a good table, and weight flips under load without a failed
 //! request.
 
-#[path = "router_support.rs"]
-mod support;
+use switchyard_tests::router as support;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -1,8 +1,7 @@
 //! The router's life around the API server and the process: an API server outage mid-test, a
 //! start from the snapshot with no API server, and SIGTERM during load.
 
-#[path = "router_support.rs"]
-mod support;
+use switchyard_tests::router as support;
 
 use std::sync::atomic::Ordering;
 

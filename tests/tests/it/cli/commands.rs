@@ -2,8 +2,7 @@
 //! its exit codes, a fresh namespace per test. Traffic changes run with `--no-wait` here (no
 //! router runs); waiting for routers is in `cli_routers.rs`.
 
-#[path = "cli_support.rs"]
-mod support;
+use switchyard_tests::cli as support;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;

@@ -10,8 +10,7 @@
 //! a forced uninstall deletes is checked with `--dry-run --force`, which the API server answers
 //! for each object without deleting it.
 
-#[path = "cli_support.rs"]
-mod support;
+use switchyard_tests::cli as support;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};

@@ -4,8 +4,7 @@
 //! live replica is a protocol peer on the real API server: a Lease and an acknowledgement
 //! exactly as `switchyard_core::protocol` builds them.
 
-#[path = "cli_support.rs"]
-mod support;
+use switchyard_tests::cli as support;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;

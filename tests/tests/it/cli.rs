@@ -1,0 +1,8 @@
+//! The `switchyard` binary against the real API server: commands, concurrency, reads, waits.
+
+mod commands;
+mod concurrency;
+mod delete_all;
+mod lists;
+mod routers;
+mod timing;

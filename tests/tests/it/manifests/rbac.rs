@@ -1,0 +1,642 @@
+//! RBAC, for real: the router's ServiceAccount and people bound to `switchyard-viewer` or
+//! `switchyard-deployer` may do what their role allows, and the rest is refused with 403.
+
+use super::*;
+
+#[tokio::test]
+async fn the_router_watches_and_acknowledges_functions_and_may_do_nothing_else() {
+    let admin = client().await;
+    let ns = namespace(&admin, "rbac-router").await;
+    // The ClusterRole and its binding to switchyard-system/switchyard-router, for real. The
+    // ServiceAccount object itself is not needed: the test API server authenticates that
+    // identity from its token file (router.kubeconfig).
+    apply_cluster_scoped(&admin, "rbac.yaml").await;
+    let router = client_as("router.kubeconfig").await;
+    wait_until_may_list_functions(&router, None, "the router").await;
+
+    let admin_fns: Api<Function> = Api::namespaced(admin.clone(), &ns);
+    Api::<FunctionVersion>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &version("hello", "1.0.0"))
+        .await
+        .expect("admin creates a version");
+    admin_fns
+        .create(
+            &PostParams::default(),
+            &function("hello", &[("1.0.0", 1_000_000)]),
+        )
+        .await
+        .expect("admin creates a Function");
+    Api::<Secret>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &secret("db"))
+        .await
+        .expect("admin creates a Secret");
+
+    // Reads, in every namespace: that is how the router builds its table.
+    let all_fns: Api<Function> = Api::all(router.clone());
+    let listed = allowed(
+        all_fns.list(&ListParams::default()).await,
+        "router lists Functions",
+    );
+    assert!(listed
+        .items
+        .iter()
+        .any(|f| f.namespace().as_deref() == Some(&ns)));
+    allowed(
+        Api::<FunctionVersion>::all(router.clone())
+            .list(&ListParams::default())
+            .await,
+        "router lists FunctionVersions",
+    );
+    let fns: Api<Function> = Api::namespaced(router.clone(), &ns);
+    let hello = allowed(fns.get("hello").await, "router gets a Function");
+    watch_sees_a_change(&router, &admin, &ns, "hello", "the router").await;
+
+    // Its acknowledgement: its own entry in status.routers, by server-side apply.
+    let ack = json!({
+        "apiVersion": "switchyard.dev/v1alpha1",
+        "kind": "Function",
+        "status": {"routers": [{
+            "name": "router-a",
+            "observedGeneration": hello.metadata.generation,
+            "appliedAt": "2026-01-01T00:00:00Z"
+        }]}
+    });
+    allowed(
+        fns.patch_status(
+            "hello",
+            &PatchParams::apply("switchyard-router.router-a").force(),
+            &Patch::Apply(&ack),
+        )
+        .await,
+        "router applies its status entry",
+    );
+    let acked = admin_fns
+        .get_status("hello")
+        .await
+        .expect("admin reads status");
+    let routers = acked.status.expect("a status").routers;
+    assert_eq!(routers.len(), 1);
+    assert_eq!(routers[0].name, "router-a");
+
+    // Its Lease: the whole life cycle, the way the router keeps it (server-side apply creates
+    // and renews it) and by plain create and update.
+    let leases: Api<Lease> = Api::namespaced(router.clone(), &ns);
+    let renew = PatchParams::apply("switchyard-router.router-b").force();
+    for _ in 0..2 {
+        let mut l = serde_json::to_value(lease("router-b")).expect("a Lease as JSON");
+        l["apiVersion"] = json!("coordination.k8s.io/v1");
+        l["kind"] = json!("Lease");
+        l["metadata"]["labels"] = json!({"switchyard.dev/router": "true"});
+        allowed(
+            leases.patch("router-b", &renew, &Patch::Apply(&l)).await,
+            "router applies its Lease",
+        );
+    }
+    allowed(
+        leases.delete("router-b", &DeleteParams::default()).await,
+        "router deletes its applied Lease",
+    );
+    let created = allowed(
+        leases
+            .create(&PostParams::default(), &lease("router-a"))
+            .await,
+        "router creates its Lease",
+    );
+    allowed(leases.get("router-a").await, "router gets its Lease");
+    allowed(
+        leases.list(&ListParams::default()).await,
+        "router lists Leases",
+    );
+    allowed(
+        leases
+            .replace("router-a", &PostParams::default(), &created)
+            .await,
+        "router renews its Lease",
+    );
+    allowed(
+        leases.delete("router-a", &DeleteParams::default()).await,
+        "router deletes its Lease",
+    );
+
+    // Nothing else.
+    let mut changed = hello.clone();
+    changed.spec.pinning = true;
+    forbidden(
+        fns.replace("hello", &PostParams::default(), &changed).await,
+        "router updates a Function's spec",
+    );
+    forbidden(
+        fns.patch(
+            "hello",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"pinning": true}})),
+        )
+        .await,
+        "router patches a Function's spec",
+    );
+    forbidden(
+        fns.create(
+            &PostParams::default(),
+            &function("other", &[("1.0.0", 1_000_000)]),
+        )
+        .await,
+        "router creates a Function",
+    );
+    forbidden(
+        fns.delete("hello", &DeleteParams::default()).await,
+        "router deletes a Function",
+    );
+    forbidden(
+        Api::<FunctionVersion>::namespaced(router.clone(), &ns)
+            .create(&PostParams::default(), &version("hello", "2.0.0"))
+            .await,
+        "router creates a FunctionVersion",
+    );
+    let secrets: Api<Secret> = Api::namespaced(router.clone(), &ns);
+    forbidden(secrets.get("db").await, "router reads a Secret");
+    forbidden(
+        Api::<Secret>::all(router.clone())
+            .list(&ListParams::default())
+            .await,
+        "router lists Secrets",
+    );
+    forbidden(
+        Api::<Deployment>::namespaced(router.clone(), &ns)
+            .create(&PostParams::default(), &deployment("hello-1-0-0"))
+            .await,
+        "router creates a Deployment",
+    );
+    forbidden(
+        Api::<Service>::namespaced(router.clone(), &ns)
+            .create(&PostParams::default(), &service("hello-1-0-0"))
+            .await,
+        "router creates a Service",
+    );
+    forbidden(
+        Api::<Pod>::namespaced(router.clone(), &ns)
+            .list(&ListParams::default())
+            .await,
+        "router lists Pods",
+    );
+}
+
+/// The real `switchyard-router` process, killed if the test ends without stopping it.
+struct RouterProcess {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl RouterProcess {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for RouterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET` on a fresh connection, off the async runtime.
+async fn http_get(addr: SocketAddr, host: &'static str, path: &'static str) -> Option<Response> {
+    tokio::task::spawn_blocking(move || {
+        HttpClient::new(addr)
+            .get(host, path, &[("connection", "close")])
+            .ok()
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+#[tokio::test]
+async fn the_real_router_serves_and_acknowledges_with_nothing_but_its_cluster_role() {
+    let admin = client().await;
+    let ns = namespace(&admin, "rbac-router-process").await;
+    apply_cluster_scoped(&admin, "rbac.yaml").await;
+    let router = client_as("router.kubeconfig").await;
+    wait_until_may_list_functions(&router, None, "the router").await;
+
+    let upstream = Upstream::start("1.0.0");
+    let mut fv = version("hello", "1.0.0");
+    fv.spec.endpoint = Some(upstream.url());
+    Api::<FunctionVersion>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &fv)
+        .await
+        .expect("admin creates a version");
+    let admin_fns: Api<Function> = Api::namespaced(admin.clone(), &ns);
+    let created = admin_fns
+        .create(
+            &PostParams::default(),
+            &function("hello", &[("1.0.0", 1_000_000)]),
+        )
+        .await
+        .expect("admin creates a Function");
+    let generation = created.metadata.generation.expect("a generation");
+
+    // Watching one namespace (so that it acknowledges no other test's Functions) with its
+    // Lease there too; the ClusterRole is what authorizes it, as in the cluster.
+    let replica = format!("router-{ns}");
+    let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let admin_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let log = std::env::temp_dir().join(format!("{replica}.log"));
+    let child = std::process::Command::new(binary("switchyard-router"))
+        .args([
+            "--listen",
+            &listen.to_string(),
+            "--admin",
+            &admin_addr.to_string(),
+        ])
+        .args(["--namespace", &ns, "--lease-namespace", &ns])
+        .args(["--replica-name", &replica, "--grace-period", "1"])
+        .arg("--kubeconfig")
+        .arg(kubeconfig_path().with_file_name("router.kubeconfig"))
+        // Debug for the router itself: a refused acknowledgement is only logged at debug.
+        .env("RUST_LOG", "info,switchyard_router=debug,kube_client=off")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("a log file"))
+        .spawn()
+        .expect("starting switchyard-router");
+    let mut process = RouterProcess { child, log };
+
+    wait_until(SETTLE, "router /readyz", || async {
+        let r = http_get(admin_addr, "localhost", "/readyz").await?;
+        (r.status == 200).then_some(())
+    })
+    .await;
+    let served = http_get(listen, "any.example.com", "/hello")
+        .await
+        .expect("a response through the router");
+    assert_eq!((served.status, served.body.as_str()), (200, "1.0.0"));
+
+    // Its acknowledgement (patch on functions/status) and its Lease (create and patch).
+    wait_until(SETTLE, "the router's acknowledgement", || {
+        let (admin_fns, replica) = (admin_fns.clone(), replica.clone());
+        async move {
+            let f = admin_fns.get("hello").await.ok()?;
+            let ack = f.status?.routers.into_iter().find(|r| r.name == replica)?;
+            (ack.observed_generation >= generation).then_some(ack)
+        }
+    })
+    .await;
+    let admin_leases: Api<Lease> = Api::namespaced(admin.clone(), &ns);
+    wait_until(SETTLE, "the router's Lease", || {
+        let (admin_leases, replica) = (admin_leases.clone(), replica.clone());
+        async move { admin_leases.get_opt(&replica).await.ok().flatten() }
+    })
+    .await;
+
+    // A clean stop deletes the Lease (delete).
+    let pid = process.child.id().to_string();
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("running kill");
+    assert!(signalled.success(), "kill -TERM {pid}");
+    let exit = tokio::task::spawn_blocking(move || {
+        let status = process.child.wait();
+        (status, process)
+    })
+    .await
+    .expect("waiting for the router");
+    let (status, process) = exit;
+    assert!(
+        status.expect("router exit status").success(),
+        "{}",
+        process.log()
+    );
+    assert!(
+        admin_leases
+            .get_opt(&replica)
+            .await
+            .expect("admin reads Leases")
+            .is_none(),
+        "the router left its Lease behind"
+    );
+    let log = process.log();
+    assert!(
+        !log.to_lowercase().contains("forbidden"),
+        "the router was refused something:\n{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_viewer_reads_functions_and_their_readiness_and_may_write_nothing() {
+    let admin = client().await;
+    let ns = namespace(&admin, "rbac-viewer").await;
+    let elsewhere = namespace(&admin, "rbac-viewer-not").await;
+    apply_cluster_scoped(&admin, "roles.yaml").await;
+    // Granted in one namespace only, so that `viewer` stays powerless elsewhere (other tests
+    // rely on that).
+    bind_user(&admin, &ns, "switchyard-viewer", "viewer").await;
+    let viewer = client_as("viewer.kubeconfig").await;
+    wait_until_may_list_functions(&viewer, Some(&ns), "the viewer").await;
+
+    Api::<FunctionVersion>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &version("hello", "1.0.0"))
+        .await
+        .expect("admin creates a version");
+    Api::<Function>::namespaced(admin.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &function("hello", &[("1.0.0", 1_000_000)]),
+        )
+        .await
+        .expect("admin creates a Function");
+    Api::<Lease>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &lease("router-a"))
+        .await
+        .expect("admin creates a Lease");
+    Api::<Deployment>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &deployment("hello-1-0-0"))
+        .await
+        .expect("admin creates a Deployment");
+    Api::<Secret>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &secret("db"))
+        .await
+        .expect("admin creates a Secret");
+
+    let fns: Api<Function> = Api::namespaced(viewer.clone(), &ns);
+    let fvs: Api<FunctionVersion> = Api::namespaced(viewer.clone(), &ns);
+    let leases: Api<Lease> = Api::namespaced(viewer.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(viewer.clone(), &ns);
+    let hello = allowed(fns.get("hello").await, "viewer gets a Function");
+    allowed(
+        fvs.list(&ListParams::default()).await,
+        "viewer lists versions",
+    );
+    allowed(fvs.get("hello-1-0-0").await, "viewer gets a version");
+    allowed(
+        leases.list(&ListParams::default()).await,
+        "viewer lists Leases",
+    );
+    allowed(leases.get("router-a").await, "viewer gets a Lease");
+    allowed(
+        deployments.get("hello-1-0-0").await,
+        "viewer reads a Deployment",
+    );
+    allowed(
+        deployments.list(&ListParams::default()).await,
+        "viewer lists Deployments",
+    );
+    watch_sees_a_change(&viewer, &admin, &ns, "hello", "the viewer").await;
+
+    forbidden(
+        fvs.create(&PostParams::default(), &version("hello", "2.0.0"))
+            .await,
+        "viewer creates a version",
+    );
+    forbidden(
+        fvs.delete("hello-1-0-0", &DeleteParams::default()).await,
+        "viewer deletes a version",
+    );
+    forbidden(
+        fns.patch(
+            "hello",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"pinning": true}})),
+        )
+        .await,
+        "viewer patches a Function",
+    );
+    forbidden(
+        fns.replace("hello", &PostParams::default(), &hello).await,
+        "viewer updates a Function",
+    );
+    forbidden(
+        fns.patch_status(
+            "hello",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"routers": []}})),
+        )
+        .await,
+        "viewer patches a Function's status",
+    );
+    forbidden(
+        leases
+            .create(&PostParams::default(), &lease("router-b"))
+            .await,
+        "viewer creates a Lease",
+    );
+    forbidden(
+        deployments
+            .create(&PostParams::default(), &deployment("hello-2-0-0"))
+            .await,
+        "viewer creates a Deployment",
+    );
+    forbidden(
+        Api::<Secret>::namespaced(viewer.clone(), &ns)
+            .get("db")
+            .await,
+        "viewer reads a Secret",
+    );
+    forbidden(
+        Api::<Pod>::namespaced(viewer.clone(), &ns)
+            .list(&ListParams::default())
+            .await,
+        "viewer lists Pods",
+    );
+    forbidden(
+        Api::<Function>::namespaced(viewer.clone(), &elsewhere)
+            .list(&ListParams::default())
+            .await,
+        "viewer lists Functions where it is not bound",
+    );
+}
+
+#[tokio::test]
+async fn a_deployer_can_do_what_the_cli_does_and_nothing_more() {
+    let admin = client().await;
+    let ns = namespace(&admin, "rbac-deployer").await;
+    apply_cluster_scoped(&admin, "roles.yaml").await;
+    // `viewer` is the only spare user of the test API server; here it is bound to
+    // switchyard-deployer, in this namespace only.
+    bind_user(&admin, &ns, "switchyard-deployer", "viewer").await;
+    let deployer = client_as("viewer.kubeconfig").await;
+    wait_until_may_list_functions(&deployer, Some(&ns), "the deployer").await;
+    Api::<Lease>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &lease("router-a"))
+        .await
+        .expect("admin creates a Lease");
+    Api::<Secret>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &secret("db"))
+        .await
+        .expect("admin creates a Secret");
+
+    let fns: Api<Function> = Api::namespaced(deployer.clone(), &ns);
+    let fvs: Api<FunctionVersion> = Api::namespaced(deployer.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(deployer.clone(), &ns);
+    let services: Api<Service> = Api::namespaced(deployer.clone(), &ns);
+    let leases: Api<Lease> = Api::namespaced(deployer.clone(), &ns);
+    let apply = PatchParams::apply("switchyard");
+
+    // deploy: versions by server-side apply, a managed one's Deployment and Service, the
+    // Function created with the first version.
+    for v in ["1.0.0", "1.1.0"] {
+        let fv = version_json("hello", v);
+        let name = switchyard_core::object_name("hello", v);
+        allowed(
+            fvs.patch(&name, &apply, &Patch::Apply(&fv)).await,
+            "deployer applies a version",
+        );
+    }
+    allowed(fvs.get("hello-1-0-0").await, "deployer gets a version");
+    allowed(
+        fvs.list(&ListParams::default()).await,
+        "deployer lists versions",
+    );
+    let mut labelled = fvs.get("hello-1-1-0").await.expect("the version");
+    labelled.metadata.labels = Some([("team".to_string(), "a".to_string())].into());
+    allowed(
+        fvs.replace("hello-1-1-0", &PostParams::default(), &labelled)
+            .await,
+        "deployer updates a version's labels",
+    );
+    // Owned by its version, with blockOwnerDeletion, as the CLI writes it.
+    let mut workload = deployment("hello-1-1-0");
+    workload.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "switchyard.dev/v1alpha1".into(),
+        kind: "FunctionVersion".into(),
+        name: "hello-1-1-0".into(),
+        uid: labelled.metadata.uid.clone().expect("a uid"),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }]);
+    allowed(
+        deployments
+            .patch("hello-1-1-0", &apply, &Patch::Apply(&workload))
+            .await,
+        "deployer applies a Deployment",
+    );
+    allowed(
+        services
+            .patch(
+                "hello-1-1-0",
+                &apply,
+                &Patch::Apply(&service("hello-1-1-0")),
+            )
+            .await,
+        "deployer applies a Service",
+    );
+    allowed(
+        deployments.get("hello-1-1-0").await,
+        "deployer reads a Deployment",
+    );
+    allowed(
+        services.list(&ListParams::default()).await,
+        "deployer lists Services",
+    );
+    let created = allowed(
+        fns.create(
+            &PostParams::default(),
+            &function("hello", &[("1.0.0", 1_000_000)]),
+        )
+        .await,
+        "deployer creates a Function",
+    );
+
+    // traffic, promote, rollback: optimistic-concurrency updates and patches of the spec.
+    let mut shifted = created.clone();
+    shifted.spec.traffic = function("hello", &[("1.0.0", 900_000), ("1.1.0", 100_000)])
+        .spec
+        .traffic;
+    allowed(
+        fns.replace("hello", &PostParams::default(), &shifted).await,
+        "deployer updates a Function's traffic",
+    );
+    allowed(
+        fns.patch(
+            "hello",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"traffic": [{"version": "1.1.0", "weight": 1_000_000}]}}),
+            ),
+        )
+        .await,
+        "deployer patches a Function's traffic",
+    );
+    watch_sees_a_change(&deployer, &admin, &ns, "hello", "the deployer").await;
+    // --wait: which routers are alive.
+    allowed(
+        leases.list(&ListParams::default()).await,
+        "deployer lists Leases",
+    );
+    allowed(leases.get("router-a").await, "deployer gets a Lease");
+
+    // delete and gc.
+    allowed(
+        services
+            .delete("hello-1-1-0", &DeleteParams::default())
+            .await,
+        "deployer deletes a Service",
+    );
+    allowed(
+        deployments
+            .delete("hello-1-1-0", &DeleteParams::default())
+            .await,
+        "deployer deletes a Deployment",
+    );
+    allowed(
+        fvs.delete("hello-1-0-0", &DeleteParams::default()).await,
+        "deployer deletes a version",
+    );
+
+    // Nothing more.
+    forbidden(
+        fns.delete("hello", &DeleteParams::default()).await,
+        "deployer deletes a Function",
+    );
+    forbidden(
+        fns.patch_status(
+            "hello",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"routers": []}})),
+        )
+        .await,
+        "deployer patches a Function's status",
+    );
+    forbidden(
+        leases
+            .create(&PostParams::default(), &lease("router-b"))
+            .await,
+        "deployer creates a Lease",
+    );
+    forbidden(
+        leases.delete("router-a", &DeleteParams::default()).await,
+        "deployer deletes a Lease",
+    );
+    forbidden(
+        Api::<Secret>::namespaced(deployer.clone(), &ns)
+            .get("db")
+            .await,
+        "deployer reads a Secret",
+    );
+    forbidden(
+        Api::<Secret>::namespaced(deployer.clone(), &ns)
+            .create(&PostParams::default(), &secret("mine"))
+            .await,
+        "deployer creates a Secret",
+    );
+    let pods: Api<Pod> = Api::namespaced(deployer.clone(), &ns);
+    forbidden(
+        pods.list(&ListParams::default()).await,
+        "deployer lists Pods",
+    );
+    // The grants end at the namespace of the binding.
+    forbidden(
+        Api::<Function>::all(deployer.clone())
+            .list(&ListParams::default())
+            .await,
+        "deployer lists Functions in every namespace",
+    );
+    let watch_all = Api::<Deployment>::all(deployer.clone())
+        .watch(&WatchParams::default().timeout(1), "0")
+        .await;
+    forbidden(
+        watch_all.map(|_| ()),
+        "deployer watches Deployments in every namespace",
+    );
+}
