@@ -624,7 +624,7 @@ pub fn parse_reason(text: &str) -> Result<String, String> {
 
 /// Reads the `--store` flag (`dir:PATH`).
 pub fn store_flag(value: &str) -> Result<PathBuf, String> {
-    switchyard_router::source::local::parse_store_flag(value)
+    switchyard_store::parse_store_flag(value)
 }
 
 /// Reads `30s`, `2m`, `1h`, `500ms`, a sum of them as Go and kubectl write it (`1m30s`,

@@ -1,18 +1,18 @@
 //! `switchyard quickstart`: the whole idea in one command, no cluster needed.
 //!
-//! In this one process, on loopback: a local store, a router following it, and two small demo
-//! versions of a function `hello`. The tour runs the real commands against the real store and
+//! On loopback: a local store, a router following it, and two small demo versions of a function
+//! `hello`. The router is the `switchyard-router` binary found beside this one (or on PATH),
+//! started for the tour and stopped after it; built with the `embedded-router` feature, it runs
+//! in this process instead (see [`router`]). The tour runs the real commands against the real store and
 //! sends real requests through the real router, showing the split they observe: deploy 1.0.0,
 //! deploy 1.1.0, shift 10% then 50%, roll back. Then it keeps running for the user to try
 //! things from another terminal, until Ctrl-C (`--exit` ends after the tour).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use switchyard_router::source::local::LocalOptions;
-use switchyard_router::{RouterConfig, RouterHandle, Source};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -50,7 +50,7 @@ pub async fn run(q: args::Quickstart, store: Option<PathBuf>) -> anyhow::Result<
     let v2 = demo_version("1.1.0").await?;
     let listen = free_loopback_addr()?;
     let admin = free_loopback_addr()?;
-    let router = start_router(&root, listen, admin).await?;
+    let router = router::start(&root, listen, admin).await?;
     let store_flag = format!("--store dir:{}", root.display());
 
     say(&format!(
@@ -59,7 +59,7 @@ pub async fn run(q: args::Quickstart, store: Option<PathBuf>) -> anyhow::Result<
     ));
     let result = tour(&store, &q, listen, &v1, &v2).await;
     if let Err(e) = result {
-        stop_router(router).await;
+        router::stop(router).await;
         if temporary {
             let _ = std::fs::remove_dir_all(&root);
         }
@@ -85,7 +85,7 @@ pub async fn run(q: args::Quickstart, store: Option<PathBuf>) -> anyhow::Result<
             .await
             .context("waiting for Ctrl-C")?;
     }
-    stop_router(router).await;
+    router::stop(router).await;
     if temporary {
         let _ = std::fs::remove_dir_all(&root);
     }
@@ -404,27 +404,211 @@ fn free_loopback_addr() -> anyhow::Result<SocketAddr> {
     Ok(l.local_addr()?)
 }
 
-async fn start_router(
-    root: &Path,
-    listen: SocketAddr,
-    admin: SocketAddr,
-) -> anyhow::Result<RouterHandle> {
-    let mut config = RouterConfig::new("quickstart");
-    config.listen = listen;
-    config.admin = admin;
-    config.grace_period = Duration::from_secs(1);
-    let source = Source::Local(LocalOptions {
-        root: PathBuf::from(root),
-        lease_duration: Duration::from_secs(10),
-        listen: listen.to_string(),
-    });
-    // The router runs its own runtimes; start and stop it off this one.
-    tokio::task::spawn_blocking(move || switchyard_router::start(config, source))
-        .await
-        .context("starting the router")?
-        .context("starting the router")
+/// The router of the tour, in this process (`embedded-router`).
+#[cfg(feature = "embedded-router")]
+mod router {
+    use std::net::SocketAddr;
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use anyhow::Context as _;
+    use switchyard_router::source::local::LocalOptions;
+    use switchyard_router::{RouterConfig, RouterHandle, Source};
+
+    /// A running router.
+    pub struct Running(RouterHandle);
+
+    /// Starts a router following the store at `root`; returns once it serves its first table.
+    pub async fn start(
+        root: &Path,
+        listen: SocketAddr,
+        admin: SocketAddr,
+    ) -> anyhow::Result<Running> {
+        let mut config = RouterConfig::new("quickstart");
+        config.listen = listen;
+        config.admin = admin;
+        config.grace_period = Duration::from_secs(1);
+        let source = Source::Local(LocalOptions {
+            root: PathBuf::from(root),
+            lease_duration: Duration::from_secs(10),
+            listen: listen.to_string(),
+        });
+        // The router runs its own runtimes; start and stop it off this one.
+        tokio::task::spawn_blocking(move || switchyard_router::start(config, source))
+            .await
+            .context("starting the router")?
+            .context("starting the router")
+            .map(Running)
+    }
+
+    /// Stops the router.
+    pub async fn stop(router: Running) {
+        let _ = tokio::task::spawn_blocking(move || router.0.stop()).await;
+    }
 }
 
-async fn stop_router(router: RouterHandle) {
-    let _ = tokio::task::spawn_blocking(move || router.stop()).await;
+/// The router of the tour: the `switchyard-router` binary in a child process, so that this one
+/// does not link the data plane.
+#[cfg(not(feature = "embedded-router"))]
+mod router {
+    use std::net::SocketAddr;
+    use std::path::{Path, PathBuf};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    use anyhow::{bail, Context as _};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio::process::{Child, Command};
+
+    use crate::exit::{fail, Code};
+
+    /// The router's executable, without the platform's suffix.
+    const BINARY: &str = "switchyard-router";
+
+    /// How long the router may take to serve its first table: its own startup timeout (10 s),
+    /// and room for a slow start of the process.
+    const READY_WAIT: Duration = Duration::from_secs(20);
+
+    /// How often `/readyz` is asked while the router starts.
+    const READY_POLL: Duration = Duration::from_millis(25);
+
+    /// How long a stop waits for the router to end after SIGTERM (its grace period is 1 s)
+    /// before killing it.
+    const STOP_WAIT: Duration = Duration::from_secs(5);
+
+    /// A running router process. Dropped without [`stop`] (an error on the way), it is killed.
+    pub struct Running {
+        child: Child,
+    }
+
+    /// Where the router binary is: beside this executable (how `cargo build` and a release
+    /// archive lay them out), else the first on PATH.
+    fn find() -> Option<PathBuf> {
+        let file = format!("{BINARY}{}", std::env::consts::EXE_SUFFIX);
+        let beside = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|dir| dir.join(&file)));
+        let on_path = std::env::var_os("PATH")
+            .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|dir| dir.join(&file));
+        beside.into_iter().chain(on_path).find(|p| p.is_file())
+    }
+
+    /// Starts the router binary following the store at `root`; returns once its `/readyz`
+    /// answers 200.
+    pub async fn start(
+        root: &Path,
+        listen: SocketAddr,
+        admin: SocketAddr,
+    ) -> anyhow::Result<Running> {
+        let Some(binary) = find() else {
+            return Err(fail(
+                Code::Invalid,
+                format!(
+                    "the quickstart needs the {BINARY} binary beside this one or on PATH: \
+                     `cargo build -p switchyard-router`, or run \
+                     `cargo run --release -p switchyard-cli --features embedded-router -- quickstart`"
+                ),
+            ));
+        };
+        let mut command = Command::new(&binary);
+        // The router reads SWITCHYARD_* as its flags: a namespace or kubeconfig meant for this
+        // command must not turn the tour's router towards a cluster.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("SWITCHYARD_") {
+                command.env_remove(key);
+            }
+        }
+        // Its warnings and errors only, as when it runs in this process.
+        if std::env::var_os("RUST_LOG").is_none() {
+            command.env("RUST_LOG", "warn");
+        }
+        command
+            .arg("--listen")
+            .arg(listen.to_string())
+            .arg("--admin")
+            .arg(admin.to_string())
+            .arg("--store")
+            .arg(format!("dir:{}", root.display()))
+            .args(["--replica-name", "quickstart", "--grace-period", "1"])
+            .args(["--lease-duration", "10"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true);
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let mut running = Running { child };
+        let started = Instant::now();
+        loop {
+            if let Some(status) = running.child.try_wait()? {
+                bail!(
+                    "{} stopped before it was ready ({status})",
+                    binary.display()
+                );
+            }
+            if ready(admin).await {
+                return Ok(running);
+            }
+            if started.elapsed() > READY_WAIT {
+                bail!(
+                    "{} was not ready within {} s (http://{admin}/readyz)",
+                    binary.display(),
+                    READY_WAIT.as_secs()
+                );
+            }
+            tokio::time::sleep(READY_POLL).await;
+        }
+    }
+
+    /// Whether the router's admin endpoint answers `GET /readyz` with 200.
+    async fn ready(admin: SocketAddr) -> bool {
+        let ask = async {
+            let mut conn = TcpStream::connect(admin).await?;
+            conn.write_all(b"GET /readyz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+                .await?;
+            let mut response = Vec::new();
+            conn.read_to_end(&mut response).await?;
+            Ok::<_, std::io::Error>(response)
+        };
+        match tokio::time::timeout(Duration::from_secs(1), ask).await {
+            Ok(Ok(response)) => String::from_utf8_lossy(&response)
+                .split_whitespace()
+                .nth(1)
+                .is_some_and(|status| status == "200"),
+            _ => false,
+        }
+    }
+
+    /// Stops the router: SIGTERM (it finishes open responses and removes its heartbeat file),
+    /// then a kill if it has not ended within [`STOP_WAIT`].
+    pub async fn stop(mut router: Running) {
+        if !matches!(router.child.try_wait(), Ok(None)) {
+            return; // already ended (a Ctrl-C reaches it too)
+        }
+        terminate(&mut router.child);
+        if tokio::time::timeout(STOP_WAIT, router.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = router.child.kill().await;
+        }
+    }
+
+    #[cfg(unix)]
+    fn terminate(child: &mut Child) {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn terminate(child: &mut Child) {
+        let _ = child.start_kill();
+    }
 }

@@ -1,7 +1,7 @@
 //! The local [`Store`]: Switchyard without a cluster (`--store dir:PATH`).
 //!
-//! Functions and their external versions live in files of a store directory (see
-//! `switchyard_router::source::local`); router replicas following the same directory write
+//! Functions and their external versions live in files of a store directory (see the
+//! `switchyard_store` crate); router replicas following the same directory write
 //! their heartbeats and acknowledgements beside them, so waiting for routers works as on
 //! Kubernetes. Managed versions (`--image`) need a cluster and are refused.
 
@@ -12,9 +12,8 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use switchyard_core::ack::lease_fresh;
-use switchyard_core::local::{FunctionDocument, RouterDocument, LOCAL_NAMESPACE};
 use switchyard_core::{Function, FunctionSpec, FunctionVersion, FunctionVersionSpec};
-use switchyard_router::source::local::{LocalStore, StoreError};
+use switchyard_store::{FunctionDocument, LocalStore, RouterDocument, StoreError, LOCAL_NAMESPACE};
 
 use crate::exit::{fail, Code};
 

@@ -76,6 +76,48 @@ fn quickstart_runs_the_tour_and_observes_the_configured_shares() {
     assert!(stdout.contains("switchyard rollback hello"), "{stdout}");
 }
 
+#[test]
+fn quickstart_stops_its_router_cleanly_at_the_end() {
+    let store = temp_dir("quickstart-store");
+    let out = Command::new(binary("switchyard"))
+        .args(["quickstart", "--exit", "--requests", "1000", "--store"])
+        .arg(format!("dir:{}", store.display()))
+        .env_remove("SWITCHYARD_STORE")
+        .output()
+        .expect("running the quickstart");
+    ok(&out);
+    // A router stopped gracefully removes its heartbeat file; a killed one cannot.
+    let left: Vec<_> = std::fs::read_dir(store.join("routers"))
+        .expect("routers dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert!(left.is_empty(), "router files left behind: {left:?}");
+    let _ = std::fs::remove_dir_all(&store);
+}
+
+#[test]
+fn quickstart_without_a_router_binary_says_how_to_get_one() {
+    // The CLI alone in a directory (a hard link: no copy of the binary), and a PATH without
+    // a router: the quickstart has no router to start.
+    let alone = temp_dir("cli-alone");
+    let cli = alone.join("switchyard");
+    std::fs::hard_link(binary("switchyard"), &cli).expect("link the CLI");
+    let empty_path = temp_dir("empty-path");
+    let out = Command::new(&cli)
+        .args(["quickstart", "--exit"])
+        .env_remove("SWITCHYARD_STORE")
+        .env("PATH", &empty_path)
+        .output()
+        .expect("running the quickstart");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("switchyard-router"), "{stderr}");
+    assert!(stderr.contains("--features embedded-router"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&alone);
+    let _ = std::fs::remove_dir_all(&empty_path);
+}
+
 fn deploy_two(store: &Path, a: &Upstream, b: &Upstream) {
     ok(&switchyard(
         store,
