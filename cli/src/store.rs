@@ -127,13 +127,7 @@ pub trait Store: Send + Sync {
     ) -> anyhow::Result<Written>;
     /// Deletes a whole function — the Function and every version with its workload — only if
     /// it is still at `current.revision`; [`Written::Conflict`] otherwise.
-    async fn delete_function(&self, current: &FunctionState) -> anyhow::Result<Written> {
-        anyhow::bail!(
-            "deleting a whole function is not supported in {} yet: delete its versions, then the Function {}",
-            self.location(),
-            current.name
-        )
-    }
+    async fn delete_function(&self, current: &FunctionState) -> anyhow::Result<Written>;
     /// Deletes a version and its workload.
     async fn delete_version(&self, function: &str, version: &str) -> anyhow::Result<()>;
     /// The router replicas that serve this store's functions, live or not.

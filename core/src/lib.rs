@@ -10,7 +10,6 @@ pub mod cowmap;
 pub mod crd;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
-pub mod local;
 pub mod plan;
 pub mod protocol;
 pub mod resources;
@@ -20,8 +19,6 @@ pub mod validate;
 pub mod weight;
 pub mod workload;
 
-/// The protocol module's former name, kept for callers not yet moved to [`protocol`].
-pub use protocol as ack;
 pub use resources::{
     object_name, Action, Affinity, EnvVar, Function, FunctionSpec, FunctionStatus, FunctionVersion,
     FunctionVersionSpec, HistoryEntry, Resources, RouterAck, Tag, TrafficTarget,

@@ -27,7 +27,7 @@ struct Args {
     #[arg(long, env = "SWITCHYARD_ADMIN", default_value = "127.0.0.1:9090")]
     admin: SocketAddr,
     /// Follow a local store directory instead of a Kubernetes API server: `dir:PATH`.
-    #[arg(long, env = "SWITCHYARD_STORE", value_name = "dir:PATH", value_parser = switchyard_router::source::local::parse_store_flag,
+    #[arg(long, env = "SWITCHYARD_STORE", value_name = "dir:PATH", value_parser = switchyard_store::parse_store_flag,
           conflicts_with_all = ["namespace", "kubeconfig", "lease_namespace"])]
     store: Option<PathBuf>,
     /// The one namespace to watch; all namespaces when absent.

@@ -11,13 +11,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::{binary, free_port, get, kubeconfig_path, wait_until_blocking, HttpClient, MANAGER};
 use kube::api::{Api, Patch, PatchParams};
 use kube::Client;
 use serde_json::{json, Value};
 use switchyard_core::Function;
-use crate::{
-    binary, free_port, get, kubeconfig_path, wait_until_blocking, HttpClient, MANAGER,
-};
 
 /// How long any wait in these tests may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(60);

@@ -76,7 +76,7 @@ async fn delete_all(store: &dyn Store, args: &args::Delete) -> anyhow::Result<()
             .filter(|r| r.live)
             .map(|r| r.name.clone())
             .collect();
-        let serving = switchyard_core::ack::summarize(&f.routers, f.generation, &live).applied;
+        let serving = switchyard_core::protocol::summarize(&f.routers, f.generation, &live).applied;
         if !serving.is_empty() && !args.force {
             return Err(fail(
                 Code::Refused,

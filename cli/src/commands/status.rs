@@ -2,8 +2,8 @@
 
 use futures::StreamExt as _;
 use serde::Serialize;
-use switchyard_core::ack;
 use switchyard_core::plan;
+use switchyard_core::protocol as ack;
 
 use super::history::HistoryRow;
 use super::versions::{version_rows, version_table, VersionRow};

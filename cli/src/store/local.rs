@@ -11,7 +11,7 @@ use anyhow::{bail, Context as _};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use switchyard_core::ack::lease_fresh;
+use switchyard_core::protocol::lease_fresh;
 use switchyard_core::{Function, FunctionSpec, FunctionVersion, FunctionVersionSpec};
 use switchyard_store::{FunctionDocument, LocalStore, RouterDocument, StoreError, LOCAL_NAMESPACE};
 

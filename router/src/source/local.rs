@@ -19,7 +19,6 @@ use tokio::sync::mpsc;
 use super::{Ack, ConfigSource, SourceEvent, State};
 
 /// The `--store` flag's parser, where the router's binary has always found it.
-pub use switchyard_store::parse_store_flag;
 
 /// How a router follows a local store.
 #[derive(Debug, Clone)]
