@@ -18,8 +18,6 @@ use tokio::sync::mpsc;
 
 use super::{Ack, ConfigSource, SourceEvent, State};
 
-/// The `--store` flag's parser, where the router's binary has always found it.
-
 /// How a router follows a local store.
 #[derive(Debug, Clone)]
 pub struct LocalOptions {
