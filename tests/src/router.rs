@@ -311,7 +311,7 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Starts relaying 127.0.0.1:<random> to `target`.
+    /// Starts relaying `127.0.0.1:<a free port>` to `target`.
     pub fn start(target: SocketAddr) -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding the relay");
         let addr = listener.local_addr().unwrap();
