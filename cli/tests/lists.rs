@@ -2,22 +2,17 @@
 //! store: `-o name`, `-o wide`, `--no-headers`, `-A`, and `-w` printing one line per change.
 
 use std::io::BufRead as _;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// A fresh store directory with `hello` at 1.0.0 (100%) and 1.1.0 (0%), removed at the end.
-struct Store(PathBuf);
+mod common;
+use common::Store;
 
 impl Store {
+    /// A fresh store with `hello` at 1.0.0 (100%) and 1.1.0 (0%).
     fn new() -> Store {
-        static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("switchyard-lists-{}-{run}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = Store(dir);
+        let store = Store::fresh("lists");
         for v in ["1.0.0", "1.1.0"] {
             store.ok(&[
                 "deploy",
@@ -29,34 +24,6 @@ impl Store {
             ]);
         }
         store
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_switchyard"));
-        c.arg("--store")
-            .arg(format!("dir:{}", self.0.display()))
-            .args(args)
-            .env_remove("SWITCHYARD_STORE")
-            .env_remove("KUBECONFIG")
-            .env("NO_COLOR", "1");
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("running switchyard")
-    }
-
-    /// Runs a command that must succeed; returns its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: exit {:?}\nstdout: {}\nstderr: {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Starts a watching command; its stdout lines arrive on the channel as it prints them.
@@ -78,12 +45,6 @@ impl Store {
             }
         });
         Watch { child, lines }
-    }
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -1,54 +1,16 @@
 //! Black-box tests of the safety rules of issue 13 through the `switchyard` binary on a local
 //! store: each asserts the exit code and the one line the user sees.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// A fresh store directory, removed at the end of the test.
-struct Store(PathBuf);
+mod common;
+use common::Store;
 
 impl Store {
     fn new() -> Store {
-        static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("switchyard-safety-{}-{run}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        Store(dir)
-    }
-
-    fn flag(&self) -> String {
-        format!("dir:{}", self.0.display())
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_switchyard"));
-        c.arg("--store")
-            .arg(self.flag())
-            .args(args)
-            .env_remove("SWITCHYARD_STORE")
-            .env_remove("KUBECONFIG")
-            .env("NO_COLOR", "1");
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("running switchyard")
-    }
-
-    /// Runs a command that must succeed; returns its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: exit {:?}\nstdout: {}\nstderr: {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        Store::fresh("safety")
     }
 
     /// The current split as `status -o json` reports it.
@@ -80,12 +42,6 @@ impl Store {
         self.ok(&["rollback", "hello", "--no-wait"]);
         assert_eq!(self.traffic(), "1.0.0=100%");
         self
-    }
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
