@@ -10,6 +10,7 @@ pub mod cowmap;
 pub mod crd;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
+pub mod numbers;
 pub mod plan;
 pub mod protocol;
 pub mod resources;
