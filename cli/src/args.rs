@@ -91,9 +91,21 @@ pub enum Command {
     /// changes nothing, and a version rolled back from is never the target.
     #[command(after_help = ROLLBACK_HELP)]
     Rollback(Rollback),
-    /// Restore the previous traffic state exactly; repeat to walk further back.
+    /// Restore the previous traffic state exactly; repeat to walk further back, or go to one
+    /// revision of the history with --to N.
     #[command(after_help = UNDO_HELP)]
     Undo(Undo),
+    /// Name a version with a tag (set it, or move it from another version); requests may pin
+    /// a tag, and traffic words may use it.
+    #[command(after_help = TAG_HELP)]
+    Tag(TagArgs),
+    /// Remove a tag.
+    #[command(after_help = UNTAG_HELP)]
+    Untag(Untag),
+    /// Change a function's routing settings: hosts, path prefix, prefix stripping, sticky
+    /// affinity and pinning. Only the settings given change; the traffic does not.
+    #[command(after_help = SET_HELP)]
+    Set(Set),
     /// Show desired weights, readiness, and what each router replica serves.
     #[command(after_help = STATUS_HELP)]
     Status(Status),
@@ -175,7 +187,25 @@ const ROLLBACK_HELP: &str = concat!(
 
 /// Examples and exit codes of `undo`.
 const UNDO_HELP: &str = concat!(
-    "Examples:\n  switchyard undo hello                        # the previous traffic state\n  switchyard undo hello --dry-run              # what it would restore\n\n",
+    "Examples:\n  switchyard undo hello                        # the previous traffic state\n  switchyard undo hello --to 7                 # the traffic of revision 7 (see history)\n  switchyard undo hello --dry-run              # what it would restore\n\n",
+    exit::exit_help!()
+);
+
+/// Examples and exit codes of `tag`.
+const TAG_HELP: &str = concat!(
+    "Examples:\n  switchyard tag hello beta 1.3.0              # beta names 1.3.0\n  switchyard traffic hello beta=10 1.2.0=90    # tags work in traffic words\n  curl -H 'x-switchyard-version: beta' …      # and in pins (with pinning on)\n\n",
+    exit::exit_help!()
+);
+
+/// Examples and exit codes of `untag`.
+const UNTAG_HELP: &str = concat!(
+    "Examples:\n  switchyard untag hello beta\n  switchyard untag hello beta --dry-run\n\n",
+    exit::exit_help!()
+);
+
+/// Examples and exit codes of `set`.
+const SET_HELP: &str = concat!(
+    "Examples:\n  switchyard set hello --affinity header:x-user-id   # sticky by a header\n  switchyard set hello --affinity cookie:session     # or by a cookie\n  switchyard set hello --affinity none --pinning off\n  switchyard set hello --host api.example.com --prefix /hello --strip-prefix on\n  switchyard set hello --no-hosts --default-prefix   # any host, prefix /hello\n  switchyard set hello --pinning on --dry-run        # show the change, write nothing\n\n",
     exit::exit_help!()
 );
 
@@ -521,9 +551,94 @@ pub struct Undo {
     /// The function.
     #[arg(value_name = "FN")]
     pub function: String,
+    /// Restore the traffic of this revision (the `#` column of `history`) instead of the
+    /// previous state.
+    #[arg(long, value_name = "N")]
+    pub to: Option<u64>,
     /// Restore weight on versions that are not ready, or that a rollback took traffic away from.
     #[arg(long)]
     pub force: bool,
+    /// Write flags.
+    #[command(flatten)]
+    pub write: Write,
+}
+
+/// `tag`.
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// The function.
+    #[arg(value_name = "FN")]
+    pub function: String,
+    /// The tag (a DNS-1123 label, e.g. `beta`).
+    #[arg(value_name = "TAG")]
+    pub tag: String,
+    /// The version it names (or `@latest`).
+    #[arg(value_name = "VERSION")]
+    pub version: String,
+    /// Write flags.
+    #[command(flatten)]
+    pub write: Write,
+}
+
+/// `untag`.
+#[derive(Debug, Args)]
+pub struct Untag {
+    /// The function.
+    #[arg(value_name = "FN")]
+    pub function: String,
+    /// The tag to remove.
+    #[arg(value_name = "TAG")]
+    pub tag: String,
+    /// Write flags.
+    #[command(flatten)]
+    pub write: Write,
+}
+
+/// `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
+impl Switch {
+    /// Whether it is on.
+    pub fn on(self) -> bool {
+        self == Switch::On
+    }
+}
+
+/// `set`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("setting").multiple(true).required(true)
+    .args(["hosts", "no_hosts", "prefix", "default_prefix", "strip_prefix", "affinity", "pinning"])))]
+pub struct Set {
+    /// The function.
+    #[arg(value_name = "FN")]
+    pub function: String,
+    /// The host names the function answers (repeat for several; replaces the list).
+    #[arg(long = "host", value_name = "HOST", conflicts_with = "no_hosts")]
+    pub hosts: Vec<String>,
+    /// Answer on any host.
+    #[arg(long)]
+    pub no_hosts: bool,
+    /// The path prefix (starts with `/`).
+    #[arg(long, value_name = "PATH", conflicts_with = "default_prefix")]
+    pub prefix: Option<String>,
+    /// Back to the default prefix (`/<FN>` without hosts, `/` with hosts).
+    #[arg(long)]
+    pub default_prefix: bool,
+    /// Whether the prefix is removed before the request goes upstream.
+    #[arg(long, value_name = "on|off")]
+    pub strip_prefix: Option<Switch>,
+    /// Sticky affinity: `header:NAME`, `cookie:NAME`, or `none`.
+    #[arg(long, value_name = "header:NAME|cookie:NAME|none")]
+    pub affinity: Option<String>,
+    /// Whether a request may choose its version with `x-switchyard-version`.
+    #[arg(long, value_name = "on|off")]
+    pub pinning: Option<Switch>,
     /// Write flags.
     #[command(flatten)]
     pub write: Write,

@@ -12,7 +12,9 @@ mod list;
 mod promote;
 mod quickstart;
 mod rollback;
+mod set;
 mod status;
+mod tag;
 mod traffic;
 mod undo;
 mod uninstall;
@@ -111,8 +113,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Runs a command that works through a store.
 async fn run_on(store: &dyn Store, command: Command) -> anyhow::Result<()> {
+    // Flags are read before anything is read from the store: bad input touches nothing.
     let prepared = match &command {
         Command::Traffic(t) => Some(traffic::parse_split(&t.split)?),
+        _ => None,
+    };
+    let settings = match &command {
+        Command::Set(s) => Some(set::settings(s)?),
         _ => None,
     };
     match command {
@@ -122,6 +129,9 @@ async fn run_on(store: &dyn Store, command: Command) -> anyhow::Result<()> {
         Command::Promote(p) => promote::promote(store, p).await,
         Command::Rollback(r) => rollback::rollback(store, r).await,
         Command::Undo(u) => undo::undo(store, u).await,
+        Command::Tag(t) => tag::tag(store, t).await,
+        Command::Untag(u) => tag::untag(store, u).await,
+        Command::Set(s) => set::set(store, s, settings.unwrap_or_default()).await,
         Command::Status(s) => status::status(store, s).await,
         Command::History(r) => history::run(store, r).await,
         Command::Describe(r) => describe::describe(store, r).await,

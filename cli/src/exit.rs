@@ -73,9 +73,10 @@ pub fn fail(code: Code, message: impl Into<String>) -> anyhow::Error {
 /// The exit code of a plan refused by core.
 pub fn plan_code(err: &PlanError) -> Code {
     match err {
-        PlanError::Invalid(_) | PlanError::Traffic(_) | PlanError::UnknownVersion { .. } => {
-            Code::Invalid
-        }
+        PlanError::Invalid(_)
+        | PlanError::Traffic(_)
+        | PlanError::UnknownVersion { .. }
+        | PlanError::NoRevision { .. } => Code::Invalid,
         PlanError::NotReady { .. }
         | PlanError::Referenced { .. }
         | PlanError::NothingToUndo(_)

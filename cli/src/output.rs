@@ -252,6 +252,8 @@ pub fn age_of(rfc3339: &str, now: jiff::Timestamp) -> String {
 #[derive(Debug, Default)]
 pub struct Diff {
     lines: Vec<String>,
+    /// Each changed field in one phrase, `name before → after`.
+    changes: Vec<String>,
 }
 
 impl Diff {
@@ -259,6 +261,7 @@ impl Diff {
     pub fn new(title: impl Into<String>) -> Diff {
         Diff {
             lines: vec![title.into()],
+            changes: Vec::new(),
         }
     }
 
@@ -267,12 +270,20 @@ impl Diff {
         if before == after {
             return;
         }
+        let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "none".to_string());
+        self.changes
+            .push(format!("{name} {} → {}", or_none(&before), or_none(&after)));
         if let Some(b) = before {
             self.lines.push(format!("- {name}: {b}"));
         }
         if let Some(a) = after {
             self.lines.push(format!("+ {name}: {a}"));
         }
+    }
+
+    /// The fields that change, each in one phrase (`tags none → beta=1.3.0`).
+    pub fn changed_fields(&self) -> &[String] {
+        &self.changes
     }
 
     /// A line that is only added.

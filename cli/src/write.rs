@@ -152,9 +152,7 @@ pub async fn change(
             }
         };
         let last_action = next.history.last().map(|h| h.action);
-        if plan::same_split(&function.spec.traffic, &next.traffic)
-            && last_action != Some(Action::Undo)
-        {
+        if plan::same_state(&function.spec, &next) && last_action != Some(Action::Undo) {
             crate::output::line(format_args!(
                 "{name}: already {}, nothing to change",
                 plan::describe(&function.spec.traffic)
@@ -204,7 +202,7 @@ pub fn diff(store: &dyn Store, before: &FunctionSpec, after: &FunctionSpec, name
 }
 
 /// Adds to `d` every field a write of `after` over `before` changes: traffic, stable versions,
-/// tags and the history entry, so that a dry run shows all that the write would do.
+/// routing settings, tags and the history entry, so that a dry run shows all that the write would do.
 pub fn diff_into(d: &mut Diff, before: &FunctionSpec, after: &FunctionSpec) {
     d.field(
         "traffic",
@@ -217,15 +215,7 @@ pub fn diff_into(d: &mut Diff, before: &FunctionSpec, after: &FunctionSpec) {
         before.previous_stable.clone(),
         after.previous_stable.clone(),
     );
-    let tags = |s: &FunctionSpec| {
-        let t: Vec<String> = s
-            .tags
-            .iter()
-            .map(|t| format!("{}={}", t.tag, t.version))
-            .collect();
-        (!t.is_empty()).then(|| t.join(" "))
-    };
-    d.field("tags", tags(before), tags(after));
+    diff_settings(d, before, after);
     if let Some(h) = after.history.last() {
         if before.history.last() != Some(h) {
             let reason = h
@@ -234,7 +224,8 @@ pub fn diff_into(d: &mut Diff, before: &FunctionSpec, after: &FunctionSpec) {
                 .map(|r| format!(" ({r:?})"))
                 .unwrap_or_default();
             d.added(format!(
-                "history: {} {} by {}{reason}: {}",
+                "history: #{} {} {} by {}{reason}: {}",
+                h.revision,
                 h.time,
                 h.action,
                 h.actor,
@@ -244,13 +235,67 @@ pub fn diff_into(d: &mut Diff, before: &FunctionSpec, after: &FunctionSpec) {
     }
 }
 
+/// What a write changed, in one phrase: the traffic (`A → B`), else the settings and tags it
+/// changed (`tag beta → 1.3.0`, `affinity header:x-user → none`).
+pub fn changed(before: &FunctionSpec, after: &FunctionSpec) -> String {
+    if !plan::same_split(&before.traffic, &after.traffic) {
+        return format!(
+            "{} → {}",
+            plan::describe(&before.traffic),
+            plan::describe(&after.traffic)
+        );
+    }
+    let mut d = Diff::new(String::new());
+    diff_settings(&mut d, before, after);
+    let fields = d.changed_fields();
+    if fields.is_empty() {
+        // An undo that restored the same split.
+        return format!("{} (unchanged)", plan::describe(&after.traffic));
+    }
+    fields.join(", ")
+}
+
+/// Adds to `d` the routing settings and tags that differ between `before` and `after`.
+fn diff_settings(d: &mut Diff, before: &FunctionSpec, after: &FunctionSpec) {
+    let hosts = |s: &FunctionSpec| (!s.hosts.is_empty()).then(|| s.hosts.join(" "));
+    d.field("hosts", hosts(before), hosts(after));
+    d.field(
+        "pathPrefix",
+        before.path_prefix.clone(),
+        after.path_prefix.clone(),
+    );
+    let on = |b: bool| Some(if b { "on" } else { "off" }.to_string());
+    d.field(
+        "stripPrefix",
+        on(before.strip_prefix),
+        on(after.strip_prefix),
+    );
+    let affinity = |s: &FunctionSpec| {
+        s.affinity.as_ref().map(|a| match (&a.header, &a.cookie) {
+            (Some(h), _) => format!("header:{h}"),
+            (None, Some(c)) => format!("cookie:{c}"),
+            (None, None) => "none".to_string(),
+        })
+    };
+    d.field("affinity", affinity(before), affinity(after));
+    d.field("pinning", on(before.pinning), on(after.pinning));
+    let tags = |s: &FunctionSpec| {
+        let t: Vec<String> = s
+            .tags
+            .iter()
+            .map(|t| format!("{}={}", t.tag, t.version))
+            .collect();
+        (!t.is_empty()).then(|| t.join(" "))
+    };
+    d.field("tags", tags(before), tags(after));
+}
+
 /// After a write: waits for the routers (unless `--no-wait`) and prints the one-line outcome.
 pub async fn finish(store: &dyn Store, landed: Landed, write: &Write) -> anyhow::Result<()> {
     let name = &landed.after.name;
     let line = format!(
-        "{name}: {} → {}",
-        plan::describe(&landed.before.spec.traffic),
-        plan::describe(&landed.after.spec.traffic)
+        "{name}: {}",
+        changed(&landed.before.spec, &landed.after.spec)
     );
     if write.no_wait {
         crate::output::line(format_args!(

@@ -7,7 +7,9 @@
 
 use std::collections::BTreeSet;
 
-use crate::resources::{Action, FunctionSpec, HistoryEntry, TrafficTarget, DEFAULT_HISTORY_LIMIT};
+use crate::resources::{
+    Action, Affinity, FunctionSpec, HistoryEntry, Tag, TrafficTarget, DEFAULT_HISTORY_LIMIT,
+};
 use crate::traffic::TrafficError;
 use crate::validate::{self, ValidationError};
 use crate::weight::{Percent, TOTAL_PPM};
@@ -59,6 +61,16 @@ pub enum PlanError {
     /// No earlier state to restore.
     #[error("nothing to undo: the history of function {0} holds no earlier state")]
     NothingToUndo(String),
+    /// `undo --to N` names a revision the history does not hold.
+    #[error("function {function} has no revision {revision} in its history{}", oldest.map(|o| format!(" (the oldest kept is {o})")).unwrap_or_default())]
+    NoRevision {
+        /// The function.
+        function: String,
+        /// The revision asked for.
+        revision: u64,
+        /// The oldest revision still kept.
+        oldest: Option<u64>,
+    },
     /// No stable version to roll back to.
     #[error("no stable version to roll back to: no version other than the current one has held 100% of function {0} (use --to VERSION)")]
     NoStable(String),
@@ -181,36 +193,154 @@ pub fn apply(
             next.stable = Some(holder.to_string());
         }
     }
-    next.history.push(HistoryEntry {
-        time: change.now.clone(),
-        actor: change.actor.clone(),
-        action,
-        reason: change.reason.clone(),
-        traffic: next.traffic.clone(),
-        undone: false,
-    });
-    let excess = next.history.len().saturating_sub(DEFAULT_HISTORY_LIMIT);
-    next.history.drain(..excess);
+    record(&mut next, action, change);
     validate::function(function, &next, versions.iter().map(|v| v.version.as_str()))?;
     Ok(next)
 }
 
 /// The spec of a function's first deploy: all traffic on its only version.
 pub fn first_deploy(version: &str, change: &Change) -> FunctionSpec {
-    let traffic = vec![TrafficTarget::new(version, TOTAL_PPM)];
-    FunctionSpec {
+    let mut spec = FunctionSpec {
         stable: Some(version.to_string()),
-        history: vec![HistoryEntry {
-            time: change.now.clone(),
-            actor: change.actor.clone(),
-            action: Action::Deploy,
-            reason: change.reason.clone(),
-            traffic: traffic.clone(),
-            undone: false,
-        }],
-        traffic,
+        traffic: vec![TrafficTarget::new(version, TOTAL_PPM)],
         ..Default::default()
+    };
+    record(&mut spec, Action::Deploy, change);
+    spec
+}
+
+/// Appends the history entry of a change to `spec` (whose traffic is already the new one),
+/// numbered one past the highest revision recorded so far, and trims the history to
+/// [`DEFAULT_HISTORY_LIMIT`]. Numbers are never reused: a trimmed entry's number is gone.
+pub fn record(spec: &mut FunctionSpec, action: Action, change: &Change) {
+    // Entries from before revisions were numbered (0) count by their position.
+    let highest = spec
+        .history
+        .iter()
+        .map(|h| h.revision)
+        .max()
+        .unwrap_or(0)
+        .max(spec.history.len() as u64);
+    spec.history.push(HistoryEntry {
+        revision: highest + 1,
+        time: change.now.clone(),
+        actor: change.actor.clone(),
+        action,
+        reason: change.reason.clone(),
+        traffic: spec.traffic.clone(),
+        undone: false,
+    });
+    let excess = spec.history.len().saturating_sub(DEFAULT_HISTORY_LIMIT);
+    spec.history.drain(..excess);
+}
+
+/// Whether two specs route alike: everything but the history (and the stable versions, which
+/// follow from the traffic) is equal. A write that changes nothing else is not made.
+pub fn same_state(a: &FunctionSpec, b: &FunctionSpec) -> bool {
+    same_split(&a.traffic, &b.traffic)
+        && a.hosts == b.hosts
+        && a.path_prefix == b.path_prefix
+        && a.strip_prefix == b.strip_prefix
+        && a.tags == b.tags
+        && a.affinity == b.affinity
+        && a.pinning == b.pinning
+}
+
+/// `tag FN TAG VERSION`: `tag` names `version` (set or moved). `None` when it already does.
+pub fn tag(
+    function: &str,
+    spec: &FunctionSpec,
+    tag: &str,
+    version: &str,
+    versions: &[VersionState],
+    change: &Change,
+) -> Result<Option<FunctionSpec>, PlanError> {
+    if !versions.iter().any(|v| v.version == version) {
+        return Err(PlanError::UnknownVersion {
+            function: function.to_string(),
+            version: version.to_string(),
+        });
     }
+    if spec.tag(tag) == Some(version) {
+        return Ok(None);
+    }
+    let mut next = spec.clone();
+    match next.tags.iter_mut().find(|t| t.tag == tag) {
+        Some(t) => t.version = version.to_string(),
+        None => next.tags.push(Tag {
+            tag: tag.to_string(),
+            version: version.to_string(),
+        }),
+    }
+    record(&mut next, Action::Tag, change);
+    validate::function(function, &next, versions.iter().map(|v| v.version.as_str()))?;
+    Ok(Some(next))
+}
+
+/// `untag FN TAG`: removes `tag`. `None` when no such tag exists.
+pub fn untag(
+    function: &str,
+    spec: &FunctionSpec,
+    tag: &str,
+    versions: &[VersionState],
+    change: &Change,
+) -> Result<Option<FunctionSpec>, PlanError> {
+    if spec.tag(tag).is_none() {
+        return Ok(None);
+    }
+    let mut next = spec.clone();
+    next.tags.retain(|t| t.tag != tag);
+    record(&mut next, Action::Untag, change);
+    validate::function(function, &next, versions.iter().map(|v| v.version.as_str()))?;
+    Ok(Some(next))
+}
+
+/// The routing settings `set` changes; `None` leaves a setting as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Settings {
+    /// The host names (empty: any host).
+    pub hosts: Option<Vec<String>>,
+    /// The path prefix (`Some(None)`: back to the default).
+    pub path_prefix: Option<Option<String>>,
+    /// Whether the prefix is stripped.
+    pub strip_prefix: Option<bool>,
+    /// The affinity (`Some(None)`: none).
+    pub affinity: Option<Option<Affinity>>,
+    /// Whether pinning is on.
+    pub pinning: Option<bool>,
+}
+
+/// `set FN …`: the routing settings changed, validated as the API server would. `None` when
+/// they are already so.
+pub fn settings(
+    function: &str,
+    spec: &FunctionSpec,
+    settings: &Settings,
+    versions: &[VersionState],
+    change: &Change,
+) -> Result<Option<FunctionSpec>, PlanError> {
+    let mut next = spec.clone();
+    if let Some(h) = &settings.hosts {
+        next.hosts = h.clone();
+    }
+    if let Some(p) = &settings.path_prefix {
+        next.path_prefix = p.clone();
+    }
+    if let Some(s) = settings.strip_prefix {
+        next.strip_prefix = s;
+    }
+    if let Some(a) = &settings.affinity {
+        next.affinity = a.clone();
+    }
+    if let Some(p) = settings.pinning {
+        next.pinning = p;
+    }
+    if same_state(spec, &next) {
+        return Ok(None);
+    }
+    record(&mut next, Action::Set, change);
+    validate::function(function, &next, versions.iter().map(|v| v.version.as_str()))?;
+    Ok(Some(next))
 }
 
 /// The split after moving `share` ppm to `version`, taken from the other versions in
@@ -326,9 +456,13 @@ pub fn rollback(
         None => {
             let holder = full_holder(&spec.traffic);
             let left: Vec<String> = rolled_back_from(spec).into_iter().collect();
-            let rolled_back_here = spec.history.last().is_some_and(|e| {
-                e.action == Action::Rollback && same_split(&e.traffic, &spec.traffic)
-            });
+            let rolled_back_here = spec
+                .history
+                .iter()
+                .rfind(|e| e.action.moves_traffic())
+                .is_some_and(|e| {
+                    e.action == Action::Rollback && same_split(&e.traffic, &spec.traffic)
+                });
             let on_stable = holder.is_some() && holder == spec.stable.as_deref();
             match (holder, rollback_target(spec)) {
                 (Some(h), _) if rolled_back_here => {
@@ -388,7 +522,7 @@ fn undo_stack(spec: &FunctionSpec) -> Vec<usize> {
     spec.history
         .iter()
         .enumerate()
-        .filter(|(_, e)| !e.undone && e.action != Action::Undo)
+        .filter(|(_, e)| !e.undone && e.action != Action::Undo && e.action.moves_traffic())
         .map(|(i, _)| i)
         .collect()
 }
@@ -420,6 +554,61 @@ pub fn undo(
     }
     let mut marked = spec.clone();
     marked.history[latest].undone = true;
+    apply(
+        function,
+        &marked,
+        restored,
+        Action::Undo,
+        versions,
+        force,
+        change,
+    )
+}
+
+/// The number of the history entry at `index`: its revision, or its position for an entry
+/// written before revisions were numbered.
+pub fn revision_at(spec: &FunctionSpec, index: usize) -> u64 {
+    match spec.history[index].revision {
+        0 => index as u64 + 1,
+        r => r,
+    }
+}
+
+/// `undo --to N`: restores the traffic of revision `revision` exactly, marks the traffic
+/// changes after it as undone (so a later `undo` walks back from there) and records the undo.
+pub fn undo_to(
+    function: &str,
+    spec: &FunctionSpec,
+    revision: u64,
+    versions: &[VersionState],
+    force: bool,
+    change: &Change,
+) -> Result<FunctionSpec, PlanError> {
+    let Some(index) = (0..spec.history.len()).find(|&i| revision_at(spec, i) == revision) else {
+        return Err(PlanError::NoRevision {
+            function: function.to_string(),
+            revision,
+            oldest: (!spec.history.is_empty()).then(|| revision_at(spec, 0)),
+        });
+    };
+    let restored = spec.history[index].traffic.clone();
+    if let Some(gone) = restored
+        .iter()
+        .find(|t| t.weight > 0 && !versions.iter().any(|v| v.version == t.version))
+    {
+        return Err(PlanError::TargetGone {
+            function: function.to_string(),
+            version: gone.version.clone(),
+            action: Action::Undo,
+            next: "rollback --to VERSION or traffic",
+        });
+    }
+    let mut marked = spec.clone();
+    for e in &mut marked.history[index + 1..] {
+        if e.action.moves_traffic() && e.action != Action::Undo {
+            e.undone = true;
+        }
+    }
     apply(
         function,
         &marked,

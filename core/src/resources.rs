@@ -171,6 +171,10 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// One version's share of a function's traffic.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub struct TrafficTarget {
@@ -227,8 +231,23 @@ pub enum Action {
     Promote,
     /// All traffic back to the stable version (or a chosen one).
     Rollback,
-    /// The previous state restored.
+    /// The previous state restored (or, with `undo --to N`, revision N's).
     Undo,
+    /// A tag set or moved (`tag`); the traffic is unchanged.
+    Tag,
+    /// A tag removed (`untag`); the traffic is unchanged.
+    Untag,
+    /// Routing settings changed (`set`: hosts, prefix, affinity, pinning); the traffic is
+    /// unchanged.
+    Set,
+}
+
+impl Action {
+    /// Whether the entry records a traffic state `undo` can walk back to (a tag or a setting
+    /// changes no traffic, so undo passes over it).
+    pub fn moves_traffic(self) -> bool {
+        !matches!(self, Action::Tag | Action::Untag | Action::Set)
+    }
 }
 
 impl std::fmt::Display for Action {
@@ -239,6 +258,9 @@ impl std::fmt::Display for Action {
             Action::Promote => "promote",
             Action::Rollback => "rollback",
             Action::Undo => "undo",
+            Action::Tag => "tag",
+            Action::Untag => "untag",
+            Action::Set => "set",
         })
     }
 }
@@ -247,6 +269,11 @@ impl std::fmt::Display for Action {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryEntry {
+    /// The entry's number: 1 for a function's first change, +1 for each one after, never
+    /// reused when old entries are trimmed (`undo --to N` names it). 0 on entries written
+    /// before revisions were numbered.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub revision: u64,
     /// When, in RFC 3339.
     pub time: String,
     /// Who (the kubeconfig user, or the local user name).

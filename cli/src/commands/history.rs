@@ -14,6 +14,8 @@ use crate::store::{FunctionState, Store};
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct HistoryRow {
+    /// The stable revision number (`undo --to N`); 0 where the caller does not know it.
+    pub(crate) revision: u64,
     pub(crate) time: String,
     pub(crate) actor: String,
     pub(crate) action: Action,
@@ -27,6 +29,7 @@ pub(crate) struct HistoryRow {
 impl From<&HistoryEntry> for HistoryRow {
     fn from(h: &HistoryEntry) -> HistoryRow {
         HistoryRow {
+            revision: h.revision,
             time: h.time.clone(),
             actor: h.actor.clone(),
             action: h.action,
@@ -73,7 +76,7 @@ fn rows(f: &FunctionState) -> Vec<Listed<HistoryRow>> {
                 key: format!("{} {} {} {traffic}", h.time, h.actor, h.action),
                 name: format!("{}@{}", f.name, h.time),
                 cells: vec![
-                    (i + 1).to_string(),
+                    plan::revision_at(&f.spec, i).to_string(),
                     h.time.clone(),
                     age_of(&h.time, now),
                     h.actor.clone(),
@@ -91,7 +94,10 @@ fn rows(f: &FunctionState) -> Vec<Listed<HistoryRow>> {
                     .map(|t| format!("{}={}", t.version, t.weight))
                     .collect::<Vec<_>>()
                     .join(",")],
-                value: HistoryRow::from(h),
+                value: HistoryRow {
+                    revision: plan::revision_at(&f.spec, i),
+                    ..HistoryRow::from(h)
+                },
             }
         })
         .collect()

@@ -641,3 +641,182 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn revisions_count_every_change_and_survive_trimming() {
+    let vs = ready(&ALL);
+    let mut s = first_deploy("1.0.0", &change(0));
+    assert_eq!(s.history[0].revision, 1);
+    for i in 1..=(DEFAULT_HISTORY_LIMIT as u32 + 3) {
+        let v = ALL[(i % 2) as usize];
+        s = apply(
+            "hello",
+            &s,
+            split(&[(v, TOTAL_PPM)]),
+            Action::Promote,
+            &vs,
+            true,
+            &change(i),
+        )
+        .unwrap();
+    }
+    // Trimmed to the limit, numbered on: the oldest kept is not #1 any more.
+    assert_eq!(s.history.len(), DEFAULT_HISTORY_LIMIT);
+    let revisions: Vec<u64> = s.history.iter().map(|h| h.revision).collect();
+    let last = DEFAULT_HISTORY_LIMIT as u64 + 4;
+    assert_eq!(
+        revisions,
+        ((last - DEFAULT_HISTORY_LIMIT as u64 + 1)..=last).collect::<Vec<_>>()
+    );
+    // Entries written before revisions existed count by position.
+    let mut legacy = first_deploy("1.0.0", &change(0));
+    legacy.history[0].revision = 0;
+    assert_eq!(revision_at(&legacy, 0), 1);
+    let next = apply(
+        "hello",
+        &legacy,
+        split(&[("1.1.0", TOTAL_PPM)]),
+        Action::Promote,
+        &vs,
+        false,
+        &change(1),
+    )
+    .unwrap();
+    assert_eq!(next.history[1].revision, 2);
+}
+
+#[test]
+fn undo_to_a_revision_restores_its_traffic_and_walks_back_from_there() {
+    let vs = ready(&ALL);
+    let s = mid_canary(); // #1 deploy 1.0.0, #2 promote 1.1.0, #3 1.2.0 at 10%
+    let to_one = undo_to("hello", &s, 1, &vs, true, &change(50)).unwrap();
+    assert_eq!(to_one.traffic, split(&[("1.0.0", TOTAL_PPM)]));
+    let last = to_one.history.last().unwrap();
+    assert_eq!((last.action, last.revision), (Action::Undo, 4));
+    assert!(to_one.history[1].undone && to_one.history[2].undone);
+    // Nothing before #1 is left to undo to.
+    assert_eq!(
+        undo("hello", &to_one, &vs, true, &change(51)),
+        Err(PlanError::NothingToUndo("hello".into()))
+    );
+    assert_eq!(
+        undo_to("hello", &s, 9, &vs, true, &change(50)),
+        Err(PlanError::NoRevision {
+            function: "hello".into(),
+            revision: 9,
+            oldest: Some(1)
+        })
+    );
+    // A revision whose version was deleted since is refused with the next step.
+    let without = ready(&["1.1.0", "1.2.0"]);
+    assert!(matches!(
+        undo_to("hello", &s, 1, &without, true, &change(50)),
+        Err(PlanError::TargetGone { .. })
+    ));
+}
+
+#[test]
+fn tags_are_set_moved_and_removed_with_history_but_no_traffic_change() {
+    let vs = ready(&ALL);
+    let s = mid_canary();
+    let tagged = tag("hello", &s, "beta", "1.2.0", &vs, &change(60))
+        .unwrap()
+        .unwrap();
+    assert_eq!(tagged.tag("beta"), Some("1.2.0"));
+    assert_eq!(tagged.traffic, s.traffic);
+    assert_eq!(tagged.history.last().unwrap().action, Action::Tag);
+    // Again: nothing to do.
+    assert_eq!(
+        tag("hello", &tagged, "beta", "1.2.0", &vs, &change(61)),
+        Ok(None)
+    );
+    let moved = tag("hello", &tagged, "beta", "1.3.0", &vs, &change(62))
+        .unwrap()
+        .unwrap();
+    assert_eq!((moved.tags.len(), moved.tag("beta")), (1, Some("1.3.0")));
+    assert!(matches!(
+        tag("hello", &s, "beta", "9.9.9", &vs, &change(63)),
+        Err(PlanError::UnknownVersion { .. })
+    ));
+    assert!(matches!(
+        tag("hello", &s, "Not_A_Label", "1.2.0", &vs, &change(63)),
+        Err(PlanError::Invalid(_))
+    ));
+    let untagged = untag("hello", &moved, "beta", &vs, &change(64))
+        .unwrap()
+        .unwrap();
+    assert!(untagged.tags.is_empty());
+    assert_eq!(
+        untag("hello", &untagged, "beta", &vs, &change(65)),
+        Ok(None)
+    );
+    // Undo passes over tag entries: it walks back the traffic, to before the canary.
+    let undone = undo("hello", &untagged, &vs, true, &change(66)).unwrap();
+    assert_eq!(undone.traffic, split(&[("1.1.0", TOTAL_PPM)]));
+}
+
+#[test]
+fn settings_change_only_what_is_given_and_are_validated() {
+    let vs = ready(&ALL);
+    let s = mid_canary();
+    let sticky = Settings {
+        affinity: Some(Some(Affinity {
+            header: Some("x-user".into()),
+            cookie: None,
+        })),
+        pinning: Some(true),
+        ..Default::default()
+    };
+    let next = settings("hello", &s, &sticky, &vs, &change(70))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        next.affinity.as_ref().unwrap().header.as_deref(),
+        Some("x-user")
+    );
+    assert!(next.pinning);
+    assert_eq!(
+        (next.traffic.clone(), next.hosts.clone()),
+        (s.traffic.clone(), s.hosts.clone())
+    );
+    assert_eq!(next.history.last().unwrap().action, Action::Set);
+    assert_eq!(
+        settings("hello", &next, &sticky, &vs, &change(71)),
+        Ok(None)
+    );
+    let bad_prefix = Settings {
+        path_prefix: Some(Some("no-slash".into())),
+        ..Default::default()
+    };
+    assert!(matches!(
+        settings("hello", &s, &bad_prefix, &vs, &change(72)),
+        Err(PlanError::Invalid(_))
+    ));
+    // A rollback after a settings change is still idempotent.
+    let rolled = apply(
+        "hello",
+        &next,
+        split(&[("1.1.0", TOTAL_PPM)]),
+        Action::Rollback,
+        &vs,
+        false,
+        &change(73),
+    )
+    .unwrap();
+    let set_after = settings(
+        "hello",
+        &rolled,
+        &Settings {
+            pinning: Some(false),
+            ..Default::default()
+        },
+        &vs,
+        &change(74),
+    )
+    .unwrap()
+    .unwrap();
+    assert!(matches!(
+        rollback("hello", &set_after, None, &vs),
+        Ok(Rollback::Already { .. })
+    ));
+}

@@ -6,3 +6,4 @@ mod delete_all;
 mod lists;
 mod routers;
 mod timing;
+mod verbs;
