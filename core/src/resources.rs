@@ -40,7 +40,7 @@ pub const MAX_HISTORY_ENTRIES: usize = 50;
     printcolumn = r#"{"name":"Image","type":"string","jsonPath":".spec.image"}"#,
     printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".spec.endpoint"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    validation = Rule::new("self.spec == oldSelf.spec").message("spec is immutable: versions cannot change, deploy a new version instead")
+    validation = Rule::new("self.spec == oldSelf.spec").message("spec is immutable: versions cannot change, deploy a new version instead").field_path(".spec")
 )]
 #[x_kube(
     validation = Rule::new("has(self.image) != has(self.endpoint)").message("exactly one of image and endpoint must be set")

@@ -83,6 +83,9 @@ async fn the_server_refuses_a_changed_version_spec() {
     let msg = refusal(err);
     assert!(msg.starts_with("422 "), "{msg}");
     assert!(msg.contains("spec is immutable"), "{msg}");
+    // The refusal names the field, not `<nil>`.
+    assert!(msg.contains("spec: Invalid value"), "{msg}");
+    assert!(!msg.contains("<nil>"), "{msg}");
     // Metadata is not part of the rule: labels can still change.
     let mut labelled = created;
     labelled.metadata.labels = Some([("team".to_string(), "a".to_string())].into());
