@@ -133,6 +133,9 @@ pub enum Command {
     /// Install it once per shell (see below), then open a new shell.
     #[command(after_help = COMPLETIONS_HELP)]
     Completions(Completions),
+    /// Write man pages: switchyard(1) and one page per command (switchyard-deploy(1), …).
+    #[command(after_help = MAN_HELP)]
+    Man(Man),
     /// The whole idea in one command, no cluster needed: a router, two demo versions, a
     /// canary, a rollback — with the split observed on real requests.
     #[command(after_help = QUICKSTART_HELP)]
@@ -188,6 +191,12 @@ const ROLLBACK_HELP: &str = concat!(
 /// Examples and exit codes of `undo`.
 const UNDO_HELP: &str = concat!(
     "Examples:\n  switchyard undo hello                        # the previous traffic state\n  switchyard undo hello --to 7                 # the traffic of revision 7 (see history)\n  switchyard undo hello --dry-run              # what it would restore\n\n",
+    exit::exit_help!()
+);
+
+/// Examples of `man`.
+const MAN_HELP: &str = concat!(
+    "Examples:\n  switchyard man --dir ~/.local/share/man/man1 && man switchyard-traffic\n  switchyard man --dir /tmp/pages && ls /tmp/pages\n\n",
     exit::exit_help!()
 );
 
@@ -716,6 +725,14 @@ pub struct Completions {
     /// The shell.
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+/// `man`.
+#[derive(Debug, Args)]
+pub struct Man {
+    /// The directory to write the pages into (created if missing).
+    #[arg(long, value_name = "DIR", default_value = "man")]
+    pub dir: PathBuf,
 }
 
 /// The longest `--reason` kept in history, in characters.

@@ -40,6 +40,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             return Ok(());
         }
+        Command::Man(m) => return man(&m.dir),
         Command::Traffic(t) => {
             traffic::parse_split(&t.split)?;
         }
@@ -160,6 +161,7 @@ async fn run_on(store: &dyn Store, command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Completions(_)
+        | Command::Man(_)
         | Command::Quickstart(_)
         | Command::Install(_)
         | Command::Uninstall(_) => Ok(()),
@@ -249,6 +251,35 @@ fn target(global: &crate::args::Global) -> Target {
 /// Appended to the bash completion script: completes function names (and the version of
 /// `promote`, `delete` and `rollback --to`) by asking the same binary, with the same target
 /// flags, `switchyard __complete functions|versions FN`.
+/// Writes `switchyard.1` and one `switchyard-<command>.1` per visible command into `dir`.
+fn man(dir: &std::path::Path) -> anyhow::Result<()> {
+    use clap::CommandFactory as _;
+    let write = |name: &str, cmd: clap::Command| -> anyhow::Result<()> {
+        let path = dir.join(format!("{name}.1"));
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd).title(name).render(&mut page)?;
+        std::fs::write(&path, page)
+            .map_err(|e| fail(Code::Error, format!("writing {}: {e}", path.display())))?;
+        Ok(())
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| fail(Code::Error, format!("creating {}: {e}", dir.display())))?;
+    let root = Cli::command().name("switchyard");
+    let mut written = 1;
+    for sub in root.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("switchyard-{}", sub.get_name());
+        let usage = format!("switchyard {}", sub.get_name());
+        write(&name, sub.clone().bin_name(usage))?;
+        written += 1;
+    }
+    write("switchyard", root)?;
+    crate::output::line(format_args!(
+        "wrote {written} man pages to {}",
+        dir.display()
+    ));
+    Ok(())
+}
+
 const BASH_NAMES: &str = r#"
 # Function and version names, read from the cluster or store the command line names.
 _switchyard_names() {
@@ -267,7 +298,7 @@ _switchyard_names() {
         else ((n++)); [[ $n -eq 1 ]] && fn="$word"; fi
     done
     case "$cmd" in
-        versions|traffic|promote|rollback|undo|status|describe|history|delete|gc|deploy) ;;
+        versions|traffic|promote|rollback|undo|status|describe|history|delete|gc|deploy|tag|untag|set) ;;
         *) return ;;
     esac
     if [[ "$prev" == "--to" && -n "$fn" ]]; then
@@ -276,7 +307,7 @@ _switchyard_names() {
         return
     elif [[ $n -eq 0 ]]; then
         "${COMP_WORDS[0]}" "${target[@]}" __complete functions 2>/dev/null
-    elif [[ $n -eq 1 && ( "$cmd" == promote || "$cmd" == delete ) ]]; then
+    elif [[ ( $n -eq 1 && ( "$cmd" == promote || "$cmd" == delete ) ) || ( $n -eq 2 && "$cmd" == tag ) ]]; then
         "${COMP_WORDS[0]}" "${target[@]}" __complete versions "$fn" 2>/dev/null
     fi
 }

@@ -146,3 +146,26 @@ fn history_numbers_are_stable_and_undo_goes_to_one_of_them() {
         "{err}"
     );
 }
+
+#[test]
+fn man_writes_one_page_per_command_and_fails_cleanly_on_a_bad_directory() {
+    let store = Store::fresh("verbs-man");
+    let dir = store.0.join("pages");
+    let out = store.ok(&["man", "--dir", dir.to_str().expect("utf-8")]);
+    assert!(out.starts_with("wrote "), "{out}");
+    for page in [
+        "switchyard",
+        "switchyard-traffic",
+        "switchyard-tag",
+        "switchyard-set",
+    ] {
+        let text = std::fs::read_to_string(dir.join(format!("{page}.1"))).expect(page);
+        assert!(text.contains(".TH"), "{page} is not a man page");
+    }
+    assert!(!dir.join("switchyard-__complete.1").exists());
+    // A file where the directory should be: exit 1, one line.
+    let file = store.0.join("a-file");
+    std::fs::write(&file, "x").expect("file");
+    let (code, err) = exit_and_stderr(&store, &["man", "--dir", file.to_str().expect("utf-8")]);
+    assert_eq!((code, err.lines().count()), (Some(1), 1), "{err}");
+}
