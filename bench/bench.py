@@ -212,6 +212,13 @@ class Kube:
         return c
 
     def call(self, method, path, body=None, ctype="application/json", ok=(200, 201)):
+        text = self.call_raw(method, path, body, ctype, ok)
+        return json.loads(text) if text else None
+
+    def call_text(self, method, path):
+        return self.call_raw(method, path).decode(errors="replace")
+
+    def call_raw(self, method, path, body=None, ctype="application/json", ok=(200, 201)):
         for attempt in range(3):
             c = self.conn()
             try:
@@ -231,7 +238,7 @@ class Kube:
                 continue
             if r.status not in ok:
                 raise RuntimeError(f"{method} {path}: {r.status} {text[:300]!r}")
-            return json.loads(text) if text else None
+            return text
 
     def ensure_crds(self, crds_yaml):
         for doc in yaml.safe_load_all(open(crds_yaml)):
@@ -285,10 +292,29 @@ class Kube:
                 log(f"deleting {ns}/{path}: {e}")
 
     def set_traffic(self, ns, fn, traffic):
-        """Returns the Function's new metadata.generation."""
-        return self.call("PATCH", f"{GROUP}/namespaces/{ns}/functions/{fn}",
-                  {"spec": {"traffic": [{"version": v, "weight": w} for v, w in traffic]}},
-                  ctype="application/merge-patch+json")["metadata"]["generation"]
+        """Returns the Function's new (metadata.generation, metadata.resourceVersion as an int)."""
+        meta = self.call("PATCH", f"{GROUP}/namespaces/{ns}/functions/{fn}",
+                         {"spec": {"traffic": [{"version": v, "weight": w} for v, w in traffic]}},
+                         ctype="application/merge-patch+json")["metadata"]
+        return meta["generation"], int(meta["resourceVersion"])
+
+    def report(self, ns, replica):
+        """A router replica's RouterReport (docs/protocol.md), or None."""
+        try:
+            return self.call("GET", f"{GROUP}/namespaces/{ns}/routerreports/{replica}")
+        except RuntimeError:
+            return None
+
+    def write_counts(self):
+        """{(verb, resource): count} of the API server's requests so far (its /metrics)."""
+        text = self.call_text("GET", "/metrics")
+        out = {}
+        for m in re.finditer(r'^apiserver_request_total\{([^}]*)\} (\S+)$', text, re.M):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+            if labels.get("verb") in ("PATCH", "POST", "PUT", "APPLY", "DELETE", "UPDATE", "CREATE"):
+                key = (labels.get("verb"), labels.get("resource", ""))
+                out[key] = out.get(key, 0) + float(m.group(2))
+        return out
 
 
 # ------------------------------------------------------------------------------ processes
@@ -1142,7 +1168,7 @@ def main():
                     "Function `rb` with versions 1.0.0 and 2.0.0 (external endpoints on loopback); each "
                     "sample: `switchyard promote rb 2.0.0` (untimed), then `switchyard rollback rb` timed "
                     "from process start. *Acknowledged*: the CLI process exits 0 after every live router "
-                    "replica acknowledged the new generation (`status.routers`). *Confirmed on traffic*: the "
+                    "replica reported the new generation (its RouterReport, docs/protocol.md v2). *Confirmed on traffic*: the "
                     "last 2.0.0 response (by `x-switchyard-served-by`) across all replicas, probed at 2 "
                     "connections × 500 req/s per replica. Routers unpinned here (they share 2 cores with "
                     "the API server, etcd, the CLI and the probe).",
@@ -1209,7 +1235,7 @@ def main():
                     f"one was on traffic (or {SCALE_CHANGE_WAIT_S} s passed) and acknowledged (or {ACK_WAIT_S} s "
                     "more passed), plus 300 ms.",
                     "",
-                    "| functions × 3 versions | objects created in | router start to ready | router RSS MiB | one weight change reaches traffic, p50 / max ms | acknowledged in `status.routers`, p50 / max ms | failed requests |",
+                    "| functions × 3 versions | objects created in | router start to ready | router RSS MiB | one weight change reaches traffic, p50 / max ms | acknowledged in its RouterReport, p50 / max ms | failed requests |",
                     "|---|---|---|---|---|---|---|",
                 ]
                 if not (env.kube and os.path.exists(a.router)):
@@ -1233,6 +1259,11 @@ def main():
                         try:
                             time.sleep(1.0)
                             rss = rss_mib([r.proc.pid])
+                            # The replica's API writes at rest (docs/protocol.md: only its Lease).
+                            w0, tw0 = api_writes(env), time.monotonic()
+                            time.sleep(6.0)
+                            rest = per_second(w0, api_writes(env), time.monotonic() - tw0)
+                            notes.append(f"scale, {size:,} functions: API writes at rest, one router replica: {rest}")
                             if last:
                                 def flip(v, ns=ns):
                                     return env.kube.set_traffic(ns, measured, [
@@ -1244,8 +1275,12 @@ def main():
                                     rec = subprocess.Popen(["perf", "record", "-F", "999", "-o", data, "-p", str(r.proc.pid)],
                                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                                 b0, tb0 = build_metrics(r.admin), time.monotonic()
+                                w0 = api_writes(env)
                                 res = flips_fn0(env, ns, f"scale-{size}", r.port, flip, measured)
                                 b1, tb1 = build_metrics(r.admin), time.monotonic()
+                                busy = per_second(w0, api_writes(env), tb1 - tb0)
+                                notes.append(f"scale, {size:,} functions: API writes during the {SCALE_CHANGES} "
+                                             f"weight changes under the probe's traffic, one router replica: {busy}")
                                 if b0 and b1:
                                     n_b, s_b = b1[0] - b0[0], b1[1] - b0[1]
                                     notes.append(
@@ -1313,6 +1348,26 @@ def main():
     print(text)
 
 
+def api_writes(env):
+    """The API server's write counts so far, by (verb, resource)."""
+    try:
+        return env.kube.write_counts()
+    except (RuntimeError, OSError):
+        return None
+
+
+def per_second(before, after, seconds):
+    """Router writes per second between two api_writes readings: Lease and RouterReport writes
+    (the bench's own PATCHes of Functions are left out)."""
+    if before is None or after is None or seconds <= 0:
+        return "not measured (the API server's /metrics could not be read)"
+    parts = []
+    for resource in ("leases", "routerreports"):
+        n = sum(v - before.get(k, 0) for k, v in after.items() if k[1] == resource)
+        parts.append(f"{resource} {n / seconds:.2f}/s")
+    return ", ".join(parts) + f" (over {seconds:.1f} s)"
+
+
 def build_metrics(admin):
     """(count, sum seconds) of the router's table builds, from /metrics; None if absent."""
     try:
@@ -1343,7 +1398,7 @@ def flips_fn0(env, ns, replica, port, flip, fn):
     for i in range(SCALE_CHANGES):
         new = "2.0.0" if i % 2 == 0 else "1.0.0"
         t0 = now_ns()
-        gen = flip(new)
+        _gen, rv = flip(new)
         issued.append((t0, now_ns(), new))
 
         def served():
@@ -1363,11 +1418,13 @@ def flips_fn0(env, ns, replica, port, flip, fn):
             seen.append(None)
 
         def ack():
-            f = env.kube.call("GET", f"{GROUP}/namespaces/{ns}/functions/{fn}")
-            for r in (f.get("status") or {}).get("routers") or []:
-                if r.get("name") == replica and r.get("observedGeneration", 0) >= gen:
-                    return now_ns()
-            return None
+            # docs/protocol.md: the replica's report has read past the write and does not
+            # list the Function as pending or refused.
+            st = (env.kube.report(ns, replica) or {}).get("status") or {}
+            applied = int(((st.get("applied") or {}).get("functions")) or 0)
+            listed = any(x.get("name") == fn and x.get("namespace") == ns
+                         for x in st.get("exceptions") or [])
+            return now_ns() if applied >= rv and not listed else None
         try:
             acked.append(wait_for("the router's acknowledgement", ack, timeout=ACK_WAIT_S, interval=0.005) - t0)
         except RuntimeError:
