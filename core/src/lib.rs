@@ -14,6 +14,7 @@ pub mod numbers;
 pub mod plan;
 pub mod protocol;
 pub mod resources;
+pub mod shadow;
 pub mod table;
 pub mod traffic;
 pub mod validate;
