@@ -16,11 +16,11 @@ const PER_OCTAVE: u64 = 8;
 
 /// The histogram bucket of a latency of `micros` microseconds: `micros` itself below 16; above,
 /// each power of two cut in 8 (a bucket is at most 1/8 wide relative to its lower bound).
-pub fn bucket_of(micros: u64) -> u16 {
+pub const fn bucket_of(micros: u64) -> u16 {
     if micros < EXACT {
         return micros as u16;
     }
-    let e = 63 - u64::from(micros.leading_zeros());
+    let e = 63 - micros.leading_zeros() as u64;
     let sub = (micros >> (e - 3)) & (PER_OCTAVE - 1);
     (EXACT + (e - 4) * PER_OCTAVE + sub) as u16
 }
