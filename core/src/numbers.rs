@@ -302,8 +302,10 @@ pub fn live_view(
         .iter()
         .map(|t| (t.version.as_str(), t.weight))
         .collect();
-    for version in seen.keys() {
-        if !split.iter().any(|t| t.version == *version) {
+    // Replicas also list versions idle in the window (their totals anchor later differences):
+    // only those that served in it are shown beside the split.
+    for (version, (counts, _)) in &seen {
+        if counts.requests > 0 && !split.iter().any(|t| t.version == *version) {
             order.push((version, 0));
         }
     }
@@ -574,24 +576,30 @@ mod tests {
                     counts(0, 0, &[]),
                     counts(40, 12, &[(120, 40)]),
                 ),
-                version("prod/hello", "pinned", counts(0, 0, &[]), counts(0, 0, &[])),
-                version("prod/hello", "2.0.0", counts(0, 0, &[]), counts(0, 0, &[])),
+                version(
+                    "prod/hello",
+                    "pinned",
+                    counts(0, 0, &[]),
+                    counts(2, 0, &[(90, 2)]),
+                ),
+                // Idle in the window: listed by the replica, not shown.
+                version("prod/hello", "0.1.0", counts(9, 0, &[]), counts(0, 0, &[])),
             ],
         );
         let view = live_view("prod/hello", &split, &[&r1, &r2]);
         let names: Vec<&str> = view.iter().map(|v| v.version.as_str()).collect();
-        assert_eq!(names, ["1.0.0", "1.1.0", "0.9.0", "2.0.0", "pinned"]);
+        assert_eq!(names, ["1.0.0", "1.1.0", "0.9.0", "pinned"]);
         let stable = &view[0];
         assert_eq!(
             (stable.requests, stable.failures, stable.weight),
             (900, 0, 900_000)
         );
-        assert_eq!(stable.share, Some(0.9));
+        assert_eq!(stable.share, Some(900.0 / 1002.0));
         assert!((stable.requests_per_second - (540.0 / 60.0 + 360.0 / 30.0)).abs() < 1e-9);
         assert_eq!(stable.error_rate, Some(0.0));
         let canary = &view[1];
         assert_eq!((canary.requests, canary.failures), (100, 30));
-        assert_eq!(canary.share, Some(0.1));
+        assert_eq!(canary.share, Some(100.0 / 1002.0));
         assert_eq!(canary.error_rate, Some(0.3));
         assert!(canary.p99_ms.unwrap() > stable.p99_ms.unwrap());
         let idle = &view[2];
