@@ -445,4 +445,139 @@ mod tests {
         // Stopped: the sender is dropped and the channel closes.
         while rx.changed().await.is_ok() {}
     }
+
+    /// An upstream on 127.0.0.1 that answers every request on its own connection, with 500 to
+    /// `fail_of_ten` of every ten requests (the first ones of each ten) and 200 to the rest.
+    fn upstream(fail_of_ten: u64) -> std::net::SocketAddr {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for (n, conn) in listener.incoming().enumerate() {
+                let Ok(mut conn) = conn else { return };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match conn.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => break,
+                    }
+                }
+                let status = if (n as u64) % 10 < fail_of_ten {
+                    "500 Internal Server Error"
+                } else {
+                    "200 OK"
+                };
+                let _ = conn.write_all(
+                    format!(
+                        "HTTP/1.1 {status}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+        addr
+    }
+
+    fn free_addr() -> std::net::SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    /// One request through the router; its status, or `None` when it could not connect yet.
+    fn get(router: std::net::SocketAddr) -> Option<u16> {
+        use std::io::{Read as _, Write as _};
+        let mut conn = std::net::TcpStream::connect(router).ok()?;
+        conn.write_all(b"GET /hello/x HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+            .ok()?;
+        let mut reply = String::new();
+        conn.read_to_string(&mut reply).ok()?;
+        reply.get(9..12)?.parse().ok()
+    }
+
+    #[test]
+    fn requests_through_the_proxy_show_in_the_numbers_per_version() {
+        use switchyard_core::numbers::live_view;
+        use switchyard_core::{Function, FunctionVersion};
+
+        let good = upstream(0);
+        let bad = upstream(3);
+        let function = Function::test("hello")
+            .with_weight("1.0.0", 500_000)
+            .with_weight("2.0.0", 500_000);
+        let split = function.spec.traffic.clone();
+        let state = crate::source::State {
+            functions: vec![Arc::new(function)],
+            versions: vec![
+                Arc::new(FunctionVersion::test_endpoint(
+                    "hello",
+                    "1.0.0",
+                    &format!("http://{good}"),
+                )),
+                Arc::new(FunctionVersion::test_endpoint(
+                    "hello",
+                    "2.0.0",
+                    &format!("http://{bad}"),
+                )),
+            ],
+        };
+        let mut config = crate::RouterConfig::new("r1");
+        config.listen = free_addr();
+        config.admin = free_addr();
+        let router =
+            crate::start(config.clone(), crate::Source::Fixed(state)).expect("router starts");
+        let metrics = &router.shared().metrics;
+        let mut sampler = Sampler::default();
+        sampler.observe(0, at(0), read(metrics, &Reading::new()));
+
+        // The first request also waits for the listener: retried until it connects.
+        let mut statuses = Vec::new();
+        for _ in 0..500 {
+            if let Some(status) = get(config.listen) {
+                statuses.push(status);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(statuses.len(), 1, "the router never accepted a connection");
+        while statuses.len() < 200 {
+            statuses.push(get(config.listen).expect("a reply"));
+        }
+        let n = sampler.observe(10_000, at(10_000), read(metrics, sampler.last()));
+        router.stop();
+
+        // Exact shares: 100 requests each; the bad version failed 3 of every 10.
+        let failed = statuses.iter().filter(|&&s| s == 500).count();
+        assert_eq!(failed, 30, "{statuses:?}");
+        let view = live_view("default/hello", &split, &[&n]);
+        let summary = |v: &switchyard_core::numbers::VersionLive| {
+            (
+                v.version.clone(),
+                v.requests,
+                v.failures,
+                v.share,
+                v.error_rate,
+            )
+        };
+        assert_eq!(view.len(), 2);
+        assert_eq!(
+            summary(&view[0]),
+            ("1.0.0".into(), 100, 0, Some(0.5), Some(0.0))
+        );
+        assert_eq!(
+            summary(&view[1]),
+            ("2.0.0".into(), 100, 30, Some(0.5), Some(0.3))
+        );
+        assert_eq!(view[0].requests_per_second, 10.0);
+        assert!(view
+            .iter()
+            .all(|v| v.p50_ms.is_some() && v.p99_ms >= v.p50_ms));
+        // The window and the totals agree on a router this young.
+        assert!(n
+            .versions
+            .iter()
+            .all(|v| v.total.requests == v.window.requests));
+    }
 }
