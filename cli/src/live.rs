@@ -40,10 +40,14 @@ pub(crate) fn percent(fraction: f64) -> String {
     }
 }
 
-/// Requests per second: one decimal below 10, whole up to 9,999, then thousands.
+/// Requests per second: one decimal below 10 (`<0.1` for a trickle), whole up to 9,999, then
+/// thousands.
 pub(crate) fn rate(per_second: f64) -> String {
-    if per_second == 0.0 {
+    if per_second <= 0.0 {
         "0".into()
+    } else if per_second < 0.05 {
+        // One request a minute is not "0.0".
+        "<0.1".into()
     } else if per_second < 9.95 {
         format!("{per_second:.1}")
     } else if per_second < 9_999.5 {
@@ -177,6 +181,7 @@ mod tests {
         assert_eq!(percent(0.124), "12.4%");
         assert_eq!(percent(1.0), "100.0%");
         assert_eq!(rate(0.0), "0");
+        assert_eq!(rate(1.0 / 60.0), "<0.1");
         assert_eq!(rate(0.05), "0.1");
         assert_eq!(rate(9.94), "9.9");
         assert_eq!(rate(9.96), "10");

@@ -200,6 +200,15 @@ pub struct Progress {
     pub step_started_ms: i64,
 }
 
+impl Progress {
+    /// Milliseconds of the step's hold still to run at `now_ms` (0 once it is over), for a
+    /// live view.
+    pub fn hold_left_ms(&self, plan: &Plan, now_ms: i64) -> u64 {
+        let elapsed = u64::try_from(now_ms.saturating_sub(self.step_started_ms)).unwrap_or(0);
+        plan.hold_ms.saturating_sub(elapsed)
+    }
+}
+
 /// The canary's and the baseline's counts since the step began, summed over replicas.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct StepCounts {
@@ -288,11 +297,12 @@ pub fn decide(plan: &Plan, progress: &Progress, counts: &StepCounts, now_ms: i64
         }
     }
     let elapsed = u64::try_from(now_ms.saturating_sub(progress.step_started_ms)).unwrap_or(0);
-    if elapsed < plan.hold_ms {
+    let left = progress.hold_left_ms(plan, now_ms);
+    if left > 0 {
         return Action::Wait {
             reason: format!(
                 "{label}: holding, {} left, {}",
-                seconds(plan.hold_ms - elapsed),
+                seconds(left),
                 figures(plan, c, b)
             ),
         };

@@ -232,6 +232,10 @@ impl Reading {
     /// What the replica counted between `earlier` and this reading, per version (versions with
     /// nothing new are left out); `None` when `earlier` is from another run of the replica (its
     /// counters restarted in between, so a difference would be meaningless).
+    ///
+    /// A version missing from `earlier` counts whole: a replica lists every version it served
+    /// since it started, idle ones last, so a missing one had not served yet (unless it was
+    /// past the 300-version cap then).
     pub fn since(&self, earlier: &Reading) -> Option<BTreeMap<VersionKey, Counts>> {
         if self.started_at != earlier.started_at {
             return None;

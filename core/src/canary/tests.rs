@@ -111,6 +111,16 @@ fn a_step_holds_before_it_can_pass() {
 }
 
 #[test]
+fn the_hold_left_counts_down_to_zero() {
+    let p = plan();
+    assert_eq!(at(0, 1_000).hold_left_ms(&p, 1_000), 30_000);
+    assert_eq!(at(0, 1_000).hold_left_ms(&p, 19_000), 12_000);
+    assert_eq!(at(0, 1_000).hold_left_ms(&p, 90_000), 0);
+    // A clock behind the step's start: the whole hold is left.
+    assert_eq!(at(0, 1_000).hold_left_ms(&p, 0), 30_000);
+}
+
+#[test]
 fn waiting_for_requests_says_how_many_each_side_has() {
     let c = StepCounts {
         canary: counts(41, 0, 10),
