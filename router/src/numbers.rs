@@ -108,8 +108,13 @@ impl Sampler {
             .iter()
             .filter(|(_, total)| total.requests > 0)
             .map(|(key, total)| {
-                let before = base.reading.get(key).map_or(&none, |c| c.as_ref());
-                (key, total, total.since(before))
+                let window = match base.reading.get(key) {
+                    // Untouched since the window's start (most versions of a big table).
+                    Some(before) if Arc::ptr_eq(before, total) => Counts::default(),
+                    Some(before) => total.since(before),
+                    None => total.since(&none),
+                };
+                (key, total, window)
             })
             .collect();
         versions.sort_by(|a, b| b.2.requests.cmp(&a.2.requests).then_with(|| a.0.cmp(b.0)));
