@@ -707,6 +707,45 @@ mod tests {
             }
 
             #[test]
+            fn the_live_view_accounts_for_every_request_of_the_function(
+                replicas in proptest::collection::vec(
+                    (1u32..=60, proptest::collection::vec((0usize..4, any_counts()), 0..6)),
+                    0..4,
+                ),
+            ) {
+                let names = ["1", "2", "3", "4"];
+                let all: Vec<Numbers> = replicas
+                    .iter()
+                    .map(|(seconds, versions)| Numbers {
+                        at: String::new(),
+                        window_seconds: *seconds,
+                        versions: versions
+                            .iter()
+                            .map(|(i, c)| VersionNumbers {
+                                function: "prod/f".into(),
+                                version: names[*i].into(),
+                                total: c.clone(),
+                                window: c.clone(),
+                            })
+                            .collect(),
+                        omitted: 0,
+                    })
+                    .collect();
+                let refs: Vec<&Numbers> = all.iter().collect();
+                let split = [crate::TrafficTarget::new("1", 1_000_000)];
+                let view = live_view("prod/f", &split, &refs);
+                let expected: u64 = all.iter().flat_map(|n| &n.versions).map(|v| v.window.requests).sum();
+                prop_assert_eq!(view.iter().map(|v| v.requests).sum::<u64>(), expected);
+                prop_assert_eq!(&view[0].version, "1");
+                if expected > 0 {
+                    let shares: f64 = view.iter().map(|v| v.share.unwrap()).sum();
+                    prop_assert!((shares - 1.0).abs() < 1e-9, "shares sum to {}", shares);
+                } else {
+                    prop_assert!(view.iter().all(|v| v.share.is_none()));
+                }
+            }
+
+            #[test]
             fn a_reading_minus_itself_is_empty(a in any_counts()) {
                 prop_assert!(a.since(&a).is_empty());
                 let reading = Reading {
