@@ -30,6 +30,15 @@ pub struct Metrics {
     pub source_connected: IntGauge,
     /// Time to build the last table, seconds.
     pub build_seconds: Histogram,
+    // Connection bounds (issue 12 item 8), one block.
+    /// Client connections open on the proxy port.
+    pub client_connections: IntGauge,
+    /// Client connections refused at `--max-connections`.
+    pub refused_connections: IntCounter,
+    /// Upstream connections open (in use or idle), by upstream address.
+    pub upstream_connections: prometheus::IntGaugeVec,
+    /// Requests answered 503 because their upstream stayed at `--max-upstream-connections`.
+    pub upstream_saturated: IntCounterVec,
 }
 
 /// A backend's request metrics, resolved once per route build so the request path never
@@ -121,6 +130,30 @@ impl Metrics {
             requests,
             errors,
             latency,
+            client_connections: gauge(
+                "switchyard_router_client_connections",
+                "Client connections open on the proxy port",
+            ),
+            refused_connections: counter(
+                "switchyard_router_refused_connections_total",
+                "Client connections refused at --max-connections",
+            ),
+            upstream_connections: prometheus::IntGaugeVec::new(
+                Opts::new(
+                    "switchyard_router_upstream_connections",
+                    "Upstream connections open (in use or idle), by upstream address",
+                ),
+                &["upstream"],
+            )
+            .expect("valid metric"),
+            upstream_saturated: IntCounterVec::new(
+                Opts::new(
+                    "switchyard_router_upstream_saturated_total",
+                    "Requests answered 503 because their upstream stayed at --max-upstream-connections",
+                ),
+                &["upstream"],
+            )
+            .expect("valid metric"),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.requests.clone()),
@@ -137,6 +170,15 @@ impl Metrics {
             Box::new(m.build_seconds.clone()),
         ];
         for c in collectors {
+            m.registry.register(c).expect("metric names are unique");
+        }
+        let bounds: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.client_connections.clone()),
+            Box::new(m.refused_connections.clone()),
+            Box::new(m.upstream_connections.clone()),
+            Box::new(m.upstream_saturated.clone()),
+        ];
+        for c in bounds {
             m.registry.register(c).expect("metric names are unique");
         }
         m

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use crate::admin::Admin;
 use crate::config::RouterConfig;
 use crate::live::Shared;
-use crate::proxy::{Drain, Proxy, Trust};
+use crate::proxy::{Bounds, Drain, Proxy, Trust};
 
 /// Ends `Server::run`: on our own request, and on SIGTERM (graceful) or SIGINT (fast) when
 /// the router handles signals. A graceful stop drains first: `/readyz` turns 503, each
@@ -100,6 +100,11 @@ pub fn spawn(
             Trust {
                 hops: config.trusted_hops,
                 forwarded_header: config.forwarded_header,
+            },
+            Bounds {
+                timeouts: config.timeouts,
+                max_connections: config.max_connections,
+                max_upstream_connections: config.max_upstream_connections,
             },
         ),
     );
