@@ -229,7 +229,7 @@ impl ServerApp for Proxy {
             shutdown: shutdown.clone(),
             draining: self.drain.stop.subscribe(),
             peer: Peer::of(&stream),
-            alarm: Alarm::new(&due),
+            alarm: Alarm::new(timeouts.client_idle),
             due,
             timeouts,
         };
@@ -311,41 +311,44 @@ impl Conn<'_> {
     ) -> bool {
         // The router's timeouts until the request is routed.
         self.timeouts = self.proxy.bounds.timeouts;
-        let idle = self.timeouts.client_idle;
-        self.due.set(Step::ClientIdle, idle);
-        loop {
-            if !self.inb.is_empty() {
-                match self.req.parse_request(self.inb.bytes()) {
-                    Ok(true) => return true,
-                    Ok(false) => {}
-                    // RFC 9112 §2.3: a higher minor version is served as the highest we
-                    // speak. httparse refuses it, so the digit is rewritten in place (the
-                    // upstream gets HTTP/1.1 anyway) and the head parsed again.
-                    Err(Malformed::Syntax)
-                        if crate::http1::newer_minor_as_one(self.inb.bytes_mut()) =>
-                    {
-                        continue
-                    }
-                    Err(bad) => {
-                        let status = if bad == Malformed::TooLarge { 431 } else { 400 };
-                        let reply = Reply::new(status, format!("{bad}\n"));
-                        self.send(down, &reply, Next::Close).await;
-                        return false;
+        self.due.set(Step::ClientIdle, self.timeouts.client_idle);
+        let bad = {
+            // One deadline for the whole head, however slowly it trickles in.
+            let rung = self.alarm.rung(&self.due);
+            tokio::pin!(rung);
+            loop {
+                if !self.inb.is_empty() {
+                    match self.req.parse_request(self.inb.bytes()) {
+                        Ok(true) => return true,
+                        Ok(false) => {}
+                        // RFC 9112 §2.3: a higher minor version is served as the highest we
+                        // speak. httparse refuses it, so the digit is rewritten in place (the
+                        // upstream gets HTTP/1.1 anyway) and the head parsed again.
+                        Err(Malformed::Syntax)
+                            if crate::http1::newer_minor_as_one(self.inb.bytes_mut()) =>
+                        {
+                            continue
+                        }
+                        Err(bad) => break bad,
                     }
                 }
+                // Shutdown ends a connection only between requests, never in a half-read head.
+                let between = self.inb.is_empty();
+                let read = tokio::select! {
+                    biased;
+                    read = self.inb.fill(down) => read,
+                    _ = &mut rung => return false,
+                    () = &mut stop, if between => return false,
+                };
+                if !matches!(read, Ok(n) if n > 0) {
+                    return false;
+                }
             }
-            // Shutdown ends a connection only between requests, never in a half-read head.
-            let between = self.inb.is_empty();
-            let read = tokio::select! {
-                biased;
-                read = self.inb.fill(down) => read,
-                _ = self.alarm.rung(&self.due, idle) => return false,
-                () = &mut stop, if between => return false,
-            };
-            if !matches!(read, Ok(n) if n > 0) {
-                return false;
-            }
-        }
+        };
+        let status = if bad == Malformed::TooLarge { 431 } else { 400 };
+        let reply = Reply::new(status, format!("{bad}\n"));
+        self.send(down, &reply, Next::Close).await;
+        false
     }
 
     /// Writes a reply of the router's own, within the client-write timeout.
@@ -353,7 +356,7 @@ impl Conn<'_> {
         let within = self.timeouts.client_write;
         self.due.set(Step::ClientWrite, within);
         let send = reply.send(down, &mut self.out, next);
-        deadline::guard(&mut self.alarm, &self.due, within, send)
+        deadline::guard(&mut self.alarm, &self.due, send)
             .await
             .unwrap_or(Next::Close)
     }

@@ -200,6 +200,34 @@ fn a_client_idle_inside_its_request_head_is_closed() {
 }
 
 #[test]
+fn a_request_head_that_trickles_in_is_cut_at_the_idle_timeout_for_the_whole_head() {
+    let up = upstream(|_| {});
+    let (router, config) = router(vec![hello()], up, |c| c.timeouts.client_idle = SHORT);
+    let (mut w, mut r) = client(config.listen);
+    let (tx, closed) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(closed_by_router(&mut r));
+    });
+    // A byte every 50 ms: never silent for the timeout, yet the head never ends.
+    let trickle = b"GET /hello/x HTTP/1.1\r\nX-Slow: "
+        .iter()
+        .chain(std::iter::repeat(&b'a'));
+    let mut outcome = None;
+    for byte in trickle.take((GUARD.as_millis() / 50) as usize) {
+        if w.write_all(&[*byte]).is_err() {
+            break;
+        }
+        if let Ok(closed) = closed.recv_timeout(Duration::from_millis(50)) {
+            outcome = Some(closed);
+            break;
+        }
+    }
+    let outcome = outcome.or_else(|| closed.recv_timeout(GUARD).ok());
+    assert_eq!(outcome, Some(true), "the connection is closed");
+    router.stop();
+}
+
+#[test]
 fn a_client_silent_inside_its_request_body_gets_408_and_the_upstream_connection_closes() {
     let (upstream_closed, closed) = mpsc::channel();
     let up = upstream(move |conn| {

@@ -217,7 +217,8 @@ pub(super) async fn stream_request(
     let recv = read_response_head(&mut from_up, upb, resp);
     tokio::pin!(send, recv);
     let mut sending = true;
-    let floor = t.request_idle.min(t.response_head);
+    let rung = alarm.rung(due);
+    tokio::pin!(rung);
     loop {
         tokio::select! {
             biased;
@@ -230,7 +231,7 @@ pub(super) async fn stream_request(
                 }
                 Err(CopyError::From) | Err(CopyError::Framing) => return Err(Failed::Client),
             },
-            step = alarm.rung(due, floor) => return Err(Failed::Timeout(step)),
+            step = &mut rung => return Err(Failed::Timeout(step)),
         }
     }
 }

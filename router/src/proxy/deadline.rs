@@ -1,7 +1,7 @@
 //! Deadlines for every step of a connection, on one timer for the connection's whole life.
 //!
 //! Arming a timer costs a lock in tokio's timer wheel, more than the rest of a small request's
-//! bookkeeping; so a step only writes its deadline into a [`Due`] (a clock read and a store, no timer), and
+//! bookkeeping; so a step only writes what it may wait into a [`Due`] (no timer, no clock), and
 //! the connection's one [`Alarm`] is moved only when it would ring too late. It may ring early
 //! (set for an earlier step): it then looks at the deadline now due and sleeps again. A busy
 //! connection whose steps have equal timeouts moves its timer about once per timeout, not once
@@ -11,6 +11,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use std::task::Poll;
 
 use tokio::time::{Instant, Sleep};
 
@@ -30,13 +32,12 @@ pub(super) enum Step {
     ClientWrite,
 }
 
-/// When the step under way must have made progress by: microseconds after `epoch` and the
-/// step, in one word (an atomic only so the connection's future stays `Send`; one task owns it,
-/// so relaxed loads and stores, plain moves, are enough).
-pub(super) struct Due {
-    epoch: Instant,
-    packed: AtomicU64,
-}
+/// The step under way and how long it may wait, stamped with a generation that every
+/// [`Due::set`] bumps: setting it is two plain moves, no clock read. The [`Alarm`] turns it into
+/// a deadline only when it is polled, that is when the guarded work has to wait: a step that
+/// never waits never reads the clock. (An atomic only so the connection's future stays
+/// `Send`; one task owns it, so relaxed loads and stores are enough.)
+pub(super) struct Due(AtomicU64);
 
 const STEPS: [Step; 5] = [
     Step::ClientIdle,
@@ -48,26 +49,26 @@ const STEPS: [Step; 5] = [
 
 impl Due {
     pub(super) fn new(step: Step, within: Duration) -> Due {
-        let due = Due {
-            epoch: Instant::now(),
-            packed: AtomicU64::new(0),
-        };
+        let due = Due(AtomicU64::new(0));
         due.set(step, within);
         due
     }
 
-    /// `step` must make progress within `within` from now.
+    /// `step` must make progress within `within` from now (whole milliseconds, at least one;
+    /// timeouts are validated to at most 24 h, well inside the 29 bits kept).
     pub(super) fn set(&self, step: Step, within: Duration) {
-        let at = (Instant::now() + within).saturating_duration_since(self.epoch);
-        let micros = at.as_micros() as u64;
-        self.packed
-            .store(micros << 3 | step as u64, Ordering::Relaxed);
+        let ms = (within.as_millis() as u64).clamp(1, (1 << 29) - 1);
+        let generation = (self.0.load(Ordering::Relaxed) >> 32).wrapping_add(1) & 0xffff_ffff;
+        self.0
+            .store(generation << 32 | ms << 3 | step as u64, Ordering::Relaxed);
     }
 
-    fn get(&self) -> (Instant, Step) {
-        let packed = self.packed.load(Ordering::Relaxed);
+    /// The generation, the step, and how long it may wait.
+    fn get(&self) -> (u32, Step, Duration) {
+        let packed = self.0.load(Ordering::Relaxed);
         let step = STEPS[(packed & 7) as usize % STEPS.len()];
-        (self.epoch + Duration::from_micros(packed >> 3), step)
+        let ms = (packed >> 3) & ((1 << 29) - 1);
+        ((packed >> 32) as u32, step, Duration::from_millis(ms))
     }
 }
 
@@ -75,40 +76,50 @@ impl Due {
 pub(super) struct Alarm(Pin<Box<Sleep>>);
 
 impl Alarm {
-    pub(super) fn new(due: &Due) -> Alarm {
-        Alarm(Box::pin(tokio::time::sleep_until(due.get().0)))
+    pub(super) fn new(first: Duration) -> Alarm {
+        Alarm(Box::pin(tokio::time::sleep(first)))
     }
 
-    /// Resolves with the step whose deadline in `due` has passed. `floor`, the shortest timeout
-    /// the guarded work sets, bounds how late a deadline brought forward mid-way is noticed.
-    pub(super) async fn rung(&mut self, due: &Due, floor: Duration) -> Step {
-        loop {
-            let (at, step) = due.get();
-            let now = Instant::now();
-            if now >= at {
-                return step;
+    /// Resolves with the step in `due` once it has waited longer than it may. Each poll looks
+    /// at `due`: a new generation (progress, or a new step) is a new deadline, counted from
+    /// that poll; the timer is moved only when it would ring after the deadline.
+    pub(super) fn rung<'a>(&'a mut self, due: &'a Due) -> impl Future<Output = Step> + 'a {
+        let mut seen: Option<(u32, Instant)> = None;
+        std::future::poll_fn(move |cx| {
+            let (generation, step, within) = due.get();
+            let at = match seen {
+                Some((g, at)) if g == generation => at,
+                _ => {
+                    let at = Instant::now() + within;
+                    seen = Some((generation, at));
+                    if self.0.deadline() > at {
+                        self.0.as_mut().reset(at);
+                    }
+                    at
+                }
+            };
+            loop {
+                match self.0.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    // Rang early (armed for an earlier step's deadline): sleep again.
+                    Poll::Ready(()) if Instant::now() < at => self.0.as_mut().reset(at),
+                    Poll::Ready(()) => return Poll::Ready(step),
+                }
             }
-            let wake = at.min(now + floor);
-            let set = self.0.deadline();
-            if set <= now || set > wake {
-                self.0.as_mut().reset(wake);
-            }
-            self.0.as_mut().await;
-        }
+        })
     }
 }
 
-/// Runs `work` until it finishes, or until the deadline in `due` passes (the step that ran out).
+/// Runs `work` until it finishes, or until the step in `due` has waited too long (that step).
 pub(super) async fn guard<F: Future>(
     alarm: &mut Alarm,
     due: &Due,
-    floor: Duration,
     work: F,
 ) -> Result<F::Output, Step> {
     tokio::select! {
         biased;
         out = work => Ok(out),
-        step = alarm.rung(due, floor) => Err(step),
+        step = alarm.rung(due) => Err(step),
     }
 }
 
@@ -119,7 +130,7 @@ mod tests {
     #[tokio::test]
     async fn work_that_keeps_moving_its_deadline_is_never_cut_and_a_stall_is() {
         let due = Due::new(Step::ClientIdle, Duration::from_secs(60));
-        let mut alarm = Alarm::new(&due);
+        let mut alarm = Alarm::new(Duration::from_secs(60));
         let step = Duration::from_millis(400);
         // Twelve pieces of 50 ms, the deadline 400 ms after each piece starts: more work than
         // the timeout, but never idle for it.
@@ -129,22 +140,60 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
-        assert_eq!(guard(&mut alarm, &due, step, moving).await, Ok(()));
+        assert_eq!(guard(&mut alarm, &due, moving).await, Ok(()));
         // The timer was armed for the first minute-long deadline: a shorter one still rings.
         due.set(Step::ClientWrite, step);
         let stalled = std::future::pending::<()>();
         assert_eq!(
-            guard(&mut alarm, &due, step, stalled).await,
+            guard(&mut alarm, &due, stalled).await,
             Err(Step::ClientWrite)
         );
         // And it can be armed again after ringing.
         due.set(Step::ResponseHead, Duration::from_secs(1));
         let quick = tokio::time::sleep(Duration::from_millis(10));
-        assert_eq!(guard(&mut alarm, &due, step, quick).await, Ok(()));
+        assert_eq!(guard(&mut alarm, &due, quick).await, Ok(()));
         let stalled = std::future::pending::<()>();
         assert_eq!(
-            guard(&mut alarm, &due, step, stalled).await,
+            guard(&mut alarm, &due, stalled).await,
             Err(Step::ResponseHead)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_deadline_brought_forward_while_waiting_rings_at_the_new_one() {
+        let due = Due::new(Step::ResponseBody, Duration::from_secs(3600));
+        let mut alarm = Alarm::new(Duration::from_secs(3600));
+        // The work waits under an hour's deadline, then moves to a step of 50 ms and stalls.
+        let work = async {
+            tokio::task::yield_now().await;
+            due.set(Step::ClientWrite, Duration::from_millis(50));
+            std::future::pending::<()>().await
+        };
+        let rang =
+            tokio::time::timeout(Duration::from_secs(30), guard(&mut alarm, &due, work)).await;
+        assert_eq!(rang, Ok(Err(Step::ClientWrite)));
+    }
+
+    #[test]
+    fn due_keeps_the_step_and_whole_milliseconds_and_bumps_its_generation() {
+        let due = Due::new(Step::RequestBody, Duration::from_millis(1500));
+        let (g1, step, within) = due.get();
+        assert_eq!(
+            (step, within),
+            (Step::RequestBody, Duration::from_millis(1500))
+        );
+        due.set(Step::ClientWrite, Duration::from_secs(24 * 3600));
+        let (g2, step, within) = due.get();
+        assert_eq!(
+            (step, within),
+            (Step::ClientWrite, Duration::from_secs(24 * 3600))
+        );
+        assert_ne!(g1, g2);
+        due.set(Step::ClientIdle, Duration::from_micros(10));
+        assert_eq!(
+            due.get().2,
+            Duration::from_millis(1),
+            "at least a millisecond"
         );
     }
 }

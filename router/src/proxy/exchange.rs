@@ -108,7 +108,7 @@ impl Conn<'_> {
             self.out.extend_from_slice(inline);
             self.due.set(Step::ResponseHead, t.response_head);
             let sent = send_whole(&mut up, &self.out, rest, &mut self.upb, &mut self.resp);
-            let mut outcome = guard(&mut self.alarm, &self.due, t.response_head, sent)
+            let mut outcome = guard(&mut self.alarm, &self.due, sent)
                 .await
                 .unwrap_or_else(|step| Err(Failed::Timeout(step)));
             if reused
@@ -127,7 +127,7 @@ impl Conn<'_> {
                 };
                 self.due.set(Step::ResponseHead, t.response_head);
                 let sent = send_whole(&mut up, &self.out, rest, &mut self.upb, &mut self.resp);
-                outcome = guard(&mut self.alarm, &self.due, t.response_head, sent)
+                outcome = guard(&mut self.alarm, &self.due, sent)
                     .await
                     .unwrap_or_else(|step| Err(Failed::Timeout(step)));
             }
@@ -144,7 +144,7 @@ impl Conn<'_> {
                     down.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
                     down.flush().await
                 };
-                let written = guard(&mut self.alarm, &self.due, t.client_write, written).await;
+                let written = guard(&mut self.alarm, &self.due, written).await;
                 if !matches!(written, Ok(Ok(()))) {
                     return Next::Close;
                 }
@@ -382,8 +382,7 @@ impl Conn<'_> {
             pace.due.set(Step::ClientWrite, t.client_write);
             down.flush().await.is_ok()
         };
-        let floor = t.response_idle.min(t.client_write);
-        let complete = match guard(&mut self.alarm, &self.due, floor, forward).await {
+        let complete = match guard(&mut self.alarm, &self.due, forward).await {
             Ok(complete) => complete,
             Err(step) => {
                 if step == Step::ResponseBody {
@@ -438,10 +437,7 @@ impl Conn<'_> {
             down.write_all(out).await?;
             down.flush().await
         };
-        if !matches!(
-            guard(&mut self.alarm, &self.due, within, written).await,
-            Ok(Ok(()))
-        ) {
+        if !matches!(guard(&mut self.alarm, &self.due, written).await, Ok(Ok(()))) {
             return Next::Close;
         }
         // Whatever the client sent after its request head already speaks the new protocol.
