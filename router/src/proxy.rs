@@ -11,7 +11,8 @@
 //! | `proxy.rs` | the [`ServerApp`], graceful drain, the per-connection loop (read a head, serve it, again) |
 //! | `proxy/exchange.rs` | one request: route → connect → send → respond → tunnel, and its metrics |
 //! | `proxy/body.rs` | read buffers, what is left of a body, copying and streaming bodies |
-//! | `proxy/reply.rs` | every reply the router writes itself (400, 404, 431, 502, 504) |
+//! | `proxy/reply.rs` | every reply the router writes itself (400, 404, 408, 431, 502, 503, 504) |
+//! | `proxy/deadline.rs` | the timeout of every step that waits, on one timer per connection |
 //!
 //! Why not pingora-proxy's `ProxyHttp`: on this machine its generic per-request machinery
 //! cost about 95k instructions and 76 allocations per request (bench/RESULTS.md). Here a
@@ -25,6 +26,10 @@
 //! failover on a connect failure (never to weight 0, never for a pin), a replay on a fresh
 //! connection when a reused one turns out closed, and upstream connections reused only after
 //! a cleanly finished exchange.
+//!
+//! What bounds it: every step that waits on the other side has a timeout (an idle time: it
+//! restarts on progress), the router's or the function's own (`spec.timeouts`); past
+//! `--max-connections` a new client gets a 503 and is closed.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -249,7 +249,10 @@ fn a_client_silent_inside_its_request_body_gets_408_and_the_upstream_connection_
     w.write_all(b"POST /hello/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
         .expect("write");
     let head = read_head(&mut r).expect("an answer");
-    assert_eq!(status(&head), 408, "{head}");
+    assert!(
+        head.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{head}"
+    );
     assert!(head.contains("connection: close"), "{head}");
     closed
         .recv_timeout(GUARD)
@@ -566,7 +569,10 @@ fn a_backend_at_its_connection_limit_makes_a_request_wait_then_503() {
     w2.write_all(b"GET /hello/other HTTP/1.1\r\nHost: x\r\n\r\n")
         .expect("write");
     let head = read_head(&mut r2).expect("an answer");
-    assert_eq!(status(&head), 503, "{head}");
+    assert!(
+        head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{head}"
+    );
     let mut body = vec![0; content_length(&head)];
     r2.read_exact(&mut body).expect("body");
     assert_eq!(body, b"hello@1.0.0 is at its connection limit\n");
