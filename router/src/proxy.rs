@@ -259,12 +259,14 @@ impl ServerApp for Proxy {
 }
 
 /// Closes our side, then reads what the client still sends for a moment: closing a socket
-/// with unread input resets it, and the reset can destroy the response just written.
+/// with unread input resets it, and the reset can destroy the response just written. All of
+/// it within `within`: the close flushes what is still buffered, which a client that does not
+/// read would otherwise hold forever.
 async fn linger(stream: &mut Stream, buf: &mut Buf, within: Duration) {
-    if stream.shutdown().await.is_err() {
-        return;
-    }
-    let drain = async {
+    let linger = async {
+        if stream.shutdown().await.is_err() {
+            return;
+        }
         let mut budget = 256 * 1024;
         while budget > 0 {
             buf.consume(buf.bytes().len());
@@ -274,7 +276,7 @@ async fn linger(stream: &mut Stream, buf: &mut Buf, within: Duration) {
             }
         }
     };
-    let _ = tokio::time::timeout(within, drain).await;
+    let _ = tokio::time::timeout(within, linger).await;
 }
 
 /// After an exchange: serve the next request on the connection, or close it.
@@ -366,8 +368,11 @@ impl Conn<'_> {
             .unwrap_or(Next::Close)
     }
 
-    /// The server is stopping: no new request on this connection.
+    /// The server is stopping: no new request on this connection. Both watches only ever
+    /// change once, to true (or close), so a change is the stop; asking for one is an atomic
+    /// load, where reading the value takes the channel's lock. A stop already under way when the
+    /// connection began is caught by the loop's stop future before its next request instead.
     fn stopping(&self) -> bool {
-        *self.shutdown.borrow() || *self.draining.borrow()
+        self.shutdown.has_changed().unwrap_or(true) || self.draining.has_changed().unwrap_or(true)
     }
 }
