@@ -198,17 +198,23 @@ pub struct Timeouts {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
     pub client_write: Option<String>,
+    /// Longest both sides of an upgraded connection (a WebSocket) may be silent together;
+    /// router default 1h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
+    pub tunnel_idle: Option<String>,
 }
 
 impl Timeouts {
     /// Each set field, by its wire name.
-    pub fn fields(&self) -> [(&'static str, Option<&str>); 5] {
+    pub fn fields(&self) -> [(&'static str, Option<&str>); 6] {
         [
             ("connect", self.connect.as_deref()),
             ("responseHead", self.response_head.as_deref()),
             ("responseIdle", self.response_idle.as_deref()),
             ("requestIdle", self.request_idle.as_deref()),
             ("clientWrite", self.client_write.as_deref()),
+            ("tunnelIdle", self.tunnel_idle.as_deref()),
         ]
     }
 }

@@ -89,6 +89,9 @@ pub struct Timeouts {
     /// A write to a client that does not read; default 60 s (nginx `send_timeout`). Both
     /// connections are closed.
     pub client_write: Duration,
+    /// Both sides of an upgraded connection (a WebSocket) silent; default 1 h (HAProxy
+    /// `timeout tunnel`, as its documentation sets it). Both connections are closed.
+    pub tunnel_idle: Duration,
 }
 
 impl Default for Timeouts {
@@ -101,6 +104,7 @@ impl Default for Timeouts {
             response_head: minute,
             response_idle: minute,
             client_write: minute,
+            tunnel_idle: Duration::from_secs(3600),
         }
     }
 }
@@ -115,6 +119,7 @@ impl Timeouts {
             response_head: own.response_head.unwrap_or(self.response_head),
             response_idle: own.response_idle.unwrap_or(self.response_idle),
             client_write: own.client_write.unwrap_or(self.client_write),
+            tunnel_idle: own.tunnel_idle.unwrap_or(self.tunnel_idle),
         }
     }
 }
@@ -133,6 +138,8 @@ pub struct TimeoutOverrides {
     pub request_idle: Option<Duration>,
     /// `spec.timeouts.clientWrite`.
     pub client_write: Option<Duration>,
+    /// `spec.timeouts.tunnelIdle`.
+    pub tunnel_idle: Option<Duration>,
 }
 
 impl TimeoutOverrides {
@@ -153,6 +160,7 @@ impl TimeoutOverrides {
             response_idle: parse("responseIdle", &t.response_idle),
             request_idle: parse("requestIdle", &t.request_idle),
             client_write: parse("clientWrite", &t.client_write),
+            tunnel_idle: parse("tunnelIdle", &t.tunnel_idle),
         }
     }
 }

@@ -97,6 +97,10 @@ struct Args {
     /// Longest a write to a client that does not read may wait; then both connections close.
     #[arg(long, env = "SWITCHYARD_CLIENT_WRITE_TIMEOUT", default_value = "60s", value_parser = timeout, value_name = "DURATION")]
     client_write_timeout: Duration,
+    /// Longest both sides of an upgraded connection (a WebSocket) may be silent together; then
+    /// both connections close.
+    #[arg(long, env = "SWITCHYARD_TUNNEL_IDLE_TIMEOUT", default_value = "1h", value_parser = timeout, value_name = "DURATION")]
+    tunnel_idle_timeout: Duration,
     /// Client connections held at once on the proxy port; past it a new one gets a 503 and is
     /// closed (the admin port is apart).
     #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
@@ -164,6 +168,7 @@ fn main() -> ExitCode {
             response_head: args.response_head_timeout,
             response_idle: args.response_idle_timeout,
             client_write: args.client_write_timeout,
+            tunnel_idle: args.tunnel_idle_timeout,
         },
         max_connections: args.max_connections as usize,
         max_upstream_connections: args.max_upstream_connections as usize,

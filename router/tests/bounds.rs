@@ -133,6 +133,7 @@ fn router(
         response_head: LONG,
         response_idle: LONG,
         client_write: LONG,
+        tunnel_idle: LONG,
     };
     tune(&mut config);
     let handle =
@@ -596,5 +597,54 @@ fn a_backend_at_its_connection_limit_makes_a_request_wait_then_503() {
         metric(config.admin, "switchyard_router_upstream_connections"),
         1.0
     );
+    router.stop();
+}
+
+#[test]
+fn an_upgraded_connection_carries_bytes_both_ways_until_both_sides_are_silent_too_long() {
+    let (upstream_closed, closed) = mpsc::channel();
+    let up = upstream(move |conn| {
+        let Some((_, mut r)) = read_request(&conn) else {
+            return;
+        };
+        let mut w = &conn;
+        if w.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n",
+        )
+        .is_err()
+        {
+            return;
+        }
+        // Echoes what it reads, until the router closes.
+        let mut buf = [0u8; 1024];
+        loop {
+            match r.read(&mut buf) {
+                Ok(n) if n > 0 => {
+                    if w.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+                _ => break,
+            }
+        }
+        let _ = upstream_closed.send(());
+    });
+    let (router, config) = router(vec![hello()], up, |c| c.timeouts.tunnel_idle = SHORT);
+    let (mut w, mut r) = client(config.listen);
+    w.write_all(
+        b"GET /hello/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .expect("write");
+    let head = read_head(&mut r).expect("101");
+    assert_eq!(status(&head), 101, "{head}");
+    w.write_all(b"ping").expect("write");
+    let mut echo = [0u8; 4];
+    r.read_exact(&mut echo).expect("the echo");
+    assert_eq!(&echo, b"ping");
+    // Now neither side says anything.
+    assert!(closed_by_router(&mut r), "the router closes the tunnel");
+    closed
+        .recv_timeout(GUARD)
+        .expect("and the upstream side of it");
     router.stop();
 }

@@ -235,3 +235,47 @@ pub(super) async fn stream_request(
         }
     }
 }
+
+/// The two directions of an upgraded connection: whatever one side sends goes to the other,
+/// until both have closed (a close is passed on as a half-close) or a write fails. Each piece
+/// moves the tunnel's deadline in `due`; the caller runs it under the connection's alarm.
+pub(super) async fn pump(
+    down: &mut Stream,
+    up: &mut TcpStream,
+    inb: &mut Buf,
+    upb: &mut Buf,
+    due: &Due,
+    within: Duration,
+) {
+    let (mut down_open, mut up_open) = (true, true);
+    while down_open || up_open {
+        tokio::select! {
+            read = inb.fill(down), if down_open => match read {
+                Ok(n) if n > 0 => {
+                    due.set(Step::Tunnel, within);
+                    if up.write_all(inb.bytes()).await.is_err() {
+                        return;
+                    }
+                    inb.consume(inb.bytes().len());
+                }
+                _ => {
+                    down_open = false;
+                    let _ = up.shutdown().await;
+                }
+            },
+            read = upb.fill(up), if up_open => match read {
+                Ok(n) if n > 0 => {
+                    due.set(Step::Tunnel, within);
+                    if down.write_all(upb.bytes()).await.is_err() || down.flush().await.is_err() {
+                        return;
+                    }
+                    upb.consume(upb.bytes().len());
+                }
+                _ => {
+                    up_open = false;
+                    let _ = down.shutdown().await;
+                }
+            },
+        }
+    }
+}

@@ -30,6 +30,8 @@ pub(super) enum Step {
     ResponseBody,
     /// Writing to a client that does not read.
     ClientWrite,
+    /// Both sides of an upgraded connection silent.
+    Tunnel,
 }
 
 /// The step under way and how long it may wait, stamped with a generation that every
@@ -39,12 +41,13 @@ pub(super) enum Step {
 /// `Send`; one task owns it, so relaxed loads and stores are enough.)
 pub(super) struct Due(AtomicU64);
 
-const STEPS: [Step; 5] = [
+const STEPS: [Step; 6] = [
     Step::ClientIdle,
     Step::RequestBody,
     Step::ResponseHead,
     Step::ResponseBody,
     Step::ClientWrite,
+    Step::Tunnel,
 ];
 
 impl Due {

@@ -7,7 +7,7 @@ use std::time::Instant;
 use pingora::protocols::Stream;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 
-use super::body::{copy_body, stream_request, Buf, Left, Pace};
+use super::body::{copy_body, pump, stream_request, Buf, Left, Pace};
 use super::deadline::{guard, Step};
 use super::reply::Reply;
 use super::{Conn, Next};
@@ -412,9 +412,8 @@ impl Conn<'_> {
         }
     }
 
-    /// After a `101`: the response head, then bytes both ways until either side closes (an
-    /// upgraded connection is the function's protocol: idle times are not the router's to
-    /// judge there).
+    /// After a `101`: the response head, then bytes both ways until both sides close or both
+    /// are silent for the tunnel-idle timeout (an hour unless the function says otherwise).
     async fn tunnel(&mut self, down: &mut Stream, mut up: UpConn, x: &Exchange<'_>) -> Next {
         let rbuf = self.upb.bytes();
         self.out.clear();
@@ -441,12 +440,19 @@ impl Conn<'_> {
             return Next::Close;
         }
         // Whatever the client sent after its request head already speaks the new protocol.
-        if up.write_all(self.inb.bytes()).await.is_err() {
-            return Next::Close;
-        }
-        let client_early = self.inb.bytes().len();
-        self.inb.consume(client_early);
-        let _ = tokio::io::copy_bidirectional(down, &mut up.io).await;
+        // Then bytes both ways until both sides close, or both are silent for the tunnel
+        // timeout (a write the other side does not take counts as silence).
+        let within = self.timeouts.tunnel_idle;
+        self.due.set(Step::Tunnel, within);
+        let (inb, upb, due) = (&mut self.inb, &mut self.upb, &self.due);
+        let pump = async {
+            if up.write_all(inb.bytes()).await.is_err() {
+                return;
+            }
+            inb.consume(inb.bytes().len());
+            pump(down, &mut up.io, inb, upb, due, within).await
+        };
+        let _ = guard(&mut self.alarm, &self.due, pump).await;
         Next::Close
     }
 }
