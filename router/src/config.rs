@@ -36,7 +36,8 @@ pub struct RouterConfig {
     /// How long each step of a request may wait; see [`Timeouts`] for the defaults.
     pub timeouts: Timeouts,
     /// Client connections the proxy port holds at once; past it a new connection gets a 503
-    /// and is closed (the admin port is not counted). Default 10,000.
+    /// and is closed (the admin port is not counted). Default 4,096: about 17 KiB of buffers
+    /// each, 70 MiB at most, inside the router Deployment's 256 MiB limit.
     pub max_connections: usize,
     /// Connections (in use or idle) to one upstream address; past it a request waits up to its
     /// connect timeout for one to free up, then gets a 503. Default 1,024.
@@ -59,7 +60,7 @@ impl RouterConfig {
             trusted_hops: 0,
             forwarded_header: false,
             timeouts: Timeouts::default(),
-            max_connections: 10_000,
+            max_connections: 4096,
             max_upstream_connections: 1024,
         }
     }

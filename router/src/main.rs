@@ -103,7 +103,7 @@ struct Args {
     tunnel_idle_timeout: Duration,
     /// Client connections held at once on the proxy port; past it a new one gets a 503 and is
     /// closed (the admin port is apart).
-    #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
     /// Connections (in use or idle) to one function address; past it a request waits up to its
     /// connect timeout for one, then gets a 503.

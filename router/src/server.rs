@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pingora::listeners::ListenerConfig;
+use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::listening::Service;
@@ -108,7 +110,12 @@ pub fn spawn(
             },
         ),
     );
-    proxy.add_tcp(&config.listen.to_string());
+    // No L4 buffers under the proxy: it reads into its own per-connection buffers and writes
+    // each response in one write, so Pingora's 64 KiB read buffer per connection (and a copy
+    // of every byte read) would buy nothing but memory (4096 connections: 256 MiB).
+    proxy.add_listener(
+        ListenerConfig::tcp(config.listen.to_string()).l4_buffer(L4BufferSettings::unbuffered()),
+    );
     let mut admin = Service::new(
         "switchyard admin".to_string(),
         Admin::new(Arc::clone(&shared)),
