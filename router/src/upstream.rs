@@ -144,7 +144,8 @@ type AddrMap<V> = FxHashMap<SocketAddr, V>;
 /// connection of one router.
 pub struct Upstreams {
     idle: Mutex<AddrMap<Slot>>,
-    dns: Mutex<HashMap<(String, u16), (SocketAddr, Instant)>>,
+    /// Resolved names: by host (looked up as `&str`, no allocation), then by port.
+    dns: Mutex<HashMap<String, Vec<(u16, SocketAddr, Instant)>>>,
     /// Most connections (in use or idle) per upstream address.
     max: usize,
     gauges: prometheus::IntGaugeVec,
@@ -163,17 +164,26 @@ impl Upstreams {
         }
     }
 
-    /// An upstream's socket address: IPs as they are, names through the resolver.
-    pub async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, ConnectError> {
+    /// An upstream's socket address: IPs as they are, names through the resolver (a name
+    /// resolved less than [`DNS_TTL`] before `now` is not asked again; a cached name costs no
+    /// allocation).
+    pub async fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+        now: Instant,
+    ) -> Result<SocketAddr, ConnectError> {
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(SocketAddr::new(ip, port));
         }
-        let key = (host.to_string(), port);
         if let Ok(cache) = self.dns.lock() {
-            if let Some((addr, at)) = cache.get(&key) {
-                if at.elapsed() < DNS_TTL {
-                    return Ok(*addr);
-                }
+            let fresh = cache.get(host).and_then(|ports| {
+                ports
+                    .iter()
+                    .find(|(p, _, at)| *p == port && now.saturating_duration_since(*at) < DNS_TTL)
+            });
+            if let Some((_, addr, _)) = fresh {
+                return Ok(*addr);
             }
         }
         let addr = tokio::net::lookup_host((host, port))
@@ -182,7 +192,9 @@ impl Upstreams {
             .and_then(|mut addrs| addrs.next())
             .ok_or_else(|| ConnectError::Resolve(host.to_string()))?;
         if let Ok(mut cache) = self.dns.lock() {
-            cache.insert(key, (addr, Instant::now()));
+            let ports = cache.entry(host.to_string()).or_default();
+            ports.retain(|(p, _, _)| *p != port);
+            ports.push((port, addr, Instant::now()));
         }
         Ok(addr)
     }
@@ -344,7 +356,10 @@ pub async fn connect_with_failover(
                 ),
             ));
         }
-        let error = match upstreams.resolve(&upstream.host, upstream.port).await {
+        let error = match upstreams
+            .resolve(&upstream.host, upstream.port, started)
+            .await
+        {
             Ok(addr) => match upstreams.get(addr, started, timeouts.connect).await {
                 Ok((conn, reused)) => return Ok((addr, conn, reused)),
                 Err(e) => e,
