@@ -136,6 +136,9 @@ enum Got {
     Full(Arc<Held>),
 }
 
+/// A name's address for one port, and when it was resolved.
+type Resolved = (u16, SocketAddr, Instant);
+
 /// The pool's keys are socket addresses from our own routing table, hashed twice per request:
 /// SipHash's flood resistance buys nothing there.
 type AddrMap<V> = FxHashMap<SocketAddr, V>;
@@ -145,7 +148,7 @@ type AddrMap<V> = FxHashMap<SocketAddr, V>;
 pub struct Upstreams {
     idle: Mutex<AddrMap<Slot>>,
     /// Resolved names: by host (looked up as `&str`, no allocation), then by port.
-    dns: Mutex<HashMap<String, Vec<(u16, SocketAddr, Instant)>>>,
+    dns: Mutex<HashMap<String, Vec<Resolved>>>,
     /// Most connections (in use or idle) per upstream address.
     max: usize,
     gauges: prometheus::IntGaugeVec,
