@@ -168,7 +168,7 @@ impl Upstreams {
     }
 
     /// An upstream's socket address: IPs as they are, names through the resolver (a name
-    /// resolved less than [`DNS_TTL`] before `now` is not asked again; a cached name costs no
+    /// resolved less than 10 s before `now` is not asked again; a cached name costs no
     /// allocation).
     pub async fn resolve(
         &self,
