@@ -1,6 +1,7 @@
 //! Timeouts and limits (issue 12 items 7 and 8): a stalled client or upstream never holds a
-//! connection forever, a function can ask for longer waits, and the router holds no more
-//! connections than it is allowed, refusing the rest cleanly.
+//! connection forever (heads, bodies both ways, connects, writes, upgraded tunnels), a function
+//! can ask for longer waits, and the router holds no more connections than it is allowed,
+//! refusing the rest cleanly.
 //!
 //! Each test runs a router with short timeouts (or a function whose `spec.timeouts` are short
 //! while the router's are long) in front of a raw upstream scripted per test, and a raw client.
