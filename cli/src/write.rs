@@ -65,14 +65,14 @@ fn jitter(attempt: u32) -> Duration {
 /// What a verb's plan decided.
 pub enum Next {
     /// Write this spec.
-    Spec(FunctionSpec),
+    Spec(Box<FunctionSpec>),
     /// Write nothing, and say why (one line, printed as is).
     Unchanged(String),
 }
 
 impl From<FunctionSpec> for Next {
     fn from(spec: FunctionSpec) -> Next {
-        Next::Spec(spec)
+        Next::Spec(Box::new(spec))
     }
 }
 
@@ -145,7 +145,7 @@ pub async fn change(
             }
         };
         let next = match next {
-            Next::Spec(spec) => spec,
+            Next::Spec(spec) => *spec,
             Next::Unchanged(line) => {
                 crate::output::line(format_args!("{line}"));
                 return Ok(None);
@@ -352,6 +352,6 @@ pub fn apply(
         force,
         input.change,
     )
-    .map(Next::Spec)
+    .map(Next::from)
     .map_err(exit::plan)
 }

@@ -165,6 +165,58 @@ pub struct FunctionSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 50))]
     pub history: Vec<HistoryEntry>,
+    /// How long the router waits on this function's requests; each absent field takes the
+    /// router's flag of the same name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
+}
+
+/// Per-function timeouts, each a duration like `500ms`, `30s`, `5m` or `1h30m` (1 ms to 24 h):
+/// a function that streams for minutes, or answers slowly, says so here.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Timeouts {
+    /// Longest wait for a TCP connection to a version; router default 5s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
+    pub connect: Option<String>,
+    /// Longest wait for the response head once the request is sent (then 504); router
+    /// default 60s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
+    pub response_head: Option<String>,
+    /// Longest silence of the function inside a response body (the gap between two events of
+    /// a stream); router default 60s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
+    pub response_idle: Option<String>,
+    /// Longest silence of the client inside a request body (then 408); router default 60s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
+    pub request_idle: Option<String>,
+    /// Longest a write to the client may wait for it to read; router default 60s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
+    pub client_write: Option<String>,
+    /// Longest both sides of an upgraded connection (a WebSocket) may be silent together;
+    /// router default 1h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
+    pub tunnel_idle: Option<String>,
+}
+
+impl Timeouts {
+    /// Each set field, by its wire name.
+    pub fn fields(&self) -> [(&'static str, Option<&str>); 6] {
+        [
+            ("connect", self.connect.as_deref()),
+            ("responseHead", self.response_head.as_deref()),
+            ("responseIdle", self.response_idle.as_deref()),
+            ("requestIdle", self.request_idle.as_deref()),
+            ("clientWrite", self.client_write.as_deref()),
+            ("tunnelIdle", self.tunnel_idle.as_deref()),
+        ]
+    }
 }
 
 fn is_false(b: &bool) -> bool {

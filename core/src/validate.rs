@@ -86,6 +86,16 @@ pub enum ValidationError {
     /// Something else in a version's workload.
     #[error("{0}")]
     Workload(String),
+    /// Not a duration the router accepts.
+    #[error("timeout {field} {value:?} is not a duration from 1ms to 24h (like 500ms, 30s, 5m, 1h30m): {why}")]
+    Timeout {
+        /// The field (`connect`, `responseHead`, …) or flag.
+        field: &'static str,
+        /// The offending value (cut to 80 characters).
+        value: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
 }
 
 fn cut(value: &str) -> String {
@@ -247,6 +257,61 @@ pub fn traffic(traffic: &[crate::TrafficTarget]) -> Result<(), ValidationError> 
     Ok(())
 }
 
+/// The longest timeout accepted: long enough for any stream that still says something once
+/// a day, short enough that nothing waits forever.
+pub const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Parses a duration written as up to four `<number><unit>` parts, units `h`, `m`, `s`, `ms`
+/// (`500ms`, `30s`, `1h30m`; the Gateway API's form), from 1 ms to [`MAX_TIMEOUT`]. `field`
+/// names the value in the error.
+pub fn duration(field: &'static str, value: &str) -> Result<std::time::Duration, ValidationError> {
+    let err = |why| ValidationError::Timeout {
+        field,
+        value: cut(value),
+        why,
+    };
+    let mut rest = value.as_bytes();
+    let (mut total_ms, mut parts) = (0u64, 0);
+    while !rest.is_empty() {
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 {
+            return Err(err("each part is a number followed by h, m, s or ms"));
+        }
+        if digits > 5 {
+            return Err(err("a number has at most 5 digits"));
+        }
+        let n: u64 = std::str::from_utf8(&rest[..digits])
+            .ok()
+            .and_then(|d| d.parse().ok())
+            .ok_or_else(|| err("not a number"))?;
+        rest = &rest[digits..];
+        let (unit_ms, len) = match rest {
+            [b'm', b's', ..] => (1, 2),
+            [b'h', ..] => (3_600_000, 1),
+            [b'm', ..] => (60_000, 1),
+            [b's', ..] => (1_000, 1),
+            _ => return Err(err("each part is a number followed by h, m, s or ms")),
+        };
+        rest = &rest[len..];
+        total_ms += n * unit_ms;
+        parts += 1;
+        if parts > 4 {
+            return Err(err("at most 4 parts"));
+        }
+    }
+    if parts == 0 {
+        return Err(err("empty"));
+    }
+    let total = std::time::Duration::from_millis(total_ms);
+    if total.is_zero() {
+        return Err(err("zero would mean waiting forever"));
+    }
+    if total > MAX_TIMEOUT {
+        return Err(err("longer than 24h"));
+    }
+    Ok(total)
+}
+
 /// Checks a Function spec on its own and against the versions that exist for it
 /// (`known` holds their `spec.version`s).
 pub fn function<'a>(
@@ -283,6 +348,13 @@ pub fn function<'a>(
     }
     if let Some(p) = &spec.path_prefix {
         path_prefix(p)?;
+    }
+    if let Some(t) = &spec.timeouts {
+        for (field, value) in t.fields() {
+            if let Some(value) = value {
+                duration(field, value)?;
+            }
+        }
     }
     if let Some(a) = &spec.affinity {
         match (&a.header, &a.cookie) {
@@ -486,6 +558,43 @@ mod tests {
     }
 
     #[test]
+    fn durations_are_parts_of_h_m_s_ms_from_a_millisecond_to_a_day() {
+        use std::time::Duration;
+        for (text, want) in [
+            ("500ms", Duration::from_millis(500)),
+            ("30s", Duration::from_secs(30)),
+            ("5m", Duration::from_secs(300)),
+            ("1h30m", Duration::from_secs(5400)),
+            ("1m30s250ms", Duration::from_millis(90_250)),
+            ("24h", MAX_TIMEOUT),
+            ("1ms", Duration::from_millis(1)),
+        ] {
+            assert_eq!(duration("connect", text), Ok(want), "{text}");
+        }
+        for (text, why) in [
+            ("", "empty"),
+            ("30", "each part is a number followed by h, m, s or ms"),
+            ("s", "each part is a number followed by h, m, s or ms"),
+            ("1.5s", "each part is a number followed by h, m, s or ms"),
+            ("-1s", "each part is a number followed by h, m, s or ms"),
+            ("1d", "each part is a number followed by h, m, s or ms"),
+            ("123456s", "a number has at most 5 digits"),
+            ("1h1m1s1ms1ms", "at most 4 parts"),
+            ("0s", "zero would mean waiting forever"),
+            ("25h", "longer than 24h"),
+        ] {
+            match duration("responseIdle", text) {
+                Err(ValidationError::Timeout {
+                    field, why: got, ..
+                }) => {
+                    assert_eq!((field, got), ("responseIdle", why), "{text}")
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn tags_hosts_paths_and_affinity_are_checked() {
         let ok = || spec(&[("1.0.0", 1_000_000)]);
         let mut cases: Vec<(FunctionSpec, &str)> = Vec::new();
@@ -516,6 +625,13 @@ mod tests {
         let mut s = ok();
         s.hosts = vec!["exa mple.com".into()];
         cases.push((s, "host \"exa mple.com\" is not a valid DNS name"));
+        let mut s = ok();
+        s.timeouts = Some(crate::resources::Timeouts {
+            response_idle: Some("10m".into()),
+            client_write: Some("forever".into()),
+            ..Default::default()
+        });
+        cases.push((s, "timeout clientWrite \"forever\" is not a duration"));
         let mut s = ok();
         s.hosts = vec!["ünï.com".into()];
         cases.push((s, "is not a valid DNS name"));

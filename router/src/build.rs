@@ -375,6 +375,7 @@ impl Builder {
                         .iter()
                         .map(|b| metrics.backend(key, &b.version))
                         .collect(),
+                    safety: crate::live::Safety::new(&function, route.backends.len()),
                 });
                 self.extras.insert(address(&route), extras);
                 self.goods.insert(

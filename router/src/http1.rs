@@ -616,6 +616,31 @@ impl Chunked {
     }
 }
 
+/// RFC 9112 §2.3: a request line whose version is `HTTP/1.x` with `x` above 1 is handled as
+/// HTTP/1.1 (the highest minor version we speak); httparse refuses it, so the digit is
+/// rewritten in place, in the buffer the head will be parsed from. True when it rewrote one.
+/// Only the request line is looked at, and only once its version is whole.
+pub fn newer_minor_as_one(buf: &mut [u8]) -> bool {
+    let line_end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    let line = &buf[..line_end];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    // `HTTP/1.x` is the line's last 8 bytes once the line is complete; before that, the last
+    // 8 bytes read so far (a later byte other than CR LF is refused by httparse as before).
+    let Some(at) = line.len().checked_sub(8) else {
+        return false;
+    };
+    let version = &line[at..];
+    if at == 0
+        || line[at - 1] != b' '
+        || !version.starts_with(b"HTTP/1.")
+        || !(b'2'..=b'9').contains(&version[7])
+    {
+        return false;
+    }
+    buf[at + 7] = b'1';
+    true
+}
+
 /// A request that may be sent again after a connection failed under it: an idempotent method,
 /// or one the client marked with an idempotency key.
 pub fn replayable(head: &Head, buf: &[u8]) -> bool {
@@ -887,6 +912,48 @@ pub fn write_response_head(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_line_with_a_newer_minor_version_becomes_http_1_1() {
+        for (before, after, rewritten) in [
+            (
+                &b"GET / HTTP/1.2\r\nHost: x\r\n\r\n"[..],
+                &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+                true,
+            ),
+            (b"GET /a HTTP/1.9\r\n", b"GET /a HTTP/1.1\r\n", true),
+            (b"GET /a HTTP/1.2", b"GET /a HTTP/1.1", true),
+            (b"GET / HTTP/1.0\r\n", b"GET / HTTP/1.0\r\n", false),
+            (b"GET / HTTP/2.0\r\n", b"GET / HTTP/2.0\r\n", false),
+            (b"GET / HTTP/1.", b"GET / HTTP/1.", false),
+            (b"GET /HTTP/1.2\r\n", b"GET /HTTP/1.2\r\n", false),
+            (b"HTTP/1.2\r\n", b"HTTP/1.2\r\n", false),
+            (
+                b"GET / HTTP/1.2\r\nX: HTTP/1.3\r\n",
+                b"GET / HTTP/1.1\r\nX: HTTP/1.3\r\n",
+                true,
+            ),
+        ] {
+            let mut buf = before.to_vec();
+            assert_eq!(
+                newer_minor_as_one(&mut buf),
+                rewritten,
+                "{:?}",
+                String::from_utf8_lossy(before)
+            );
+            assert_eq!(buf, after);
+        }
+        let mut buf = b"GET / HTTP/1.2\r\nHost: x\r\n\r\n".to_vec();
+        let mut head = Head::default();
+        assert_eq!(
+            head.parse_request(&buf),
+            Err(Malformed::Syntax),
+            "httparse refuses 1.2"
+        );
+        newer_minor_as_one(&mut buf);
+        assert_eq!(head.parse_request(&buf), Ok(true));
+        assert_eq!(head.minor, 1);
+    }
 
     fn request(text: &str) -> (Head, Result<Meta, Malformed>) {
         let mut head = Head::default();

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
@@ -11,6 +11,7 @@ use switchyard_core::cowmap::CowMap;
 use switchyard_core::table::Route;
 use switchyard_core::RoutingTable;
 
+use crate::config::TimeoutOverrides;
 use crate::metrics::{BackendMetrics, Metrics};
 
 /// Why the latest generation of a Function is not served.
@@ -32,6 +33,70 @@ pub struct RouteExtras {
     pub counter: Arc<AtomicU64>,
     /// Per backend, in the route's backend order.
     pub backends: Vec<BackendMetrics>,
+    /// The function's own timeouts and its backends' warning gates.
+    pub safety: Safety,
+}
+
+/// What a route carries for the proxy's safety: the function's `spec.timeouts`, and one
+/// [`Gate`] per backend so its failures are logged at most once a second.
+pub struct Safety {
+    /// The function's own timeouts.
+    pub timeouts: TimeoutOverrides,
+    /// Per backend, in the route's backend order.
+    pub warn: Box<[Gate]>,
+}
+
+impl Safety {
+    /// For `function`, whose route has `backends` backends.
+    pub fn new(function: &switchyard_core::Function, backends: usize) -> Safety {
+        Safety {
+            timeouts: TimeoutOverrides::of(function),
+            warn: (0..backends).map(|_| Gate::new()).collect(),
+        }
+    }
+}
+
+/// Lets one warning through per second and counts the ones it holds back, with two atomics
+/// and no lock: a failing backend under load would otherwise write a log line per request.
+pub struct Gate {
+    epoch: Instant,
+    /// Milliseconds after `epoch` before which the next warning is held back.
+    next_ms: AtomicU64,
+    held: AtomicU64,
+}
+
+impl Gate {
+    /// A gate that lets the first warning through.
+    pub fn new() -> Gate {
+        Gate {
+            epoch: Instant::now(),
+            next_ms: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)` when a warning may be written now, `n` the warnings held back since the last
+    /// one; `None` when it is held back (and counted).
+    pub fn pass(&self, now: Instant) -> Option<u64> {
+        let now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
+        let next = self.next_ms.load(Ordering::Relaxed);
+        if now_ms < next
+            || self
+                .next_ms
+                .compare_exchange(next, now_ms + 1000, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            self.held.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.held.swap(0, Ordering::Relaxed))
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// One complete, immutable routing state. Requests load it once and finish on it.
@@ -159,5 +224,24 @@ impl Shared {
     pub fn set_connected(&self, connected: bool) {
         self.connected.store(connected, Ordering::Relaxed);
         self.metrics.source_connected.set(i64::from(connected));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_gate_passes_one_warning_a_second_and_counts_the_rest() {
+        let gate = Gate::new();
+        let t0 = Instant::now();
+        assert_eq!(gate.pass(t0), Some(0));
+        for ms in [1, 500, 999] {
+            assert_eq!(gate.pass(t0 + Duration::from_millis(ms)), None);
+        }
+        assert_eq!(gate.pass(t0 + Duration::from_millis(1000)), Some(3));
+        assert_eq!(gate.pass(t0 + Duration::from_millis(1500)), None);
+        assert_eq!(gate.pass(t0 + Duration::from_secs(60)), Some(1));
     }
 }

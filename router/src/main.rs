@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use switchyard_core::BuildOptions;
+use switchyard_router::config::Timeouts;
 use switchyard_router::source::local::LocalOptions;
 use switchyard_router::{KubernetesOptions, RouterConfig, Source};
 use tracing_subscriber::layer::SubscriberExt;
@@ -75,6 +76,44 @@ struct Args {
     /// Also send functions an RFC 7239 `Forwarded` header (for, proto, host).
     #[arg(long, env = "SWITCHYARD_FORWARDED_HEADER")]
     forwarded_header: bool,
+    // Timeouts and limits (issue 12 items 7 and 8), one block. Durations like 500ms, 30s, 5m,
+    // 1h30m; a Function's spec.timeouts replaces all but --client-idle-timeout for its requests.
+    /// Longest a client connection may sit idle between requests, or take to send a request
+    /// head; then it is closed.
+    #[arg(long, env = "SWITCHYARD_CLIENT_IDLE_TIMEOUT", default_value = "60s", value_parser = timeout, value_name = "DURATION")]
+    client_idle_timeout: Duration,
+    /// Longest a client may be silent inside a request body; then 408.
+    #[arg(long, env = "SWITCHYARD_REQUEST_IDLE_TIMEOUT", default_value = "60s", value_parser = timeout, value_name = "DURATION")]
+    request_idle_timeout: Duration,
+    /// Longest a TCP connect to a function may take; then one failover, else 504.
+    #[arg(long, env = "SWITCHYARD_CONNECT_TIMEOUT", default_value = "5s", value_parser = timeout, value_name = "DURATION")]
+    connect_timeout: Duration,
+    /// Longest a function may take to read the request and start its response; then 504.
+    #[arg(long, env = "SWITCHYARD_RESPONSE_HEAD_TIMEOUT", default_value = "60s", value_parser = timeout, value_name = "DURATION")]
+    response_head_timeout: Duration,
+    /// Longest a function may be silent inside a response body; then both connections close.
+    #[arg(long, env = "SWITCHYARD_RESPONSE_IDLE_TIMEOUT", default_value = "60s", value_parser = timeout, value_name = "DURATION")]
+    response_idle_timeout: Duration,
+    /// Longest a write to a client that does not read may wait; then both connections close.
+    #[arg(long, env = "SWITCHYARD_CLIENT_WRITE_TIMEOUT", default_value = "60s", value_parser = timeout, value_name = "DURATION")]
+    client_write_timeout: Duration,
+    /// Longest both sides of an upgraded connection (a WebSocket) may be silent together; then
+    /// both connections close.
+    #[arg(long, env = "SWITCHYARD_TUNNEL_IDLE_TIMEOUT", default_value = "1h", value_parser = timeout, value_name = "DURATION")]
+    tunnel_idle_timeout: Duration,
+    /// Client connections held at once on the proxy port; past it a new one gets a 503 and is
+    /// closed (the admin port is apart).
+    #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Connections (in use or idle) to one function address; past it a request waits up to its
+    /// connect timeout for one, then gets a 503.
+    #[arg(long, env = "SWITCHYARD_MAX_UPSTREAM_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_upstream_connections: u32,
+}
+
+/// A timeout flag's value, in the same form as `spec.timeouts`.
+fn timeout(value: &str) -> Result<Duration, String> {
+    switchyard_core::validate::duration("flag", value).map_err(|e| e.to_string())
 }
 
 fn replica_name(flag: Option<String>) -> String {
@@ -122,6 +161,17 @@ fn main() -> ExitCode {
         handle_signals: true,
         trusted_hops: args.trusted_hops,
         forwarded_header: args.forwarded_header,
+        timeouts: Timeouts {
+            client_idle: args.client_idle_timeout,
+            request_idle: args.request_idle_timeout,
+            connect: args.connect_timeout,
+            response_head: args.response_head_timeout,
+            response_idle: args.response_idle_timeout,
+            client_write: args.client_write_timeout,
+            tunnel_idle: args.tunnel_idle_timeout,
+        },
+        max_connections: args.max_connections as usize,
+        max_upstream_connections: args.max_upstream_connections as usize,
     };
     let source = match args.store {
         Some(root) => Source::Local(LocalOptions {

@@ -44,6 +44,15 @@ pub struct Metrics {
     versions: Mutex<HashMap<Arc<str>, ByVersion>>,
     /// The epoch of every counter here: the report's `startedAt`.
     started: SystemTime,
+    // Connection bounds (issue 12 item 8), one block.
+    /// Client connections open on the proxy port.
+    pub client_connections: IntGauge,
+    /// Client connections refused at `--max-connections`.
+    pub refused_connections: IntCounter,
+    /// Upstream connections open (in use or idle), by upstream address.
+    pub upstream_connections: prometheus::IntGaugeVec,
+    /// Requests answered 503 because their upstream stayed at `--max-upstream-connections`.
+    pub upstream_saturated: IntCounterVec,
 }
 
 /// One Function's version counters, by version.
@@ -236,6 +245,30 @@ impl Metrics {
             latency,
             versions: Mutex::new(HashMap::new()),
             started: SystemTime::now(),
+            client_connections: gauge(
+                "switchyard_router_client_connections",
+                "Client connections open on the proxy port",
+            ),
+            refused_connections: counter(
+                "switchyard_router_refused_connections_total",
+                "Client connections refused at --max-connections",
+            ),
+            upstream_connections: prometheus::IntGaugeVec::new(
+                Opts::new(
+                    "switchyard_router_upstream_connections",
+                    "Upstream connections open (in use or idle), by upstream address",
+                ),
+                &["upstream"],
+            )
+            .expect("valid metric"),
+            upstream_saturated: IntCounterVec::new(
+                Opts::new(
+                    "switchyard_router_upstream_saturated_total",
+                    "Requests answered 503 because their upstream stayed at --max-upstream-connections",
+                ),
+                &["upstream"],
+            )
+            .expect("valid metric"),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.requests.clone()),
@@ -252,6 +285,15 @@ impl Metrics {
             Box::new(m.build_seconds.clone()),
         ];
         for c in collectors {
+            m.registry.register(c).expect("metric names are unique");
+        }
+        let bounds: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.client_connections.clone()),
+            Box::new(m.refused_connections.clone()),
+            Box::new(m.upstream_connections.clone()),
+            Box::new(m.upstream_saturated.clone()),
+        ];
+        for c in bounds {
             m.registry.register(c).expect("metric names are unique");
         }
         m

@@ -11,7 +11,8 @@
 //! | `proxy.rs` | the [`ServerApp`], graceful drain, the per-connection loop (read a head, serve it, again) |
 //! | `proxy/exchange.rs` | one request: route → connect → send → respond → tunnel, and its metrics |
 //! | `proxy/body.rs` | read buffers, what is left of a body, copying and streaming bodies |
-//! | `proxy/reply.rs` | every reply the router writes itself (400, 404, 431, 502, 504) |
+//! | `proxy/reply.rs` | every reply the router writes itself (400, 404, 408, 431, 502, 503, 504) |
+//! | `proxy/deadline.rs` | the timeout of every step that waits, on one timer per connection |
 //!
 //! Why not pingora-proxy's `ProxyHttp`: on this machine its generic per-request machinery
 //! cost about 95k instructions and 76 allocations per request (bench/RESULTS.md). Here a
@@ -25,6 +26,10 @@
 //! failover on a connect failure (never to weight 0, never for a pin), a replay on a fresh
 //! connection when a reused one turns out closed, and upstream connections reused only after
 //! a cleanly finished exchange.
+//!
+//! What bounds it: every step that waits on the other side has a timeout (an idle time: it
+//! restarts on progress), the router's or the function's own (`spec.timeouts`); past
+//! `--max-connections` a new client gets a 503 and is closed.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -38,24 +43,20 @@ use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
-use tokio::time::Sleep;
 
+use crate::config::Timeouts;
 use crate::http1::{Head, Malformed};
 use crate::live::Shared;
 use crate::upstream::Upstreams;
 
 mod body;
+mod deadline;
 mod exchange;
 mod reply;
 
 use body::Buf;
+use deadline::{Alarm, Due, Step};
 use reply::Reply;
-
-/// How long a keep-alive client connection may sit idle between requests (or take to send a
-/// request head).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How far the idle deadline may lag behind the last request.
-const IDLE_SLACK: Duration = Duration::from_secs(1);
 
 /// The router's proxy app.
 pub struct Proxy {
@@ -63,6 +64,18 @@ pub struct Proxy {
     upstreams: Upstreams,
     drain: Arc<Drain>,
     trust: Trust,
+    bounds: Bounds,
+}
+
+/// How long each step may wait, and how many connections the proxy holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// The router's timeouts (a function's own replace them for its requests).
+    pub timeouts: Timeouts,
+    /// Client connections held at once; past it new ones get a 503 and are closed.
+    pub max_connections: usize,
+    /// Connections per upstream address, idle or in use.
+    pub max_upstream_connections: usize,
 }
 
 /// Which client-sent forwarding headers are believed, and which the router writes.
@@ -76,13 +89,15 @@ pub struct Trust {
 
 impl Proxy {
     /// A proxy routing on `shared`'s live table; `drain` ends its connections gracefully;
-    /// `trust` decides what functions are told about the client.
-    pub fn new(shared: Arc<Shared>, drain: Arc<Drain>, trust: Trust) -> Self {
+    /// `trust` decides what functions are told about the client; `bounds` how long and how
+    /// many.
+    pub fn new(shared: Arc<Shared>, drain: Arc<Drain>, trust: Trust, bounds: Bounds) -> Self {
         Proxy {
+            upstreams: Upstreams::new(bounds.max_upstream_connections, &shared.metrics),
             shared,
-            upstreams: Upstreams::new(),
             drain,
             trust,
+            bounds,
         }
     }
 }
@@ -158,21 +173,31 @@ impl Default for Drain {
     }
 }
 
-/// Counts a connection as open while it lives.
-struct Open<'d>(&'d AtomicUsize);
+/// Counts a connection as open while it lives (for the drain, and in the metrics).
+struct Open<'d> {
+    count: &'d AtomicUsize,
+    gauge: &'d prometheus::IntGauge,
+    /// Connections open with this one.
+    now: usize,
+}
 
 impl<'d> Open<'d> {
-    fn new(open: &'d AtomicUsize) -> Self {
-        open.fetch_add(1, Ordering::AcqRel);
-        Open(open)
+    fn new(count: &'d AtomicUsize, gauge: &'d prometheus::IntGauge) -> Self {
+        let now = count.fetch_add(1, Ordering::AcqRel) + 1;
+        gauge.inc();
+        Open { count, gauge, now }
     }
 }
 
 impl Drop for Open<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.count.fetch_sub(1, Ordering::AcqRel);
+        self.gauge.dec();
     }
 }
+
+/// The answer to a connection past `--max-connections`.
+const TOO_MANY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 42\r\nconnection: close\r\nretry-after: 1\r\n\r\nthe router is at its limit of connections\n";
 
 #[async_trait]
 impl ServerApp for Proxy {
@@ -181,7 +206,24 @@ impl ServerApp for Proxy {
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let _open = Open::new(&self.drain.open);
+        let metrics = &self.shared.metrics;
+        let open = Open::new(&self.drain.open, &metrics.client_connections);
+        let timeouts = self.bounds.timeouts;
+        if open.now > self.bounds.max_connections {
+            // Refused before anything is read or allocated; a short linger so the answer is
+            // not destroyed by a reset. Pingora's other services (the admin port) are apart.
+            metrics.refused_connections.inc();
+            let write = stream.write_all(TOO_MANY);
+            if matches!(
+                tokio::time::timeout(timeouts.client_write, write).await,
+                Ok(Ok(()))
+            ) {
+                let mut buf = Buf::new();
+                linger(&mut stream, &mut buf, Duration::from_millis(250)).await;
+            }
+            return None;
+        }
+        let due = Due::new(Step::ClientIdle, timeouts.client_idle);
         let mut conn = Conn {
             proxy: self,
             inb: Buf::new(),
@@ -192,11 +234,12 @@ impl ServerApp for Proxy {
             shutdown: shutdown.clone(),
             draining: self.drain.stop.subscribe(),
             peer: Peer::of(&stream),
+            alarm: Alarm::new(timeouts.client_idle),
+            due,
+            timeouts,
         };
-        // One idle timer and one shutdown wait for the connection's whole life: arming a
-        // timer and a watch per request cost more than the rest of the request's bookkeeping.
-        let idle = tokio::time::sleep(IDLE_TIMEOUT);
-        tokio::pin!(idle);
+        // One timer (the alarm) and one shutdown wait for the connection's whole life: arming
+        // a timer and a watch per request cost more than the rest of the request's bookkeeping.
         let (mut pingora_stop, mut drain_stop) = (shutdown.clone(), self.drain.stop.subscribe());
         let stop = async move {
             tokio::select! {
@@ -205,27 +248,25 @@ impl ServerApp for Proxy {
             }
         };
         tokio::pin!(stop);
-        while conn
-            .next_request(&mut stream, idle.as_mut(), stop.as_mut())
-            .await
-        {
+        while conn.next_request(&mut stream, stop.as_mut()).await {
             if conn.exchange(&mut stream).await == Next::Close {
                 break;
             }
         }
-        linger(&mut stream, &mut conn.inb).await;
+        linger(&mut stream, &mut conn.inb, Duration::from_secs(1)).await;
         None
     }
 }
 
 /// Closes our side, then reads what the client still sends for a moment: closing a socket
-/// with unread input resets it, and the reset can destroy the response just written.
-async fn linger(stream: &mut Stream, buf: &mut Buf) {
-    const LINGER: Duration = Duration::from_secs(1);
-    if stream.shutdown().await.is_err() {
-        return;
-    }
-    let drain = async {
+/// with unread input resets it, and the reset can destroy the response just written. All of
+/// it within `within`: the close flushes what is still buffered, which a client that does not
+/// read would otherwise hold forever.
+async fn linger(stream: &mut Stream, buf: &mut Buf, within: Duration) {
+    let linger = async {
+        if stream.shutdown().await.is_err() {
+            return;
+        }
         let mut budget = 256 * 1024;
         while budget > 0 {
             buf.consume(buf.bytes().len());
@@ -235,7 +276,7 @@ async fn linger(stream: &mut Stream, buf: &mut Buf) {
             }
         }
     };
-    let _ = tokio::time::timeout(LINGER, drain).await;
+    let _ = tokio::time::timeout(within, linger).await;
 }
 
 /// After an exchange: serve the next request on the connection, or close it.
@@ -260,6 +301,11 @@ struct Conn<'p> {
     draining: watch::Receiver<bool>,
     /// The client's address, for `X-Forwarded-For`.
     peer: Peer,
+    /// The connection's one timer, and the deadline of the step under way.
+    alarm: Alarm,
+    due: Due,
+    /// The timeouts of the request under way (the router's, or its function's own).
+    timeouts: Timeouts,
 }
 
 impl Conn<'_> {
@@ -268,44 +314,65 @@ impl Conn<'_> {
     async fn next_request(
         &mut self,
         down: &mut Stream,
-        mut idle: Pin<&mut Sleep>,
         mut stop: Pin<&mut impl Future<Output = ()>>,
     ) -> bool {
-        // The idle deadline moves at most once a second: a timer reset is not free, and the
-        // timeout need not be exact to the millisecond.
-        let now = tokio::time::Instant::now();
-        if idle.deadline() + IDLE_SLACK < now + IDLE_TIMEOUT {
-            idle.as_mut().reset(now + IDLE_TIMEOUT);
-        }
-        loop {
-            if !self.inb.is_empty() {
-                match self.req.parse_request(self.inb.bytes()) {
-                    Ok(true) => return true,
-                    Ok(false) => {}
-                    Err(bad) => {
-                        let status = if bad == Malformed::TooLarge { 431 } else { 400 };
-                        let reply = Reply::new(status, format!("{bad}\n"));
-                        reply.send(down, &mut self.out, Next::Close).await;
-                        return false;
+        // The router's timeouts until the request is routed.
+        self.timeouts = self.proxy.bounds.timeouts;
+        self.due.set(Step::ClientIdle, self.timeouts.client_idle);
+        let bad = {
+            // One deadline for the whole head, however slowly it trickles in.
+            let rung = self.alarm.rung(&self.due);
+            tokio::pin!(rung);
+            loop {
+                if !self.inb.is_empty() {
+                    match self.req.parse_request(self.inb.bytes()) {
+                        Ok(true) => return true,
+                        Ok(false) => {}
+                        // RFC 9112 §2.3: a higher minor version is served as the highest we
+                        // speak. httparse refuses it, so the digit is rewritten in place (the
+                        // upstream gets HTTP/1.1 anyway) and the head parsed again.
+                        Err(Malformed::Syntax)
+                            if crate::http1::newer_minor_as_one(self.inb.bytes_mut()) =>
+                        {
+                            continue
+                        }
+                        Err(bad) => break bad,
                     }
                 }
+                // Shutdown ends a connection only between requests, never in a half-read head.
+                let between = self.inb.is_empty();
+                let read = tokio::select! {
+                    biased;
+                    read = self.inb.fill(down) => read,
+                    _ = &mut rung => return false,
+                    () = &mut stop, if between => return false,
+                };
+                if !matches!(read, Ok(n) if n > 0) {
+                    return false;
+                }
             }
-            // Shutdown ends a connection only between requests, never in a half-read head.
-            let between = self.inb.is_empty();
-            let read = tokio::select! {
-                biased;
-                read = self.inb.fill(down) => read,
-                () = &mut idle => return false,
-                () = &mut stop, if between => return false,
-            };
-            if !matches!(read, Ok(n) if n > 0) {
-                return false;
-            }
-        }
+        };
+        let status = if bad == Malformed::TooLarge { 431 } else { 400 };
+        let reply = Reply::new(status, format!("{bad}\n"));
+        self.send(down, &reply, Next::Close).await;
+        false
     }
 
-    /// The server is stopping: no new request on this connection.
+    /// Writes a reply of the router's own, within the client-write timeout.
+    async fn send(&mut self, down: &mut Stream, reply: &Reply, next: Next) -> Next {
+        let within = self.timeouts.client_write;
+        self.due.set(Step::ClientWrite, within);
+        let send = reply.send(down, &mut self.out, next);
+        deadline::guard(&mut self.alarm, &self.due, send)
+            .await
+            .unwrap_or(Next::Close)
+    }
+
+    /// The server is stopping: no new request on this connection. Both watches only ever
+    /// change once, to true (or close), so a change is the stop; asking for one is an atomic
+    /// load, where reading the value takes the channel's lock. A stop already under way when the
+    /// connection began is caught by the loop's stop future before its next request instead.
     fn stopping(&self) -> bool {
-        *self.shutdown.borrow() || *self.draining.borrow()
+        self.shutdown.has_changed().unwrap_or(true) || self.draining.has_changed().unwrap_or(true)
     }
 }

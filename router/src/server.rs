@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pingora::listeners::ListenerConfig;
+use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::listening::Service;
@@ -14,7 +16,7 @@ use tokio::sync::watch;
 use crate::admin::Admin;
 use crate::config::RouterConfig;
 use crate::live::Shared;
-use crate::proxy::{Drain, Proxy, Trust};
+use crate::proxy::{Bounds, Drain, Proxy, Trust};
 
 /// Ends `Server::run`: on our own request, and on SIGTERM (graceful) or SIGINT (fast) when
 /// the router handles signals. A graceful stop drains first: `/readyz` turns 503, each
@@ -101,9 +103,19 @@ pub fn spawn(
                 hops: config.trusted_hops,
                 forwarded_header: config.forwarded_header,
             },
+            Bounds {
+                timeouts: config.timeouts,
+                max_connections: config.max_connections,
+                max_upstream_connections: config.max_upstream_connections,
+            },
         ),
     );
-    proxy.add_tcp(&config.listen.to_string());
+    // No L4 buffers under the proxy: it reads into its own per-connection buffers and writes
+    // each response in one write, so Pingora's 64 KiB read buffer per connection (and a copy
+    // of every byte read) would buy nothing but memory (4096 connections: 256 MiB).
+    proxy.add_listener(
+        ListenerConfig::tcp(config.listen.to_string()).l4_buffer(L4BufferSettings::unbuffered()),
+    );
     let mut admin = Service::new(
         "switchyard admin".to_string(),
         Admin::new(Arc::clone(&shared)),

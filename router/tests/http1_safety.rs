@@ -560,3 +560,34 @@ fn the_function_learns_the_clients_address_and_no_client_forged_one() {
     assert_eq!(up.matches("orwarded-").count(), 3, "one of each: {up}");
     router.stop();
 }
+
+#[test]
+fn an_http_1_2_request_is_served_as_http_1_1() {
+    let (up, seen) = upstream();
+    let (router, addr) = router(up);
+    let (mut w, mut r) = client(addr);
+    w.write_all(b"GET /hello/newer HTTP/1.2\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let (head, _) = response(&mut r);
+    assert_eq!(status(&head), 200, "{head}");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // Kept alive as 1.1 is.
+    w.write_all(b"GET /hello/again HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let (head, _) = response(&mut r);
+    assert_eq!(status(&head), 200, "{head}");
+    let heads = seen.heads();
+    assert!(
+        heads[0].starts_with("GET /hello/newer HTTP/1.1\r\n"),
+        "{heads:?}"
+    );
+    // Other versions are still refused.
+    for raw in [
+        &b"GET /hello/x HTTP/2.0\r\nHost: x\r\n\r\n"[..],
+        b"GET /hello/x HTTP/1.x\r\nHost: x\r\n\r\n",
+    ] {
+        let (head, _, _) = exchange_once(addr, raw);
+        assert_eq!(status(&head), 400, "{head}");
+    }
+    router.stop();
+}

@@ -226,7 +226,7 @@ pub async fn run(store: &dyn Store, d: args::Deploy) -> anyhow::Result<()> {
                     d.force,
                     input.change,
                 )
-                .map(write::Next::Spec)
+                .map(write::Next::from)
                 .map_err(exit::plan)
             })
             .await?;

@@ -70,7 +70,7 @@ pub async fn set(store: &dyn Store, args: args::Set, settings: Settings) -> anyh
         )
         .map_err(exit::plan)?
         {
-            Some(spec) => Ok(Next::Spec(spec)),
+            Some(spec) => Ok(Next::from(spec)),
             None => Ok(Next::Unchanged(format!(
                 "{name}: the settings are already so; nothing to change"
             ))),

@@ -22,7 +22,7 @@ pub async fn tag(store: &dyn Store, args: args::TagArgs) -> anyhow::Result<()> {
         )
         .map_err(exit::plan)?
         {
-            Some(spec) => Ok(Next::Spec(spec)),
+            Some(spec) => Ok(Next::from(spec)),
             None => Ok(Next::Unchanged(format!(
                 "{name}: tag {} already names {version}; nothing to change",
                 args.tag
@@ -45,7 +45,7 @@ pub async fn untag(store: &dyn Store, args: args::Untag) -> anyhow::Result<()> {
         )
         .map_err(exit::plan)?
         {
-            Some(spec) => Ok(Next::Spec(spec)),
+            Some(spec) => Ok(Next::from(spec)),
             None => Ok(Next::Unchanged(format!(
                 "{name}: no tag {}; nothing to change",
                 args.tag

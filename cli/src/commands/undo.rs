@@ -17,7 +17,7 @@ pub async fn undo(store: &dyn Store, args: args::Undo) -> anyhow::Result<()> {
             }
             None => plan::undo(name, spec, &states, args.force, input.change),
         }
-        .map(Next::Spec)
+        .map(Next::from)
         .map_err(exit::plan)
     })
     .await

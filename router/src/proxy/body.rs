@@ -3,6 +3,7 @@
 //! already be coming back.
 
 use std::io;
+use std::time::Duration;
 
 use futures::FutureExt;
 
@@ -10,7 +11,9 @@ use pingora::protocols::Stream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::deadline::{Alarm, Due, Step};
 use super::exchange::{read_response_head, Failed};
+use crate::config::Timeouts;
 use crate::http1::{Body, Chunked, Head, Malformed, MAX_HEAD};
 
 /// Initial size of a connection's read buffers.
@@ -34,6 +37,10 @@ impl Buf {
 
     pub(super) fn bytes(&self) -> &[u8] {
         &self.data[self.start..self.end]
+    }
+
+    pub(super) fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.data[self.start..self.end]
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -122,23 +129,38 @@ pub(super) enum CopyError {
     Framing,
 }
 
+/// The deadlines a body copy keeps moving: each read that has to wait, and each write, must
+/// make progress within its step's timeout (idle times, not a bound on the whole body).
+pub(super) struct Pace<'d> {
+    pub(super) due: &'d Due,
+    /// Waiting for the sending side.
+    pub(super) read: (Step, Duration),
+    /// Writing to the receiving side.
+    pub(super) write: (Step, Duration),
+}
+
 /// Copies the rest of a body: bytes already in `buf` first, then reads from `from`. What was
 /// written is flushed whenever `from` has nothing more ready, so a streamed body (server-sent
 /// events, long polling, tokens) reaches the other side as it is produced, while a body that
-/// arrives in a burst still leaves in few writes.
+/// arrives in a burst still leaves in few writes. Moves `pace`'s deadline as it goes; the
+/// caller runs it under the connection's alarm.
 pub(super) async fn copy_body<R, W>(
     from: &mut R,
     buf: &mut Buf,
     to: &mut W,
     left: &mut Left,
+    pace: &Pace<'_>,
 ) -> Result<(), CopyError>
 where
     R: AsyncRead + Unpin + ?Sized,
     W: AsyncWrite + Unpin + ?Sized,
 {
+    let (read_step, read_within) = pace.read;
+    let (write_step, write_within) = pace.write;
     loop {
         if !buf.is_empty() {
             let take = left.take(buf.bytes()).map_err(|_| CopyError::Framing)?;
+            pace.due.set(write_step, write_within);
             to.write_all(&buf.bytes()[..take])
                 .await
                 .map_err(|_| CopyError::To)?;
@@ -152,7 +174,9 @@ where
         let read = match buf.fill(from).now_or_never() {
             Some(read) => read,
             None => {
+                pace.due.set(write_step, write_within);
                 to.flush().await.map_err(|_| CopyError::To)?;
+                pace.due.set(read_step, read_within);
                 buf.fill(from).await
             }
         };
@@ -165,7 +189,10 @@ where
 }
 
 /// Sends a request whose body is still arriving, while watching for the response: an upstream
-/// may answer (and stop reading) before the body ends. `left` tells what was not sent.
+/// may answer (and stop reading) before the body ends. `left` tells what was not sent. The
+/// client may be silent for the request-idle timeout, the upstream may take the response-head
+/// timeout to read each piece and, once the body is sent, to answer.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn stream_request(
     down: &mut Stream,
     inb: &mut Buf,
@@ -174,22 +201,80 @@ pub(super) async fn stream_request(
     left: &mut Left,
     upb: &mut Buf,
     resp: &mut Head,
+    (alarm, due, t): (&mut Alarm, &Due, &Timeouts),
 ) -> Result<(), Failed> {
     let (mut from_up, mut to_up) = up.split();
+    let pace = Pace {
+        due,
+        read: (Step::RequestBody, t.request_idle),
+        write: (Step::ResponseHead, t.response_head),
+    };
     let send = async {
+        due.set(Step::ResponseHead, t.response_head);
         to_up.write_all(out).await.map_err(|_| CopyError::To)?;
-        copy_body(down, inb, &mut to_up, left).await
+        copy_body(down, inb, &mut to_up, left, &pace).await
     };
     let recv = read_response_head(&mut from_up, upb, resp);
     tokio::pin!(send, recv);
     let mut sending = true;
+    let rung = alarm.rung(due);
+    tokio::pin!(rung);
     loop {
         tokio::select! {
+            biased;
             head = &mut recv => return head,
             sent = &mut send, if sending => match sent {
                 // Sent, or the upstream stopped reading: its answer (or its close) follows.
-                Ok(()) | Err(CopyError::To) => sending = false,
+                Ok(()) | Err(CopyError::To) => {
+                    sending = false;
+                    due.set(Step::ResponseHead, t.response_head);
+                }
                 Err(CopyError::From) | Err(CopyError::Framing) => return Err(Failed::Client),
+            },
+            step = &mut rung => return Err(Failed::Timeout(step)),
+        }
+    }
+}
+
+/// The two directions of an upgraded connection: whatever one side sends goes to the other,
+/// until both have closed (a close is passed on as a half-close) or a write fails. Each piece
+/// moves the tunnel's deadline in `due`; the caller runs it under the connection's alarm.
+pub(super) async fn pump(
+    down: &mut Stream,
+    up: &mut TcpStream,
+    inb: &mut Buf,
+    upb: &mut Buf,
+    due: &Due,
+    within: Duration,
+) {
+    let (mut down_open, mut up_open) = (true, true);
+    while down_open || up_open {
+        tokio::select! {
+            read = inb.fill(down), if down_open => match read {
+                Ok(n) if n > 0 => {
+                    due.set(Step::Tunnel, within);
+                    if up.write_all(inb.bytes()).await.is_err() {
+                        return;
+                    }
+                    inb.consume(inb.bytes().len());
+                }
+                _ => {
+                    down_open = false;
+                    let _ = up.shutdown().await;
+                }
+            },
+            read = upb.fill(up), if up_open => match read {
+                Ok(n) if n > 0 => {
+                    due.set(Step::Tunnel, within);
+                    if down.write_all(upb.bytes()).await.is_err() || down.flush().await.is_err() {
+                        return;
+                    }
+                    upb.consume(upb.bytes().len());
+                }
+                _ => {
+                    up_open = false;
+                    let _ = down.shutdown().await;
+                }
             },
         }
     }

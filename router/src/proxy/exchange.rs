@@ -6,16 +6,16 @@ use std::time::Instant;
 
 use pingora::protocols::Stream;
 use tokio::io::{AsyncRead, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-use super::body::{copy_body, stream_request, Buf, Left};
+use super::body::{copy_body, pump, stream_request, Buf, Left, Pace};
+use super::deadline::{guard, Step};
 use super::reply::Reply;
 use super::{Conn, Next};
 use crate::decide::{decide, Decision, RequestView, Target, PIN_HEADER};
 use crate::http1::{
     replayable, write_request_head, write_response_head, Body, Forwarding, Head, Meta,
 };
-use crate::upstream::{connect_with_failover, Upstreams};
+use crate::upstream::{connect_with_failover, warn, UpConn, Upstreams};
 
 /// Body bytes copied beside a head so both go out in one write.
 const INLINE_BODY: usize = 16 * 1024;
@@ -28,6 +28,8 @@ pub(super) enum Failed {
     Upstream(String),
     /// The client went away or broke its body.
     Client,
+    /// A step ran out of time.
+    Timeout(Step),
 }
 
 impl Conn<'_> {
@@ -39,7 +41,7 @@ impl Conn<'_> {
             Ok(meta) => meta,
             Err(bad) => {
                 let reply = Reply::new(400, format!("{bad}\n"));
-                return reply.send(down, &mut self.out, Next::Close).await;
+                return self.send(down, &reply, Next::Close).await;
             }
         };
         let mut target = match self.route() {
@@ -47,16 +49,22 @@ impl Conn<'_> {
             Err(mut reply) => {
                 reply.head_request = head_request;
                 let next = self.skip_request(&meta);
-                return reply.send(down, &mut self.out, next).await;
+                return self.send(down, &reply, next).await;
             }
         };
+        self.timeouts = self
+            .proxy
+            .bounds
+            .timeouts
+            .with(&target.extras.safety.timeouts);
+        let t = self.timeouts;
         let (addr, mut up, reused) =
-            match connect_with_failover(&self.proxy.upstreams, &mut target, started).await {
+            match connect_with_failover(&self.proxy.upstreams, &mut target, started, &t).await {
                 Ok(connected) => connected,
                 Err((status, why)) => {
                     let reply = Reply::failed(&target, started, head_request, status, why);
                     let next = self.skip_request(&meta);
-                    return reply.send(down, &mut self.out, next).await;
+                    return self.send(down, &reply, next).await;
                 }
             };
 
@@ -81,15 +89,16 @@ impl Conn<'_> {
             Ok(n) => n,
             Err(bad) => {
                 let reply = Reply::new(400, format!("{bad}\n"));
-                return reply.send(down, &mut self.out, Next::Close).await;
+                return self.send(down, &reply, Next::Close).await;
             }
         };
         let whole = left.done();
         let outcome = if whole {
-            // All of it is here: send it (one write when small) and read the response head. A
-            // reused connection that turns out closed is replaced once when the request may be
-            // sent twice (RFC 9110 §9.2.2): the upstream may have closed it before reading
-            // the request, or after acting on it, and nothing tells the two apart.
+            // All of it is here: send it (one write when small) and read the response head,
+            // within the response-head timeout. A reused connection that turns out closed is
+            // replaced once when the request may be sent twice (RFC 9110 §9.2.2): the upstream
+            // may have closed it before reading the request, or after acting on it, and
+            // nothing tells the two apart.
             let body = &self.inb.bytes()[head_len..head_len + early];
             let (inline, rest) = if early <= INLINE_BODY {
                 (body, &[][..])
@@ -97,19 +106,30 @@ impl Conn<'_> {
                 (&[][..], body)
             };
             self.out.extend_from_slice(inline);
-            let mut outcome =
-                send_whole(&mut up, &self.out, rest, &mut self.upb, &mut self.resp).await;
+            self.due.set(Step::ResponseHead, t.response_head);
+            let sent = send_whole(&mut up, &self.out, rest, &mut self.upb, &mut self.resp);
+            let mut outcome = guard(&mut self.alarm, &self.due, sent)
+                .await
+                .unwrap_or_else(|step| Err(Failed::Timeout(step)));
             if reused
                 && replayable(&self.req, self.inb.bytes())
                 && matches!(outcome, Err(Failed::Stale))
             {
-                outcome = match Upstreams::connect(addr).await {
-                    Ok(fresh) => {
-                        up = fresh;
-                        send_whole(&mut up, &self.out, rest, &mut self.upb, &mut self.resp).await
+                up = match Upstreams::reconnect(up, t.connect).await {
+                    Ok(fresh) => fresh,
+                    Err(e) => {
+                        self.inb.consume(head_len + early);
+                        let why = Failed::Upstream(e.to_string());
+                        return self
+                            .failed(down, &target, started, head_request, why, true, &meta)
+                            .await;
                     }
-                    Err(e) => Err(Failed::Upstream(e.to_string())),
                 };
+                self.due.set(Step::ResponseHead, t.response_head);
+                let sent = send_whole(&mut up, &self.out, rest, &mut self.upb, &mut self.resp);
+                outcome = guard(&mut self.alarm, &self.due, sent)
+                    .await
+                    .unwrap_or_else(|step| Err(Failed::Timeout(step)));
             }
             self.inb.consume(head_len + early);
             outcome
@@ -118,14 +138,16 @@ impl Conn<'_> {
             let body = &self.inb.bytes()[head_len..head_len + early];
             self.out.extend_from_slice(body);
             self.inb.consume(head_len + early);
-            if meta.expect_continue
-                && (down
-                    .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                    .await
-                    .is_err()
-                    || down.flush().await.is_err())
-            {
-                return Next::Close;
+            if meta.expect_continue {
+                self.due.set(Step::ClientWrite, t.client_write);
+                let written = async {
+                    down.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+                    down.flush().await
+                };
+                let written = guard(&mut self.alarm, &self.due, written).await;
+                if !matches!(written, Ok(Ok(()))) {
+                    return Next::Close;
+                }
             }
             stream_request(
                 down,
@@ -135,30 +157,15 @@ impl Conn<'_> {
                 &mut left,
                 &mut self.upb,
                 &mut self.resp,
+                (&mut self.alarm, &self.due, &t),
             )
             .await
         };
         let body_sent = left.done();
-        let why = match outcome {
-            Ok(()) => None,
-            Err(Failed::Client) => {
-                count(&target, started, true);
-                return Next::Close;
-            }
-            Err(Failed::Stale) => Some("closed the connection without answering".to_string()),
-            Err(Failed::Upstream(why)) => Some(why),
-        };
-        if let Some(why) = why {
-            // The detail (an OS error, what was malformed) is the operator's, not the client's.
-            tracing::warn!("{} failed: {why}", target.served_by());
-            let body = format!("{} failed before answering\n", target.served_by());
-            let reply = Reply::failed(&target, started, head_request, 502, body);
-            let next = if body_sent && meta.keep_alive {
-                Next::KeepAlive
-            } else {
-                Next::Close
-            };
-            return reply.send(down, &mut self.out, next).await;
+        if let Err(why) = outcome {
+            return self
+                .failed(down, &target, started, head_request, why, body_sent, &meta)
+                .await;
         }
         let response = Exchange {
             addr,
@@ -169,6 +176,67 @@ impl Conn<'_> {
             started,
         };
         self.respond(down, up, response).await
+    }
+
+    /// Answers a request whose upstream exchange failed before a response head: 502, 504 for
+    /// an upstream too slow, 408 for a client too slow with its body.
+    #[allow(clippy::too_many_arguments)]
+    async fn failed(
+        &mut self,
+        down: &mut Stream,
+        target: &Target,
+        started: Instant,
+        head_request: bool,
+        why: Failed,
+        body_sent: bool,
+        meta: &Meta,
+    ) -> Next {
+        let (status, what) = match why {
+            Failed::Client => {
+                count(target, started, true);
+                return Next::Close;
+            }
+            Failed::Timeout(Step::RequestBody) => {
+                count(target, started, true);
+                let reply = Reply::new(408, "the request body stopped arriving\n".into());
+                return self.send(down, &reply, Next::Close).await;
+            }
+            Failed::Timeout(Step::ClientWrite) => {
+                count(target, started, true);
+                return Next::Close;
+            }
+            Failed::Timeout(_) => {
+                let after = self.timeouts.response_head;
+                warn(
+                    target,
+                    Instant::now(),
+                    format_args!("no response head within {after:?} (504)"),
+                );
+                (504, "did not answer in time")
+            }
+            Failed::Stale => {
+                warn(
+                    target,
+                    Instant::now(),
+                    format_args!("closed the connection without answering (502)"),
+                );
+                (502, "failed before answering")
+            }
+            Failed::Upstream(why) => {
+                // The detail (an OS error, what was malformed) is the operator's, not the
+                // client's.
+                warn(target, Instant::now(), format_args!("{why} (502)"));
+                (502, "failed before answering")
+            }
+        };
+        let body = format!("{} {what}\n", target.served_by());
+        let reply = Reply::failed(target, started, head_request, status, body);
+        let next = if body_sent && meta.keep_alive {
+            Next::KeepAlive
+        } else {
+            Next::Close
+        };
+        self.send(down, &reply, next).await
     }
 
     /// The routing decision for the request in `self.req`, or the reply that refuses it.
@@ -240,21 +308,22 @@ impl Conn<'_> {
         }
     }
 
-    /// Forwards the response whose head is in `self.upb`, then its body.
-    async fn respond(&mut self, down: &mut Stream, mut up: TcpStream, x: Exchange<'_>) -> Next {
+    /// Forwards the response whose head is in `self.upb`, then its body: each write within
+    /// the client-write timeout, each silence of the upstream within the response-idle one.
+    async fn respond(&mut self, down: &mut Stream, mut up: UpConn, x: Exchange<'_>) -> Next {
         let served_by = x.target.served_by();
         let status = self.resp.status;
         let meta = match self.resp.meta {
             Ok(meta) => meta,
             Err(bad) => {
                 let body = format!("{served_by} answered badly: {bad}\n");
-                return x.failed(body).send(down, &mut self.out, Next::Close).await;
+                return self.send(down, &x.failed(body), Next::Close).await;
             }
         };
         if status == 101 {
             if !x.request.upgrade {
                 let body = format!("{served_by} switched protocols unasked\n");
-                return x.failed(body).send(down, &mut self.out, Next::Close).await;
+                return self.send(down, &x.failed(body), Next::Close).await;
             }
             return self.tunnel(down, up, &x).await;
         }
@@ -281,22 +350,54 @@ impl Conn<'_> {
         let mut left = Left::of(body);
         let Ok(early) = left.take(&rbuf[head_len..]) else {
             let body = format!("{served_by} sent a malformed chunked body\n");
-            return x.failed(body).send(down, &mut self.out, Next::Close).await;
+            return self.send(down, &x.failed(body), Next::Close).await;
         };
-        let body_bytes = &rbuf[head_len..head_len + early];
-        let mut complete = if early <= INLINE_BODY {
-            self.out.extend_from_slice(body_bytes);
-            down.write_all(&self.out).await.is_ok()
-        } else {
-            down.write_all(&self.out).await.is_ok() && down.write_all(body_bytes).await.is_ok()
+        let t = self.timeouts;
+        let pace = Pace {
+            due: &self.due,
+            read: (Step::ResponseBody, t.response_idle),
+            write: (Step::ClientWrite, t.client_write),
         };
-        self.upb.consume(head_len + early);
-        if complete && !left.done() {
-            complete = copy_body(&mut up, &mut self.upb, down, &mut left)
-                .await
-                .is_ok();
-        }
-        complete = complete && down.flush().await.is_ok();
+        let (out, upb) = (&mut self.out, &mut self.upb);
+        let forward = async {
+            let body_bytes = &upb.bytes()[head_len..head_len + early];
+            pace.due.set(Step::ClientWrite, t.client_write);
+            let written = if early <= INLINE_BODY {
+                out.extend_from_slice(body_bytes);
+                down.write_all(out).await.is_ok()
+            } else {
+                down.write_all(out).await.is_ok() && down.write_all(body_bytes).await.is_ok()
+            };
+            upb.consume(head_len + early);
+            if !written {
+                return false;
+            }
+            if !left.done()
+                && copy_body(&mut up.io, upb, down, &mut left, &pace)
+                    .await
+                    .is_err()
+            {
+                return false;
+            }
+            pace.due.set(Step::ClientWrite, t.client_write);
+            down.flush().await.is_ok()
+        };
+        let complete = match guard(&mut self.alarm, &self.due, forward).await {
+            Ok(complete) => complete,
+            Err(step) => {
+                if step == Step::ResponseBody {
+                    let after = t.response_idle;
+                    warn(
+                        x.target,
+                        Instant::now(),
+                        format_args!(
+                            "silent for {after:?} inside a response body; both connections closed"
+                        ),
+                    );
+                }
+                false
+            }
+        };
         let ended = left.done() || (body == Body::UntilClose && complete);
         count(x.target, x.started, status >= 500 || !complete || !ended);
         if complete && ended && keep_up && self.upb.is_empty() {
@@ -311,8 +412,9 @@ impl Conn<'_> {
         }
     }
 
-    /// After a `101`: the response head, then bytes both ways until either side closes.
-    async fn tunnel(&mut self, down: &mut Stream, mut up: TcpStream, x: &Exchange<'_>) -> Next {
+    /// After a `101`: the response head, then bytes both ways until both sides close or both
+    /// are silent for the tunnel-idle timeout (an hour unless the function says otherwise).
+    async fn tunnel(&mut self, down: &mut Stream, mut up: UpConn, x: &Exchange<'_>) -> Next {
         let rbuf = self.upb.bytes();
         self.out.clear();
         write_response_head(
@@ -327,16 +429,30 @@ impl Conn<'_> {
         let upstream_early = rbuf.len();
         self.upb.consume(upstream_early);
         count(x.target, x.started, false);
-        if down.write_all(&self.out).await.is_err() || down.flush().await.is_err() {
+        let within = self.timeouts.client_write;
+        self.due.set(Step::ClientWrite, within);
+        let out = &self.out;
+        let written = async {
+            down.write_all(out).await?;
+            down.flush().await
+        };
+        if !matches!(guard(&mut self.alarm, &self.due, written).await, Ok(Ok(()))) {
             return Next::Close;
         }
         // Whatever the client sent after its request head already speaks the new protocol.
-        if up.write_all(self.inb.bytes()).await.is_err() {
-            return Next::Close;
-        }
-        let client_early = self.inb.bytes().len();
-        self.inb.consume(client_early);
-        let _ = tokio::io::copy_bidirectional(down, &mut up).await;
+        // Then bytes both ways until both sides close, or both are silent for the tunnel
+        // timeout (a write the other side does not take counts as silence).
+        let within = self.timeouts.tunnel_idle;
+        self.due.set(Step::Tunnel, within);
+        let (inb, upb, due) = (&mut self.inb, &mut self.upb, &self.due);
+        let pump = async {
+            if up.write_all(inb.bytes()).await.is_err() {
+                return;
+            }
+            inb.consume(inb.bytes().len());
+            pump(down, &mut up.io, inb, upb, due, within).await
+        };
+        let _ = guard(&mut self.alarm, &self.due, pump).await;
         Next::Close
     }
 }
@@ -367,7 +483,7 @@ pub(super) fn count(target: &Target, started: Instant, failed: bool) {
 
 /// Sends a whole request and reads the response head.
 async fn send_whole(
-    up: &mut TcpStream,
+    up: &mut UpConn,
     out: &[u8],
     rest: &[u8],
     upb: &mut Buf,
@@ -376,7 +492,7 @@ async fn send_whole(
     if up.write_all(out).await.is_err() || up.write_all(rest).await.is_err() {
         return Err(Failed::Stale);
     }
-    read_response_head(up, upb, resp).await
+    read_response_head(&mut up.io, upb, resp).await
 }
 
 /// Reads a final response head into `upb` (interim `1xx` heads other than `101` are dropped:

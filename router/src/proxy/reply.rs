@@ -1,5 +1,5 @@
-//! Every reply the router writes itself: refusals of a request (400, 404, 405, 431) and failures
-//! of its upstream (502, 504), each a status and a one-line body that says why.
+//! Every reply the router writes itself: refusals of a request (400, 404, 405, 408, 431) and
+//! failures of its upstream (502, 503, 504), each a status and a one-line body that says why.
 
 use std::time::Instant;
 
@@ -80,8 +80,10 @@ fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         431 => "Request Header Fields Too Large",
         502 => "Bad Gateway",
+        503 => "Service Unavailable",
         504 => "Gateway Timeout",
         _ => "",
     }
