@@ -13,6 +13,7 @@ pub mod fixtures;
 pub mod numbers;
 pub mod plan;
 pub mod protocol;
+pub mod report;
 pub mod resources;
 pub mod table;
 pub mod traffic;

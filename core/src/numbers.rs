@@ -100,7 +100,10 @@ mod tests {
         // Every value lies in [lower(b), lower(b + 1)) and a bucket is at most 1/8 wide.
         for v in (16..5_000_000u64).step_by(997).chain([u64::from(u32::MAX)]) {
             let b = bucket_of(v);
-            assert!(bucket_lower(b) <= v && v < bucket_lower(b + 1), "{v} in {b}");
+            assert!(
+                bucket_lower(b) <= v && v < bucket_lower(b + 1),
+                "{v} in {b}"
+            );
             assert!((bucket_lower(b + 1) - bucket_lower(b)) * 8 <= bucket_lower(b));
         }
     }

@@ -1,6 +1,7 @@
 //! The control loop: wait for the first complete state (or stand in the snapshot), then follow
-//! the source, build each change off the request path, swap the table in, acknowledge, and
-//! keep the snapshot current, until stopped; then release the source (its Lease).
+//! the source, build each change off the request path, swap the table in, hand the source what
+//! is served (it reports it), and keep the snapshot current, until stopped; then release the
+//! source (its Lease and report).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -10,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::build::{Builder, Goods};
 use crate::live::Shared;
-use crate::source::{self, ConfigSource, Source, SourceEvent, State};
+use crate::source::{self, ConfigSource, Identity, Served, Source, SourceEvent, State};
 use crate::{snapshot, RouterConfig};
 
 /// Opens `source`, serves its first complete state (or the snapshot when it cannot be reached
@@ -19,10 +20,11 @@ pub(crate) async fn start(
     config: &RouterConfig,
     source: Source,
     shared: Arc<Shared>,
+    identity: Identity,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let mut source = source.open(&config.replica).await?;
-    let mut builder = Builder::new(config.build.clone(), config.replica.clone());
+    let mut builder = Builder::new(config.build.clone(), identity.replica.clone());
+    let mut source = source.open(identity).await?;
     let (snapshots, snapshot_rx) = watch::channel(None::<(Goods, SystemTime)>);
     if let Some(path) = config.snapshot.clone() {
         tokio::spawn(write_snapshots(path, snapshot_rx));
@@ -96,7 +98,7 @@ enum Change<'a> {
     Update(&'a source::Update),
 }
 
-/// Builds from a state or an update, swaps, acknowledges, snapshots.
+/// Builds from a state or an update, swaps, tells the source what is served, snapshots.
 fn apply(
     shared: &Shared,
     builder: &mut Builder,
@@ -125,9 +127,20 @@ fn apply(
     } else {
         shared.set_current(as_of);
     }
-    if !outcome.acks.is_empty() {
-        source.acknowledge(outcome.acks);
-    }
+    // Also when nothing was swapped: the source may have read further (a write that changed
+    // nothing routed), and the table now covers that too.
+    let live = shared.live.load();
+    source.served(Served {
+        generation: live.generation,
+        as_of: Some(as_of),
+        routes: live.table.len(),
+        exceptions: builder.exceptions(),
+        functions: if source.wants_functions() {
+            builder.functions()
+        } else {
+            Vec::new()
+        },
+    });
 }
 
 /// The control loop: follow the source until stopped, then release it.
@@ -173,7 +186,6 @@ async fn follow(
                     lost = true;
                 }
                 shared.set_connected(false);
-                builder.forget_sent();
             }
             None => {
                 tracing::warn!("source ended; serving the last table");

@@ -36,7 +36,7 @@ struct Args {
     /// Kubeconfig file; else in-cluster config (or $KUBECONFIG, ~/.kube/config).
     #[arg(long, env = "SWITCHYARD_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
-    /// This replica's name (its Lease and its status.routers entry); default $POD_NAME, else
+    /// This replica's name (its Lease and its report); default $POD_NAME, else
     /// the hostname.
     #[arg(long, env = "SWITCHYARD_REPLICA_NAME")]
     replica_name: Option<String>,
@@ -75,6 +75,10 @@ struct Args {
     /// Also send functions an RFC 7239 `Forwarded` header (for, proto, host).
     #[arg(long, env = "SWITCHYARD_FORWARDED_HEADER")]
     forwarded_header: bool,
+    /// The address this replica's report gives (`switchyard routers` shows it); default the
+    /// listen address. In a pod, `$(POD_IP):8080`.
+    #[arg(long, env = "SWITCHYARD_ADVERTISE_ADDRESS")]
+    advertise_address: Option<String>,
 }
 
 fn replica_name(flag: Option<String>) -> String {
@@ -127,13 +131,17 @@ fn main() -> ExitCode {
         Some(root) => Source::Local(LocalOptions {
             root,
             lease_duration: Duration::from_secs(args.lease_duration),
-            listen: args.listen.to_string(),
+            listen: args
+                .advertise_address
+                .clone()
+                .unwrap_or_else(|| args.listen.to_string()),
         }),
         None => Source::Kubernetes(KubernetesOptions {
             kubeconfig: args.kubeconfig,
             namespace: args.namespace,
             lease_namespace: args.lease_namespace,
             lease_duration: Duration::from_secs(args.lease_duration),
+            advertise_address: args.advertise_address,
         }),
     };
     tracing::debug!(replica = %config.replica, listen = %config.listen, admin = %config.admin, "starting");

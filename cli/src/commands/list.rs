@@ -85,7 +85,6 @@ fn rows(functions: Vec<(Option<String>, FunctionState)>) -> Vec<Listed<ListRow>>
                         f.spec.hosts.join(",")
                     },
                     f.generation.to_string(),
-                    f.routers.len().to_string(),
                 ],
                 value: row,
             }
@@ -100,7 +99,7 @@ pub async fn list(scope: Scope<'_>, args: args::List) -> anyhow::Result<()> {
         headers.push("NAMESPACE");
     }
     headers.extend(["NAME", "TRAFFIC", "STABLE", "ROUTE", "AGE"]);
-    let mut lister = Lister::new(args.output, &headers, &["HOSTS", "GENERATION", "ROUTERS"]);
+    let mut lister = Lister::new(args.output, &headers, &["HOSTS", "GENERATION"]);
     let empty = match &scope {
         Scope::One(store) => format!("No functions in {}.\n", store.location()),
         Scope::Every(_) => "No functions in any namespace.\n".to_string(),

@@ -3,7 +3,7 @@
 use futures::StreamExt as _;
 use serde::Serialize;
 use switchyard_core::plan;
-use switchyard_core::protocol as ack;
+use switchyard_core::protocol;
 
 use super::history::HistoryRow;
 use super::versions::{version_rows, version_table, VersionRow};
@@ -17,14 +17,18 @@ use crate::store::{FunctionState, Router, Store, VersionInfo};
 pub(crate) struct RouterRow {
     name: String,
     live: bool,
-    /// `applied`, `rejected`, `pending` (behind the current generation) or `unknown` (no entry).
+    /// `applied`, `rejected`, `pending` (not this generation yet, or waiting for a version),
+    /// `unknown` (no report yet) or `gone` (not live).
     state: &'static str,
+    /// Generation of the replica's routing table.
     #[serde(skip_serializing_if = "Option::is_none")]
-    observed_generation: Option<i64>,
+    table_generation: Option<u64>,
+    /// When its report was last written.
     #[serde(skip_serializing_if = "Option::is_none")]
-    applied_at: Option<String>,
+    reported_at: Option<String>,
+    /// Why it refuses, or what it waits for.
     #[serde(skip_serializing_if = "Option::is_none")]
-    rejected: Option<String>,
+    reason: Option<String>,
 }
 
 /// What `status` shows.
@@ -49,42 +53,38 @@ pub(crate) fn status_view(
     versions: &[VersionInfo],
     routers: &[Router],
 ) -> StatusView {
-    let mut rows: Vec<RouterRow> = Vec::new();
-    let live: Vec<String> = routers
+    let rows = routers
         .iter()
-        .filter(|r| r.live)
-        .map(|r| r.name.clone())
+        .map(|r| {
+            let one = [(r.name.clone(), r.report.as_ref())];
+            let summary =
+                protocol::summarize(&one, &f.namespace, &f.name, &f.revision, f.generation);
+            let (state, reason) = match &summary {
+                _ if !r.live => ("gone", None),
+                _ if r.report.is_none() => ("unknown", None),
+                Ok(s) if !s.applied.is_empty() => ("applied", None),
+                Ok(s) if !s.rejected.is_empty() => ("rejected", Some(s.rejected[0].1.clone())),
+                Ok(s) => ("pending", s.waiting.first().map(|(_, why)| why.clone())),
+                Err(e) => ("unknown", Some(e.to_string())),
+            };
+            RouterRow {
+                name: r.name.clone(),
+                live: r.live,
+                state,
+                table_generation: r
+                    .report
+                    .as_ref()
+                    .and_then(|rep| rep.table.as_ref())
+                    .map(|t| t.generation),
+                reported_at: r
+                    .report
+                    .as_ref()
+                    .map(|rep| rep.reported_at.clone())
+                    .filter(|t| !t.is_empty()),
+                reason,
+            }
+        })
         .collect();
-    let summary = ack::summarize(&f.routers, f.generation, &live);
-    let mut names: Vec<&str> = routers.iter().map(|r| r.name.as_str()).collect();
-    for a in &f.routers {
-        if !names.contains(&a.name.as_str()) {
-            names.push(&a.name);
-        }
-    }
-    for name in names {
-        let entry = f.routers.iter().find(|a| a.name == name);
-        let is_live = live.iter().any(|l| l == name);
-        let state = if summary.applied.iter().any(|a| a == name) {
-            "applied"
-        } else if summary.rejected.iter().any(|(a, _)| a == name) {
-            "rejected"
-        } else if !is_live {
-            "gone"
-        } else if entry.is_some() {
-            "pending"
-        } else {
-            "unknown"
-        };
-        rows.push(RouterRow {
-            name: name.to_string(),
-            live: is_live,
-            state,
-            observed_generation: entry.map(|e| e.observed_generation),
-            applied_at: entry.map(|e| e.applied_at.clone()),
-            rejected: entry.and_then(|e| e.rejected.clone()),
-        });
-    }
     StatusView {
         name: f.name.clone(),
         generation: f.generation,
@@ -140,17 +140,17 @@ pub(crate) fn router_text(routers: &[RouterRow], now: jiff::Timestamp) -> String
     if routers.is_empty() {
         out.push_str("Routers:     none live\n");
     } else {
-        let mut t = Table::new(&["ROUTER", "LIVE", "GENERATION", "STATE", "APPLIED", "REASON"]);
+        let mut t = Table::new(&["ROUTER", "LIVE", "STATE", "TABLE", "REPORTED", "REASON"]);
         for r in routers {
             t.row(vec![
                 r.name.clone(),
                 if r.live { "yes" } else { "no" }.into(),
-                r.observed_generation.map_or("-".into(), |g| g.to_string()),
                 r.state.into(),
-                r.applied_at
+                r.table_generation.map_or("-".into(), |g| g.to_string()),
+                r.reported_at
                     .as_deref()
                     .map_or("-".into(), |a| format!("{} ago", age_of(a, now))),
-                r.rejected.clone().unwrap_or_default(),
+                r.reason.clone().unwrap_or_default(),
             ]);
         }
         out.push_str(&t.render());
@@ -161,11 +161,8 @@ pub(crate) fn router_text(routers: &[RouterRow], now: jiff::Timestamp) -> String
 /// `status FN [--watch]`.
 pub async fn status(store: &dyn Store, args: args::Status) -> anyhow::Result<()> {
     let name = &args.function;
-    let (f, versions, routers) = futures::try_join!(
-        super::function(store, name),
-        store.versions(name),
-        store.routers()
-    )?;
+    let (f, versions) = futures::try_join!(super::function(store, name), store.versions(name))?;
+    let routers = store.reports(Some(&f)).await?;
     let view = status_view(&f, &versions, &routers);
     output::print(args.output.format, &view, || {
         status_text(&view, jiff::Timestamp::now())
@@ -184,10 +181,11 @@ pub async fn status(store: &dyn Store, args: args::Status) -> anyhow::Result<()>
                 Some(Err(e)) => return Err(e),
                 None => { events = store.watch_function(&last).await?; continue; }
             },
-            // Leases and Deployments change without touching the Function.
+            // Leases, reports and Deployments change without touching the Function.
             _ = tick.tick() => {}
         }
-        let (versions, routers) = futures::try_join!(store.versions(name), store.routers())?;
+        let (versions, routers) =
+            futures::try_join!(store.versions(name), store.reports(Some(&last)))?;
         let view = status_view(&last, &versions, &routers);
         if args.output.format == args::Format::Table {
             crate::output::line(format_args!("---"));
