@@ -24,6 +24,7 @@ pub(crate) async fn start(
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let mut builder = Builder::new(config.build.clone(), identity.replica.clone());
+    let gate = Arc::clone(&identity.ready);
     let mut source = source.open(identity).await?;
     let (snapshots, snapshot_rx) = watch::channel(None::<(Goods, SystemTime)>);
     if let Some(path) = config.snapshot.clone() {
@@ -55,6 +56,7 @@ pub(crate) async fn start(
                 format!("the source is unreachable ({why}) and the snapshot cannot be used")
             })?;
             tracing::warn!(snapshot = %path.display(), "source unreachable ({why}); serving the snapshot");
+            gate.started_from_snapshot();
             let outcome = builder.apply(&state, as_of, &shared.metrics);
             if let Some(live) = outcome.live {
                 shared.swap(live);

@@ -98,6 +98,7 @@ pub struct Identity {
 pub struct ReadyGate {
     reported: AtomicBool,
     fresh_until_ms: AtomicI64,
+    from_snapshot: AtomicBool,
 }
 
 impl ReadyGate {
@@ -116,10 +117,20 @@ impl ReadyGate {
         self.reported.store(true, Ordering::Release);
     }
 
-    /// Whether a wait would count the replica at `now_ms`.
+    /// The replica serves its snapshot because the source was unreachable at start: until its
+    /// first report it is ready on its table alone (the snapshot exists to keep serving while
+    /// the API server is down; no wait can count any replica then anyway).
+    pub fn started_from_snapshot(&self) {
+        self.from_snapshot.store(true, Ordering::Release);
+    }
+
+    /// Whether a wait would count the replica at `now_ms` (or it serves its snapshot and has
+    /// not reported yet).
     pub fn open(&self, now_ms: i64) -> bool {
-        self.reported.load(Ordering::Acquire)
-            && now_ms <= self.fresh_until_ms.load(Ordering::Acquire)
+        if !self.reported.load(Ordering::Acquire) {
+            return self.from_snapshot.load(Ordering::Acquire);
+        }
+        now_ms <= self.fresh_until_ms.load(Ordering::Acquire)
     }
 
     /// Why it is closed, for `/readyz`.
@@ -200,4 +211,38 @@ impl ConfigSource for FixedSource {
     fn publish(&mut self, _numbers: Numbers) {}
 
     async fn close(&mut self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_opens_with_a_fresh_lease_and_a_first_report_only() {
+        let gate = ReadyGate::new();
+        assert!(!gate.open(0));
+        assert_eq!(gate.why_closed(0), "no lease renewed yet");
+        gate.renewed(10_000);
+        assert!(!gate.open(5_000), "no report yet");
+        assert_eq!(gate.why_closed(5_000), "no report written yet");
+        gate.reported();
+        assert!(gate.open(10_000));
+        assert!(!gate.open(10_001), "the lease is not fresh any more");
+        assert_eq!(gate.why_closed(10_001), "the lease is not fresh");
+        gate.renewed(5_000);
+        assert!(!gate.open(10_001), "an older renewal does not move it back");
+    }
+
+    #[test]
+    fn a_replica_serving_its_snapshot_is_ready_until_its_first_report_then_as_any_other() {
+        let gate = ReadyGate::new();
+        gate.started_from_snapshot();
+        assert!(
+            gate.open(1_000_000),
+            "serving the snapshot, API server down"
+        );
+        gate.renewed(10_000);
+        gate.reported();
+        assert!(!gate.open(10_001), "reported: the lease rule applies");
+    }
 }

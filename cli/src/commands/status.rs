@@ -20,6 +20,10 @@ pub(crate) struct RouterRow {
     /// `applied`, `rejected`, `pending` (not this generation yet, or waiting for a version),
     /// `unknown` (no report yet) or `gone` (not live).
     state: &'static str,
+    /// The Function's generation the state is about: the current one when applied, the
+    /// listed one when pending or rejected for a version, none when not read yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    observed_generation: Option<i64>,
     /// Generation of the replica's routing table.
     #[serde(skip_serializing_if = "Option::is_none")]
     table_generation: Option<u64>,
@@ -67,10 +71,22 @@ pub(crate) fn status_view(
                 Ok(s) => ("pending", s.waiting.first().map(|(_, why)| why.clone())),
                 Err(e) => ("unknown", Some(e.to_string())),
             };
+            let listed = r.report.as_ref().and_then(|rep| {
+                rep.exceptions
+                    .iter()
+                    .find(|e| e.name == f.name && e.namespace == f.namespace)
+                    .map(|e| e.generation)
+            });
+            let observed_generation = match state {
+                "applied" => Some(listed.unwrap_or(f.generation).max(f.generation)),
+                "gone" | "unknown" => None,
+                _ => listed,
+            };
             RouterRow {
                 name: r.name.clone(),
                 live: r.live,
                 state,
+                observed_generation,
                 table_generation: r
                     .report
                     .as_ref()
@@ -140,11 +156,20 @@ pub(crate) fn router_text(routers: &[RouterRow], now: jiff::Timestamp) -> String
     if routers.is_empty() {
         out.push_str("Routers:     none live\n");
     } else {
-        let mut t = Table::new(&["ROUTER", "LIVE", "STATE", "TABLE", "REPORTED", "REASON"]);
+        let mut t = Table::new(&[
+            "ROUTER",
+            "LIVE",
+            "GENERATION",
+            "STATE",
+            "TABLE",
+            "REPORTED",
+            "REASON",
+        ]);
         for r in routers {
             t.row(vec![
                 r.name.clone(),
                 if r.live { "yes" } else { "no" }.into(),
+                r.observed_generation.map_or("-".into(), |g| g.to_string()),
                 r.state.into(),
                 r.table_generation.map_or("-".into(), |g| g.to_string()),
                 r.reported_at
