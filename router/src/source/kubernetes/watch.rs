@@ -112,17 +112,22 @@ impl<K: Resource> Catalog<K> {
                     }
                 }
             }
-            Event::Delete(obj) => match {
+            Event::Delete(obj) => {
                 // A deleted object carries the deletion's resourceVersion.
                 self.read = self.read.max(revision(&obj));
-                self.live.remove(&Self::key(&obj))
-            } {
-                Some(old) => Seen::Changed {
-                    old: Some(old),
-                    new: None,
-                },
-                None => Seen::Nothing,
+                self.forget(&obj)
+            }
+        }
+    }
+
+    /// Removes a deleted object.
+    fn forget(&mut self, obj: &K) -> Seen<K> {
+        match self.live.remove(&Self::key(obj)) {
+            Some(old) => Seen::Changed {
+                old: Some(old),
+                new: None,
             },
+            None => Seen::Nothing,
         }
     }
 }
