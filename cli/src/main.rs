@@ -9,6 +9,7 @@
 mod args;
 mod commands;
 mod exit;
+mod live;
 mod manifests;
 mod output;
 mod store;

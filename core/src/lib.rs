@@ -6,6 +6,7 @@
 //! gc). It is not a client: nothing here talks to a network, reads a clock or draws a random
 //! number. Time comes in as an argument (`now`), randomness as a `roll`.
 
+pub mod canary;
 pub mod cowmap;
 pub mod crd;
 #[cfg(any(test, feature = "fixtures"))]

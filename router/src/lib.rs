@@ -40,6 +40,7 @@ pub mod decide;
 pub mod http1;
 pub mod live;
 pub mod metrics;
+pub mod numbers;
 pub mod proxy;
 mod server;
 pub mod snapshot;

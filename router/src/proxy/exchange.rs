@@ -361,11 +361,7 @@ impl Exchange<'_> {
 /// Counts one finished request against the backend that served (or failed) it.
 pub(super) fn count(target: &Target, started: Instant, failed: bool) {
     if let Some(m) = target.extras.backends.get(target.backend) {
-        m.requests.inc();
-        m.latency.observe(started.elapsed().as_secs_f64());
-        if failed {
-            m.errors.inc();
-        }
+        m.record(started.elapsed(), failed);
     }
 }
 
