@@ -9,6 +9,8 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{anyhow, Context};
 use tokio::sync::watch;
 
+use switchyard_core::numbers::Numbers;
+
 use crate::build::{Builder, Goods};
 use crate::live::Shared;
 use crate::source::{self, ConfigSource, Identity, Served, Source, SourceEvent, State};
@@ -63,7 +65,16 @@ pub(crate) async fn start(
             }
         }
     }
-    let control = tokio::spawn(follow(shared.clone(), builder, source, snapshots, stop));
+    // The live numbers, sampled off the request path, go out through the source's report.
+    let numbers = crate::numbers::spawn(Arc::clone(&shared), stop.clone());
+    let control = tokio::spawn(follow(
+        shared.clone(),
+        builder,
+        source,
+        snapshots,
+        numbers,
+        stop,
+    ));
     Ok(control)
 }
 
@@ -151,12 +162,24 @@ async fn follow(
     mut builder: Builder,
     mut source: Box<dyn ConfigSource>,
     snapshots: watch::Sender<Option<(Goods, SystemTime)>>,
+    mut numbers: watch::Receiver<Arc<switchyard_core::numbers::Numbers>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut lost = false;
+    let mut sampling = true;
     loop {
         let event = tokio::select! {
             e = source.next() => e,
+            changed = numbers.changed(), if sampling => {
+                match changed {
+                    Ok(()) => {
+                        let latest = Numbers::clone(&numbers.borrow_and_update());
+                        source.publish(latest);
+                    }
+                    Err(_) => sampling = false,
+                }
+                continue;
+            }
             _ = stop.wait_for(|s| *s) => break,
         };
         let change = match &event {

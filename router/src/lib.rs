@@ -78,6 +78,7 @@ pub fn start(config: RouterConfig, source: Source) -> anyhow::Result<RouterHandl
     let identity = source::Identity {
         replica: config.replica.clone(),
         address: config.listen.to_string(),
+        started_at: shared.metrics.started_at(),
         ready: Arc::new(source::ReadyGate::new()),
     };
     // Registered before the admin app is built, which looks it up.

@@ -87,6 +87,8 @@ pub struct Identity {
     pub replica: String,
     /// Where it serves traffic, for people and tools (the listen address unless advertised).
     pub address: String,
+    /// When its counters started, RFC 3339 (its report's `startedAt`).
+    pub started_at: String,
     /// Where the source says the replica can be counted by a CLI wait.
     pub ready: Arc<ReadyGate>,
 }

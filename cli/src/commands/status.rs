@@ -1,9 +1,15 @@
-//! `status FN [--watch]`: desired weights, readiness, and what each router replica serves.
+//! `status FN [--watch]`: desired weights, readiness, each version's live traffic summed over
+//! the live router replicas (share, requests/s, error rate, p50, p99), and what each replica
+//! serves.
+
+use std::io::IsTerminal as _;
 
 use futures::StreamExt as _;
 use serde::Serialize;
+use switchyard_core::numbers::{live_view, HealthRule, Numbers};
 use switchyard_core::plan;
 use switchyard_core::protocol;
+use switchyard_core::weight::Percent;
 
 use super::history::HistoryRow;
 use super::versions::{version_rows, version_table, VersionRow};
@@ -35,6 +41,47 @@ pub(crate) struct RouterRow {
     reason: Option<String>,
 }
 
+/// One version's live traffic as `status` shows it, beside its weight and readiness.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct LiveRow {
+    version: String,
+    /// Configured weight, parts per million.
+    weight: u32,
+    ready: bool,
+    #[serde(flatten)]
+    numbers: crate::live::LiveJson,
+    #[serde(skip)]
+    view: switchyard_core::numbers::VersionLive,
+}
+
+/// Each version's live traffic over the last minute, summed over the live replicas' reports.
+pub(crate) fn live_rows(
+    f: &FunctionState,
+    versions: &[VersionInfo],
+    routers: &[Router],
+) -> Vec<LiveRow> {
+    let numbers: Vec<&Numbers> = routers
+        .iter()
+        .filter(|r| r.live)
+        .filter_map(|r| r.report.as_ref()?.numbers.as_ref())
+        .collect();
+    let key = format!("{}/{}", f.namespace, f.name);
+    let rule = HealthRule::default();
+    live_view(&key, &f.spec.traffic, &numbers)
+        .iter()
+        .map(|v| LiveRow {
+            ready: versions
+                .iter()
+                .any(|i| i.spec.version == v.version && i.readiness.ready),
+            version: v.version.clone(),
+            weight: v.weight,
+            numbers: crate::live::json(v, &rule),
+            view: v.clone(),
+        })
+        .collect()
+}
+
 /// What `status` shows.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -47,6 +94,8 @@ pub(crate) struct StatusView {
     #[serde(skip_serializing_if = "Option::is_none")]
     stable: Option<String>,
     pub(crate) versions: Vec<VersionRow>,
+    /// Live traffic per version, last minute, all live replicas.
+    live: Vec<LiveRow>,
     pub(crate) routers: Vec<RouterRow>,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_change: Option<HistoryRow>,
@@ -117,6 +166,7 @@ pub(crate) fn status_view(
         weights: f.spec.traffic.clone(),
         stable: f.spec.stable.clone(),
         versions: version_rows(Some(f), versions),
+        live: live_rows(f, versions, routers),
         routers: rows,
         last_change: f.spec.history.last().map(HistoryRow::from),
     }
@@ -146,7 +196,34 @@ fn status_text(v: &StatusView, now: jiff::Timestamp) -> String {
     out.push('\n');
     out.push_str(&version_table(&v.versions, now, v.stable.as_deref()).render());
     out.push('\n');
+    out.push_str(&live_text(
+        &v.live,
+        v.routers.iter().filter(|r| r.live).count(),
+    ));
+    out.push('\n');
     out.push_str(&router_text(&v.routers, now));
+    out
+}
+
+/// The live traffic table: per version, weight and readiness beside what the routers saw.
+fn live_text(rows: &[LiveRow], live_routers: usize) -> String {
+    let mut out = format!(
+        "Live traffic (last minute, {live_routers} live router{}):\n",
+        if live_routers == 1 { "" } else { "s" }
+    );
+    let mut headers = vec!["VERSION", "WEIGHT", "READY"];
+    headers.extend(crate::live::HEADERS);
+    let mut t = Table::new(&headers);
+    for r in rows {
+        let mut cells = vec![
+            r.version.clone(),
+            Percent(r.weight).to_string(),
+            if r.ready { "yes" } else { "no" }.to_string(),
+        ];
+        cells.extend(crate::live::cells(&r.view));
+        t.row(cells);
+    }
+    out.push_str(&t.render());
     out
 }
 
@@ -197,7 +274,9 @@ pub async fn status(store: &dyn Store, args: args::Status) -> anyhow::Result<()>
     }
     let mut last = f;
     let mut events = store.watch_function(&last).await?;
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    // The numbers move every second.
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let in_place = args.output.format == args::Format::Table && std::io::stdout().is_terminal();
     tick.tick().await;
     loop {
         tokio::select! {
@@ -212,7 +291,10 @@ pub async fn status(store: &dyn Store, args: args::Status) -> anyhow::Result<()>
         let (versions, routers) =
             futures::try_join!(store.versions(name), store.reports(Some(&last)))?;
         let view = status_view(&last, &versions, &routers);
-        if args.output.format == args::Format::Table {
+        if in_place {
+            // Redrawn in place on a terminal: home, clear, then the new view.
+            print!("\x1b[H\x1b[2J");
+        } else if args.output.format == args::Format::Table {
             crate::output::line(format_args!("---"));
         }
         output::print(args.output.format, &view, || {

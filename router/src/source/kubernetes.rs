@@ -162,6 +162,7 @@ impl KubernetesSource {
         let lease_namespace = opts.resolved_lease_namespace();
         let leases: Api<Lease> = Api::namespaced(client.clone(), &lease_namespace);
         let reports: Api<RouterReport> = Api::namespaced(client.clone(), &lease_namespace);
+        let started_at = identity.started_at.clone();
         if let Some(address) = opts.advertise_address.clone() {
             identity.address = address;
         }
@@ -183,7 +184,7 @@ impl KubernetesSource {
             lease_namespace,
             lease_duration: opts.lease_duration,
             server: url,
-            started_at: protocol::report_time(jiff::Timestamp::now()),
+            started_at,
             desired: None,
             numbers: channel::channel(None).0,
             writer: None,
@@ -385,9 +386,11 @@ impl ConfigSource for KubernetesSource {
     fn publish(&mut self, numbers: Numbers) {
         // Only a change of the counts is worth a write: an idle router writes nothing.
         self.numbers.send_if_modified(|last| {
-            let changed = last
-                .as_ref()
-                .is_none_or(|l| l.versions != numbers.versions || l.omitted != numbers.omitted);
+            let changed = match last {
+                // Nothing counted yet is nothing to say.
+                None => !numbers.versions.is_empty() || numbers.omitted > 0,
+                Some(l) => l.versions != numbers.versions || l.omitted != numbers.omitted,
+            };
             if changed {
                 *last = Some(numbers);
             }

@@ -83,7 +83,7 @@ impl LocalSource {
             renewed_ms: now_ms(),
             lease_duration_seconds: duration.as_secs() as i32,
             listen: opts.listen,
-            started_at: protocol::report_time(jiff::Timestamp::now()),
+            started_at: identity.started_at.clone(),
             ..Default::default()
         };
         Ok(LocalSource {
@@ -238,11 +238,11 @@ impl ConfigSource for LocalSource {
     }
 
     fn publish(&mut self, numbers: Numbers) {
-        let changed = self
-            .doc
-            .numbers
-            .as_ref()
-            .is_none_or(|l| l.versions != numbers.versions || l.omitted != numbers.omitted);
+        let changed = match &self.doc.numbers {
+            // Nothing counted yet is nothing to say.
+            None => !numbers.versions.is_empty() || numbers.omitted > 0,
+            Some(l) => l.versions != numbers.versions || l.omitted != numbers.omitted,
+        };
         if !changed {
             return;
         }
@@ -273,6 +273,7 @@ mod tests {
         Identity {
             replica: replica.into(),
             address: "127.0.0.1:1".into(),
+            started_at: "2026-12-02T10:00:00.000Z".into(),
             ready: Arc::new(ReadyGate::new()),
         }
     }
