@@ -147,3 +147,49 @@ async fn a_new_replica_with_many_functions_is_counted_after_its_first_report() {
         .await;
     assert!(out.stdout.contains("applied by 1/1 routers"), "{out:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_replica_renews_its_lease_but_writes_no_report() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::api::Api;
+    use switchyard_core::report::RouterReport;
+    let client = client().await;
+    let ns = namespace(&client, "ridle").await;
+    let v1 = Upstream::start("v1");
+    apply_version(&client, &ns, "quiet", "1.0.0", &v1.url()).await;
+    apply_function(&client, &ns, "quiet", &[("1.0.0", 1_000_000)], json!({})).await;
+    let _router = Router::start_with(
+        &ns,
+        "ridle-0",
+        RouterOpts {
+            lease_duration: 3,
+            ..RouterOpts::default()
+        },
+    );
+    let reports: Api<RouterReport> = Api::namespaced(client.clone(), &ns);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let renewed = || async {
+        leases
+            .get("ridle-0")
+            .await
+            .ok()?
+            .spec?
+            .renew_time
+            .map(|t| t.0)
+    };
+    let version = || async { reports.get("ridle-0").await.ok()?.metadata.resource_version };
+    let before = version().await.expect("a report once ready");
+    // Three renewals of the Lease (a second apart each): the report has nothing new to say.
+    let mut last = renewed().await.expect("a Lease");
+    for _ in 0..3 {
+        last = wait_until(WAIT, "a Lease renewal", || async {
+            renewed().await.filter(|t| *t > last)
+        })
+        .await;
+    }
+    assert_eq!(
+        version().await,
+        Some(before),
+        "no traffic, no change: no write"
+    );
+}
