@@ -893,6 +893,14 @@ impl Store for KubeStore {
                 }
             }
         }
+        if streams.is_empty() {
+            return Err(anyhow!(
+                "cannot watch router reports in namespace {}: forbidden (waits need get, list \
+                 and watch on routerreports.switchyard.dev, as the switchyard-deployer role \
+                 grants)",
+                self.router_namespaces().join(" or ")
+            ));
+        }
         let serves = self.namespace.clone();
         let mut known: std::collections::BTreeMap<(String, String), RouterReportStatus> =
             Default::default();
