@@ -126,6 +126,14 @@ pub enum Command {
     /// Delete every version outside the rollback window that nothing references.
     #[command(after_help = GC_HELP)]
     Gc(Gc),
+    /// List the router replicas: name, address, live, table generation, table age and last
+    /// report; `--prune` removes those gone for two lease durations.
+    ///
+    /// A replica is live while its Lease (local store: its file's heartbeat) is fresh. A
+    /// replica killed without a clean shutdown leaves its Lease and report behind: waits ignore
+    /// it, and `--prune` deletes them once it has not been live for two lease durations.
+    #[command(after_help = ROUTERS_HELP)]
+    Routers(Routers),
     /// Print a shell completion script for bash, zsh, fish, elvish or PowerShell.
     ///
     /// The script completes commands, flags and their fixed values; bash's also completes
@@ -239,6 +247,12 @@ const LIST_HELP: &str = concat!(
 /// Examples and exit codes of `gc`.
 const GC_HELP: &str = concat!(
     "Examples:\n  switchyard gc hello --keep 5 --dry-run       # what would go\n  switchyard gc hello --keep 5\n\n",
+    exit::exit_help!()
+);
+
+/// Examples and exit codes of `routers`.
+const ROUTERS_HELP: &str = concat!(
+    "Examples:\n  switchyard routers                           # every replica, live or not\n  switchyard routers -o json                   # with each replica's whole report\n  switchyard routers --prune --dry-run         # which gone replicas would be removed\n  switchyard routers --prune                   # remove them (Leases and reports)\n\n",
     exit::exit_help!()
 );
 
@@ -696,6 +710,20 @@ pub struct Gc {
     pub force: bool,
     /// Print what would be deleted and delete nothing.
     #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `routers`.
+#[derive(Debug, Args)]
+pub struct Routers {
+    /// Output format.
+    #[command(flatten)]
+    pub output: Output,
+    /// Delete the Leases and reports of replicas not live for two lease durations.
+    #[arg(long)]
+    pub prune: bool,
+    /// With --prune: print what would be deleted and delete nothing.
+    #[arg(long, requires = "prune")]
     pub dry_run: bool,
 }
 

@@ -12,6 +12,7 @@ mod list;
 mod promote;
 mod quickstart;
 mod rollback;
+mod routers;
 mod set;
 mod status;
 mod tag;
@@ -139,6 +140,7 @@ async fn run_on(store: &dyn Store, command: Command) -> anyhow::Result<()> {
         Command::List(l) => list::list(list::Scope::One(store), l).await,
         Command::Delete(d) => delete::delete(store, d).await,
         Command::Gc(g) => gc::gc(store, g).await,
+        Command::Routers(r) => routers::routers(store, r).await,
         Command::Complete(c) => {
             // A completion that cannot read the store offers nothing rather than an error
             // line in the middle of the user's prompt.

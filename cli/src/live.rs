@@ -4,9 +4,6 @@
 //! The arithmetic (summing the live replicas' windows, quantiles, the health rule) is
 //! `switchyard_core::numbers`; this only renders its [`VersionLive`].
 
-// `status` and `list` call these (branch `reports`); until then only the tests do.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use serde::Serialize;
 use switchyard_core::numbers::{Health, HealthRule, VersionLive};
 

@@ -189,6 +189,7 @@ mod tests {
             [
                 "CustomResourceDefinition functions.switchyard.dev",
                 "CustomResourceDefinition functionversions.switchyard.dev",
+                "CustomResourceDefinition routerreports.switchyard.dev",
                 "Namespace switchyard-system",
                 "ServiceAccount switchyard-system/switchyard-router",
                 "ClusterRole switchyard-router",
@@ -204,7 +205,8 @@ mod tests {
             crd_names(&objects),
             [
                 "functions.switchyard.dev",
-                "functionversions.switchyard.dev"
+                "functionversions.switchyard.dev",
+                "routerreports.switchyard.dev"
             ]
         );
     }

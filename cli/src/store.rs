@@ -12,21 +12,22 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use switchyard_core::plan::VersionState;
-use switchyard_core::{FunctionSpec, FunctionVersionSpec, RouterAck};
+use switchyard_core::report::RouterReportStatus;
+use switchyard_core::{FunctionSpec, FunctionVersionSpec};
 
 /// A Function as read, with what a conditional write needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FunctionState {
     /// The function name.
     pub name: String,
+    /// Its namespace (`local` in a local store).
+    pub namespace: String,
     /// Its spec.
     pub spec: FunctionSpec,
     /// The opaque revision a conditional write must match (`metadata.resourceVersion`).
     pub revision: String,
-    /// The generation of the spec (`metadata.generation`), which routers acknowledge.
+    /// The generation of the spec (`metadata.generation`).
     pub generation: i64,
-    /// What the router replicas reported (`status.routers`).
-    pub routers: Vec<RouterAck>,
     /// When it was created.
     pub created: Option<jiff::Timestamp>,
 }
@@ -86,14 +87,25 @@ pub enum Created {
     Different,
 }
 
-/// A router replica that holds a Lease.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A router replica that holds a Lease (or a local store's heartbeat file).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Router {
     /// Replica name (also the Lease name).
     pub name: String,
-    /// Whether its Lease is fresh.
+    /// Whether its Lease is fresh (`protocol::replica_live`).
     pub live: bool,
+    /// Where its Lease is (empty in a local store).
+    pub namespace: String,
+    /// When it last proved itself (the later of renewTime and acquireTime).
+    pub renewed: Option<jiff::Timestamp>,
+    /// How long a proof holds, in seconds.
+    pub lease_duration_seconds: i32,
+    /// Its report, when read ([`Store::reports`]); in a local store, made from its file.
+    pub report: Option<RouterReportStatus>,
 }
+
+/// Every replica's report as a wait sees it: replica name → report.
+pub type Reports = Vec<(String, RouterReportStatus)>;
 
 /// Where Switchyard state lives: reads, conditional writes, and the routers' acknowledgements.
 #[async_trait]
@@ -130,8 +142,23 @@ pub trait Store: Send + Sync {
     async fn delete_function(&self, current: &FunctionState) -> anyhow::Result<Written>;
     /// Deletes a version and its workload.
     async fn delete_version(&self, function: &str, version: &str) -> anyhow::Result<()>;
-    /// The router replicas that serve this store's functions, live or not.
+    /// The router replicas that serve this store's functions, live or not (their Leases; no
+    /// report read).
     async fn routers(&self) -> anyhow::Result<Vec<Router>>;
+    /// The same with each replica's report. A local store makes the report from the replica's
+    /// file, as it stands for `function` when one is given (see [`Store::watch_reports`]).
+    async fn reports(&self, function: Option<&FunctionState>) -> anyhow::Result<Vec<Router>>;
+    /// The reports of the replicas that may serve `function`, whole, each time one changes
+    /// (the first item: as they are now). Kubernetes: one watch per namespace, no polling.
+    /// A local store, which keeps per-function entries instead of resourceVersions, makes
+    /// each replica's report for `function` so that `protocol::summarize` reads it alike.
+    async fn watch_reports(
+        &self,
+        function: &FunctionState,
+    ) -> anyhow::Result<BoxStream<'static, anyhow::Result<Reports>>>;
+    /// Deletes the Leases and reports (local store: the files) of replicas that have not been
+    /// live for two lease durations; only names them when `dry_run`. Returns their names.
+    async fn prune_routers(&self, dry_run: bool) -> anyhow::Result<Vec<String>>;
     /// The function's states after `after`, as they happen. Ends (or errors) when the source
     /// does; callers bound it with a timeout.
     async fn watch_function(

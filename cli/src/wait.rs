@@ -1,5 +1,5 @@
 //! Waiting: for a managed version to become ready, and for every live router replica to
-//! acknowledge a Function generation (docs/protocol.md).
+//! serve a write of a Function, as its report says (docs/protocol.md).
 
 use std::io::IsTerminal as _;
 use std::time::{Duration, Instant};
@@ -8,14 +8,15 @@ use futures::StreamExt as _;
 use switchyard_core::protocol;
 
 use crate::exit::{fail, Code};
-use crate::store::{FunctionState, Readiness, Router, Store};
+use crate::store::{FunctionState, Readiness, Reports, Router, Store};
+use switchyard_core::report::RouterReportStatus;
 
 /// How the routers took a generation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
     /// Live replicas that serve it.
     pub routers: usize,
-    /// From the write to the last acknowledgement.
+    /// From the write to the last replica's report of it.
     pub elapsed: Duration,
     /// Replicas that were live when the wait began and stopped being live before it ended
     /// (their Lease expired or was deleted); they are not counted in `routers`.
@@ -30,8 +31,6 @@ fn live(routers: &[Router]) -> Vec<String> {
         .collect()
 }
 
-/// How long a router's refusal of a generation may stand before the wait reports it.
-const REJECTION_GRACE: Duration = Duration::from_secs(2);
 /// How often the live line on a terminal is redrawn (for its clock).
 const REDRAW: Duration = Duration::from_millis(100);
 
@@ -44,6 +43,9 @@ pub fn progress_line(summary: &protocol::AckSummary, elapsed: Duration) -> Strin
     );
     if !summary.pending.is_empty() {
         line.push_str(&format!(" · {} pending", summary.pending.join(", ")));
+    }
+    if let Some((_, why)) = summary.waiting.first() {
+        line.push_str(&format!(" ({why})"));
     }
     line.push_str(&format!(" · {:.1} s", elapsed.as_secs_f64()));
     line
@@ -58,10 +60,48 @@ fn gone(before: &[String], now: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Waits until every live router replica reports `written.generation`, re-reading the
-/// Leases as it goes (a replica whose Lease expires stops counting, and is named on stderr).
-/// `routers` may hold the replicas as read just before the write; `since` is when the write
-/// was sent. On a terminal, a live line shows who is still pending.
+/// Where the live replicas stand on the write that left `written` as it is, by their reports
+/// (`protocol::summarize`); a resourceVersion that cannot be compared is an error (exit 1).
+fn standing(
+    written: &FunctionState,
+    live: &[String],
+    reports: &Reports,
+) -> anyhow::Result<protocol::AckSummary> {
+    let view: Vec<(String, Option<&RouterReportStatus>)> = live
+        .iter()
+        .map(|name| {
+            let report = reports.iter().find(|(n, _)| n == name).map(|(_, r)| r);
+            (name.clone(), report)
+        })
+        .collect();
+    protocol::summarize(
+        &view,
+        &written.namespace,
+        &written.name,
+        &written.revision,
+        written.generation,
+    )
+    .map_err(|e| fail(Code::Error, format!("function {}: {e}", written.name)))
+}
+
+/// The live replicas that serve `f` as it is now (its generation or a newer one).
+pub async fn serving(store: &dyn Store, f: &FunctionState) -> anyhow::Result<Vec<String>> {
+    let routers = store.reports(Some(f)).await?;
+    let live = live(&routers);
+    let reports: Reports = routers
+        .into_iter()
+        .filter_map(|r| Some((r.name, r.report?)))
+        .collect();
+    Ok(standing(f, &live, &reports)?.applied)
+}
+
+/// Waits until every live router replica serves `written` (its resourceVersion and
+/// generation): the replicas' reports are watched, the Leases re-read every
+/// [`Store::router_refresh`] (a replica whose Lease expires stops counting, and is named on
+/// stderr). A replica still waiting for a version keeps the wait going; one that refuses the
+/// generation ends it at once (exit 1). `routers` may hold the replicas as read just before
+/// the write; `since` is when the write was sent. On a terminal, a live line shows who is
+/// still pending.
 pub async fn routers(
     store: &dyn Store,
     written: &FunctionState,
@@ -88,46 +128,42 @@ pub async fn routers(
         };
         fail(Code::Timeout, message)
     };
-    let mut last = written.clone();
-    // Both in flight at once: the wait costs one round trip before the first event.
+    // Both in flight at once: the wait costs one round trip before the first report.
     let lease_read = async {
         match routers {
             Some(known) => Ok(known),
             None => store.routers().await,
         }
     };
-    let (routers, mut events) = futures::try_join!(lease_read, store.watch_function(&last))?;
+    let (routers, mut events) = futures::try_join!(lease_read, store.watch_reports(written))?;
     let mut live_names = live(&routers);
     if live_names.is_empty() {
         return Err(no_router());
     }
+    let mut reports: Reports = Vec::new();
     let mut line = Line::new();
     let mut left: Vec<String> = Vec::new();
     let mut refresh = tokio::time::interval(store.router_refresh());
     refresh.tick().await;
     let mut redraw = tokio::time::interval(REDRAW);
-    // A router may see a new Function before its new version (they come through two watches)
-    // and refuse it for an instant, then acknowledge it once the version arrives: only a
-    // refusal that stands for REJECTION_GRACE is final.
-    let mut refused_since: Option<tokio::time::Instant> = None;
     loop {
-        let summary = protocol::summarize(&last.routers, generation, &live_names);
-        if let Some((replica, why)) = summary.rejected.first() {
-            let first = *refused_since.get_or_insert_with(tokio::time::Instant::now);
-            if first.elapsed() >= REJECTION_GRACE {
+        let summary = match standing(written, &live_names, &reports) {
+            Ok(s) => s,
+            Err(e) => {
                 line.clear();
-                return Err(fail(
-                    Code::Error,
-                    format!(
-                        "router replica {replica} rejected generation {generation} of function {name}: {why}"
-                    ),
-                ));
+                return Err(e);
             }
-        } else {
-            refused_since = None;
+        };
+        if let Some((replica, why)) = summary.rejected.first() {
+            line.clear();
+            return Err(fail(
+                Code::Error,
+                format!(
+                    "router replica {replica} rejected generation {generation} of function {name}: {why}"
+                ),
+            ));
         }
-        let grace_end = refused_since.map(|t| t + REJECTION_GRACE);
-        if summary.complete() && summary.rejected.is_empty() {
+        if summary.complete() {
             line.clear();
             return Ok(Applied {
                 routers: summary.live(),
@@ -137,7 +173,15 @@ pub async fn routers(
         }
         if tokio::time::Instant::now() >= deadline {
             line.clear();
-            let mut waiting = summary.pending.join(", ");
+            let mut waiting = summary
+                .pending
+                .iter()
+                .map(|r| match summary.waiting.iter().find(|(w, _)| w == r) {
+                    Some((_, why)) => format!("{r} ({why})"),
+                    None => r.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
             if !left.is_empty() {
                 waiting.push_str(&format!("; left while waiting: {}", left.join(", ")));
             }
@@ -155,15 +199,15 @@ pub async fn routers(
         line.show(&progress_line(&summary, since.elapsed()));
         tokio::select! {
             event = events.next() => match event {
-                Some(Ok(state)) => last = state,
+                Some(Ok(now)) => reports = now,
                 Some(Err(e)) => {
                     line.clear();
                     return Err(e);
                 }
-                // The server closed the watch: pick up where it ended. A store retrying a
-                // busy API server must not hold the wait past its deadline.
+                // The server closed the watches: start again. A store retrying a busy API
+                // server must not hold the wait past its deadline.
                 None => {
-                    if let Ok(watch) = tokio::time::timeout_at(deadline, store.watch_function(&last)).await {
+                    if let Ok(watch) = tokio::time::timeout_at(deadline, store.watch_reports(written)).await {
                         events = watch?;
                     }
                 }
@@ -187,7 +231,6 @@ pub async fn routers(
                 }
             }
             _ = redraw.tick(), if line.tty => {}
-            _ = tokio::time::sleep_until(grace_end.unwrap_or(deadline)), if grace_end.is_some() => {}
             _ = tokio::time::sleep_until(deadline) => {}
         }
     }
@@ -313,6 +356,7 @@ mod tests {
                     .map(|s| (s.to_string(), "why".to_string()))
                     .collect(),
                 pending: pending.iter().map(|s| s.to_string()).collect(),
+                waiting: Vec::new(),
             };
         let t = Duration::from_millis(3140);
         assert_eq!(

@@ -121,10 +121,10 @@ fn o_wide_adds_columns_after_the_table_s() {
             "TRAFFIC",
             "STABLE",
             "ROUTE",
+            "HEALTH",
             "AGE",
             "HOSTS",
-            "GENERATION",
-            "ROUTERS"
+            "GENERATION"
         ]
     );
     let versions = s.ok(&["versions", "hello", "-o", "wide"]);

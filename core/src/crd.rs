@@ -6,14 +6,25 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+use crate::report::RouterReport;
 use crate::resources::{Function, FunctionVersion};
 
-/// Both CRDs, Function first.
+/// Every CRD: Function, FunctionVersion, RouterReport.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![Function::crd(), FunctionVersion::crd()]
+    vec![Function::crd(), FunctionVersion::crd(), router_report()]
 }
 
-/// Both CRDs as one multi-document YAML file, as in `manifests/crds.yaml`.
+/// RouterReport, without the status subresource the derive adds: a replica writes its whole
+/// report through the main endpoint (docs/protocol.md), one object, one kind of write.
+fn router_report() -> CustomResourceDefinition {
+    let mut crd = RouterReport::crd();
+    for version in &mut crd.spec.versions {
+        version.subresources = None;
+    }
+    crd
+}
+
+/// Every CRD as one multi-document YAML file, as in `manifests/crds.yaml`.
 pub fn crds_yaml() -> String {
     let mut out = String::from(
         "# Generated from switchyard-core's Rust types; do not edit.\n\

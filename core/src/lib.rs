@@ -14,6 +14,7 @@ pub mod fixtures;
 pub mod numbers;
 pub mod plan;
 pub mod protocol;
+pub mod report;
 pub mod resources;
 pub mod shadow;
 pub mod table;

@@ -1,18 +1,18 @@
 //! The router ↔ CLI protocol (docs/protocol.md) as names, one liveness rule and plain values.
 //!
-//! Each router replica renews a Lease named after itself and writes its own entry in each
-//! Function's `status.routers`; the CLI waits until every *live* replica reports the generation
-//! it wrote. Everything both sides must agree on lives here: the label and annotation names, the
-//! rule "is this replica live?", the bodies the router sends (its Lease, an acknowledgement, the
-//! removal of dead replicas' entries) and the CLI's reading of them. The router and the CLI only
+//! Each router replica renews a Lease named after itself and writes one report (a
+//! [`crate::report::RouterReport`]) saying how far it has read and served; the CLI waits until
+//! every *live* replica's report covers the write it made. Everything both sides must agree on
+//! lives here: the label and annotation names, the rule "is this replica live?", the Lease body
+//! and the CLI's reading of reports ([`summarize`]). The router and the CLI only
 //! send and receive these values; nothing here talks to the API server or reads the clock.
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use std::collections::BTreeMap;
 
-use crate::resources::RouterAck;
+use crate::report::{ExceptionState, RouterReportStatus};
 
 /// Label every router Lease carries, with value [`ROUTER_LABEL_VALUE`].
 pub const ROUTER_LABEL: &str = "switchyard.dev/router";
@@ -28,11 +28,8 @@ pub const WATCH_NAMESPACE_ANNOTATION: &str = "switchyard.dev/watch-namespace";
 pub const DEFAULT_ROUTER_NAMESPACE: &str = "switchyard-system";
 /// `spec.leaseDurationSeconds` when `--lease-duration` is not given.
 pub const DEFAULT_LEASE_DURATION_SECONDS: u32 = 10;
-/// API group and version of Function, for the bodies sent to it.
-const FUNCTION_API_VERSION: &str = "switchyard.dev/v1alpha1";
 
-/// The server-side-apply field manager of one replica: it owns its Lease and its
-/// `status.routers` entry, and nothing else.
+/// The field manager of one replica: it owns its Lease and its report, and nothing else.
 pub fn field_manager(replica: &str) -> String {
     format!("switchyard-router.{replica}")
 }
@@ -66,15 +63,28 @@ pub fn lease_fresh(renewed_ms: i64, duration_s: i32, now_ms: i64) -> bool {
 /// `renewTime`). It is live until that moment plus `leaseDurationSeconds`, inclusive. A Lease
 /// with neither time, or without a duration, promises nothing and is not live.
 pub fn replica_live(spec: &LeaseSpec, now: Timestamp) -> bool {
-    let proved = match (&spec.renew_time, &spec.acquire_time) {
-        (Some(r), Some(a)) => r.0.max(a.0),
-        (Some(t), None) | (None, Some(t)) => t.0,
-        (None, None) => return false,
+    let Some(proved) = proved_at(spec) else {
+        return false;
     };
     let Some(duration) = spec.lease_duration_seconds else {
         return false;
     };
     lease_fresh(proved.as_millisecond(), duration, now.as_millisecond())
+}
+
+/// When the holder of a Lease last proved itself: the later of `renewTime` and `acquireTime`.
+pub fn proved_at(spec: &LeaseSpec) -> Option<Timestamp> {
+    match (&spec.renew_time, &spec.acquire_time) {
+        (Some(r), Some(a)) => Some(r.0.max(a.0)),
+        (Some(t), None) | (None, Some(t)) => Some(t.0),
+        (None, None) => None,
+    }
+}
+
+/// Whether a replica that last proved itself at `proved_ms` for `duration_s` seconds has not
+/// been live for two lease durations at `now_ms`: `switchyard routers --prune` removes it.
+pub fn prunable(proved_ms: i64, duration_s: i32, now_ms: i64) -> bool {
+    !lease_fresh(proved_ms, duration_s.max(0).saturating_mul(3), now_ms)
 }
 
 /// Whether a replica's Lease says it serves `namespace`: its watch-namespace annotation is `""`
@@ -117,87 +127,47 @@ pub fn lease(replica: &str, watch_namespace: &str, duration_s: i32, now: Timesta
     }
 }
 
-/// `appliedAt` of an acknowledgement: RFC 3339 to the second, in UTC.
+/// `appliedAt` of a local store's entry: RFC 3339 to the second, in UTC.
 pub fn applied_at(now: Timestamp) -> String {
     now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-/// The server-side-apply body of one replica's acknowledgement of `generation` of Function
-/// `namespace/function` on its status subresource; `rejected` is why it refused it.
-pub fn ack_body(
-    namespace: &str,
-    function: &str,
-    replica: &str,
-    generation: i64,
-    rejected: Option<&str>,
-    now: Timestamp,
-) -> serde_json::Value {
-    let entry = RouterAck {
-        name: replica.to_string(),
-        observed_generation: generation,
-        applied_at: applied_at(now),
-        rejected: rejected.map(str::to_string),
-    };
-    serde_json::json!({
-        "apiVersion": FUNCTION_API_VERSION,
-        "kind": "Function",
-        "metadata": {"name": function, "namespace": namespace},
-        "status": {"routers": [entry]},
-    })
+/// A report's timestamps (`startedAt`, `reportedAt`, `readAt`, `numbers.at`): RFC 3339 to the
+/// millisecond, in UTC.
+pub fn report_time(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
-/// The namespaces whose Leases may vouch for an entry in a Function of `function_namespace`:
-/// its own, `switchyard-system`, and the pruning replica's lease namespace.
-pub fn lease_namespaces<'a>(function_namespace: &'a str, lease_namespace: &'a str) -> [&'a str; 3] {
-    [
-        function_namespace,
-        DEFAULT_ROUTER_NAMESPACE,
-        lease_namespace,
-    ]
+/// Why reports cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// A resourceVersion that is not an integer: the API server is not backed by etcd3.
+    #[error("cannot compare resourceVersion {0:?}: waits need an etcd-backed API server")]
+    ResourceVersion(String),
 }
 
-/// The JSON patch (RFC 6902) that removes, from a Function's `status.routers`, the entries of
-/// replicas that are not `replica` itself, that `live` does not vouch for, and that are older
-/// than `min_age` at `now` (a younger one's replica may be creating its Lease right now; an
-/// unreadable `appliedAt` counts as old). Empty when nothing is to go.
-///
-/// Removals run from the highest index down, so one does not shift the next, and each is
-/// guarded by a test of the name at its index: a list changed since it was read fails the
-/// whole patch instead of removing the wrong entry.
-pub fn prune_patch(
-    routers: &[RouterAck],
-    replica: &str,
-    live: impl Fn(&str) -> bool,
-    now: Timestamp,
-    min_age: SignedDuration,
-) -> Vec<serde_json::Value> {
-    let old = |at: &str| {
-        at.parse::<Timestamp>()
-            .map_or(true, |t| now.duration_since(t) > min_age)
-    };
-    let mut ops = Vec::new();
-    for (i, r) in routers.iter().enumerate().rev() {
-        if r.name != replica && !live(&r.name) && old(&r.applied_at) {
-            ops.push(serde_json::json!({"op": "test", "path": format!("/status/routers/{i}/name"), "value": r.name}));
-            ops.push(serde_json::json!({"op": "remove", "path": format!("/status/routers/{i}")}));
-        }
-    }
-    ops
+/// A resourceVersion as the integer it is on every etcd3-backed API server (docs/protocol.md,
+/// "What `applied` promises").
+pub fn resource_version(rv: &str) -> Result<u64, ProtocolError> {
+    rv.parse()
+        .map_err(|_| ProtocolError::ResourceVersion(rv.to_string()))
 }
 
-/// Where the live routers stand on one generation of a Function.
+/// Where the live routers stand on one write of a Function.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AckSummary {
     /// Live replicas serving this generation (or a newer one).
     pub applied: Vec<String>,
     /// Live replicas that refused it, with their reason.
     pub rejected: Vec<(String, String)>,
-    /// Live replicas that have not reported it yet.
+    /// Live replicas that have not served it yet.
     pub pending: Vec<String>,
+    /// Of the pending ones, those that said why (`waiting for FunctionVersion …`).
+    pub waiting: Vec<(String, String)>,
 }
 
 impl AckSummary {
-    /// Whether every live replica has reported (applied or rejected).
+    /// Whether every live replica has settled (applied or rejected).
     pub fn complete(&self) -> bool {
         self.pending.is_empty()
     }
@@ -208,62 +178,215 @@ impl AckSummary {
     }
 }
 
-/// Sorts the `live` replicas by what their entry in `routers` says about `generation`.
-pub fn summarize(routers: &[RouterAck], generation: i64, live: &[String]) -> AckSummary {
+/// Sorts the live replicas by what their reports say about the write that left Function
+/// `namespace/name` at resourceVersion `rv` and generation `generation`: docs/protocol.md's
+/// table. `live` holds each live replica's name and its report (`None`: none yet). An `Err`
+/// when a resourceVersion is not an integer.
+pub fn summarize(
+    live: &[(String, Option<&RouterReportStatus>)],
+    namespace: &str,
+    name: &str,
+    rv: &str,
+    generation: i64,
+) -> Result<AckSummary, ProtocolError> {
+    let written = resource_version(rv)?;
     let mut summary = AckSummary::default();
-    for name in live {
-        match routers.iter().find(|r| &r.name == name) {
-            Some(r) if r.observed_generation >= generation => match &r.rejected {
-                Some(why) if r.observed_generation == generation => {
-                    summary.rejected.push((name.clone(), why.clone()))
-                }
-                _ => summary.applied.push(name.clone()),
-            },
-            _ => summary.pending.push(name.clone()),
+    for (replica, report) in live {
+        let replica = replica.clone();
+        let Some(report) = report else {
+            summary.pending.push(replica);
+            continue;
+        };
+        let exception = report
+            .exceptions
+            .iter()
+            .find(|e| e.name == name && e.namespace == namespace);
+        let read = match &report.applied {
+            Some(a) => resource_version(&a.functions)? >= written,
+            None => false,
+        };
+        match exception {
+            Some(e) if e.state == ExceptionState::Rejected && e.generation == generation => {
+                summary.rejected.push((replica, e.reason.clone()))
+            }
+            Some(e) if e.state == ExceptionState::Rejected && e.generation > generation => {
+                summary.applied.push(replica)
+            }
+            Some(e) => {
+                summary.waiting.push((replica.clone(), e.reason.clone()));
+                summary.pending.push(replica);
+            }
+            None if read && report.exceptions_omitted == 0 => summary.applied.push(replica),
+            None => summary.pending.push(replica),
         }
     }
-    summary
+    Ok(summary)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ack(name: &str, generation: i64, rejected: Option<&str>) -> RouterAck {
-        RouterAck {
-            name: name.into(),
-            observed_generation: generation,
-            applied_at: "2026-11-27T00:00:00Z".into(),
-            rejected: rejected.map(Into::into),
-        }
-    }
+    use crate::report::{AppliedVersions, Exception};
 
     fn at(s: &str) -> Timestamp {
         s.parse().expect("a timestamp")
     }
 
+    fn status(applied: Option<&str>, exceptions: Vec<Exception>) -> RouterReportStatus {
+        RouterReportStatus {
+            replica: "r".into(),
+            applied: applied.map(|rv| AppliedVersions {
+                functions: rv.into(),
+                function_versions: "1".into(),
+            }),
+            exceptions,
+            ..Default::default()
+        }
+    }
+
+    fn exception(name: &str, generation: i64, state: ExceptionState) -> Exception {
+        Exception {
+            namespace: "prod".into(),
+            name: name.into(),
+            generation,
+            state,
+            reason: format!("{state:?} {generation}"),
+        }
+    }
+
     #[test]
-    fn only_live_replicas_are_counted_and_newer_generations_count_as_applied() {
-        let routers = [
-            ack("a", 5, None),
-            ack("b", 4, None),
-            ack("c", 6, None),
-            ack("dead", 1, None),
-            ack("r", 5, Some("bad weights")),
+    fn each_live_replica_is_sorted_by_the_table_in_docs_protocol_md() {
+        use ExceptionState::*;
+        // The write left prod/hello at resourceVersion 100, generation 7.
+        let cases: Vec<(&str, Option<RouterReportStatus>, &str)> = vec![
+            ("no report yet", None, "pending"),
+            ("no applied yet", Some(status(None, vec![])), "pending"),
+            (
+                "read before the write",
+                Some(status(Some("99"), vec![])),
+                "pending",
+            ),
+            (
+                "read the write",
+                Some(status(Some("100"), vec![])),
+                "applied",
+            ),
+            (
+                "read past the write",
+                Some(status(Some("250"), vec![])),
+                "applied",
+            ),
+            // Integers, not strings: "99" > "100" as text.
+            (
+                "longer number",
+                Some(status(Some("1000"), vec![])),
+                "applied",
+            ),
+            (
+                "waiting for its version",
+                Some(status(Some("250"), vec![exception("hello", 7, Pending)])),
+                "pending",
+            ),
+            (
+                "refusing this generation",
+                Some(status(Some("250"), vec![exception("hello", 7, Rejected)])),
+                "rejected",
+            ),
+            (
+                "refusing a newer generation",
+                Some(status(Some("250"), vec![exception("hello", 8, Rejected)])),
+                "applied",
+            ),
+            (
+                "an older refusal still listed",
+                Some(status(Some("250"), vec![exception("hello", 6, Rejected)])),
+                "pending",
+            ),
+            (
+                "another function refused",
+                Some(status(Some("250"), vec![exception("other", 7, Rejected)])),
+                "applied",
+            ),
         ];
-        let live: Vec<String> = ["a", "b", "c", "r", "new"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let s = summarize(&routers, 5, &live);
-        assert_eq!(s.applied, vec!["a", "c"]);
-        assert_eq!(
-            s.rejected,
-            vec![("r".to_string(), "bad weights".to_string())]
+        for (what, report, want) in cases {
+            let live = vec![("r".to_string(), report.as_ref())];
+            let s = summarize(&live, "prod", "hello", "100", 7).expect(what);
+            let got = match (s.applied.len(), s.rejected.len(), s.pending.len()) {
+                (1, 0, 0) => "applied",
+                (0, 1, 0) => "rejected",
+                (0, 0, 1) => "pending",
+                other => panic!("{what}: {other:?}"),
+            };
+            assert_eq!(got, want, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_namesake_in_another_namespace_is_not_this_function() {
+        let mut other = exception("hello", 7, ExceptionState::Rejected);
+        other.namespace = "dev".into();
+        let report = status(Some("100"), vec![other]);
+        let s = summarize(&[("r".into(), Some(&report))], "prod", "hello", "100", 7).unwrap();
+        assert_eq!(s.applied, ["r"]);
+    }
+
+    #[test]
+    fn omitted_exceptions_make_an_unlisted_function_pending_never_applied() {
+        let mut report = status(Some("500"), vec![]);
+        report.exceptions_omitted = 3;
+        let s = summarize(&[("r".into(), Some(&report))], "prod", "hello", "100", 7).unwrap();
+        assert_eq!(s.pending, ["r"]);
+    }
+
+    #[test]
+    fn replicas_are_counted_together_and_pending_ones_say_why() {
+        let a = status(Some("100"), vec![]);
+        let b = status(
+            Some("100"),
+            vec![exception("hello", 7, ExceptionState::Pending)],
         );
-        assert_eq!(s.pending, vec!["b", "new"]);
+        let live = vec![
+            ("a".to_string(), Some(&a)),
+            ("b".to_string(), Some(&b)),
+            ("new".to_string(), None),
+        ];
+        let s = summarize(&live, "prod", "hello", "100", 7).unwrap();
+        assert_eq!(s.applied, ["a"]);
+        assert_eq!(s.pending, ["b", "new"]);
+        assert_eq!(s.waiting, [("b".to_string(), "Pending 7".to_string())]);
         assert!(!s.complete());
-        assert_eq!(s.live(), 5);
+        assert_eq!(s.live(), 3);
+    }
+
+    #[test]
+    fn a_resource_version_that_is_not_an_integer_is_an_error_never_a_pass() {
+        let report = status(Some("abc"), vec![]);
+        let live = vec![("r".to_string(), Some(&report))];
+        assert_eq!(
+            summarize(&live, "prod", "hello", "100", 7),
+            Err(ProtocolError::ResourceVersion("abc".into()))
+        );
+        let err = summarize(&[], "prod", "hello", "v2", 7).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot compare resourceVersion \"v2\": waits need an etcd-backed API server"
+        );
+    }
+
+    #[test]
+    fn report_times_carry_milliseconds() {
+        assert_eq!(
+            report_time(at("2026-12-02T10:05:01.25Z")),
+            "2026-12-02T10:05:01.250Z"
+        );
+    }
+
+    #[test]
+    fn a_replica_is_prunable_two_lease_durations_after_it_stopped_being_live() {
+        // Proved at 10 s for 10 s: live until 20 s, prunable after 40 s.
+        assert!(!prunable(10_000, 10, 20_000));
+        assert!(!prunable(10_000, 10, 40_000));
+        assert!(prunable(10_000, 10, 40_001));
     }
 
     #[test]
@@ -366,59 +489,5 @@ mod tests {
         );
         let spec = lease("r1", "prod", 10, now).spec.expect("a spec");
         assert!(replica_live(&spec, now));
-    }
-
-    #[test]
-    fn an_ack_body_carries_only_this_replicas_entry_and_its_reason() {
-        let now = at("2026-12-02T08:00:00.9Z");
-        assert_eq!(
-            ack_body("prod", "hello", "r1", 7, Some("bad weights"), now),
-            serde_json::json!({
-                "apiVersion": "switchyard.dev/v1alpha1",
-                "kind": "Function",
-                "metadata": {"name": "hello", "namespace": "prod"},
-                "status": {"routers": [{
-                    "name": "r1",
-                    "observedGeneration": 7,
-                    "appliedAt": "2026-12-02T08:00:00Z",
-                    "rejected": "bad weights",
-                }]},
-            })
-        );
-        let accepted = ack_body("prod", "hello", "r1", 7, None, now);
-        assert!(accepted["status"]["routers"][0].get("rejected").is_none());
-    }
-
-    #[test]
-    fn pruning_removes_only_old_entries_of_other_dead_replicas_from_the_end() {
-        let now = at("2026-12-02T08:01:00Z");
-        let entry = |name: &str, at: &str| RouterAck {
-            applied_at: at.into(),
-            ..ack(name, 1, None)
-        };
-        let routers = [
-            entry("me", "2026-12-02T07:00:00Z"),
-            entry("dead-old", "2026-12-02T08:00:00Z"),
-            entry("live", "2026-12-02T07:00:00Z"),
-            entry("dead-young", "2026-12-02T08:00:50Z"),
-            entry("garbled", "yesterday"),
-        ];
-        let ops = prune_patch(
-            &routers,
-            "me",
-            |n| n == "live",
-            now,
-            SignedDuration::from_secs(20),
-        );
-        assert_eq!(
-            ops,
-            vec![
-                serde_json::json!({"op": "test", "path": "/status/routers/4/name", "value": "garbled"}),
-                serde_json::json!({"op": "remove", "path": "/status/routers/4"}),
-                serde_json::json!({"op": "test", "path": "/status/routers/1/name", "value": "dead-old"}),
-                serde_json::json!({"op": "remove", "path": "/status/routers/1"}),
-            ]
-        );
-        assert!(prune_patch(&routers[..1], "me", |_| false, now, SignedDuration::ZERO).is_empty());
     }
 }

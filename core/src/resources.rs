@@ -342,10 +342,13 @@ pub struct HistoryEntry {
     pub undone: bool,
 }
 
-/// What the routers report about a Function.
+/// What the routers reported about a Function under protocol version 1. Version 2
+/// (docs/protocol.md) has each replica write one [`crate::report::RouterReport`] instead and
+/// nothing reads or writes this any more; it stays in the schema only while branches still on
+/// version 1 share the test API server, and goes when they are merged.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
 pub struct FunctionStatus {
-    /// One entry per router replica, each written only by that replica.
+    /// Version 1's entries, one per router replica; unused since version 2.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub routers: Vec<RouterAck>,

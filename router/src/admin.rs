@@ -1,7 +1,7 @@
 //! The admin endpoints: `/healthz`, `/readyz`, `/metrics`, `/routes`.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
 use http::Response;
@@ -9,16 +9,57 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
 use crate::live::Shared;
+use crate::source::ReadyGate;
+
+/// The readiness gates of the routers of this process, by their shared state: the admin app
+/// is built from a [`Shared`] alone, and a router with a reporting source is ready only once
+/// its gate opens (docs/protocol.md). Touched only when a router starts.
+type Gates = Mutex<Vec<(Weak<Shared>, Arc<ReadyGate>)>>;
+static GATES: Gates = Mutex::new(Vec::new());
+
+/// Makes `/readyz` of the router over `shared` wait for `gate` too.
+pub(crate) fn register_gate(shared: &Arc<Shared>, gate: Arc<ReadyGate>) {
+    let mut gates = GATES.lock().unwrap_or_else(|e| e.into_inner());
+    gates.retain(|(s, _)| s.strong_count() > 0);
+    gates.push((Arc::downgrade(shared), gate));
+}
+
+fn gate_of(shared: &Arc<Shared>) -> Option<Arc<ReadyGate>> {
+    let gates = GATES.lock().unwrap_or_else(|e| e.into_inner());
+    gates
+        .iter()
+        .find(|(s, _)| s.as_ptr() == Arc::as_ptr(shared))
+        .map(|(_, g)| Arc::clone(g))
+}
 
 /// The admin app, served on its own listener (loopback by default).
 pub struct Admin {
     shared: Arc<Shared>,
+    gate: Option<Arc<ReadyGate>>,
 }
 
 impl Admin {
     /// Admin endpoints over `shared`.
     pub fn new(shared: Arc<Shared>) -> Self {
-        Admin { shared }
+        let gate = gate_of(&shared);
+        Admin { shared, gate }
+    }
+
+    /// `/readyz`: a complete table is live and, for a reporting source, a CLI wait would count
+    /// this replica (its Lease fresh, its first report written).
+    fn readiness(&self) -> Result<(), String> {
+        if !self.shared.ready.load(Ordering::Acquire) {
+            return Err("no complete routing table yet".into());
+        }
+        let Some(gate) = &self.gate else {
+            return Ok(());
+        };
+        let now = jiff::Timestamp::now().as_millisecond();
+        if gate.open(now) {
+            Ok(())
+        } else {
+            Err(gate.why_closed(now).into())
+        }
     }
 }
 
@@ -37,14 +78,10 @@ impl ServeHttp for Admin {
         let text = "text/plain; charset=utf-8";
         match session.req_header().uri.path() {
             "/healthz" => reply(200, text, b"ok\n".to_vec()),
-            "/readyz" if self.shared.ready.load(Ordering::Acquire) => {
-                reply(200, text, b"ready\n".to_vec())
-            }
-            "/readyz" => reply(
-                503,
-                text,
-                b"not ready: no complete routing table yet\n".to_vec(),
-            ),
+            "/readyz" => match self.readiness() {
+                Ok(()) => reply(200, text, b"ready\n".to_vec()),
+                Err(why) => reply(503, text, format!("not ready: {why}\n").into_bytes()),
+            },
             "/metrics" => {
                 let age = self.shared.table_age_seconds();
                 self.shared.metrics.table_age.set(age as i64);

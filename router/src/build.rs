@@ -8,7 +8,10 @@
 //!
 //! A Function whose new spec is invalid keeps its last good route and is reported as rejected;
 //! so is a changed Function whose route would conflict with another one (the one already
-//! serving keeps its claim; among Functions new at once, the first by namespace and name).
+//! serving keeps its claim; among Functions new at once, the first by namespace and name). A
+//! Function naming a FunctionVersion not seen yet is *pending* instead (the two watches deliver
+//! independently; the version is usually a moment behind): it keeps its last good route too,
+//! and its report says what it waits for (docs/protocol.md, "Exceptions").
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
@@ -16,12 +19,14 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use switchyard_core::cowmap::{CowMap, FxHashMap};
+use switchyard_core::report::{Exception, ExceptionState};
 use switchyard_core::table::{Route, TableError};
+use switchyard_core::validate::ValidationError;
 use switchyard_core::{BuildOptions, Function, FunctionVersion, RoutingTable};
 
 use crate::live::{Live, Rejection, RouteExtras};
 use crate::metrics::Metrics;
-use crate::source::{Ack, State, Update};
+use crate::source::{State, Update};
 
 /// What one Function's route was built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,26 +57,14 @@ struct Entry {
     /// The objects last seen for this Function, versions in pointer order.
     seen: Option<(Arc<Function>, Vec<Arc<FunctionVersion>>)>,
     fingerprint: Option<Fingerprint>,
-    rejection: Option<Rejection>,
 }
 
 /// What applying a state produced.
 pub struct Outcome {
     /// The new table, when anything changed.
     pub live: Option<Live>,
-    /// Acknowledgements to send.
-    pub acks: Vec<Ack>,
     /// Functions refused by this state.
     pub rejected: usize,
-}
-
-/// Which acknowledgements to work out after a change.
-enum AckScope {
-    /// Every Function's (after a complete state); those rebuilt are fresh unless this is the
-    /// first table.
-    All { fresh: bool },
-    /// The changed Functions' only, all fresh.
-    Changed,
 }
 
 /// The router's memory between states.
@@ -80,8 +73,6 @@ pub struct Builder {
     replica: String,
     entries: FxHashMap<String, Entry>,
     counters: FxHashMap<String, Arc<AtomicU64>>,
-    /// What this replica last sent for a Function: `(generation, rejected)`.
-    sent: FxHashMap<String, (i64, Option<String>)>,
     generation: u64,
     epoch: u64,
     /// Every good route, indexed: the table last handed out.
@@ -90,8 +81,8 @@ pub struct Builder {
     extras: CowMap<usize, Arc<RouteExtras>>,
     goods: Goods,
     rejections: BTreeMap<String, Rejection>,
-    /// Set when what was sent is forgotten: the next change re-derives every ack.
-    rescan_acks: bool,
+    /// Every Function not served as written (pending or rejected), by `namespace/name`.
+    exceptions: BTreeMap<String, Exception>,
 }
 
 fn address(route: &Arc<Route>) -> usize {
@@ -107,22 +98,47 @@ fn key_of(namespace: &str, name: &str) -> String {
 }
 
 impl Builder {
-    /// A builder with no routes yet.
+    /// A builder with no routes yet, for replica `replica`.
     pub fn new(opts: BuildOptions, replica: String) -> Self {
         Builder {
             opts,
             replica,
             entries: FxHashMap::default(),
             counters: FxHashMap::default(),
-            sent: FxHashMap::default(),
             generation: 0,
             epoch: 0,
             table: RoutingTable::empty(),
             extras: CowMap::new(),
             goods: CowMap::new(),
             rejections: BTreeMap::new(),
-            rescan_acks: false,
+            exceptions: BTreeMap::new(),
         }
+    }
+
+    /// The replica this builder builds for.
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    /// Every Function the table does not serve as written, uncapped (the report caps them).
+    pub fn exceptions(&self) -> Vec<Exception> {
+        self.exceptions.values().cloned().collect()
+    }
+
+    /// Every Function known, as `(namespace, name, generation)` of its latest spec (the local
+    /// store's per-Function entries).
+    pub fn functions(&self) -> Vec<(String, String, i64)> {
+        self.entries
+            .values()
+            .filter_map(|e| e.seen.as_ref())
+            .map(|(f, _)| {
+                (
+                    f.metadata.namespace.clone().unwrap_or_default(),
+                    f.metadata.name.clone().unwrap_or_default(),
+                    f.metadata.generation.unwrap_or_default(),
+                )
+            })
+            .collect()
     }
 
     /// Every last good route with its inputs (for the snapshot).
@@ -165,15 +181,7 @@ impl Builder {
             .filter(|(_, e)| e.epoch != self.epoch)
             .map(|(k, _)| k.clone())
             .collect();
-        let fresh = self.generation > 0;
-        self.commit(
-            changed,
-            gone,
-            AckScope::All { fresh },
-            as_of,
-            metrics,
-            started,
-        )
+        self.commit(changed, gone, as_of, metrics, started)
     }
 
     /// Applies an update of the Functions it names; returns a new table when anything changed.
@@ -197,7 +205,7 @@ impl Builder {
                 None => {}
             }
         }
-        self.commit(changed, gone, AckScope::Changed, as_of, metrics, started)
+        self.commit(changed, gone, as_of, metrics, started)
     }
 
     /// Records a Function's current inputs; true when its route must be rebuilt.
@@ -242,7 +250,6 @@ impl Builder {
             epoch,
             seen: None,
             fingerprint: None,
-            rejection: None,
         });
         entry.seen = Some((Arc::clone(f), versions));
         if entry.fingerprint.as_ref() == Some(&fingerprint) {
@@ -260,17 +267,16 @@ impl Builder {
         self.goods.remove(key);
         self.entries.remove(key);
         self.counters.remove(key);
-        self.sent.remove(key);
         self.rejections.remove(key);
+        self.exceptions.remove(key);
     }
 
     /// Rebuilds the changed Functions' routes into the table, drops the gone ones, and hands
-    /// out the table if anything changed, with the acknowledgements owed.
+    /// out the table if anything changed.
     fn commit(
         &mut self,
         mut changed: Vec<String>,
         gone: Vec<String>,
-        scope: AckScope,
         as_of: SystemTime,
         metrics: &Metrics,
         started: Instant,
@@ -288,26 +294,52 @@ impl Builder {
                 continue;
             };
             let generation = f.metadata.generation.unwrap_or_default();
+            let namespace = f.metadata.namespace.clone().unwrap_or_default();
+            let name = f.metadata.name.clone().unwrap_or_default();
             let refused = match Route::build(&f, versions.iter().map(|v| v.as_ref()), &self.opts) {
-                Ok(route) => self.serve(key, Arc::new(route), f, versions, metrics),
-                Err(e) => Some(e.to_string()),
+                Ok(route) => self
+                    .serve(key, Arc::new(route), f, versions, metrics)
+                    .map(|why| (ExceptionState::Rejected, why)),
+                Err(e) => Some(match *e.source {
+                    // The version may simply not have arrived through its own watch yet.
+                    ValidationError::UnknownVersion { function, version } => (
+                        ExceptionState::Pending,
+                        format!(
+                            "waiting for FunctionVersion {}",
+                            switchyard_core::object_name(&function, &version)
+                        ),
+                    ),
+                    _ => (ExceptionState::Rejected, e.to_string()),
+                }),
             };
-            let rejection = refused.map(|reason| Rejection {
-                function: key.clone(),
-                generation,
-                reason,
-            });
-            match &rejection {
-                Some(r) => {
-                    rejected += 1;
-                    self.rejections.insert(key.clone(), r.clone());
+            self.rejections.remove(key);
+            match refused {
+                Some((state, reason)) => {
+                    if state == ExceptionState::Rejected {
+                        rejected += 1;
+                        self.rejections.insert(
+                            key.clone(),
+                            Rejection {
+                                function: key.clone(),
+                                generation,
+                                reason: reason.clone(),
+                            },
+                        );
+                    }
+                    self.exceptions.insert(
+                        key.clone(),
+                        Exception {
+                            namespace,
+                            name,
+                            generation,
+                            state,
+                            reason,
+                        },
+                    );
                 }
                 None => {
-                    self.rejections.remove(key);
+                    self.exceptions.remove(key);
                 }
-            }
-            if let Some(entry) = self.entries.get_mut(key) {
-                entry.rejection = rejection;
             }
         }
 
@@ -326,30 +358,7 @@ impl Builder {
                 .observe(started.elapsed().as_secs_f64());
         }
         metrics.rejected_updates.inc_by(rejected as u64);
-        let rescan = std::mem::take(&mut self.rescan_acks);
-        let acks = match scope {
-            AckScope::All { fresh } => {
-                let keys: Vec<String> = self.entries.keys().cloned().collect();
-                keys.iter()
-                    .filter_map(|k| {
-                        let fresh = fresh && changed.binary_search(k).is_ok();
-                        self.ack(k, fresh)
-                    })
-                    .collect()
-            }
-            AckScope::Changed if rescan => {
-                let keys: Vec<String> = self.entries.keys().cloned().collect();
-                keys.iter()
-                    .filter_map(|k| self.ack(k, changed.binary_search(k).is_ok()))
-                    .collect()
-            }
-            AckScope::Changed => changed.iter().filter_map(|k| self.ack(k, true)).collect(),
-        };
-        Outcome {
-            live,
-            acks,
-            rejected,
-        }
+        Outcome { live, rejected }
     }
 
     /// Puts a freshly built route in the table; the reason when it cannot go there (it claims
@@ -400,46 +409,6 @@ impl Builder {
             Err(e) => Some(e.to_string()),
         }
     }
-
-    /// The acknowledgement this replica owes for Function `key`: when its status entry for
-    /// this replica differs from what it now serves or refuses, unless that report is already
-    /// on its way.
-    fn ack(&mut self, key: &str, fresh: bool) -> Option<Ack> {
-        let entry = self.entries.get(key)?;
-        let (f, _) = entry.seen.as_ref()?;
-        let generation = f.metadata.generation.unwrap_or_default();
-        let rejected = entry
-            .rejection
-            .as_ref()
-            .filter(|r| r.generation == generation)
-            .map(|r| r.reason.clone());
-        let reported = f.status.as_ref().and_then(|s| {
-            s.routers
-                .iter()
-                .find(|r| r.name == self.replica)
-                .map(|r| (r.observed_generation, r.rejected.clone()))
-        });
-        let wanted = (generation, rejected);
-        if reported.as_ref() == Some(&wanted) || self.sent.get(key) == Some(&wanted) {
-            return None;
-        }
-        let ack = Ack {
-            namespace: f.metadata.namespace.clone().unwrap_or_default(),
-            name: f.metadata.name.clone().unwrap_or_default(),
-            generation: wanted.0,
-            rejected: wanted.1.clone(),
-            fresh,
-        };
-        self.sent.insert(key.to_string(), wanted);
-        Some(ack)
-    }
-
-    /// Forgets what was sent, so that acks are re-derived from the Functions' status (after the
-    /// source reconnects, writes may have been lost).
-    pub fn forget_sent(&mut self) {
-        self.sent.clear();
-        self.rescan_acks = true;
-    }
 }
 
 #[cfg(test)]
@@ -487,8 +456,10 @@ mod tests {
         let first = first.live.expect("a first table");
         assert_eq!(weight_of(&first, "hello", "2.0.0"), 100_000);
 
+        // Weights that do not add up: a refusal (a version not seen yet would be pending).
         let bad = Function::test("hello")
-            .with_weight("3.0.0", 1_000_000)
+            .with_weight("1.0.0", 800_000)
+            .with_weight("2.0.0", 100_000)
             .at_generation(2);
         let out = b.apply(&state(vec![bad], versions("hello")), SystemTime::now(), &m);
         assert_eq!(out.rejected, 1);
@@ -502,13 +473,14 @@ mod tests {
         assert_eq!(live.rejections.len(), 1);
         assert_eq!(live.rejections[0].generation, 2);
         assert!(
-            live.rejections[0].reason.contains("3.0.0"),
+            live.rejections[0].reason.contains("900000"),
             "{}",
             live.rejections[0].reason
         );
-        assert_eq!(out.acks.len(), 1);
-        assert_eq!(out.acks[0].generation, 2);
-        assert!(out.acks[0].rejected.is_some());
+        let exceptions = b.exceptions();
+        assert_eq!(exceptions.len(), 1);
+        assert_eq!(exceptions[0].generation, 2);
+        assert_eq!(exceptions[0].state, ExceptionState::Rejected);
     }
 
     #[test]
@@ -575,34 +547,42 @@ mod tests {
     }
 
     #[test]
-    fn acks_are_skipped_when_the_status_already_reports_them() {
+    fn a_function_naming_a_version_not_seen_yet_is_pending_then_served() {
         let (mut b, m) = builder();
-        let mut f = Function::test("d").with_weight("1.0.0", 1_000_000);
+        let old = Function::test("d").with_weight("1.0.0", 1_000_000);
+        b.apply(&state(vec![old], versions("d")), SystemTime::now(), &m);
+        // The Function's watch delivers generation 2 before the version's watch delivers 3.0.0.
+        let new = Function::test("d")
+            .with_weight("3.0.0", 1_000_000)
+            .at_generation(2);
         let out = b.apply(
-            &state(vec![f.clone()], versions("d")),
+            &state(vec![new.clone()], versions("d")),
             SystemTime::now(),
             &m,
         );
-        assert_eq!(out.acks.len(), 1);
-        // Not sent twice while on its way.
-        let again = b.apply(
-            &state(vec![f.clone()], versions("d")),
-            SystemTime::now(),
-            &m,
-        );
-        assert!(again.acks.is_empty());
-        // A restarted router finds its entry in the status and sends nothing.
-        f.status = Some(switchyard_core::FunctionStatus {
-            routers: vec![switchyard_core::RouterAck {
-                name: "r0".into(),
-                observed_generation: 1,
-                applied_at: "2026-11-27T00:00:00Z".into(),
-                rejected: None,
-            }],
-        });
-        let (mut fresh, m2) = builder();
-        let out = fresh.apply(&state(vec![f], versions("d")), SystemTime::now(), &m2);
-        assert!(out.acks.is_empty());
+        assert_eq!(out.rejected, 0, "pending is not a refusal");
+        let live = out.live.expect("a table");
+        assert!(live.rejections.is_empty());
+        assert_eq!(weight_of(&live, "d", "1.0.0"), 1_000_000, "last good route");
+        let exceptions = b.exceptions();
+        assert_eq!(exceptions.len(), 1);
+        assert_eq!(exceptions[0].state, ExceptionState::Pending);
+        assert_eq!(exceptions[0].reason, "waiting for FunctionVersion d-3-0-0");
+        assert_eq!(exceptions[0].generation, 2);
+        // The version arrives: served, nothing listed.
+        let mut vs = versions("d");
+        vs.push(FunctionVersion::test_endpoint(
+            "d",
+            "3.0.0",
+            "http://127.0.0.1:9",
+        ));
+        let live = b
+            .apply(&state(vec![new], vs), SystemTime::now(), &m)
+            .live
+            .expect("a table");
+        assert_eq!(weight_of(&live, "d", "3.0.0"), 1_000_000);
+        assert!(b.exceptions().is_empty());
+        assert_eq!(b.functions(), [("default".to_string(), "d".to_string(), 2)]);
     }
 
     /// The update a source sends for the Functions named, as they are in `state`.
@@ -708,19 +688,14 @@ mod tests {
     }
 
     #[test]
-    fn an_update_acks_only_the_changed_function_and_as_fresh() {
+    fn an_update_rebuilds_only_the_changed_function() {
         let (mut b, m) = builder();
         let fs = vec![
             Function::test("a").with_weight("1.0.0", 1_000_000),
             Function::test("b").with_weight("1.0.0", 1_000_000),
         ];
         let vs = [versions("a"), versions("b")].concat();
-        let first = b.apply(&state(fs.clone(), vs.clone()), SystemTime::now(), &m);
-        assert_eq!(first.acks.len(), 2);
-        assert!(
-            first.acks.iter().all(|a| !a.fresh),
-            "start-up acks are backlog"
-        );
+        b.apply(&state(fs.clone(), vs.clone()), SystemTime::now(), &m);
         let next = state(
             vec![
                 Function::test("a")
@@ -731,12 +706,6 @@ mod tests {
             vs,
         );
         let out = b.apply_update(&update_of(&next, &["a"]), SystemTime::now(), &m);
-        assert_eq!(out.acks.len(), 1);
-        assert_eq!(
-            (out.acks[0].name.as_str(), out.acks[0].generation),
-            ("a", 2)
-        );
-        assert!(out.acks[0].fresh);
         let live = out.live.expect("a table");
         assert_eq!(weight_of(&live, "a", "2.0.0"), 1_000_000);
         assert_eq!(weight_of(&live, "b", "1.0.0"), 1_000_000);

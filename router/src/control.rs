@@ -1,6 +1,7 @@
 //! The control loop: wait for the first complete state (or stand in the snapshot), then follow
-//! the source, build each change off the request path, swap the table in, acknowledge, and
-//! keep the snapshot current, until stopped; then release the source (its Lease).
+//! the source, build each change off the request path, swap the table in, hand the source what
+//! is served (it reports it), and keep the snapshot current, until stopped; then release the
+//! source (its Lease and report).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -8,9 +9,11 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{anyhow, Context};
 use tokio::sync::watch;
 
+use switchyard_core::numbers::Numbers;
+
 use crate::build::{Builder, Goods};
 use crate::live::Shared;
-use crate::source::{self, ConfigSource, Source, SourceEvent, State};
+use crate::source::{self, ConfigSource, Identity, Served, Source, SourceEvent, State};
 use crate::{snapshot, RouterConfig};
 
 /// Opens `source`, serves its first complete state (or the snapshot when it cannot be reached
@@ -19,10 +22,12 @@ pub(crate) async fn start(
     config: &RouterConfig,
     source: Source,
     shared: Arc<Shared>,
+    identity: Identity,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let mut source = source.open(&config.replica).await?;
-    let mut builder = Builder::new(config.build.clone(), config.replica.clone());
+    let mut builder = Builder::new(config.build.clone(), identity.replica.clone());
+    let gate = Arc::clone(&identity.ready);
+    let mut source = source.open(identity).await?;
     let (snapshots, snapshot_rx) = watch::channel(None::<(Goods, SystemTime)>);
     if let Some(path) = config.snapshot.clone() {
         tokio::spawn(write_snapshots(path, snapshot_rx));
@@ -53,13 +58,23 @@ pub(crate) async fn start(
                 format!("the source is unreachable ({why}) and the snapshot cannot be used")
             })?;
             tracing::warn!(snapshot = %path.display(), "source unreachable ({why}); serving the snapshot");
+            gate.started_from_snapshot();
             let outcome = builder.apply(&state, as_of, &shared.metrics);
             if let Some(live) = outcome.live {
                 shared.swap(live);
             }
         }
     }
-    let control = tokio::spawn(follow(shared.clone(), builder, source, snapshots, stop));
+    // The live numbers, sampled off the request path, go out through the source's report.
+    let numbers = crate::numbers::spawn(Arc::clone(&shared), stop.clone());
+    let control = tokio::spawn(follow(
+        shared.clone(),
+        builder,
+        source,
+        snapshots,
+        numbers,
+        stop,
+    ));
     Ok(control)
 }
 
@@ -96,7 +111,7 @@ enum Change<'a> {
     Update(&'a source::Update),
 }
 
-/// Builds from a state or an update, swaps, acknowledges, snapshots.
+/// Builds from a state or an update, swaps, tells the source what is served, snapshots.
 fn apply(
     shared: &Shared,
     builder: &mut Builder,
@@ -125,9 +140,20 @@ fn apply(
     } else {
         shared.set_current(as_of);
     }
-    if !outcome.acks.is_empty() {
-        source.acknowledge(outcome.acks);
-    }
+    // Also when nothing was swapped: the source may have read further (a write that changed
+    // nothing routed), and the table now covers that too.
+    let live = shared.live.load();
+    source.served(Served {
+        generation: live.generation,
+        as_of: Some(as_of),
+        routes: live.table.len(),
+        exceptions: builder.exceptions(),
+        functions: if source.wants_functions() {
+            builder.functions()
+        } else {
+            Vec::new()
+        },
+    });
 }
 
 /// The control loop: follow the source until stopped, then release it.
@@ -136,12 +162,24 @@ async fn follow(
     mut builder: Builder,
     mut source: Box<dyn ConfigSource>,
     snapshots: watch::Sender<Option<(Goods, SystemTime)>>,
+    mut numbers: watch::Receiver<Arc<switchyard_core::numbers::Numbers>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut lost = false;
+    let mut sampling = true;
     loop {
         let event = tokio::select! {
             e = source.next() => e,
+            changed = numbers.changed(), if sampling => {
+                match changed {
+                    Ok(()) => {
+                        let latest = Numbers::clone(&numbers.borrow_and_update());
+                        source.publish(latest);
+                    }
+                    Err(_) => sampling = false,
+                }
+                continue;
+            }
             _ = stop.wait_for(|s| *s) => break,
         };
         let change = match &event {
@@ -173,7 +211,6 @@ async fn follow(
                     lost = true;
                 }
                 shared.set_connected(false);
-                builder.forget_sent();
             }
             None => {
                 tracing::warn!("source ended; serving the last table");

@@ -3,8 +3,8 @@
 //! It follows a configuration source (the Kubernetes watch of Functions and FunctionVersions),
 //! builds routing tables with `switchyard-core` off the request path, swaps them in atomically,
 //! and proxies each request to the version the table picks, with exact weighted shares,
-//! affinity, pinning and one failover retry. It acknowledges each Function generation it
-//! serves or refuses, renews a Lease per replica, and serves admin endpoints.
+//! affinity, pinning and one failover retry. Each replica renews a Lease and writes one report
+//! saying how far it has read and served (docs/protocol.md), and serves admin endpoints.
 //!
 //! It is not a controller: it never creates Deployments or Services, and it never changes a
 //! Function's spec. It decides nothing itself that `switchyard-core` can decide.
@@ -14,15 +14,15 @@
 //!
 //! | module | role |
 //! |---|---|
-//! | `control` | the control loop: first state (or the snapshot), then source → build → swap → acknowledge → snapshot, until stopped |
-//! | [`source`] | the seam to the configuration store: a complete [`source::State`] at start (and after a re-list), then updates of only the changed Functions; [`source::Ack`]s out; [`source::kubernetes`] ties together its watch, its acknowledgements (fresh first, pruning dead replicas' entries) and its Lease, sending what `switchyard_core::protocol` builds |
+//! | `control` | the control loop: first state (or the snapshot), then source → build → swap → served → snapshot, until stopped |
+//! | [`source`] | the seam to the configuration store: a complete [`source::State`] at start (and after a re-list), then updates of only the changed Functions; [`source::Served`] and numbers back; [`source::kubernetes`] ties together its watch (with the resourceVersions read), its report (coalesced merge patches) and its Lease, sending what `switchyard_core::{protocol, report}` build |
 //! | [`build`] | state or update → table, changing only the changed Functions' routes; keeps the last good route of an invalid Function |
 //! | [`live`] | the swapped [`live::Live`] table and what outlives swaps (request counters, metrics, readiness) |
 //! | [`decide`] | which route and version a request gets: no HTTP types, no IO |
 //! | [`proxy`] | the HTTP plumbing: a purpose-built HTTP/1 proxy loop served by pingora-core; one request's exchange, bodies and the router's own replies in `proxy/` |
 //! | [`http1`] | HTTP/1 heads parsed and written, body framing and hop-by-hop rules, no IO |
 //! | [`upstream`] | upstream name resolution, the keep-alive pool (peeked before every reuse) and connect with one failover |
-//! | [`admin`] | `/healthz`, `/readyz`, `/metrics`, `/routes` |
+//! | [`admin`] | `/healthz`, `/readyz` (a table, and a wait would count the replica), `/metrics`, `/routes` |
 //! | [`snapshot`] | the snapshot file, written atomically after each swap |
 
 use std::net::TcpListener;
@@ -75,11 +75,22 @@ pub fn start(config: RouterConfig, source: Source) -> anyhow::Result<RouterHandl
         .context("starting the control runtime")?;
     let shared = Arc::new(Shared::new(config.replica.clone()));
     let (stop, stop_rx) = watch::channel(false);
+    let identity = source::Identity {
+        replica: config.replica.clone(),
+        address: config.listen.to_string(),
+        started_at: shared.metrics.started_at(),
+        ready: Arc::new(source::ReadyGate::new()),
+    };
+    // Registered before the admin app is built, which looks it up.
+    if source.reports() {
+        admin::register_gate(&shared, Arc::clone(&identity.ready));
+    }
 
     let control = runtime.block_on(control::start(
         &config,
         source,
         Arc::clone(&shared),
+        identity,
         stop_rx.clone(),
     ))?;
 

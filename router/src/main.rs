@@ -37,7 +37,7 @@ struct Args {
     /// Kubeconfig file; else in-cluster config (or $KUBECONFIG, ~/.kube/config).
     #[arg(long, env = "SWITCHYARD_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
-    /// This replica's name (its Lease and its status.routers entry); default $POD_NAME, else
+    /// This replica's name (its Lease and its report); default $POD_NAME, else
     /// the hostname.
     #[arg(long, env = "SWITCHYARD_REPLICA_NAME")]
     replica_name: Option<String>,
@@ -109,6 +109,10 @@ struct Args {
     /// connect timeout for one, then gets a 503.
     #[arg(long, env = "SWITCHYARD_MAX_UPSTREAM_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     max_upstream_connections: u32,
+    /// The address this replica's report gives (`switchyard routers` shows it); default the
+    /// listen address. In a pod, `$(POD_IP):8080`.
+    #[arg(long, env = "SWITCHYARD_ADVERTISE_ADDRESS")]
+    advertise_address: Option<String>,
 }
 
 /// A timeout flag's value, in the same form as `spec.timeouts`.
@@ -177,13 +181,17 @@ fn main() -> ExitCode {
         Some(root) => Source::Local(LocalOptions {
             root,
             lease_duration: Duration::from_secs(args.lease_duration),
-            listen: args.listen.to_string(),
+            listen: args
+                .advertise_address
+                .clone()
+                .unwrap_or_else(|| args.listen.to_string()),
         }),
         None => Source::Kubernetes(KubernetesOptions {
             kubeconfig: args.kubeconfig,
             namespace: args.namespace,
             lease_namespace: args.lease_namespace,
             lease_duration: Duration::from_secs(args.lease_duration),
+            advertise_address: args.advertise_address,
         }),
     };
     tracing::debug!(replica = %config.replica, listen = %config.listen, admin = %config.admin, "starting");

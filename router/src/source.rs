@@ -2,12 +2,17 @@
 //!
 //! A source yields a *complete* state first (every Function and FunctionVersion it knows), then
 //! either complete states or updates (the Functions whose inputs changed, each with all its
-//! inputs), and takes acknowledgements back. The Kubernetes watch is one source; a local
+//! inputs), and takes back what the router serves after each (to report it) and its traffic
+//! numbers (to publish them). The Kubernetes watch is one source; a local
 //! directory store can be another without the router changing.
 
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
+use switchyard_core::numbers::Numbers;
+use switchyard_core::report::Exception;
 use switchyard_core::{Function, FunctionVersion};
 
 pub mod kubernetes;
@@ -57,20 +62,89 @@ pub enum SourceEvent {
     Lost(String),
 }
 
-/// A router's report on one Function generation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ack {
-    /// Namespace of the Function.
-    pub namespace: String,
-    /// Name of the Function.
-    pub name: String,
-    /// The `metadata.generation` processed.
-    pub generation: i64,
-    /// Why it was refused; `None` when it is served.
-    pub rejected: Option<String>,
-    /// Whether it reports a generation that just changed (a person may be waiting for it), as
-    /// opposed to a report owed since start-up or a reconnect: fresh ones go first.
-    pub fresh: bool,
+/// What the router serves after a source event was applied: the table now live and the
+/// Functions it does not serve as written. The source reports it (docs/protocol.md): it alone
+/// knows how far it had read when it produced the event this table was built from.
+#[derive(Debug, Clone, Default)]
+pub struct Served {
+    /// Generation of the live table.
+    pub generation: u64,
+    /// When the live table was last known to match the source.
+    pub as_of: Option<SystemTime>,
+    /// Routes in the live table.
+    pub routes: usize,
+    /// Every Function not served as written, uncapped.
+    pub exceptions: Vec<Exception>,
+    /// `(namespace, name, generation)` of every Function, only for a source that asks
+    /// ([`ConfigSource::wants_functions`]); empty otherwise.
+    pub functions: Vec<(String, String, i64)>,
+}
+
+/// Who this replica is, for what it writes about itself.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The replica's name (its Lease, report and local file).
+    pub replica: String,
+    /// Where it serves traffic, for people and tools (the listen address unless advertised).
+    pub address: String,
+    /// When its counters started, RFC 3339 (its report's `startedAt`).
+    pub started_at: String,
+    /// Where the source says the replica can be counted by a CLI wait.
+    pub ready: Arc<ReadyGate>,
+}
+
+/// Whether a CLI wait would count this replica: its Lease (or heartbeat file) renewed and still
+/// fresh, and its first report written (docs/protocol.md, "When a replica writes its report").
+/// `/readyz` answers 200 only then.
+#[derive(Debug, Default)]
+pub struct ReadyGate {
+    reported: AtomicBool,
+    fresh_until_ms: AtomicI64,
+    from_snapshot: AtomicBool,
+}
+
+impl ReadyGate {
+    /// A gate that is closed until both have happened.
+    pub fn new() -> Self {
+        ReadyGate::default()
+    }
+
+    /// The Lease (or heartbeat) was renewed: it holds until `until_ms`, epoch milliseconds.
+    pub fn renewed(&self, until_ms: i64) {
+        self.fresh_until_ms.fetch_max(until_ms, Ordering::AcqRel);
+    }
+
+    /// A first report was written.
+    pub fn reported(&self) {
+        self.reported.store(true, Ordering::Release);
+    }
+
+    /// The replica serves its snapshot because the source was unreachable at start: until its
+    /// first report it is ready on its table alone (the snapshot exists to keep serving while
+    /// the API server is down; no wait can count any replica then anyway).
+    pub fn started_from_snapshot(&self) {
+        self.from_snapshot.store(true, Ordering::Release);
+    }
+
+    /// Whether a wait would count the replica at `now_ms` (or it serves its snapshot and has
+    /// not reported yet).
+    pub fn open(&self, now_ms: i64) -> bool {
+        if !self.reported.load(Ordering::Acquire) {
+            return self.from_snapshot.load(Ordering::Acquire);
+        }
+        now_ms <= self.fresh_until_ms.load(Ordering::Acquire)
+    }
+
+    /// Why it is closed, for `/readyz`.
+    pub fn why_closed(&self, now_ms: i64) -> &'static str {
+        if self.fresh_until_ms.load(Ordering::Acquire) == 0 {
+            "no lease renewed yet"
+        } else if now_ms > self.fresh_until_ms.load(Ordering::Acquire) {
+            "the lease is not fresh"
+        } else {
+            "no report written yet"
+        }
+    }
 }
 
 /// A live configuration source.
@@ -78,9 +152,17 @@ pub struct Ack {
 pub trait ConfigSource: Send {
     /// The next event; `None` when the source has ended for good.
     async fn next(&mut self) -> Option<SourceEvent>;
-    /// Records acknowledgements; delivering them (and retrying) is the source's job.
-    fn acknowledge(&mut self, acks: Vec<Ack>);
-    /// Releases what the source holds (its Lease) on a clean shutdown.
+    /// Takes what the router serves after the last event was applied (swapped or not);
+    /// reporting it (coalesced, retried) is the source's job.
+    fn served(&mut self, served: Served);
+    /// Whether [`Served::functions`] is wanted (a per-Function report, as the local store's).
+    fn wants_functions(&self) -> bool {
+        false
+    }
+    /// Takes this replica's latest traffic numbers; the source publishes them at a bounded
+    /// rate, only when they changed.
+    fn publish(&mut self, numbers: Numbers);
+    /// Releases what the source holds (its Lease and report) on a clean shutdown.
     async fn close(&mut self);
 }
 
@@ -96,14 +178,20 @@ pub enum Source {
 }
 
 impl Source {
+    /// Whether this source reports (a Lease and report, or a heartbeat file): then `/readyz`
+    /// waits for the [`ReadyGate`] too.
+    pub(crate) fn reports(&self) -> bool {
+        !matches!(self, Source::Fixed(_))
+    }
+
     /// Opens the source. Fails only on errors that retrying cannot fix (a bad kubeconfig);
     /// an unreachable server shows up as [`SourceEvent::Lost`].
-    pub(crate) async fn open(self, replica: &str) -> anyhow::Result<Box<dyn ConfigSource>> {
+    pub(crate) async fn open(self, identity: Identity) -> anyhow::Result<Box<dyn ConfigSource>> {
         match self {
             Source::Kubernetes(opts) => Ok(Box::new(
-                kubernetes::KubernetesSource::open(opts, replica).await?,
+                kubernetes::KubernetesSource::open(opts, identity).await?,
             )),
-            Source::Local(opts) => Ok(Box::new(local::LocalSource::open(opts, replica)?)),
+            Source::Local(opts) => Ok(Box::new(local::LocalSource::open(opts, identity)?)),
             Source::Fixed(state) => Ok(Box::new(FixedSource(Some(state)))),
         }
     }
@@ -120,7 +208,43 @@ impl ConfigSource for FixedSource {
         }
     }
 
-    fn acknowledge(&mut self, _acks: Vec<Ack>) {}
+    fn served(&mut self, _served: Served) {}
+
+    fn publish(&mut self, _numbers: Numbers) {}
 
     async fn close(&mut self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_opens_with_a_fresh_lease_and_a_first_report_only() {
+        let gate = ReadyGate::new();
+        assert!(!gate.open(0));
+        assert_eq!(gate.why_closed(0), "no lease renewed yet");
+        gate.renewed(10_000);
+        assert!(!gate.open(5_000), "no report yet");
+        assert_eq!(gate.why_closed(5_000), "no report written yet");
+        gate.reported();
+        assert!(gate.open(10_000));
+        assert!(!gate.open(10_001), "the lease is not fresh any more");
+        assert_eq!(gate.why_closed(10_001), "the lease is not fresh");
+        gate.renewed(5_000);
+        assert!(!gate.open(10_001), "an older renewal does not move it back");
+    }
+
+    #[test]
+    fn a_replica_serving_its_snapshot_is_ready_until_its_first_report_then_as_any_other() {
+        let gate = ReadyGate::new();
+        gate.started_from_snapshot();
+        assert!(
+            gate.open(1_000_000),
+            "serving the snapshot, API server down"
+        );
+        gate.renewed(10_000);
+        gate.reported();
+        assert!(!gate.open(10_001), "reported: the lease rule applies");
+    }
 }

@@ -254,7 +254,8 @@ impl LocalStore {
         self.routers_dir().join(format!("{replica}.json"))
     }
 
-    /// Writes a router replica's document (heartbeat and acknowledgements).
+    /// Writes a router replica's document (heartbeat, table, numbers, per-function entries),
+    /// atomically.
     pub fn write_router(&self, doc: &RouterDocument) -> Result<(), StoreError> {
         let path = self.router_path(&doc.name);
         let text = serde_json::to_vec_pretty(doc).unwrap_or_default();
@@ -424,7 +425,14 @@ mod tests {
             renewed_ms: 5,
             lease_duration_seconds: 10,
             listen: "127.0.0.1:8080".into(),
-            functions: vec![],
+            functions: vec![crate::FunctionEntry {
+                name: "hello".into(),
+                observed_generation: 3,
+                applied_at: "2026-12-02T10:00:00Z".into(),
+                rejected: None,
+                pending: Some("waiting for FunctionVersion hello-1-3-0".into()),
+            }],
+            ..Default::default()
         };
         store.write_router(&doc).expect("write");
         assert_eq!(store.routers().expect("read"), vec![doc]);

@@ -2,15 +2,17 @@
 //!
 //! A store directory holds one file per function, `functions/<name>.yaml`, with the Function and
 //! its FunctionVersions in the same shape as on Kubernetes (namespace [`LOCAL_NAMESPACE`]), and
-//! one file per router replica, `routers/<replica>.json`, with its heartbeat and the generations
-//! it applied. This module only reads and renders those documents and checks them; the files
+//! one file per router replica, `routers/<replica>.json`, with its heartbeat, its table, its
+//! numbers and one entry per Function (docs/protocol.md, "Local store"). This module only reads and renders those documents and checks them; the files
 //! themselves (locking, atomic writes) are [`crate::LocalStore`]'s, and following them is the
 //! router's.
 
 use serde::{Deserialize, Serialize};
 
+use switchyard_core::numbers::Numbers;
+use switchyard_core::report::TableReport;
 use switchyard_core::validate::{self, ValidationError};
-use switchyard_core::{Function, FunctionVersion, RouterAck};
+use switchyard_core::{Function, FunctionVersion};
 
 /// The namespace every object of a local store lives in.
 pub const LOCAL_NAMESPACE: &str = "local";
@@ -189,7 +191,7 @@ impl FunctionDocument {
     }
 }
 
-/// One router replica's file in a local store: its heartbeat and what it applied.
+/// One router replica's file in a local store: its heartbeat and what it serves.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RouterDocument {
@@ -202,9 +204,36 @@ pub struct RouterDocument {
     /// The listen address, for people and for the quickstart.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub listen: String,
-    /// One acknowledgement per function, `name` being the function's.
+    /// When the replica started, RFC 3339: the epoch of its numbers' counters.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub started_at: String,
+    /// The routing table it serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<TableReport>,
+    /// Its live traffic numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numbers: Option<Numbers>,
+    /// One entry per function, by name.
     #[serde(default)]
-    pub functions: Vec<RouterAck>,
+    pub functions: Vec<FunctionEntry>,
+}
+
+/// What a replica does with one function of a local store.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionEntry {
+    /// The function.
+    pub name: String,
+    /// The latest generation of it the replica has read.
+    pub observed_generation: i64,
+    /// When the replica settled on that generation, RFC 3339.
+    pub applied_at: String,
+    /// Why it refuses that generation (it keeps the last good route); absent when it serves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
+    /// What it waits for before it can serve that generation (a version not read yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<String>,
 }
 
 /// How many lease durations after its last renewal a replica's file is still shown (as gone);
@@ -224,16 +253,14 @@ impl RouterDocument {
         now_ms.saturating_sub(self.renewed_ms) > window
     }
 
-    /// The acknowledgement of `function`, in the shape of a Function's `status.routers` entry
-    /// (named after the replica).
-    pub fn ack_for(&self, function: &str) -> Option<RouterAck> {
-        self.functions
-            .iter()
-            .find(|a| a.name == function)
-            .map(|a| RouterAck {
-                name: self.name.clone(),
-                ..a.clone()
-            })
+    /// The replica's entry for `function`.
+    pub fn entry(&self, function: &str) -> Option<&FunctionEntry> {
+        self.functions.iter().find(|e| e.name == function)
+    }
+
+    /// Whether the heartbeat is fresh at `now_ms` (`protocol::lease_fresh`).
+    pub fn live(&self, now_ms: i64) -> bool {
+        switchyard_core::protocol::lease_fresh(self.renewed_ms, self.lease_duration_seconds, now_ms)
     }
 }
 

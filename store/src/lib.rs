@@ -16,6 +16,6 @@ mod document;
 
 pub use dir::{parse_store_flag, LocalStore, StoreError, LOCK_NOTICE};
 pub use document::{
-    DocumentError, FunctionDocument, RouterDocument, FORGET_AFTER_LEASES, FORGET_AFTER_MIN_MS,
-    LOCAL_NAMESPACE,
+    DocumentError, FunctionDocument, FunctionEntry, RouterDocument, FORGET_AFTER_LEASES,
+    FORGET_AFTER_MIN_MS, LOCAL_NAMESPACE,
 };

@@ -1,7 +1,6 @@
 //! Shared helpers of the `cli_*` tests: run the real `switchyard` binary against the test API
 //! server, mark Deployments ready through their status subresource, and simulate router
-//! replicas that follow docs/protocol.md (a Lease each, and server-side-applied acks on
-//! `Function.status.routers`).
+//! replicas that follow docs/protocol.md (a Lease and a RouterReport each).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -109,8 +108,9 @@ pub async fn mark_ready(client: &Client, ns: &str, name: &str, available: i32) {
         .expect("writing the Deployment status");
 }
 
-/// A simulated router replica: renews its Lease and acknowledges every Function generation in
-/// its namespace, exactly as docs/protocol.md says, until paused or dropped.
+/// A simulated router replica: renews its Lease and reports that it has read and served every
+/// Function of its namespace (its report's `applied` follows the Functions' list), as
+/// docs/protocol.md says, until paused or dropped.
 pub struct SimRouter {
     /// Replica name.
     pub name: String,
@@ -132,29 +132,24 @@ impl SimRouter {
         let task = tokio::spawn(async move {
             let functions: Api<Function> = Api::namespaced(client.clone(), &ns_);
             let mut renewed = std::time::Instant::now();
+            let mut reported: Option<String> = None;
             loop {
                 if !p.load(Ordering::Relaxed) {
                     if renewed.elapsed() > Duration::from_secs(3) {
                         renew(&client, &ns_, &name_).await;
                         renewed = std::time::Instant::now();
                     }
-                    if let Ok(list) = functions.list(&ListParams::default()).await {
-                        for f in list.items {
-                            let generation = f.metadata.generation.unwrap_or_default();
-                            let mine = f
-                                .status
-                                .as_ref()
-                                .and_then(|s| s.routers.iter().find(|r| r.name == name_))
-                                .map(|r| r.observed_generation);
-                            if mine.is_none_or(|g| g < generation) {
-                                ack(
-                                    &functions,
-                                    f.metadata.name.as_deref().unwrap_or_default(),
-                                    &name_,
-                                    generation,
-                                )
-                                .await;
-                            }
+                    // The list's resourceVersion covers every Function write before it.
+                    let listed = functions
+                        .list(&ListParams::default())
+                        .await
+                        .ok()
+                        .and_then(|l| l.metadata.resource_version);
+                    if let Some(rv) = listed {
+                        if reported.as_ref() != Some(&rv)
+                            && write_report(&client, &ns_, &name_, &rv).await
+                        {
+                            reported = Some(rv);
                         }
                     }
                 }
@@ -181,7 +176,8 @@ impl Drop for SimRouter {
     }
 }
 
-async fn renew(client: &Client, ns: &str, name: &str) {
+/// Takes or renews replica `name`'s Lease in `ns` (watching `ns`) for 10 s, as a router does.
+pub async fn renew(client: &Client, ns: &str, name: &str) -> Lease {
     let lease = json!({
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
@@ -203,24 +199,38 @@ async fn renew(client: &Client, ns: &str, name: &str) {
             &Patch::Apply(&lease),
         )
         .await
-        .expect("renewing the simulated router's Lease");
+        .expect("renewing the simulated router's Lease")
 }
 
-async fn ack(functions: &Api<Function>, function: &str, replica: &str, generation: i64) {
-    let status = json!({
-        "apiVersion": "switchyard.dev/v1alpha1",
-        "kind": "Function",
-        "metadata": {"name": function},
-        "status": {"routers": [{
-            "name": replica,
-            "observedGeneration": generation,
-            "appliedAt": k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-        }]}
-    });
-    let pp = PatchParams::apply(&format!("switchyard-router.{replica}")).force();
-    let _ = functions
-        .patch_status(function, &pp, &Patch::Apply(&status))
-        .await;
+/// Writes replica `replica`'s report, owned by its Lease, saying it has read and served
+/// every Function up to resourceVersion `rv`; false when the write failed.
+pub async fn write_report(client: &Client, ns: &str, replica: &str, rv: &str) -> bool {
+    use switchyard_core::report::{self, AppliedVersions, RouterReportStatus};
+    let Ok(lease) = Api::<Lease>::namespaced(client.clone(), ns)
+        .get(replica)
+        .await
+    else {
+        return false;
+    };
+    let status = RouterReportStatus {
+        replica: replica.to_string(),
+        watch_namespace: ns.to_string(),
+        reported_at: switchyard_core::protocol::report_time(k8s_openapi::jiff::Timestamp::now()),
+        applied: Some(AppliedVersions {
+            functions: rv.to_string(),
+            function_versions: rv.to_string(),
+        }),
+        ..Default::default()
+    };
+    let body = report::report(ns, &lease.metadata.uid.unwrap_or_default(), status);
+    Api::<report::RouterReport>::namespaced(client.clone(), ns)
+        .patch(
+            replica,
+            &PatchParams::apply(&format!("switchyard-router.{replica}")).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .is_ok()
 }
 
 /// A real `switchyard-router` process watching one namespace, on loopback ports.

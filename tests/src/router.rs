@@ -1,6 +1,6 @@
 //! Shared helpers of the `router_*` tests: run the real `switchyard-router` binary against the
 //! test API server, write Functions and FunctionVersions, and wait on the router's own signals
-//! (`/readyz`, the generation it serves in `/routes`, its acknowledgement in `status.routers`).
+//! (`/readyz`, the generation it serves in `/routes`, what its RouterReport says).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -255,27 +255,64 @@ pub async fn apply_function(
         .expect("Functions have a generation")
 }
 
-/// Waits until `replica`'s entry in `status.routers` of Function `name` reports `generation`
-/// or newer; returns the entry.
+/// What a replica's report says of one Function (docs/protocol.md, `protocol::summarize`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// The Function's generation the report covers.
+    pub observed_generation: i64,
+    /// Why the replica refuses it; `None` when it serves it.
+    pub rejected: Option<String>,
+}
+
+/// The RouterReport of `replica` (in namespace `ns`, where its Lease is), if it has one.
+pub async fn report_of(
+    client: &Client,
+    ns: &str,
+    replica: &str,
+) -> Option<switchyard_core::report::RouterReportStatus> {
+    Api::<switchyard_core::report::RouterReport>::namespaced(client.clone(), ns)
+        .get_opt(replica)
+        .await
+        .ok()??
+        .status
+}
+
+/// Waits until `replica`'s report (its Lease and report in `ns`) covers Function `name` at
+/// `generation` or newer, served or refused, as a CLI wait reads it; returns what it says.
 pub async fn wait_ack(
     client: &Client,
     ns: &str,
     name: &str,
     replica: &str,
     generation: i64,
-) -> switchyard_core::RouterAck {
+) -> Seen {
     let api: Api<Function> = Api::namespaced(client.clone(), ns);
     crate::wait_until(
         WAIT,
-        &format!("{replica} acknowledging {name} generation {generation}"),
+        &format!("{replica} reporting {name} generation {generation}"),
         || {
             let api = api.clone();
             async move {
                 let f = api.get(name).await.ok()?;
-                f.status?
-                    .routers
-                    .into_iter()
-                    .find(|r| r.name == replica && r.observed_generation >= generation)
+                let g = f.metadata.generation?;
+                if g < generation {
+                    return None;
+                }
+                let rv = f.metadata.resource_version?;
+                let report = report_of(client, ns, replica).await?;
+                let one = [(replica.to_string(), Some(&report))];
+                let s = switchyard_core::protocol::summarize(&one, ns, name, &rv, g).ok()?;
+                if !s.applied.is_empty() {
+                    Some(Seen {
+                        observed_generation: g,
+                        rejected: None,
+                    })
+                } else {
+                    s.rejected.into_iter().next().map(|(_, why)| Seen {
+                        observed_generation: g,
+                        rejected: Some(why),
+                    })
+                }
             }
         },
     )

@@ -66,17 +66,8 @@ pub async fn delete(store: &dyn Store, args: args::Delete) -> anyhow::Result<()>
 async fn delete_all(store: &dyn Store, args: &args::Delete) -> anyhow::Result<()> {
     let name = &args.function;
     for _ in 0..crate::write::ATTEMPTS {
-        let (f, versions, routers) = futures::try_join!(
-            super::function(store, name),
-            store.versions(name),
-            store.routers()
-        )?;
-        let live: Vec<String> = routers
-            .iter()
-            .filter(|r| r.live)
-            .map(|r| r.name.clone())
-            .collect();
-        let serving = switchyard_core::protocol::summarize(&f.routers, f.generation, &live).applied;
+        let (f, versions) = futures::try_join!(super::function(store, name), store.versions(name))?;
+        let serving = crate::wait::serving(store, &f).await?;
         if !serving.is_empty() && !args.force {
             return Err(fail(
                 Code::Refused,

@@ -169,11 +169,8 @@ fn text(v: &DescribeView, now: jiff::Timestamp) -> String {
 /// `describe FN`.
 pub async fn describe(store: &dyn Store, args: args::Read) -> anyhow::Result<()> {
     let name = &args.function;
-    let (f, versions, routers) = futures::try_join!(
-        super::function(store, name),
-        store.versions(name),
-        store.routers()
-    )?;
+    let (f, versions) = futures::try_join!(super::function(store, name), store.versions(name))?;
+    let routers = store.reports(Some(&f)).await?;
     let v = view(store, &f, &versions, &routers);
     output::print(args.output.format, &v, || text(&v, jiff::Timestamp::now()))
 }

@@ -1,6 +1,7 @@
 //! `list`: the functions of the namespace (or store), or of every namespace (`-A`).
 
 use serde::Serialize;
+use switchyard_core::numbers::{live_view, HealthRule, Numbers};
 use switchyard_core::plan;
 
 use crate::args;
@@ -24,6 +25,9 @@ struct ListRow {
     generation: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     created: Option<String>,
+    /// The versions failing in the last minute's live traffic (`1.3.0 12.4% errors`), `ok`
+    /// when some version had enough traffic to judge, `-` otherwise.
+    health: String,
 }
 
 /// Where `list` looks: one store, or every namespace of a cluster.
@@ -34,28 +38,45 @@ pub enum Scope<'a> {
     Every(&'a KubeStore),
 }
 
-async fn read(scope: &Scope<'_>) -> anyhow::Result<Vec<(Option<String>, FunctionState)>> {
+/// The functions, and the live routers' numbers (one namespace or store only: `-A` does not
+/// read every namespace's reports).
+async fn read(scope: &Scope<'_>) -> anyhow::Result<Read> {
     Ok(match scope {
-        Scope::One(store) => store
-            .functions()
-            .await?
-            .into_iter()
-            .map(|f| (None, f))
-            .collect(),
-        Scope::Every(kube) => kube
-            .functions_everywhere()
-            .await?
-            .into_iter()
-            .map(|(ns, f)| (Some(ns), f))
-            .collect(),
+        Scope::One(store) => {
+            let (functions, routers) = futures::try_join!(store.functions(), store.reports(None))?;
+            let numbers = routers
+                .into_iter()
+                .filter(|r| r.live)
+                .filter_map(|r| r.report?.numbers)
+                .collect();
+            (functions.into_iter().map(|f| (None, f)).collect(), numbers)
+        }
+        Scope::Every(kube) => (
+            kube.functions_everywhere()
+                .await?
+                .into_iter()
+                .map(|(ns, f)| (Some(ns), f))
+                .collect(),
+            Vec::new(),
+        ),
     })
 }
 
-fn rows(functions: Vec<(Option<String>, FunctionState)>) -> Vec<Listed<ListRow>> {
+type Read = (Vec<(Option<String>, FunctionState)>, Vec<Numbers>);
+
+fn rows((functions, numbers): Read) -> Vec<Listed<ListRow>> {
     let now = jiff::Timestamp::now();
+    let replicas: Vec<&Numbers> = numbers.iter().collect();
+    let rule = HealthRule::default();
     functions
         .into_iter()
         .map(|(namespace, f)| {
+            let key = format!("{}/{}", f.namespace, f.name);
+            let health = if replicas.is_empty() {
+                "-".to_string()
+            } else {
+                crate::live::health_cell(&live_view(&key, &f.spec.traffic, &replicas), &rule)
+            };
             let row = ListRow {
                 namespace: namespace.clone(),
                 traffic: plan::describe(&f.spec.traffic),
@@ -65,6 +86,7 @@ fn rows(functions: Vec<(Option<String>, FunctionState)>) -> Vec<Listed<ListRow>>
                 generation: f.generation,
                 created: f.created.map(|t| t.to_string()),
                 name: f.name.clone(),
+                health,
             };
             let mut cells: Vec<String> = namespace.iter().cloned().collect();
             cells.extend([
@@ -72,6 +94,7 @@ fn rows(functions: Vec<(Option<String>, FunctionState)>) -> Vec<Listed<ListRow>>
                 row.traffic.clone(),
                 row.stable.clone().unwrap_or_else(|| "-".into()),
                 row.route.clone(),
+                row.health.clone(),
                 age(f.created, now),
             ]);
             Listed {
@@ -85,7 +108,6 @@ fn rows(functions: Vec<(Option<String>, FunctionState)>) -> Vec<Listed<ListRow>>
                         f.spec.hosts.join(",")
                     },
                     f.generation.to_string(),
-                    f.routers.len().to_string(),
                 ],
                 value: row,
             }
@@ -99,8 +121,8 @@ pub async fn list(scope: Scope<'_>, args: args::List) -> anyhow::Result<()> {
     if matches!(scope, Scope::Every(_)) {
         headers.push("NAMESPACE");
     }
-    headers.extend(["NAME", "TRAFFIC", "STABLE", "ROUTE", "AGE"]);
-    let mut lister = Lister::new(args.output, &headers, &["HOSTS", "GENERATION", "ROUTERS"]);
+    headers.extend(["NAME", "TRAFFIC", "STABLE", "ROUTE", "HEALTH", "AGE"]);
+    let mut lister = Lister::new(args.output, &headers, &["HOSTS", "GENERATION"]);
     let empty = match &scope {
         Scope::One(store) => format!("No functions in {}.\n", store.location()),
         Scope::Every(_) => "No functions in any namespace.\n".to_string(),

@@ -1,5 +1,5 @@
 //! The Kubernetes [`Store`]: Functions and FunctionVersions in one namespace, Deployments and
-//! Services for managed versions, Leases and `status.routers` for the routers.
+//! Services for managed versions, Leases and RouterReports for the routers.
 
 use anyhow::{anyhow, Context as _};
 use async_trait::async_trait;
@@ -15,12 +15,13 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, ResourceExt as _};
 use std::path::PathBuf;
 use std::time::Duration;
+use switchyard_core::report::{RouterReport, RouterReportStatus};
 use switchyard_core::resources::LABEL_FUNCTION;
 use switchyard_core::{
     object_name, protocol, workload, Function, FunctionSpec, FunctionVersion, FunctionVersionSpec,
 };
 
-use super::{Created, FunctionState, Readiness, Router, Store, VersionInfo, Written};
+use super::{Created, FunctionState, Readiness, Reports, Router, Store, VersionInfo, Written};
 use crate::timing;
 
 /// Field manager and `app.kubernetes.io/managed-by` value of everything the CLI writes.
@@ -436,6 +437,36 @@ impl KubeStore {
         Ok(out)
     }
 
+    /// The namespaces router Leases and reports may be in: the Function's and the routers'.
+    fn router_namespaces(&self) -> Vec<String> {
+        let mut out = vec![self.namespace.clone()];
+        if self.router_namespace != self.namespace {
+            out.push(self.router_namespace.clone());
+        }
+        out
+    }
+
+    /// Every router report in the router namespaces, with its namespace; a namespace the
+    /// user may not read (or that does not exist) holds none.
+    async fn all_reports(&self) -> anyhow::Result<Vec<(String, RouterReport)>> {
+        let params = ListParams::default()
+            .match_any()
+            .labels(protocol::ROUTER_SELECTOR);
+        let mut out = Vec::new();
+        for ns in self.router_namespaces() {
+            let reports: Api<RouterReport> = Api::namespaced(self.client.clone(), &ns);
+            match retrying(|| reports.list(&params)).await {
+                Ok(list) => out.extend(list.items.into_iter().map(|r| (ns.clone(), r))),
+                Err(e) if matches!(code(&e), Some(403 | 404)) => {}
+                Err(e) => {
+                    return Err(api(e))
+                        .with_context(|| format!("listing router reports in namespace {ns}"))
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn leases(&self, namespace: &str) -> Result<Vec<Lease>, kube::Error> {
         let api: Api<Lease> = Api::namespaced(self.client.clone(), namespace);
         // From the watch cache as it is (see `versions_cached`): a Lease lasts seconds, a
@@ -446,6 +477,42 @@ impl KubeStore {
         let list = retrying(|| api.list(&params)).await?;
         Ok(list.items)
     }
+}
+
+/// The events of one namespace's report watch, tagged with it; when the server ends the watch
+/// (its timeout), a new one from "0" starts (its ADDED events repeat what is known: harmless).
+fn reopening(
+    reports: Api<RouterReport>,
+    params: WatchParams,
+    namespace: String,
+    first: BoxStream<'static, kube::Result<WatchEvent<RouterReport>>>,
+) -> BoxStream<'static, anyhow::Result<(String, WatchEvent<RouterReport>)>> {
+    futures::stream::unfold(
+        (reports, params, namespace, Some(first)),
+        |(reports, params, namespace, mut stream)| async move {
+            loop {
+                let current = match stream.as_mut() {
+                    Some(s) => s,
+                    None => match reports.watch(&params, "0").await {
+                        Ok(s) => stream.insert(s.boxed()),
+                        Err(e) => return Some((Err(api(e)), (reports, params, namespace, None))),
+                    },
+                };
+                match current.next().await {
+                    Some(Ok(event)) => {
+                        let tagged = (namespace.clone(), event);
+                        return Some((Ok(tagged), (reports, params, namespace, stream)));
+                    }
+                    Some(Err(e)) => {
+                        return Some((Err(api(e)), (reports, params, namespace, None)));
+                    }
+                    // The server's watch timeout: watch again.
+                    None => stream = None,
+                }
+            }
+        },
+    )
+    .boxed()
 }
 
 /// A client like kube's default one, but offering HTTP/2 as kubectl does, so that every
@@ -513,10 +580,10 @@ pub fn merge_patch(before: &serde_json::Value, after: &serde_json::Value) -> ser
 fn state(f: Function) -> FunctionState {
     FunctionState {
         name: f.name_any(),
+        namespace: f.namespace().unwrap_or_default(),
         revision: f.resource_version().unwrap_or_default(),
         generation: f.metadata.generation.unwrap_or_default(),
         created: f.metadata.creation_timestamp.as_ref().map(|t| t.0),
-        routers: f.status.map(|s| s.routers).unwrap_or_default(),
         spec: f.spec,
     }
 }
@@ -780,12 +847,151 @@ impl Store for KubeStore {
                     .spec
                     .as_ref()
                     .is_some_and(|spec| protocol::replica_live(spec, now)),
+                renewed: l.spec.as_ref().and_then(protocol::proved_at),
+                lease_duration_seconds: l
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.lease_duration_seconds)
+                    .unwrap_or_default(),
+                namespace: l.namespace().unwrap_or_default(),
                 name: l.name_any(),
+                report: None,
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out.dedup_by(|a, b| a.name == b.name);
         Ok(out)
+    }
+
+    async fn reports(&self, _function: Option<&FunctionState>) -> anyhow::Result<Vec<Router>> {
+        let (mut routers, reports) = futures::try_join!(self.routers(), self.all_reports())?;
+        for r in &mut routers {
+            r.report = reports
+                .iter()
+                .find(|(ns, rep)| *ns == r.namespace && rep.name_any() == r.name)
+                .and_then(|(_, rep)| rep.status.clone());
+        }
+        Ok(routers)
+    }
+
+    async fn watch_reports(
+        &self,
+        _function: &FunctionState,
+    ) -> anyhow::Result<BoxStream<'static, anyhow::Result<Reports>>> {
+        // One watch per namespace from "0": the server first sends every report there is (as
+        // ADDED), then each change, so there is nothing to list and nothing to poll.
+        let params = WatchParams::default().labels(protocol::ROUTER_SELECTOR);
+        let mut streams = Vec::new();
+        for ns in self.router_namespaces() {
+            let reports: Api<RouterReport> = Api::namespaced(self.client.clone(), &ns);
+            match retrying(|| reports.watch(&params, "0")).await {
+                Ok(stream) => streams.push(reopening(reports, params.clone(), ns, stream.boxed())),
+                Err(e) if matches!(code(&e), Some(403 | 404)) => {}
+                Err(e) => {
+                    return Err(api(e))
+                        .with_context(|| format!("watching router reports in namespace {ns}"))
+                }
+            }
+        }
+        if streams.is_empty() {
+            return Err(anyhow!(
+                "cannot watch router reports in namespace {}: forbidden (waits need get, list \
+                 and watch on routerreports.switchyard.dev, as the switchyard-deployer role \
+                 grants)",
+                self.router_namespaces().join(" or ")
+            ));
+        }
+        let serves = self.namespace.clone();
+        let mut known: std::collections::BTreeMap<(String, String), RouterReportStatus> =
+            Default::default();
+        let merged = futures::stream::select_all(streams);
+        Ok(merged
+            .map(move |event| {
+                let (ns, event) = event?;
+                match event {
+                    WatchEvent::Added(r) | WatchEvent::Modified(r) => {
+                        let key = (ns, r.name_any());
+                        match r.status {
+                            Some(s)
+                                if s.watch_namespace.is_empty() || s.watch_namespace == serves =>
+                            {
+                                known.insert(key, s);
+                            }
+                            _ => {
+                                known.remove(&key);
+                            }
+                        }
+                    }
+                    WatchEvent::Deleted(r) => {
+                        known.remove(&(ns, r.name_any()));
+                    }
+                    WatchEvent::Bookmark(_) => {}
+                    WatchEvent::Error(e) => {
+                        return Err(anyhow!("watching router reports: {}", e.message))
+                    }
+                }
+                Ok(known
+                    .iter()
+                    .map(|((_, name), s)| (name.clone(), s.clone()))
+                    .collect())
+            })
+            .boxed())
+    }
+
+    async fn prune_routers(&self, dry_run: bool) -> anyhow::Result<Vec<String>> {
+        let (routers, reports) = futures::try_join!(self.routers(), self.all_reports())?;
+        let now = jiff::Timestamp::now().as_millisecond();
+        let gone = |proved: Option<jiff::Timestamp>, duration: i32| {
+            proved.is_none_or(|t| protocol::prunable(t.as_millisecond(), duration, now))
+        };
+        // (namespace, name) of each Lease to delete, with its report.
+        let mut doomed: Vec<(String, String)> = routers
+            .iter()
+            .filter(|r| !r.live && gone(r.renewed, r.lease_duration_seconds))
+            .map(|r| (r.namespace.clone(), r.name.clone()))
+            .collect();
+        // A report whose Lease is gone (a cluster without a garbage collector keeps it).
+        for (ns, report) in &reports {
+            let name = report.name_any();
+            let has_lease = routers.iter().any(|r| r.namespace == *ns && r.name == name);
+            let reported = report
+                .status
+                .as_ref()
+                .and_then(|s| s.reported_at.parse::<jiff::Timestamp>().ok());
+            let duration = i32::try_from(protocol::DEFAULT_LEASE_DURATION_SECONDS).unwrap_or(10);
+            if !has_lease
+                && gone(reported, duration)
+                && !doomed.contains(&(ns.clone(), name.clone()))
+            {
+                doomed.push((ns.clone(), name));
+            }
+        }
+        doomed.sort();
+        if !dry_run {
+            for (ns, name) in &doomed {
+                let leases: Api<Lease> = Api::namespaced(self.client.clone(), ns);
+                let reports: Api<RouterReport> = Api::namespaced(self.client.clone(), ns);
+                let params = DeleteParams::default();
+                for result in [
+                    leases.delete(name, &params).await.map(|_| ()),
+                    reports.delete(name, &params).await.map(|_| ()),
+                ] {
+                    match result {
+                        Ok(()) => {}
+                        Err(e) if code(&e) == Some(404) => {}
+                        Err(e) => {
+                            return Err(api(e)).with_context(|| {
+                                format!("deleting router {name} in namespace {ns}")
+                            })
+                        }
+                    }
+                }
+            }
+        }
+        Ok(doomed
+            .into_iter()
+            .map(|(ns, name)| format!("{ns}/{name}"))
+            .collect())
     }
 
     async fn watch_function(

@@ -11,13 +11,14 @@ use anyhow::{bail, Context as _};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use switchyard_core::protocol::lease_fresh;
+use switchyard_core::protocol;
+use switchyard_core::report::{AppliedVersions, Exception, ExceptionState, RouterReportStatus};
 use switchyard_core::{Function, FunctionSpec, FunctionVersion, FunctionVersionSpec};
 use switchyard_store::{FunctionDocument, LocalStore, RouterDocument, StoreError, LOCAL_NAMESPACE};
 
 use crate::exit::{fail, Code};
 
-use super::{Created, FunctionState, Readiness, Router, Store, VersionInfo, Written};
+use super::{Created, FunctionState, Readiness, Reports, Router, Store, VersionInfo, Written};
 
 /// Switchyard state in a local directory.
 pub struct DirStore {
@@ -79,13 +80,12 @@ impl DirStore {
         let Some(f) = &doc.function else {
             return Ok(None);
         };
-        let routers = self.routers_docs()?;
         Ok(Some(FunctionState {
             name: name.to_string(),
+            namespace: LOCAL_NAMESPACE.to_string(),
             spec: f.spec.clone(),
             revision: doc.resource_version(),
             generation: f.metadata.generation.unwrap_or_default(),
-            routers: routers.iter().filter_map(|r| r.ack_for(name)).collect(),
             created: f.metadata.creation_timestamp.as_ref().map(|t| t.0),
         }))
     }
@@ -110,6 +110,73 @@ impl DirStore {
                 Err(e) => return Err(store_error(e)),
             }
         }
+    }
+}
+
+/// A replica's file read as the report a Kubernetes replica would write, so that one reading
+/// (`protocol::summarize`) serves both stores. A local store keeps per-function entries, not
+/// resourceVersions: for `function`, `applied.functions` is the function's revision when the
+/// replica's entry has reached its generation, `"0"` otherwise. Every entry that is pending or
+/// rejected is an exception.
+pub fn local_report(doc: &RouterDocument, function: Option<&FunctionState>) -> RouterReportStatus {
+    let time = |ms: i64| {
+        jiff::Timestamp::from_millisecond(ms)
+            .map(protocol::report_time)
+            .unwrap_or_default()
+    };
+    let applied = function.map(|f| {
+        let reached = doc
+            .entry(&f.name)
+            .is_some_and(|e| e.observed_generation >= f.generation);
+        AppliedVersions {
+            functions: if reached {
+                f.revision.clone()
+            } else {
+                "0".to_string()
+            },
+            function_versions: String::new(),
+        }
+    });
+    let exceptions = doc
+        .functions
+        .iter()
+        .filter_map(|e| {
+            let (state, reason) = match (&e.pending, &e.rejected) {
+                (Some(why), _) => (ExceptionState::Pending, why),
+                (None, Some(why)) => (ExceptionState::Rejected, why),
+                (None, None) => return None,
+            };
+            Some(Exception {
+                namespace: LOCAL_NAMESPACE.to_string(),
+                name: e.name.clone(),
+                generation: e.observed_generation,
+                state,
+                reason: reason.clone(),
+            })
+        })
+        .collect();
+    RouterReportStatus {
+        replica: doc.name.clone(),
+        address: doc.listen.clone(),
+        watch_namespace: String::new(),
+        started_at: doc.started_at.clone(),
+        reported_at: time(doc.renewed_ms),
+        table: doc.table.clone(),
+        applied,
+        exceptions,
+        exceptions_omitted: 0,
+        numbers: doc.numbers.clone(),
+    }
+}
+
+fn router_of(doc: &RouterDocument, now_ms: i64) -> Router {
+    Router {
+        name: doc.name.clone(),
+        live: doc.live(now_ms),
+        namespace: String::new(),
+        renewed: jiff::Timestamp::from_millisecond(doc.renewed_ms).ok(),
+        lease_duration_seconds: doc.lease_duration_seconds,
+        report: None,
     }
 }
 
@@ -265,20 +332,93 @@ impl Store for DirStore {
         let now = jiff::Timestamp::now().as_millisecond();
         Ok(self
             .routers_docs()?
-            .into_iter()
+            .iter()
+            .map(|r| router_of(r, now))
+            .collect())
+    }
+
+    async fn reports(&self, function: Option<&FunctionState>) -> anyhow::Result<Vec<Router>> {
+        let now = jiff::Timestamp::now().as_millisecond();
+        Ok(self
+            .routers_docs()?
+            .iter()
             .map(|r| Router {
-                live: lease_fresh(r.renewed_ms, r.lease_duration_seconds, now),
-                name: r.name,
+                report: Some(local_report(r, function)),
+                ..router_of(r, now)
             })
             .collect())
+    }
+
+    async fn watch_reports(
+        &self,
+        function: &FunctionState,
+    ) -> anyhow::Result<BoxStream<'static, anyhow::Result<Reports>>> {
+        // The routers' files are few and small: re-read them every few milliseconds while
+        // someone waits, and pass on each change.
+        let store = self.store.clone();
+        let function = function.clone();
+        let read = move |store: &LocalStore| -> anyhow::Result<Reports> {
+            Ok(store
+                .routers()?
+                .iter()
+                .map(|d| (d.name.clone(), local_report(d, Some(&function))))
+                .collect())
+        };
+        let mut last: Option<Reports> = None;
+        Ok(futures::stream::unfold(
+            (store, read, true),
+            |(store, read, first)| async move {
+                if !first {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let next = read(&store);
+                Some((next, (store, read, false)))
+            },
+        )
+        .filter(move |item| {
+            let changed = match item {
+                Ok(reports) => {
+                    // Only a change of what they say, not of their heartbeat.
+                    let said = |r: &Reports| -> Vec<(String, Option<AppliedVersions>, Vec<Exception>)> {
+                        r.iter()
+                            .map(|(n, s)| (n.clone(), s.applied.clone(), s.exceptions.clone()))
+                            .collect()
+                    };
+                    let new = last.as_ref().is_none_or(|l| said(l) != said(reports));
+                    if new {
+                        last = Some(reports.clone());
+                    }
+                    new
+                }
+                Err(_) => true,
+            };
+            futures::future::ready(changed)
+        })
+        .boxed())
+    }
+
+    async fn prune_routers(&self, dry_run: bool) -> anyhow::Result<Vec<String>> {
+        let now = jiff::Timestamp::now().as_millisecond();
+        let doomed: Vec<String> = self
+            .store
+            .routers()?
+            .into_iter()
+            .filter(|d| protocol::prunable(d.renewed_ms, d.lease_duration_seconds, now))
+            .map(|d| d.name)
+            .collect();
+        if !dry_run {
+            for name in &doomed {
+                self.store.remove_router(name);
+            }
+        }
+        Ok(doomed)
     }
 
     async fn watch_function(
         &self,
         after: &FunctionState,
     ) -> anyhow::Result<BoxStream<'static, anyhow::Result<FunctionState>>> {
-        // Acknowledgements arrive in the routers' files, so poll both kinds of file: cheap
-        // reads of a few small files, every 5 ms while someone waits.
+        // A cheap read of one small file, every 5 ms while someone watches.
         let store = DirStore {
             store: self.store.clone(),
             actor: self.actor.clone(),

@@ -1,12 +1,12 @@
-//! The Kubernetes source: Functions and FunctionVersions watched through kube-runtime, acks
-//! server-side-applied to `status.routers`, and this replica's Lease (docs/protocol.md).
+//! The Kubernetes source: Functions and FunctionVersions watched through kube-runtime, this
+//! replica's Lease, and its RouterReport (docs/protocol.md).
 //!
-//! This file ties the three together as a [`ConfigSource`]; `watch` keeps the watched
-//! objects, `ack` writes acknowledgements and prunes dead replicas' entries, `lease` holds
-//! this replica's Lease. What they send is built by `switchyard_core::protocol`.
+//! This file ties the three together as a [`ConfigSource`]; `watch` keeps the watched objects
+//! and how far each watch has been read, `lease` holds this replica's Lease, `report` writes
+//! its report. What they send is built by `switchyard_core::{protocol, report}`.
 
-mod ack;
 mod lease;
+mod report;
 mod watch;
 
 use std::path::PathBuf;
@@ -23,13 +23,17 @@ use kube::runtime::WatchStreamExt;
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use switchyard_core::cowmap::FxHashMap;
+use switchyard_core::numbers::Numbers;
+use switchyard_core::report::{
+    cap_exceptions, AppliedVersions, RouterReport, RouterReportStatus, TableReport,
+};
 use switchyard_core::{protocol, Function, FunctionVersion};
-use tokio::sync::mpsc;
+use tokio::sync::watch as channel;
 
-use self::ack::{prune_stale_entries, write_acks};
 use self::lease::renew_lease;
+use self::report::write_reports;
 use self::watch::{function_of, Catalog, Change, FxHashSet, Key, Seen};
-use super::{Ack, ConfigSource, FunctionInputs, SourceEvent, State, Update};
+use super::{ConfigSource, FunctionInputs, Identity, Served, SourceEvent, State, Update};
 
 /// How to reach the API server and where this replica announces itself.
 #[derive(Debug, Clone)]
@@ -43,6 +47,9 @@ pub struct KubernetesOptions {
     pub lease_namespace: Option<String>,
     /// `spec.leaseDurationSeconds`; renewed every third of it. Default 10 s.
     pub lease_duration: Duration,
+    /// The address the report gives for this replica (`--advertise-address`); `None`: the
+    /// listen address.
+    pub advertise_address: Option<String>,
 }
 
 impl KubernetesOptions {
@@ -55,6 +62,7 @@ impl KubernetesOptions {
             lease_duration: Duration::from_secs(u64::from(
                 protocol::DEFAULT_LEASE_DURATION_SECONDS,
             )),
+            advertise_address: None,
         }
     }
 
@@ -103,18 +111,25 @@ pub struct KubernetesSource {
     /// Whether the next event must be a complete state (at start, after a re-list).
     full: bool,
     lost: bool,
-    acks: mpsc::UnboundedSender<Ack>,
+    /// How far each watch had been read when the last event was handed out: what a table built
+    /// from it covers (Functions, FunctionVersions).
+    handed: (u64, u64),
     lease_stop: Option<tokio::sync::oneshot::Sender<()>>,
     lease_task: Option<tokio::task::JoinHandle<()>>,
     leases: Api<Lease>,
-    replica: String,
+    reports: Api<RouterReport>,
+    identity: Identity,
     watch_namespace: String,
     lease_namespace: String,
     lease_duration: Duration,
     server: String,
-    client: Client,
-    prune_every: tokio::time::Interval,
-    prune_task: Option<tokio::task::JoinHandle<()>>,
+    started_at: String,
+    /// The report to reach; the writer takes the latest.
+    desired: Option<channel::Sender<Option<RouterReportStatus>>>,
+    numbers: channel::Sender<Option<Numbers>>,
+    writer: Option<tokio::task::JoinHandle<()>>,
+    /// The last report handed to the writer, to skip one that says nothing new.
+    said: Option<RouterReportStatus>,
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -132,8 +147,8 @@ where
 }
 
 impl KubernetesSource {
-    /// Starts the watches, the ack writer and the Lease renewal.
-    pub async fn open(opts: KubernetesOptions, replica: &str) -> anyhow::Result<Self> {
+    /// Starts the watches; the Lease and the report start with the first complete table.
+    pub async fn open(opts: KubernetesOptions, mut identity: Identity) -> anyhow::Result<Self> {
         let (client, url) = client(opts.kubeconfig.as_ref()).await?;
         let ns = opts.namespace.as_deref();
         let config = watcher::Config::default().any_semantic();
@@ -144,11 +159,13 @@ impl KubernetesSource {
             .default_backoff()
             .map(Change::Version);
         let events = futures::stream::select(functions, versions).boxed();
-
-        let (acks, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_acks(client.clone(), replica.to_string(), rx));
-
-        let leases: Api<Lease> = Api::namespaced(client.clone(), &opts.resolved_lease_namespace());
+        let lease_namespace = opts.resolved_lease_namespace();
+        let leases: Api<Lease> = Api::namespaced(client.clone(), &lease_namespace);
+        let reports: Api<RouterReport> = Api::namespaced(client.clone(), &lease_namespace);
+        let started_at = identity.started_at.clone();
+        if let Some(address) = opts.advertise_address.clone() {
+            identity.address = address;
+        }
         Ok(KubernetesSource {
             events,
             functions: Catalog::new(),
@@ -157,23 +174,21 @@ impl KubernetesSource {
             dirty: FxHashSet::default(),
             full: true,
             lost: false,
-            acks,
+            handed: (0, 0),
             lease_stop: None,
             lease_task: None,
             leases,
-            replica: replica.to_string(),
+            reports,
+            identity,
             watch_namespace: opts.namespace.clone().unwrap_or_default(),
-            lease_namespace: opts.resolved_lease_namespace(),
+            lease_namespace,
             lease_duration: opts.lease_duration,
             server: url,
-            client,
-            prune_task: None,
-            prune_every: {
-                let mut every =
-                    tokio::time::interval(opts.lease_duration.max(Duration::from_secs(1)));
-                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                every
-            },
+            started_at,
+            desired: None,
+            numbers: channel::channel(None).0,
+            writer: None,
+            said: None,
         })
     }
 
@@ -226,41 +241,33 @@ impl KubernetesSource {
         Ok(())
     }
 
-    /// Starts removing other replicas' `status.routers` entries whose Lease is gone or
-    /// expired (docs/protocol.md), for the Functions that have any.
-    fn prune(&mut self) {
-        if self.lease_task.is_none() || self.lost {
-            return;
-        }
-        // One pass at a time: with thousands of Functions a pass outlasts the period, and the
-        // catalog still shows the entries the running pass is removing.
-        if self.prune_task.as_ref().is_some_and(|t| !t.is_finished()) {
-            return;
-        }
-        let candidates: Vec<(String, String, Vec<switchyard_core::RouterAck>)> = self
-            .functions
-            .live
-            .values()
-            .filter_map(|f| {
-                let routers = &f.status.as_ref()?.routers;
-                routers.iter().any(|r| r.name != self.replica).then(|| {
-                    (
-                        f.metadata.namespace.clone().unwrap_or_default(),
-                        f.metadata.name.clone().unwrap_or_default(),
-                        routers.clone(),
-                    )
-                })
-            })
-            .collect();
-        if candidates.is_empty() {
-            return;
-        }
-        self.prune_task = Some(tokio::spawn(prune_stale_entries(
-            self.client.clone(),
-            candidates,
-            self.replica.clone(),
-            self.lease_namespace.clone(),
+    /// Announces this replica once it serves a complete table: its Lease, renewed from now
+    /// on, and the writer of its report (which waits for the Lease's uid and the first table).
+    fn announce(&mut self) {
+        let (stop, stop_rx) = tokio::sync::oneshot::channel();
+        let (uid_tx, uid_rx) = channel::channel(None);
+        self.lease_stop = Some(stop);
+        self.lease_task = Some(tokio::spawn(renew_lease(
+            self.leases.clone(),
+            self.identity.replica.clone(),
+            self.watch_namespace.clone(),
             self.lease_duration,
+            uid_tx,
+            Arc::clone(&self.identity.ready),
+            stop_rx,
+        )));
+        let (desired, desired_rx) = channel::channel(None);
+        self.desired = Some(desired);
+        self.writer = Some(tokio::spawn(write_reports(
+            self.reports.clone(),
+            self.lease_namespace.clone(),
+            self.identity.replica.clone(),
+            report::Inputs {
+                desired: desired_rx,
+                numbers: self.numbers.subscribe(),
+                lease_uid: uid_rx,
+            },
+            Arc::clone(&self.identity.ready),
         )));
     }
 
@@ -287,17 +294,20 @@ impl KubernetesSource {
     }
 }
 
+/// Whether two reports say the same, but for when they were written and read.
+fn same_report(a: &RouterReportStatus, b: &RouterReportStatus) -> bool {
+    let table = |s: &RouterReportStatus| s.table.as_ref().map(|t| (t.generation, t.routes));
+    a.applied == b.applied
+        && a.exceptions == b.exceptions
+        && a.exceptions_omitted == b.exceptions_omitted
+        && table(a) == table(b)
+}
+
 #[async_trait]
 impl ConfigSource for KubernetesSource {
     async fn next(&mut self) -> Option<SourceEvent> {
         loop {
-            let change = tokio::select! {
-                change = self.events.next() => change?,
-                _ = self.prune_every.tick() => {
-                    self.prune();
-                    continue;
-                }
-            };
+            let change = self.events.next().await?;
             if let Err(e) = self.apply(change) {
                 self.lost = true;
                 return Some(SourceEvent::Lost(e));
@@ -313,21 +323,20 @@ impl ConfigSource for KubernetesSource {
                 && self.versions.complete
                 && self.functions.relist.is_none()
                 && self.versions.relist.is_none();
-            if complete && (self.full || self.lost || !self.dirty.is_empty()) {
+            if !complete {
+                continue;
+            }
+            let read = (self.functions.read, self.versions.read);
+            let moved = read != self.handed;
+            if self.full || self.lost || !self.dirty.is_empty() || moved {
                 // Announce this replica only once it serves a complete table.
                 if self.lease_task.is_none() {
-                    let (stop, stop_rx) = tokio::sync::oneshot::channel();
-                    self.lease_stop = Some(stop);
-                    self.lease_task = Some(tokio::spawn(renew_lease(
-                        self.leases.clone(),
-                        self.replica.clone(),
-                        self.watch_namespace.clone(),
-                        self.lease_duration,
-                        stop_rx,
-                    )));
+                    self.announce();
                 }
+                self.handed = read;
                 // After a re-list or an outage, a complete state: the builder finds what
-                // changed and re-derives every acknowledgement; otherwise only what changed.
+                // changed; otherwise only what changed (nothing, when only the
+                // resourceVersions moved: the report then says the table covers them).
                 let full = std::mem::take(&mut self.full);
                 let lost = std::mem::take(&mut self.lost);
                 if full || lost {
@@ -339,14 +348,62 @@ impl ConfigSource for KubernetesSource {
         }
     }
 
-    fn acknowledge(&mut self, acks: Vec<Ack>) {
-        for ack in acks {
-            // The writer lives as long as the runtime; a send error means shutdown.
-            let _ = self.acks.send(ack);
+    fn served(&mut self, served: Served) {
+        let Some(desired) = &self.desired else {
+            return;
+        };
+        let (exceptions, exceptions_omitted) = cap_exceptions(served.exceptions);
+        let status = RouterReportStatus {
+            replica: self.identity.replica.clone(),
+            address: self.identity.address.clone(),
+            watch_namespace: self.watch_namespace.clone(),
+            started_at: self.started_at.clone(),
+            reported_at: String::new(),
+            table: Some(TableReport {
+                generation: served.generation,
+                read_at: served
+                    .as_of
+                    .and_then(|t| jiff::Timestamp::try_from(t).ok())
+                    .map(protocol::report_time)
+                    .unwrap_or_default(),
+                routes: served.routes as u64,
+            }),
+            applied: Some(AppliedVersions {
+                functions: self.handed.0.to_string(),
+                function_versions: self.handed.1.to_string(),
+            }),
+            exceptions,
+            exceptions_omitted,
+            numbers: None,
+        };
+        if self.said.as_ref().is_some_and(|s| same_report(s, &status)) {
+            return;
         }
+        self.said = Some(status.clone());
+        let _ = desired.send(Some(status));
+    }
+
+    fn publish(&mut self, numbers: Numbers) {
+        // Only a change of the counts is worth a write: an idle router writes nothing.
+        self.numbers.send_if_modified(|last| {
+            let changed = match last {
+                // Nothing counted yet is nothing to say.
+                None => !numbers.versions.is_empty() || numbers.omitted > 0,
+                Some(l) => l.versions != numbers.versions || l.omitted != numbers.omitted,
+            };
+            if changed {
+                *last = Some(numbers);
+            }
+            changed
+        });
     }
 
     async fn close(&mut self) {
+        // The writer finishes the write under way and stops.
+        self.desired = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+        }
         if let Some(stop) = self.lease_stop.take() {
             let _ = stop.send(());
         }
@@ -354,15 +411,26 @@ impl ConfigSource for KubernetesSource {
             return;
         };
         let _ = task.await;
-        let deleted = tokio::time::timeout(
-            Duration::from_secs(2),
-            self.leases.delete(&self.replica, &DeleteParams::default()),
-        )
+        let replica = self.identity.replica.clone();
+        let params = DeleteParams::default();
+        let deleted = tokio::time::timeout(Duration::from_secs(2), async {
+            futures::join!(
+                self.reports.delete(&replica, &params),
+                self.leases.delete(&replica, &params)
+            )
+        })
         .await;
         match deleted {
-            Ok(Ok(_)) => tracing::info!(replica = %self.replica, "lease deleted"),
-            Ok(Err(e)) => tracing::warn!(replica = %self.replica, "deleting lease: {e}"),
-            Err(_) => tracing::warn!(replica = %self.replica, "deleting lease timed out"),
+            Ok((report, lease)) => {
+                for (what, result) in [("report", report.map(|_| ())), ("lease", lease.map(|_| ()))]
+                {
+                    match result {
+                        Ok(()) => tracing::info!(%replica, "{what} deleted"),
+                        Err(e) => tracing::warn!(%replica, "deleting {what}: {e}"),
+                    }
+                }
+            }
+            Err(_) => tracing::warn!(%replica, "deleting the lease and report timed out"),
         }
     }
 }

@@ -3,20 +3,28 @@
 //! The documents and their locked, atomic files are the `switchyard-store` crate's, shared with
 //! the CLI; here [`LocalSource`] is the router's [`ConfigSource`] over a [`LocalStore`],
 //! following its `functions/` directory with file notifications and writing the router's own
-//! heartbeat and acknowledgements.
+//! file, `routers/<replica>.json`: heartbeat, table, numbers and one entry per function
+//! (docs/protocol.md, "Local store").
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
-use switchyard_core::RouterAck;
-use switchyard_store::{FunctionDocument, LocalStore, RouterDocument, StoreError, LOCAL_NAMESPACE};
+use switchyard_core::numbers::Numbers;
+use switchyard_core::protocol;
+use switchyard_core::report::{ExceptionState, TableReport};
+use switchyard_store::{
+    FunctionDocument, FunctionEntry, LocalStore, RouterDocument, StoreError, LOCAL_NAMESPACE,
+};
 use tokio::sync::mpsc;
 
-use super::{Ack, ConfigSource, SourceEvent, State};
+use super::{ConfigSource, Identity, ReadyGate, Served, SourceEvent, State};
+
+/// The least time between two writes of the numbers.
+const NUMBERS_EVERY: Duration = Duration::from_secs(1);
 
 /// How a router follows a local store.
 #[derive(Debug, Clone)]
@@ -38,12 +46,17 @@ pub struct LocalSource {
     _watcher: RecommendedWatcher,
     heartbeat: tokio::time::Interval,
     started: bool,
+    /// Whether the file has been written once (the heartbeat starts then).
+    written: bool,
+    gate: Arc<ReadyGate>,
+    numbers_written: Option<Instant>,
+    numbers_due: bool,
 }
 
 impl LocalSource {
     /// Opens the store and starts following its `functions/` directory. A store that does
     /// not exist is an error, not an empty routing table reported ready.
-    pub fn open(opts: LocalOptions, replica: &str) -> anyhow::Result<LocalSource> {
+    pub fn open(opts: LocalOptions, identity: Identity) -> anyhow::Result<LocalSource> {
         let store = LocalStore::open_existing(&opts.root)?;
         let (tx, changes) = mpsc::unbounded_channel();
         let mut watcher =
@@ -64,14 +77,15 @@ impl LocalSource {
             })?;
         watcher.watch(&store.functions_dir(), RecursiveMode::NonRecursive)?;
         let duration = opts.lease_duration.max(Duration::from_secs(1));
+        // Written with the first table (see `served`): a replica counts once it says something.
         let doc = RouterDocument {
-            name: replica.to_string(),
+            name: identity.replica.clone(),
             renewed_ms: now_ms(),
             lease_duration_seconds: duration.as_secs() as i32,
             listen: opts.listen,
-            functions: Vec::new(),
+            started_at: identity.started_at.clone(),
+            ..Default::default()
         };
-        store.write_router(&doc)?;
         Ok(LocalSource {
             store,
             doc,
@@ -80,6 +94,10 @@ impl LocalSource {
             _watcher: watcher,
             heartbeat: tokio::time::interval(duration / 3),
             started: false,
+            written: false,
+            gate: identity.ready,
+            numbers_written: None,
+            numbers_due: false,
         })
     }
 
@@ -107,10 +125,22 @@ impl LocalSource {
         Ok(state)
     }
 
+    /// Writes the file with a renewed heartbeat; the first success opens the ready gate.
     fn renew(&mut self) {
         self.doc.renewed_ms = now_ms();
-        if let Err(e) = self.store.write_router(&self.doc) {
-            tracing::warn!("renewing the router heartbeat: {e}");
+        if self.numbers_due {
+            self.numbers_due = false;
+            self.numbers_written = Some(Instant::now());
+        }
+        match self.store.write_router(&self.doc) {
+            Ok(()) => {
+                self.written = true;
+                self.gate.renewed(
+                    self.doc.renewed_ms + i64::from(self.doc.lease_duration_seconds) * 1000,
+                );
+                self.gate.reported();
+            }
+            Err(e) => tracing::warn!("writing the router file: {e}"),
         }
     }
 }
@@ -131,7 +161,7 @@ impl ConfigSource for LocalSource {
                         while self.changes.try_recv().is_ok() {}
                         break;
                     }
-                    _ = self.heartbeat.tick() => self.renew(),
+                    _ = self.heartbeat.tick(), if self.written => self.renew(),
                 }
             }
         }
@@ -142,19 +172,89 @@ impl ConfigSource for LocalSource {
         })
     }
 
-    fn acknowledge(&mut self, acks: Vec<Ack>) {
-        let now = jiff::Timestamp::now().to_string();
-        for ack in acks.into_iter().filter(|a| a.namespace == LOCAL_NAMESPACE) {
-            self.doc.functions.retain(|a| a.name != ack.name);
-            self.doc.functions.push(RouterAck {
-                name: ack.name,
-                observed_generation: ack.generation,
-                applied_at: now.clone(),
-                rejected: ack.rejected,
-            });
+    fn wants_functions(&self) -> bool {
+        true
+    }
+
+    fn served(&mut self, served: Served) {
+        let now = protocol::applied_at(jiff::Timestamp::now());
+        let mut entries: Vec<FunctionEntry> = served
+            .functions
+            .into_iter()
+            .filter(|(ns, _, _)| ns == LOCAL_NAMESPACE)
+            .map(|(_, name, generation)| {
+                let exception = served.exceptions.iter().find(|e| {
+                    e.name == name && e.namespace == LOCAL_NAMESPACE && e.generation == generation
+                });
+                let why = |state| {
+                    exception
+                        .filter(|e| e.state == state)
+                        .map(|e| e.reason.clone())
+                };
+                FunctionEntry {
+                    rejected: why(ExceptionState::Rejected),
+                    pending: why(ExceptionState::Pending),
+                    name,
+                    observed_generation: generation,
+                    applied_at: String::new(),
+                }
+            })
+            .collect();
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        // An entry that says what it said keeps its time.
+        for e in &mut entries {
+            e.applied_at = match self.doc.entry(&e.name) {
+                Some(old)
+                    if old.observed_generation == e.observed_generation
+                        && old.rejected == e.rejected
+                        && old.pending == e.pending =>
+                {
+                    old.applied_at.clone()
+                }
+                _ => now.clone(),
+            };
         }
-        self.doc.functions.sort_by(|a, b| a.name.cmp(&b.name));
-        self.renew();
+        let table = TableReport {
+            generation: served.generation,
+            read_at: served
+                .as_of
+                .and_then(|t| jiff::Timestamp::try_from(t).ok())
+                .map(protocol::report_time)
+                .unwrap_or_default(),
+            routes: served.routes as u64,
+        };
+        let same = self.written
+            && self.doc.functions == entries
+            && self
+                .doc
+                .table
+                .as_ref()
+                .is_some_and(|t| (t.generation, t.routes) == (table.generation, table.routes));
+        self.doc.functions = entries;
+        self.doc.table = Some(table);
+        if !same {
+            self.renew();
+        }
+    }
+
+    fn publish(&mut self, numbers: Numbers) {
+        let changed = match &self.doc.numbers {
+            // Nothing counted yet is nothing to say.
+            None => !numbers.versions.is_empty() || numbers.omitted > 0,
+            Some(l) => l.versions != numbers.versions || l.omitted != numbers.omitted,
+        };
+        if !changed {
+            return;
+        }
+        self.doc.numbers = Some(numbers);
+        self.numbers_due = true;
+        // At most once a second; otherwise the next heartbeat or report carries them.
+        let may = self
+            .numbers_written
+            .is_none_or(|t| t.elapsed() >= NUMBERS_EVERY);
+        if may && self.written {
+            self.renew();
+        }
     }
 
     async fn close(&mut self) {
@@ -168,6 +268,15 @@ mod tests {
     use std::fs;
     use switchyard_core::{Function, FunctionVersion, TOTAL_PPM};
     use switchyard_store::DocumentError;
+
+    fn identity(replica: &str) -> Identity {
+        Identity {
+            replica: replica.into(),
+            address: "127.0.0.1:1".into(),
+            started_at: "2026-12-02T10:00:00.000Z".into(),
+            ready: Arc::new(ReadyGate::new()),
+        }
+    }
 
     fn temp_store() -> LocalStore {
         let dir = std::env::temp_dir().join(format!(
@@ -199,10 +308,14 @@ mod tests {
             lease_duration: Duration::from_secs(3),
             listen: "127.0.0.1:1".into(),
         };
-        let mut source = LocalSource::open(opts, "r1").expect("source");
+        let mut source = LocalSource::open(opts, identity("r1")).expect("source");
         let Some(SourceEvent::State(state)) = source.next().await else {
             panic!("first state")
         };
+        assert!(
+            store.routers().expect("routers").is_empty(),
+            "not before a table"
+        );
         assert_eq!(state.functions[0].spec.weight_of("1.0.0"), TOTAL_PPM);
         store.write("hello", "1", doc("1.1.0")).expect("write");
         let next = tokio::time::timeout(Duration::from_secs(10), source.next()).await;
@@ -211,20 +324,37 @@ mod tests {
         };
         assert_eq!(state.functions[0].spec.weight_of("1.1.0"), TOTAL_PPM);
         let generation = state.functions[0].metadata.generation.expect("generation");
-        source.acknowledge(vec![Ack {
-            namespace: LOCAL_NAMESPACE.into(),
-            name: "hello".into(),
-            generation,
-            rejected: None,
-            fresh: true,
-        }]);
+        source.served(Served {
+            generation: 2,
+            functions: vec![(LOCAL_NAMESPACE.into(), "hello".into(), generation)],
+            ..Default::default()
+        });
         let routers = store.routers().expect("routers");
+        let entry = routers[0].entry("hello").expect("an entry");
         assert_eq!(
-            routers[0]
-                .ack_for("hello")
-                .map(|a| (a.name, a.observed_generation)),
-            Some(("r1".to_string(), 2))
+            (entry.observed_generation, entry.pending.as_deref()),
+            (2, None)
         );
+        assert_eq!(routers[0].table.as_ref().map(|t| t.generation), Some(2));
+        source.served(Served {
+            generation: 3,
+            functions: vec![(LOCAL_NAMESPACE.into(), "hello".into(), 3)],
+            exceptions: vec![switchyard_core::report::Exception {
+                namespace: LOCAL_NAMESPACE.into(),
+                name: "hello".into(),
+                generation: 3,
+                state: ExceptionState::Pending,
+                reason: "waiting for FunctionVersion hello-2-0-0".into(),
+            }],
+            ..Default::default()
+        });
+        let routers = store.routers().expect("routers");
+        let entry = routers[0].entry("hello").expect("an entry");
+        assert_eq!(
+            entry.pending.as_deref(),
+            Some("waiting for FunctionVersion hello-2-0-0")
+        );
+        assert!(entry.rejected.is_none());
         source.close().await;
         assert!(store.routers().expect("routers").is_empty());
     }
@@ -238,7 +368,7 @@ mod tests {
             lease_duration: Duration::from_secs(3),
             listen: "127.0.0.1:1".into(),
         };
-        let mut source = LocalSource::open(opts, "r1").expect("source");
+        let mut source = LocalSource::open(opts, identity("r1")).expect("source");
         let Some(SourceEvent::State(_)) = source.next().await else {
             panic!("first state")
         };
@@ -264,7 +394,9 @@ mod tests {
             lease_duration: Duration::from_secs(3),
             listen: "127.0.0.1:1".into(),
         };
-        let err = LocalSource::open(opts, "r1").err().expect("refused");
+        let err = LocalSource::open(opts, identity("r1"))
+            .err()
+            .expect("refused");
         assert_eq!(
             err.to_string(),
             format!(

@@ -288,6 +288,33 @@ fn a_router_on_a_store_directory_follows_a_rollback_made_by_the_cli_and_acknowle
     }
     let status = ok(&switchyard(&store, &["status", "hello", "-o", "json"]));
     assert!(status.contains("local-1"), "{status}");
+    // Its file carries its numbers too: status sums them (the 200 requests above).
+    let live = wait_until_blocking(Duration::from_secs(20), "the numbers in status", || {
+        let out = switchyard(&store, &["status", "hello", "-o", "json"]);
+        let view: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let stable = view["live"]
+            .as_array()?
+            .iter()
+            .find(|v| v["version"] == "1.0.0")?
+            .clone();
+        (stable["requests"].as_u64()? >= 200).then_some(stable)
+    });
+    assert_eq!(live["errorRate"], 0.0, "{live}");
+    // `routers` lists it; a replica file left behind long ago is pruned, the live one kept.
+    let listed = ok(&switchyard(&store, &["routers", "-o", "json"]));
+    let rows: serde_json::Value = serde_json::from_str(&listed).expect("json");
+    assert_eq!(rows[0]["name"], "local-1", "{rows}");
+    assert_eq!(rows[0]["live"], true, "{rows}");
+    assert_eq!(rows[0]["address"], format!("127.0.0.1:{listen}"), "{rows}");
+    std::fs::write(
+        store.join("routers").join("gone.json"),
+        r#"{"name": "gone", "renewedMs": 1000, "leaseDurationSeconds": 10}"#,
+    )
+    .expect("an old replica file");
+    let pruned = ok(&switchyard(&store, &["routers", "--prune"]));
+    assert_eq!(pruned.trim(), "router gone pruned");
+    assert!(!store.join("routers").join("gone.json").exists());
+    assert!(store.join("routers").join("local-1.json").exists());
 
     // A whole function goes only with --force while a live router serves it.
     let out = switchyard(&store, &["delete", "hello", "--all"]);

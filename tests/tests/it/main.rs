@@ -11,5 +11,6 @@ mod install;
 mod journey;
 mod local_store;
 mod manifests;
+mod numbers;
 mod protocol;
 mod router;

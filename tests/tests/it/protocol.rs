@@ -1,5 +1,6 @@
-//! The router ↔ CLI protocol of docs/protocol.md: liveness, waits, retries.
+//! The router ↔ CLI protocol of docs/protocol.md: liveness, reports, waits, retries.
 
 mod liveness;
+mod reports;
 mod retry;
 mod wait;

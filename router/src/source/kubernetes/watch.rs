@@ -33,6 +33,22 @@ pub(super) struct Catalog<K> {
     pub(super) relist: Option<FxHashMap<Key, Arc<K>>>,
     /// Whether a first list has completed.
     pub(super) complete: bool,
+    /// The resourceVersion read up to: the newest object of the last (re)list, then each
+    /// event's (docs/protocol.md, "What `applied` promises"). The newest listed object stands
+    /// for the LIST's own resourceVersion, which kube-runtime does not hand out: it is never
+    /// newer, so a report built on it promises no more than was read.
+    pub(super) read: u64,
+    relist_read: u64,
+}
+
+/// An object's resourceVersion as an integer (an etcd revision); 0 when it is not one, which
+/// never moves a mark.
+fn revision<K: Resource>(obj: &K) -> u64 {
+    obj.meta()
+        .resource_version
+        .as_deref()
+        .and_then(|rv| rv.parse().ok())
+        .unwrap_or(0)
 }
 
 impl<K: Resource> Catalog<K> {
@@ -41,6 +57,8 @@ impl<K: Resource> Catalog<K> {
             live: FxHashMap::default(),
             relist: None,
             complete: false,
+            read: 0,
+            relist_read: 0,
         }
     }
 
@@ -58,9 +76,11 @@ impl<K: Resource> Catalog<K> {
         match event {
             Event::Init => {
                 self.relist = Some(FxHashMap::default());
+                self.relist_read = 0;
                 Seen::Nothing
             }
             Event::InitApply(obj) => {
+                self.relist_read = self.relist_read.max(revision(&obj));
                 self.relist
                     .get_or_insert_with(FxHashMap::default)
                     .insert(Self::key(&obj), Arc::new(obj));
@@ -69,12 +89,13 @@ impl<K: Resource> Catalog<K> {
             Event::InitDone => {
                 self.live = self.relist.take().unwrap_or_default();
                 self.complete = true;
+                self.read = self.read.max(self.relist_read);
                 Seen::Relisted
             }
             Event::Apply(obj) => {
-                // Routing depends on specs only, and a spec change bumps the generation. A
-                // status write (every router's acknowledgement is one) must not trigger a
-                // rebuild: at 10,000 functions the acks alone would keep the router rebuilding.
+                // Routing depends on specs only, and a spec change bumps the generation: a
+                // status or metadata write must not trigger a rebuild (it still moves `read`).
+                self.read = self.read.max(revision(&obj));
                 let key = Self::key(&obj);
                 let new = Arc::new(obj);
                 let old = self.live.insert(key, Arc::clone(&new));
@@ -91,13 +112,22 @@ impl<K: Resource> Catalog<K> {
                     }
                 }
             }
-            Event::Delete(obj) => match self.live.remove(&Self::key(&obj)) {
-                Some(old) => Seen::Changed {
-                    old: Some(old),
-                    new: None,
-                },
-                None => Seen::Nothing,
+            Event::Delete(obj) => {
+                // A deleted object carries the deletion's resourceVersion.
+                self.read = self.read.max(revision(&obj));
+                self.forget(&obj)
+            }
+        }
+    }
+
+    /// Removes a deleted object.
+    fn forget(&mut self, obj: &K) -> Seen<K> {
+        match self.live.remove(&Self::key(obj)) {
+            Some(old) => Seen::Changed {
+                old: Some(old),
+                new: None,
             },
+            None => Seen::Nothing,
         }
     }
 }

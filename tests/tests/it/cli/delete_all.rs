@@ -1,17 +1,16 @@
 //! `delete FN --all` on Kubernetes (issue 13, missing verbs): refused with exit 3 while a live
 //! router serves the function, then with `--force` the Function, every FunctionVersion and the
 //! managed versions' Deployments and Services are gone, and other functions are untouched. The
-//! live replica is a protocol peer on the real API server: a Lease and an acknowledgement
-//! exactly as `switchyard_core::protocol` builds them.
+//! live replica is a protocol peer on the real API server: a Lease and a RouterReport exactly
+//! as `switchyard_core::{protocol, report}` build them.
 
 use switchyard_tests::cli as support;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use support::Cli;
-use switchyard_core::{protocol, Function, FunctionVersion};
+use switchyard_core::{Function, FunctionVersion};
 use switchyard_tests::{client, namespace};
 
 #[tokio::test]
@@ -30,33 +29,19 @@ async fn delete_all_is_refused_while_a_live_router_serves_it_and_force_removes_e
         cli.ok(&all).await;
     }
 
-    // Replica r1 holds a fresh Lease watching this namespace and has applied hello's
-    // current generation.
-    let now = k8s_openapi::jiff::Timestamp::now();
-    Api::<Lease>::namespaced(client.clone(), &ns)
-        .patch(
-            "r1",
-            &PatchParams::apply(&protocol::field_manager("r1")).force(),
-            &Patch::Apply(&protocol::lease("r1", &ns, 30, now)),
-        )
-        .await
-        .expect("applying r1's Lease");
+    // Replica r1 holds a fresh Lease watching this namespace and reports that it has read
+    // and served hello as it is now.
+    support::renew(&client, &ns, "r1").await;
     let functions: Api<Function> = Api::namespaced(client.clone(), &ns);
-    let generation = support::function(&client, &ns, "hello")
+    let rv = support::function(&client, &ns, "hello")
         .await
         .metadata
-        .generation
-        .expect("a generation");
-    functions
-        .patch_status(
-            "hello",
-            &PatchParams::apply(&protocol::field_manager("r1")).force(),
-            &Patch::Apply(&protocol::ack_body(
-                &ns, "hello", "r1", generation, None, now,
-            )),
-        )
-        .await
-        .expect("acknowledging as r1");
+        .resource_version
+        .expect("a resourceVersion");
+    assert!(
+        support::write_report(&client, &ns, "r1", &rv).await,
+        "r1's report"
+    );
 
     let refused = cli.run(&["delete", "hello", "--all"]).await.expect(3);
     assert_eq!(

@@ -2,9 +2,33 @@
 //! `switchyard-deployer` may do what their role allows, and the rest is refused with 403.
 
 use super::*;
+use kube::api::WatchParams;
+use switchyard_core::report::{AppliedVersions, RouterReport, RouterReportStatus};
+
+/// People read reports as the CLI does (`status`, `routers`, a wait's watch), and write none.
+async fn reads_reports_only(who: &Client, ns: &str, role: &str) {
+    let reports: Api<RouterReport> = Api::namespaced(who.clone(), ns);
+    allowed(
+        reports.list(&ListParams::default()).await,
+        &format!("{role} lists reports"),
+    );
+    allowed(
+        reports
+            .watch(&WatchParams::default(), "0")
+            .await
+            .map(|_| ()),
+        &format!("{role} watches reports"),
+    );
+    let mut body = switchyard_core::report::report(ns, "uid", RouterReportStatus::default());
+    body.metadata.name = Some("forged".into());
+    forbidden(
+        reports.create(&PostParams::default(), &body).await,
+        &format!("{role} creates a report"),
+    );
+}
 
 #[tokio::test]
-async fn the_router_watches_and_acknowledges_functions_and_may_do_nothing_else() {
+async fn the_router_watches_functions_and_writes_its_report_and_may_do_nothing_else() {
     let admin = client().await;
     let ns = namespace(&admin, "rbac-router").await;
     // The ClusterRole and its binding to switchyard-system/switchyard-router, for real. The
@@ -51,32 +75,82 @@ async fn the_router_watches_and_acknowledges_functions_and_may_do_nothing_else()
     let hello = allowed(fns.get("hello").await, "router gets a Function");
     watch_sees_a_change(&router, &admin, &ns, "hello", "the router").await;
 
-    // Its acknowledgement: its own entry in status.routers, by server-side apply.
-    let ack = json!({
-        "apiVersion": "switchyard.dev/v1alpha1",
-        "kind": "Function",
-        "status": {"routers": [{
-            "name": "router-a",
-            "observedGeneration": hello.metadata.generation,
-            "appliedAt": "2026-01-01T00:00:00Z"
-        }]}
-    });
+    // Its report: the whole life cycle, the way the router keeps it (server-side apply
+    // creates it, merge patches follow) and by plain create, update, list and watch.
+    let reports: Api<RouterReport> = Api::namespaced(router.clone(), &ns);
+    let status = |replica: &str| RouterReportStatus {
+        replica: replica.into(),
+        applied: Some(AppliedVersions {
+            functions: "1".into(),
+            function_versions: "1".into(),
+        }),
+        ..Default::default()
+    };
+    let body = switchyard_core::report::report(&ns, "uid-a", status("router-a"));
     allowed(
+        reports
+            .patch(
+                "router-a",
+                &PatchParams::apply("switchyard-router.router-a").force(),
+                &Patch::Apply(&body),
+            )
+            .await,
+        "router applies its report",
+    );
+    allowed(
+        reports
+            .patch(
+                "router-a",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"applied": {"functions": "2"}}})),
+            )
+            .await,
+        "router merge-patches its report",
+    );
+    let mut other = switchyard_core::report::report(&ns, "uid-c", status("router-c"));
+    other.metadata.namespace = None;
+    let created = allowed(
+        reports.create(&PostParams::default(), &other).await,
+        "router creates a report",
+    );
+    allowed(
+        reports
+            .replace("router-c", &PostParams::default(), &created)
+            .await,
+        "router updates a report",
+    );
+    allowed(reports.get("router-a").await, "router gets a report");
+    allowed(
+        reports.list(&ListParams::default()).await,
+        "router lists reports",
+    );
+    allowed(
+        reports
+            .watch(&WatchParams::default(), "0")
+            .await
+            .map(|_| ()),
+        "router watches reports",
+    );
+    for name in ["router-a", "router-c"] {
+        allowed(
+            reports.delete(name, &DeleteParams::default()).await,
+            "router deletes a report",
+        );
+    }
+    // It writes nothing on a Function, not even its status.
+    forbidden(
         fns.patch_status(
             "hello",
-            &PatchParams::apply("switchyard-router.router-a").force(),
-            &Patch::Apply(&ack),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {}})),
         )
         .await,
-        "router applies its status entry",
+        "router patches functions/status",
     );
-    let acked = admin_fns
-        .get_status("hello")
-        .await
-        .expect("admin reads status");
-    let routers = acked.status.expect("a status").routers;
-    assert_eq!(routers.len(), 1);
-    assert_eq!(routers[0].name, "router-a");
+    forbidden(
+        fns.get_status("hello").await,
+        "router gets functions/status",
+    );
 
     // Its Lease: the whole life cycle, the way the router keeps it (server-side apply creates
     // and renews it) and by plain create and update.
@@ -103,9 +177,9 @@ async fn the_router_watches_and_acknowledges_functions_and_may_do_nothing_else()
         "router creates its Lease",
     );
     allowed(leases.get("router-a").await, "router gets its Lease");
-    allowed(
+    forbidden(
         leases.list(&ListParams::default()).await,
-        "router lists Leases",
+        "router lists Leases (it reads no other replica's)",
     );
     allowed(
         leases
@@ -212,7 +286,7 @@ async fn http_get(addr: SocketAddr, host: &'static str, path: &'static str) -> O
 }
 
 #[tokio::test]
-async fn the_real_router_serves_and_acknowledges_with_nothing_but_its_cluster_role() {
+async fn the_real_router_serves_and_reports_with_nothing_but_its_cluster_role() {
     let admin = client().await;
     let ns = namespace(&admin, "rbac-router-process").await;
     apply_cluster_scoped(&admin, "rbac.yaml").await;
@@ -272,13 +346,24 @@ async fn the_real_router_serves_and_acknowledges_with_nothing_but_its_cluster_ro
         .expect("a response through the router");
     assert_eq!((served.status, served.body.as_str()), (200, "1.0.0"));
 
-    // Its acknowledgement (patch on functions/status) and its Lease (create and patch).
-    wait_until(SETTLE, "the router's acknowledgement", || {
-        let (admin_fns, replica) = (admin_fns.clone(), replica.clone());
+    // Its report covers the Function (/readyz waited for its first write) and its Lease.
+    let rv = admin_fns
+        .get("hello")
+        .await
+        .expect("admin reads the Function")
+        .metadata
+        .resource_version
+        .expect("a resourceVersion");
+    let admin_reports: Api<RouterReport> = Api::namespaced(admin.clone(), &ns);
+    wait_until(SETTLE, "the router's report", || {
+        let (admin_reports, replica, rv) = (admin_reports.clone(), replica.clone(), rv.clone());
+        let ns = ns.clone();
         async move {
-            let f = admin_fns.get("hello").await.ok()?;
-            let ack = f.status?.routers.into_iter().find(|r| r.name == replica)?;
-            (ack.observed_generation >= generation).then_some(ack)
+            let report = admin_reports.get_opt(&replica).await.ok()??.status?;
+            let one = [(replica.clone(), Some(&report))];
+            let s =
+                switchyard_core::protocol::summarize(&one, &ns, "hello", &rv, generation).ok()?;
+            (!s.applied.is_empty()).then_some(())
         }
     })
     .await;
@@ -315,6 +400,14 @@ async fn the_real_router_serves_and_acknowledges_with_nothing_but_its_cluster_ro
             .expect("admin reads Leases")
             .is_none(),
         "the router left its Lease behind"
+    );
+    assert!(
+        admin_reports
+            .get_opt(&replica)
+            .await
+            .expect("admin reads reports")
+            .is_none(),
+        "the router left its report behind"
     );
     let log = process.log();
     assert!(
@@ -374,6 +467,7 @@ async fn a_viewer_reads_functions_and_their_readiness_and_may_write_nothing() {
         "viewer lists Leases",
     );
     allowed(leases.get("router-a").await, "viewer gets a Lease");
+    reads_reports_only(&viewer, &ns, "viewer").await;
     allowed(
         deployments.get("hello-1-0-0").await,
         "viewer reads a Deployment",
@@ -565,6 +659,7 @@ async fn a_deployer_can_do_what_the_cli_does_and_nothing_more() {
         "deployer lists Leases",
     );
     allowed(leases.get("router-a").await, "deployer gets a Lease");
+    reads_reports_only(&deployer, &ns, "deployer").await;
 
     // delete and gc.
     allowed(

@@ -10,6 +10,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::Client;
 use switchyard_core::{protocol, Function};
+use switchyard_tests::cli::write_report;
 use switchyard_tests::{binary, client, kubeconfig_path, namespace, wait_until};
 
 fn cli(ns: &str, args: &[&str]) -> tokio::process::Command {
@@ -90,28 +91,13 @@ async fn a_replica_that_leaves_mid_wait_is_named_and_not_counted() {
         .spawn()
         .expect("starting switchyard");
 
-    // The change is written: r1 acknowledges it, r2 goes away without a word.
-    let generation = wait_until(Duration::from_secs(30), "the traffic write", || async {
-        let g = functions.get("hello").await.ok()?.metadata.generation?;
-        (g > before).then_some(g)
+    // The change is written: r1 reports it served, r2 goes away without a word.
+    let rv = wait_until(Duration::from_secs(30), "the traffic write", || async {
+        let f = functions.get("hello").await.ok()?;
+        (f.metadata.generation? > before).then_some(f.metadata.resource_version?)
     })
     .await;
-    let ack = protocol::ack_body(
-        &ns,
-        "hello",
-        "r1",
-        generation,
-        None,
-        k8s_openapi::jiff::Timestamp::now(),
-    );
-    functions
-        .patch_status(
-            "hello",
-            &PatchParams::apply(&protocol::field_manager("r1")).force(),
-            &Patch::Apply(&ack),
-        )
-        .await
-        .expect("acknowledging as r1");
+    assert!(write_report(&client, &ns, "r1", &rv).await, "r1's report");
     Api::<Lease>::namespaced(client.clone(), &ns)
         .delete("r2", &DeleteParams::default())
         .await

@@ -1,4 +1,4 @@
-//! How the router follows changes: acknowledgements and the Lease (docs/protocol.md), invalid
+//! How the router follows changes: its report and its Lease (docs/protocol.md), invalid
 //! updates that never replace a good table, and weight flips under load without a failed
 //! request.
 
@@ -8,13 +8,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use serde_json::json;
 use support::*;
 use switchyard_tests::{client, namespace, HttpClient, Upstream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_acknowledgement_reports_each_generation_and_the_lease_is_held() {
+async fn the_report_covers_each_generation_and_is_owned_by_the_held_lease() {
     let client = client().await;
     let ns = namespace(&client, "rack").await;
     let v1 = Upstream::start("v1");
@@ -25,13 +25,19 @@ async fn the_acknowledgement_reports_each_generation_and_the_lease_is_held() {
     let ack = wait_ack(&client, &ns, "acked", "rack-0", g).await;
     assert_eq!(ack.observed_generation, g);
     assert_eq!(ack.rejected, None);
+    let report = report_of(&client, &ns, "rack-0").await.expect("a report");
+    assert_eq!(report.replica, "rack-0");
+    assert_eq!(report.address, router.listen.to_string());
+    assert_eq!(report.watch_namespace, ns);
     assert!(
-        ack.applied_at.len() == 20
-            && ack.applied_at.as_bytes()[10] == b'T'
-            && ack.applied_at.ends_with('Z'),
-        "appliedAt is RFC 3339 UTC: {}",
-        ack.applied_at
+        report.reported_at.len() == 24
+            && report.reported_at.as_bytes()[10] == b'T'
+            && report.reported_at.ends_with('Z'),
+        "reportedAt is RFC 3339 UTC to the millisecond: {}",
+        report.reported_at
     );
+    let table = report.table.expect("the table");
+    assert!(table.generation >= 1 && table.routes == 1, "{table:?}");
 
     let g2 = apply_function(
         &client,
@@ -62,14 +68,45 @@ async fn the_acknowledgement_reports_each_generation_and_the_lease_is_held() {
     );
     let annotations = lease.metadata.annotations.unwrap_or_default();
     assert_eq!(annotations.get("switchyard.dev/watch-namespace"), Some(&ns));
+    let uid = lease.metadata.uid.clone().expect("a uid");
     let spec = lease.spec.expect("lease spec");
     assert_eq!(spec.holder_identity.as_deref(), Some("rack-0"));
     assert_eq!(spec.lease_duration_seconds, Some(10));
     assert!(spec.renew_time.is_some());
+    // The report is the Lease's: the garbage collector removes it with the Lease.
+    let object = Api::<switchyard_core::report::RouterReport>::namespaced(client.clone(), &ns)
+        .get("rack-0")
+        .await
+        .expect("the report object");
+    let owners = object.metadata.owner_references.expect("an owner");
+    assert_eq!(
+        (
+            owners[0].kind.as_str(),
+            owners[0].name.as_str(),
+            owners[0].uid.as_str()
+        ),
+        ("Lease", "rack-0", uid.as_str())
+    );
+    let labels = object.metadata.labels.unwrap_or_default();
+    assert_eq!(
+        labels.get("switchyard.dev/router").map(String::as_str),
+        Some("true")
+    );
+
+    // A clean stop deletes both.
+    router.sigterm();
+    let reports: Api<switchyard_core::report::RouterReport> = Api::namespaced(client.clone(), &ns);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    switchyard_tests::wait_until(WAIT, "the Lease and report deleted", || async {
+        let report = reports.get_opt("rack-0").await.ok()?;
+        let lease = leases.get_opt("rack-0").await.ok()?;
+        (report.is_none() && lease.is_none()).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_invalid_update_keeps_the_previous_table_serving_and_is_acknowledged_as_rejected() {
+async fn an_invalid_update_keeps_the_previous_table_serving_and_is_reported_as_rejected() {
     let client = client().await;
     let ns = namespace(&client, "rinv").await;
     let (v1, v2) = (Upstream::start("v1"), Upstream::start("v2"));
@@ -83,25 +120,34 @@ async fn an_invalid_update_keeps_the_previous_table_serving_and_is_acknowledged_
         json!({}),
     )
     .await;
+    apply_version(&client, &ns, "owner", "1.0.0", &v1.url()).await;
+    apply_function(
+        &client,
+        &ns,
+        "owner",
+        &[("1.0.0", 1_000_000)],
+        json!({"pathPrefix": "/taken"}),
+    )
+    .await;
     let router = Router::start(&ns, "rinv-0");
     wait_ack(&client, &ns, "shaky", "rinv-0", good).await;
 
-    // The API server accepts it (weights sum right), but version 3.0.0 does not exist.
+    // The API server accepts it, but its route claims what function owner serves.
     let bad = apply_function(
         &client,
         &ns,
         "shaky",
-        &[("1.0.0", 500_000), ("3.0.0", 500_000)],
-        json!({}),
+        &[("1.0.0", 500_000), ("2.0.0", 500_000)],
+        json!({"pathPrefix": "/taken"}),
     )
     .await;
     let ack = wait_ack(&client, &ns, "shaky", "rinv-0", bad).await;
     let why = ack
         .rejected
-        .expect("the bad generation is acknowledged as rejected");
+        .expect("the bad generation is reported as rejected");
     assert!(
-        why.contains("3.0.0"),
-        "the reason names the unknown version: {why}"
+        why.contains(&format!("conflicts with function {ns}/owner")),
+        "the reason names the function it conflicts with: {why}"
     );
     assert_eq!(
         router.served_generation("shaky"),
@@ -218,72 +264,7 @@ async fn fifty_weight_flips_and_rollbacks_under_load_fail_no_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn entries_of_routers_whose_lease_is_gone_are_pruned_and_live_ones_stay() {
-    let client = client().await;
-    let ns = namespace(&client, "rprune").await;
-    let v1 = Upstream::start("v1");
-    apply_version(&client, &ns, "pruned", "1.0.0", &v1.url()).await;
-    let g = apply_function(&client, &ns, "pruned", &[("1.0.0", 1_000_000)], json!({})).await;
-    let functions: Api<switchyard_core::Function> = Api::namespaced(client.clone(), &ns);
-    // Two other replicas' entries, as they would have written them long ago.
-    for replica in ["ghost", "alive"] {
-        let status = json!({
-            "apiVersion": "switchyard.dev/v1alpha1", "kind": "Function",
-            "metadata": {"name": "pruned", "namespace": ns},
-            "status": {"routers": [{"name": replica, "observedGeneration": g, "appliedAt": "2026-01-01T00:00:00Z"}]},
-        });
-        functions
-            .patch_status(
-                "pruned",
-                &PatchParams::apply(&format!("switchyard-router.{replica}")).force(),
-                &Patch::Apply(&status),
-            )
-            .await
-            .expect("writing an entry");
-    }
-    // Only "alive" holds a Lease.
-    let lease = json!({
-        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-        "metadata": {"name": "alive", "namespace": ns, "labels": {"switchyard.dev/router": "true"}},
-        "spec": {
-            "holderIdentity": "alive",
-            "leaseDurationSeconds": 3600,
-            "renewTime": k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
-        },
-    });
-    Api::<Lease>::namespaced(client.clone(), &ns)
-        .patch(
-            "alive",
-            &PatchParams::apply("switchyard-tests").force(),
-            &Patch::Apply(&lease),
-        )
-        .await
-        .expect("creating the live replica's Lease");
-
-    let _router = Router::start_with(
-        &ns,
-        "rprune-0",
-        RouterOpts {
-            lease_duration: 3,
-            ..RouterOpts::default()
-        },
-    );
-    wait_ack(&client, &ns, "pruned", "rprune-0", g).await;
-    let names = switchyard_tests::wait_until(WAIT, "the ghost entry pruned", || {
-        let functions = functions.clone();
-        async move {
-            let routers = functions.get("pruned").await.ok()?.status?.routers;
-            let names: Vec<String> = routers.into_iter().map(|r| r.name).collect();
-            (!names.iter().any(|n| n == "ghost")).then_some(names)
-        }
-    })
-    .await;
-    assert!(names.contains(&"alive".to_string()), "{names:?}");
-    assert!(names.contains(&"rprune-0".to_string()), "{names:?}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_renews_its_lease_of_the_given_duration_and_is_pruned_once_it_expires() {
+async fn a_replica_renews_its_lease_of_the_given_duration_and_is_not_live_once_it_expires() {
     use k8s_openapi::jiff::{SignedDuration, Timestamp};
     let client = client().await;
     let ns = namespace(&client, "rlease").await;
@@ -315,21 +296,27 @@ async fn a_replica_renews_its_lease_of_the_given_duration_and_is_pruned_once_it_
     })
     .await;
 
-    // Killed, the replica neither renews nor deletes its Lease: only expiry can prune it.
+    // Killed, the replica neither renews nor deletes its Lease: it stops being live when the
+    // Lease expires, for `switchyard routers` as for every wait.
     doomed.kill();
-    let functions: Api<switchyard_core::Function> = Api::namespaced(client.clone(), &ns);
-    let names = switchyard_tests::wait_until(WAIT, "rlease-0's entry pruned", || async {
-        let routers = functions.get("leased").await.ok()?.status?.routers;
-        let names: Vec<String> = routers.into_iter().map(|r| r.name).collect();
-        (!names.iter().any(|n| n == "rlease-0")).then_some(names)
+    let cli = switchyard_tests::cli::Cli::new(&ns);
+    let rows = switchyard_tests::wait_until(WAIT, "rlease-0 not live", || async {
+        let out = cli.run(&["routers", "-o", "json"]).await;
+        let rows: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+        let live = |name: &str| {
+            rows.as_array()?
+                .iter()
+                .find(|r| r["name"] == name)
+                .map(|r| r["live"] == true)
+        };
+        (live("rlease-0") == Some(false) && live("rlease-1") == Some(true)).then_some(rows)
     })
     .await;
-    assert_eq!(names, ["rlease-1"], "the live replica's entry stays");
     let (_, last) = renewed("rlease-0")
         .await
         .expect("a killed replica's Lease stays behind");
     assert!(
         Timestamp::now() > last + SignedDuration::from_secs(3),
-        "pruned while rlease-0's Lease (renewed {last}) was still fresh"
+        "called gone while rlease-0's Lease (renewed {last}) was still fresh: {rows}"
     );
 }
