@@ -12,6 +12,40 @@ use crate::resources::{Function, FunctionVersion};
 /// Every CRD: Function, FunctionVersion, RouterReport.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![Function::crd(), FunctionVersion::crd(), router_report()]
+        .into_iter()
+        .map(known_formats)
+        .collect()
+}
+
+/// The CRD with only integer formats Kubernetes knows: schemars writes `uint16`, `uint32` and
+/// `uint64` for unsigned fields, and every `kubectl apply` of such a CRD warns `unrecognized
+/// format`. An unsigned field becomes `int32` (u16) or `int64`, with `minimum: 0` unless it
+/// already has a lower bound.
+fn known_formats(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let known = match map.get("format").and_then(|f| f.as_str()) {
+                    Some("uint16") => Some("int32"),
+                    Some("uint32" | "uint64" | "uint") => Some("int64"),
+                    _ => None,
+                };
+                if let Some(known) = known {
+                    map.insert("format".into(), known.into());
+                    map.entry("minimum").or_insert_with(|| 0.into());
+                }
+                map.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let Ok(mut value) = serde_json::to_value(&crd) else {
+        return crd;
+    };
+    walk(&mut value);
+    // The walk changes only two plain fields, so the value still reads as a CRD.
+    serde_json::from_value(value).unwrap_or(crd)
 }
 
 /// RouterReport, without the status subresource the derive adds: a replica writes its whole

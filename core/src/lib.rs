@@ -24,8 +24,8 @@ pub mod weight;
 pub mod workload;
 
 pub use resources::{
-    object_name, Action, Affinity, EnvVar, Function, FunctionSpec, FunctionStatus, FunctionVersion,
-    FunctionVersionSpec, HistoryEntry, Resources, RouterAck, Tag, TrafficTarget,
+    object_name, Action, Affinity, EnvVar, Function, FunctionSpec, FunctionVersion,
+    FunctionVersionSpec, HistoryEntry, Resources, Tag, TrafficTarget,
 };
 pub use table::{BuildOptions, Route, RoutingTable};
 pub use weight::TOTAL_PPM;

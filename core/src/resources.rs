@@ -117,7 +117,6 @@ pub struct Resources {
     plural = "functions",
     shortname = "fn",
     namespaced,
-    status = "FunctionStatus",
     printcolumn = r#"{"name":"Traffic","type":"string","jsonPath":".spec.traffic[?(@.weight > 0)].version","description":"versions that receive traffic"}"#,
     printcolumn = r#"{"name":"Weights","type":"string","jsonPath":".spec.traffic[?(@.weight > 0)].weight","description":"their weights, in parts per million"}"#,
     printcolumn = r#"{"name":"Hosts","type":"string","jsonPath":".spec.hosts"}"#,
@@ -340,33 +339,6 @@ pub struct HistoryEntry {
     /// Set on a state that `undo` walked back from; undo never returns to it.
     #[serde(default, skip_serializing_if = "is_false")]
     pub undone: bool,
-}
-
-/// What the routers reported about a Function under protocol version 1. Version 2
-/// (docs/protocol.md) has each replica write one [`crate::report::RouterReport`] instead and
-/// nothing reads or writes this any more; it stays in the schema only while branches still on
-/// version 1 share the test API server, and goes when they are merged.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
-pub struct FunctionStatus {
-    /// Version 1's entries, one per router replica; unused since version 2.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
-    pub routers: Vec<RouterAck>,
-}
-
-/// One router replica's acknowledgement of a Function generation.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RouterAck {
-    /// The replica (also the name of its Lease).
-    pub name: String,
-    /// The Function generation this replica has processed.
-    pub observed_generation: i64,
-    /// When it applied (or rejected) it, in RFC 3339.
-    pub applied_at: String,
-    /// Why it refused this generation; absent when it serves it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rejected: Option<String>,
 }
 
 /// The object name of a version's FunctionVersion, Deployment and Service:

@@ -17,7 +17,7 @@ pub struct RouterConfig {
     pub threads: usize,
     /// How long a graceful shutdown lets in-flight requests finish; default 10 s.
     pub grace_period: Duration,
-    /// This replica's name: its Lease and its entry in `status.routers`.
+    /// This replica's name: the name of its Lease and of its RouterReport.
     pub replica: String,
     /// Where each good state is written, and read from when the source is unreachable at start.
     pub snapshot: Option<PathBuf>,
