@@ -347,7 +347,12 @@ mod tests {
             detail: None,
         };
         assert_eq!(
-            ready_line("hello", "1.2.0", &r(Some(1), Some(3)), Duration::from_millis(4210)),
+            ready_line(
+                "hello",
+                "1.2.0",
+                &r(Some(1), Some(3)),
+                Duration::from_millis(4210)
+            ),
             "waiting for hello@1.2.0: 1/3 ready · 4.2 s"
         );
         assert_eq!(

@@ -7,6 +7,7 @@
 //! says how to start it.
 
 pub mod cli;
+pub mod cluster;
 pub mod router;
 
 use std::collections::HashMap;

@@ -7,9 +7,11 @@
 
 mod apiserver;
 mod cli;
+mod image;
 mod install;
 mod journey;
 mod local_store;
 mod manifests;
 mod protocol;
+mod rollout;
 mod router;
