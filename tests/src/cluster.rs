@@ -167,6 +167,16 @@ impl SimulatedNode {
             async move { nodes.get(name).await.ok().filter(node_ready) }
         })
         .await;
+        // Lift the not-ready taint that admission puts on every new Node, as the node
+        // lifecycle controller (not run here; see scripts/testenv) would once it is Ready.
+        nodes
+            .patch(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(serde_json::json!({"spec": {"taints": null}})),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("untainting Node {name}: {e}"));
         SimulatedNode {
             name: name.to_string(),
             client: client.clone(),

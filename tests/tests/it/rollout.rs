@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DeleteParams};
 use kube::{Client, ResourceExt as _};
 use switchyard_core::{workload, FunctionVersion, TrafficTarget};
-use switchyard_tests::cli::{function, Cli};
+use switchyard_tests::cli::{function, Cli, SimRouter};
 use switchyard_tests::cluster::{
     endpoint_pods, pod_ready, pods, require_controllers, wait_workload_gone, workload_objects,
     CONTROLLERS,
@@ -21,11 +21,14 @@ use switchyard_tests::{client, namespace, wait_until};
 const IMAGE: &str =
     "ghcr.io/acme/hello@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
-async fn setup(prefix: &str) -> (Client, Cli) {
+/// A fresh namespace with a simulated router replica in it: the deploys here wait for the
+/// routers as well as for readiness.
+async fn setup(prefix: &str) -> (Client, Cli, SimRouter) {
     let client = client().await;
     require_controllers(&client).await;
     let ns = namespace(&client, prefix).await;
-    (client, Cli::new(&ns))
+    let router = SimRouter::start(&client, &ns, &format!("{prefix}-router")).await;
+    (client, Cli::new(&ns), router)
 }
 
 fn split(traffic: &[TrafficTarget]) -> Vec<(String, u32)> {
@@ -88,7 +91,7 @@ async fn wait_endpoints(client: &Client, ns: &str, service: &str, want: &BTreeSe
 #[tokio::test]
 async fn deploy_waits_for_real_readiness_and_each_versions_service_has_exactly_its_pods_as_endpoints(
 ) {
-    let (client, cli) = setup("rollout-ready").await;
+    let (client, cli, _router) = setup("rollout-ready").await;
     let out = deploy(&cli, "1.0.0", "3", &[]).await;
     assert!(out.contains("hello@1.0.0 is ready"), "{out}");
 
@@ -133,7 +136,7 @@ async fn deploy_waits_for_real_readiness_and_each_versions_service_has_exactly_i
 
 #[tokio::test]
 async fn a_version_whose_pods_are_never_scheduled_times_out_with_exit_4_and_takes_no_traffic() {
-    let (client, cli) = setup("rollout-never").await;
+    let (client, cli, _router) = setup("rollout-never").await;
     cli.ok(&[
         "deploy",
         "hello",
@@ -258,7 +261,7 @@ async fn a_version_whose_pods_are_never_scheduled_times_out_with_exit_4_and_take
 
 #[tokio::test]
 async fn delete_and_gc_of_a_version_leave_nothing_of_its_workload() {
-    let (client, cli) = setup("rollout-delete").await;
+    let (client, cli, _router) = setup("rollout-delete").await;
     deploy(&cli, "2.0.0", "2", &[]).await;
     deploy(&cli, "1.0.0", "2", &[]).await;
     deploy(&cli, "1.5.0", "1", &[]).await;
@@ -290,7 +293,7 @@ async fn delete_and_gc_of_a_version_leave_nothing_of_its_workload() {
 
 #[tokio::test]
 async fn the_garbage_collector_follows_a_deleted_function_versions_owner_references() {
-    let (client, cli) = setup("rollout-owner").await;
+    let (client, cli, _router) = setup("rollout-owner").await;
     deploy(&cli, "1.0.0", "2", &[]).await;
     let selector = workload::selector("hello", "1.0.0");
     let before = workload_objects(&client, &cli.ns, &selector).await;
