@@ -7,6 +7,7 @@
 
 mod apiserver;
 mod cli;
+mod exclusive;
 mod image;
 mod install;
 mod journey;
