@@ -241,8 +241,8 @@ fn replicas(r: &Readiness) -> String {
     }
 }
 
-/// The live line of a readiness wait: `waiting for hello@1.2.0: 1/3 ready · 4.2 s` (`not ready` while
-/// the Deployment has no status to count from).
+/// The live line of a readiness wait: `waiting for hello@1.2.0: 1/3 ready · 4.2 s`
+/// (`not ready` while the Deployment has no status to count from).
 pub fn ready_line(function: &str, version: &str, r: &Readiness, elapsed: Duration) -> String {
     let count = match (r.ready_replicas, r.desired_replicas) {
         (Some(a), Some(d)) => format!("{a}/{d} ready"),
