@@ -284,6 +284,19 @@ fn replicas(r: &Readiness) -> String {
     }
 }
 
+/// The live line of a readiness wait: `waiting for hello@1.2.0: 1/3 ready · 4.2 s`
+/// (`not ready` while the Deployment has no status to count from).
+pub fn ready_line(function: &str, version: &str, r: &Readiness, elapsed: Duration) -> String {
+    let count = match (r.ready_replicas, r.desired_replicas) {
+        (Some(a), Some(d)) => format!("{a}/{d} ready"),
+        _ => "not ready".to_string(),
+    };
+    format!(
+        "waiting for {function}@{version}: {count} · {:.1} s",
+        elapsed.as_secs_f64()
+    )
+}
+
 /// Waits until version `version` of `function` is ready, showing a live progress line on a
 /// terminal.
 pub async fn ready(
@@ -327,11 +340,7 @@ pub async fn ready(
                 ),
             ));
         }
-        let line = format!(
-            "waiting for {function}@{version}: {} · {}s",
-            replicas(&v.readiness),
-            elapsed.as_secs()
-        );
+        let line = ready_line(function, version, &v.readiness, elapsed);
         if tty {
             eprint!("\r\x1b[2K{line}");
         } else if !announced {
@@ -370,6 +379,29 @@ mod tests {
         assert_eq!(
             progress_line(&summary(&["a"], &["b"], &[]), t),
             "2/2 routers · 3.1 s"
+        );
+    }
+
+    #[test]
+    fn the_readiness_line_counts_ready_replicas_of_the_desired_and_the_time_waited() {
+        let r = |ready, desired| Readiness {
+            ready: false,
+            ready_replicas: ready,
+            desired_replicas: desired,
+            detail: None,
+        };
+        assert_eq!(
+            ready_line(
+                "hello",
+                "1.2.0",
+                &r(Some(1), Some(3)),
+                Duration::from_millis(4210)
+            ),
+            "waiting for hello@1.2.0: 1/3 ready · 4.2 s"
+        );
+        assert_eq!(
+            ready_line("hello", "1.2.0", &r(Some(0), None), Duration::ZERO),
+            "waiting for hello@1.2.0: not ready · 0.0 s"
         );
     }
 

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar as KEnvVar, PodSpec, PodTemplateSpec, ResourceRequirements,
-    Service, ServicePort, ServiceSpec,
+    Container, ContainerPort, EnvVar as KEnvVar, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, Service, ServicePort, ServiceSpec, TCPSocketAction,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -105,6 +105,10 @@ pub fn service_host(
 /// `spec.replicas` (default 1) Pods of one container with the image, args, env, and equal
 /// requests and limits; the Service forwards [`SERVICE_PORT`] to the container's port
 /// (`spec.port`, default [`DEFAULT_PORT`]).
+///
+/// The container has a readiness probe that connects to its port: without one, Kubernetes
+/// counts a Pod ready (puts it in the Service's endpoints, lets the version take traffic) as
+/// soon as the process starts, before it listens, and the router's first requests fail.
 pub fn workload(
     fv: &FunctionVersion,
     namespace: &str,
@@ -171,6 +175,15 @@ pub fn workload(
             requests: Some(q),
             ..Default::default()
         }),
+        readiness_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::String(PORT_NAME.into()),
+                ..Default::default()
+            }),
+            period_seconds: Some(2),
+            failure_threshold: Some(3),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let deployment = Deployment {
@@ -225,9 +238,11 @@ pub struct WorkloadReadiness {
     pub detail: Option<String>,
 }
 
-/// The readiness rule of a managed version named `name`: its Deployment exists, its controller
-/// has observed the current spec, the desired replicas (default 1) are available, and the
-/// `Available` condition is true.
+/// The readiness rule of a managed version named `name`, as `kubectl rollout status` reads a
+/// Deployment: its controller has observed the current spec, the desired replicas (default 1)
+/// all run the current Pod template (`updatedReplicas`) and are available, and the
+/// `Available` condition is true. A rollout whose `Progressing` condition says
+/// `ProgressDeadlineExceeded` is named as such in the detail.
 pub fn readiness(name: &str, deployment: Option<&Deployment>) -> WorkloadReadiness {
     let Some(d) = deployment else {
         return WorkloadReadiness {
@@ -240,16 +255,28 @@ pub fn readiness(name: &str, deployment: Option<&Deployment>) -> WorkloadReadine
     let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let status = d.status.clone().unwrap_or_default();
     let available = status.available_replicas.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
     let observed = status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
-    let condition = status
-        .conditions
+    let conditions = status.conditions.unwrap_or_default();
+    let condition = conditions
         .iter()
-        .flatten()
         .any(|c| c.type_ == "Available" && c.status == "True");
-    let ready = observed && available >= desired && condition;
+    let stalled = conditions.iter().find(|c| {
+        c.type_ == "Progressing"
+            && c.status == "False"
+            && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    });
+    let ready = observed && updated >= desired && available >= desired && condition;
     let detail = (!ready).then(|| {
         if !observed {
             format!("Deployment {name} not yet observed by its controller")
+        } else if let Some(c) = stalled {
+            format!(
+                "{available}/{desired} replicas available; the rollout exceeded its progress deadline: {}",
+                c.message.as_deref().unwrap_or("no message")
+            )
+        } else if updated < desired {
+            format!("{available}/{desired} replicas available, {updated}/{desired} updated")
         } else if available < desired {
             format!("{available}/{desired} replicas available")
         } else {
@@ -412,6 +439,22 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_container_is_ready_only_once_its_port_accepts_connections() {
+        let (d, _) = workload(&managed("1.2.0"), "prod").expect("a workload");
+        let pod = d.spec.expect("spec").template.spec.expect("a pod spec");
+        let c = &pod.containers[0];
+        let probe = c.readiness_probe.as_ref().expect("a readiness probe");
+        let port = &probe.tcp_socket.as_ref().expect("a TCP probe").port;
+        // By name, so it follows the container port (9000 here).
+        assert_eq!(port, &IntOrString::String("http".into()));
+        let named = c.ports.as_ref().expect("ports");
+        assert_eq!(
+            (named[0].name.as_deref(), named[0].container_port),
+            (Some("http"), 9000)
+        );
+    }
+
     fn deployment(
         generation: i64,
         observed: i64,
@@ -431,6 +474,7 @@ mod tests {
             status: Some(DeploymentStatus {
                 observed_generation: Some(observed),
                 available_replicas: Some(available),
+                updated_replicas: Some(desired),
                 conditions: Some(vec![DeploymentCondition {
                     type_: "Available".into(),
                     status: cond.into(),
@@ -466,6 +510,33 @@ mod tests {
             let r = readiness("d", Some(&d));
             assert_eq!((r.ready, r.detail.as_deref()), (ready, detail), "case {i}");
         }
+        // Available Pods of an older template (a rollout under way) do not make it ready.
+        let mut rolling = deployment(3, 3, 2, 2, "True");
+        rolling.status.as_mut().expect("status").updated_replicas = Some(1);
+        let r = readiness("d", Some(&rolling));
+        assert_eq!(
+            (r.ready, r.detail.as_deref()),
+            (false, Some("2/2 replicas available, 1/2 updated"))
+        );
+        // A stalled rollout says so.
+        let mut stalled = deployment(2, 2, 2, 0, "False");
+        stalled
+            .status
+            .as_mut()
+            .and_then(|s| s.conditions.as_mut())
+            .expect("conditions")
+            .push(DeploymentCondition {
+                type_: "Progressing".into(),
+                status: "False".into(),
+                reason: Some("ProgressDeadlineExceeded".into()),
+                message: Some("ReplicaSet \"d-1\" has timed out progressing.".into()),
+                ..Default::default()
+            });
+        let r = readiness("d", Some(&stalled));
+        assert_eq!(
+            r.detail.as_deref(),
+            Some("0/2 replicas available; the rollout exceeded its progress deadline: ReplicaSet \"d-1\" has timed out progressing.")
+        );
         let missing = readiness("d", None);
         assert_eq!(
             (

@@ -1,6 +1,7 @@
 //! Shared helpers of the `cli_*` tests: run the real `switchyard` binary against the test API
-//! server, mark Deployments ready through their status subresource, and simulate router
-//! replicas that follow docs/protocol.md (a Lease and a RouterReport each).
+//! server and simulate router replicas that follow docs/protocol.md (a Lease and a
+//! RouterReport each). Managed versions become ready through the real controllers and kwok
+//! (scripts/testenv), never by writing a Deployment's status by hand.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::{binary, kubeconfig_path};
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::Client;
@@ -87,25 +87,6 @@ pub async fn function(client: &Client, ns: &str, name: &str) -> Function {
         .get(name)
         .await
         .expect("reading the Function")
-}
-
-/// Writes a Deployment's status as a controller would for `available` ready replicas.
-pub async fn mark_ready(client: &Client, ns: &str, name: &str, available: i32) {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let d = api.get(name).await.expect("reading the Deployment");
-    let status = json!({
-        "status": {
-            "observedGeneration": d.metadata.generation,
-            "replicas": available,
-            "updatedReplicas": available,
-            "readyReplicas": available,
-            "availableReplicas": available,
-            "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}]
-        }
-    });
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .expect("writing the Deployment status");
 }
 
 /// A simulated router replica: renews its Lease and reports that it has read and served every

@@ -1,12 +1,14 @@
 //! Test harness for Switchyard's end-to-end and API-server tests.
 //!
 //! It connects to the real kube-apiserver that `scripts/testenv start` runs (through
-//! `KUBECONFIG`), gives each test a fresh namespace, installs the CRDs once per process, and
-//! runs real upstream HTTP servers and a small HTTP client, all on 127.0.0.1. It is not a mock
+//! `KUBECONFIG`), with its controllers and kwok's simulated Nodes ([`cluster`]), gives each
+//! test a fresh namespace, installs the CRDs once per process, and runs real upstream HTTP
+//! servers and a small HTTP client, all on 127.0.0.1. It is not a mock
 //! of anything: when the API server is absent, the tests that need it fail with a message that
 //! says how to start it.
 
 pub mod cli;
+pub mod cluster;
 pub mod router;
 
 use std::collections::HashMap;
@@ -97,8 +99,8 @@ pub async fn ensure_crds(client: &Client) {
 }
 
 /// Creates a fresh namespace `sy-<prefix>-<unique>` (after making sure the CRDs exist) and
-/// returns its name. Namespaces are left behind: without controllers they never finish
-/// terminating, and each test run starts on a new API server.
+/// returns its name. Namespaces are left behind for a failed test's objects to be looked at
+/// (the namespace controller would remove them; a control plane started afresh has none).
 pub async fn namespace(client: &Client, prefix: &str) -> String {
     ensure_crds(client).await;
     static COUNTER: AtomicU64 = AtomicU64::new(0);

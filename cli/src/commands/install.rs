@@ -1,14 +1,17 @@
 //! `install`: the embedded manifests, applied by server-side apply in the kustomization's
-//! order, with the CRDs Established before anything else is applied.
+//! order, with the CRDs Established before anything else is applied, then a wait until the
+//! router's Deployment has rolled out.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::Client;
 use serde_json::Value;
+use switchyard_core::workload;
 
 use crate::args;
 use crate::exit::{fail, Code};
@@ -197,8 +200,55 @@ pub async fn run(client: &Client, args: args::Install) -> anyhow::Result<()> {
             "switchyard installed: {created} created, {configured} configured, \
              {unchanged} unchanged of {total} objects"
         ));
+        for m in objects.iter().filter(|m| m.kind() == "Deployment") {
+            let (took, replicas) = rolled_out(client, m, args.timeout).await?;
+            output::line(format!(
+                "rolled out in {}: {} ({replicas} replicas ready)",
+                show(took),
+                m.label()
+            ));
+        }
     }
     Ok(())
+}
+
+/// Waits until the Deployment of manifest `m` has rolled out (core's readiness rule: its
+/// controller observed the applied spec, every desired replica runs it and is available);
+/// exit 4 after `timeout`, naming what it waited for (everything is applied by then).
+/// Returns how long it took and the replicas available.
+async fn rolled_out(
+    client: &Client,
+    m: &Manifest,
+    timeout: Duration,
+) -> anyhow::Result<(Duration, i32)> {
+    let deployments: Api<Deployment> = match &m.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::default_namespaced(client.clone()),
+    };
+    let started = Instant::now();
+    loop {
+        let d = deployments
+            .get_opt(m.name())
+            .await
+            .map_err(api)
+            .with_context(|| format!("reading {}", m.label()))?;
+        let r = workload::readiness(m.name(), d.as_ref());
+        if r.ready {
+            return Ok((started.elapsed(), r.available));
+        }
+        if started.elapsed() >= timeout {
+            return Err(fail(
+                Code::Timeout,
+                format!(
+                    "timed out after {} waiting for {} to roll out: {} (everything is applied)",
+                    show(timeout),
+                    m.label(),
+                    r.detail.unwrap_or_default()
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// The API of a CRD's custom resources, in the first version it serves.

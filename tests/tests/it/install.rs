@@ -10,6 +10,8 @@
 //! a forced uninstall deletes is checked with `--dry-run --force`, which the API server answers
 //! for each object without deleting it.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use switchyard_tests::cli as support;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -27,9 +29,10 @@ const SYSTEM: &str = "switchyard-system";
 const ROUTER: &str = "switchyard-router";
 
 /// Every object of the manifests, as install names them, in apply order.
-const OBJECTS: [&str; 11] = [
+const OBJECTS: [&str; 12] = [
     "CustomResourceDefinition functions.switchyard.dev",
     "CustomResourceDefinition functionversions.switchyard.dev",
+    "CustomResourceDefinition routerreports.switchyard.dev",
     "Namespace switchyard-system",
     "ServiceAccount switchyard-system/switchyard-router",
     "ClusterRole switchyard-router",
@@ -73,6 +76,7 @@ async fn router_deployment(kube: &Client) -> Deployment {
 #[tokio::test]
 async fn install_creates_everything_and_a_second_install_changes_nothing() {
     let kube = client().await;
+    switchyard_tests::cluster::require_controllers(&kube).await;
     let ns = namespace(&kube, "install").await;
     let cli = Cli::new(&ns);
 
@@ -94,6 +98,37 @@ async fn install_creates_everything_and_a_second_install_changes_nothing() {
         "{first:?}"
     );
     assert!(first.stdout.contains("switchyard installed: "), "{first:?}");
+    // Install waited for the router to roll out, and the controllers agree: two Pods of the
+    // current template, Ready, on two different Nodes (the topology spread constraint).
+    assert!(
+        first
+            .stdout
+            .contains("Deployment switchyard-system/switchyard-router (2 replicas ready)"),
+        "{first:?}"
+    );
+    let d = router_deployment(&kube).await;
+    let status = d
+        .status
+        .clone()
+        .expect("a status written by the controller");
+    assert_eq!(
+        (status.ready_replicas, status.updated_replicas),
+        (Some(2), Some(2)),
+        "{status:?}"
+    );
+    let selector = BTreeMap::from([("app.kubernetes.io/name".to_string(), ROUTER.to_string())]);
+    let pods = switchyard_tests::cluster::pods(&kube, SYSTEM, &selector).await;
+    let current: Vec<_> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| switchyard_tests::cluster::pod_ready(p))
+        .collect();
+    assert_eq!(current.len(), 2, "{pods:#?}");
+    let nodes: BTreeSet<_> = current
+        .iter()
+        .filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()))
+        .collect();
+    assert_eq!(nodes.len(), 2, "one router replica per Node: {nodes:?}");
 
     // Everything is there, as the manifests say.
     let crds: Api<CustomResourceDefinition> = Api::all(kube.clone());
@@ -151,7 +186,25 @@ async fn install_creates_everything_and_a_second_install_changes_nothing() {
         .await
         .expect("the PodDisruptionBudget");
 
-    // Again: nothing changes, and nothing is written.
+    // Again: nothing changes, and nothing is written. (First let the Deployment controller
+    // finish its last status write of this rollout.)
+    let deployments: Api<Deployment> = Api::namespaced(kube.clone(), SYSTEM);
+    switchyard_tests::wait_until(
+        switchyard_tests::cluster::CONTROLLERS,
+        "the router rollout complete",
+        || {
+            let deployments = deployments.clone();
+            async move {
+                let d = deployments.get(ROUTER).await.ok()?;
+                let done = d.status?.conditions?.iter().any(|c| {
+                    c.type_ == "Progressing"
+                        && c.reason.as_deref() == Some("NewReplicaSetAvailable")
+                });
+                done.then_some(())
+            }
+        },
+    )
+    .await;
     let revision = router_deployment(&kube).await.resource_version();
     let second = cli.ok(&["install"]).await;
     let lines = object_lines(&second.stdout);
@@ -162,7 +215,7 @@ async fn install_creates_everything_and_a_second_install_changes_nothing() {
     assert!(
         second
             .stdout
-            .contains("switchyard installed: 0 created, 0 configured, 11 unchanged of 11 objects"),
+            .contains("switchyard installed: 0 created, 0 configured, 12 unchanged of 12 objects"),
         "{second:?}"
     );
     assert_eq!(router_deployment(&kube).await.resource_version(), revision);
@@ -198,7 +251,7 @@ async fn install_dry_run_reports_what_would_change_and_writes_nothing() {
     }
     assert!(
         out.stdout.contains(
-            "dry run: 0 would be created, 1 would be configured, 10 unchanged of 11 objects; nothing was written"
+            "dry run: 0 would be created, 1 would be configured, 11 unchanged of 12 objects; nothing was written"
         ),
         "{out:?}"
     );
@@ -254,7 +307,7 @@ async fn uninstall_refuses_while_a_function_exists_and_a_forced_dry_run_lists_wh
     }
     assert!(
         out.stdout
-            .contains("dry run: 11 would be deleted, 0 not found; nothing was deleted"),
+            .contains("dry run: 12 would be deleted, 0 not found; nothing was deleted"),
         "{out:?}"
     );
 

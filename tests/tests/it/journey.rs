@@ -324,6 +324,7 @@ async fn a_user_installs_canaries_promotes_and_rolls_back_with_no_failed_request
 #[tokio::test]
 async fn a_managed_deploy_creates_its_workload_and_routes_to_its_service_by_cluster_dns_name() {
     let kube = client().await;
+    switchyard_tests::cluster::require_controllers(&kube).await;
     let ns = namespace(&kube, "journey-managed").await;
     let cli = Cli::new(&ns);
     let ns_ = ns.clone();
@@ -343,7 +344,8 @@ async fn a_managed_deploy_creates_its_workload_and_routes_to_its_service_by_clus
             "8081",
             "--env",
             "A=1",
-            "--no-wait",
+            "--timeout",
+            "120s",
         ],
     )
     .await;
@@ -351,6 +353,33 @@ async fn a_managed_deploy_creates_its_workload_and_routes_to_its_service_by_clus
         out.stdout.contains("Deployment and Service hello2-1-0-0"),
         "{out:?}"
     );
+    // The deploy waited for the controllers to make it ready (kwok plays the kubelet), and
+    // for the router to take the new Function.
+    assert!(out.stdout.contains("hello2@1.0.0 is ready"), "{out:?}");
+    assert!(out.stdout.contains("applied by 1/1 routers"), "{out:?}");
+    let pods: std::collections::BTreeSet<String> = switchyard_tests::cluster::pods(
+        &kube,
+        &ns,
+        &switchyard_core::workload::selector("hello2", "1.0.0"),
+    )
+    .await
+    .iter()
+    .filter(|p| switchyard_tests::cluster::pod_ready(p))
+    .map(|p| p.name_any())
+    .collect();
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    switchyard_tests::wait_until(
+        switchyard_tests::cluster::CONTROLLERS,
+        "the Service's endpoints to be its Pod",
+        || {
+            let (kube, ns, pods) = (kube.clone(), ns.clone(), pods.clone());
+            async move {
+                (switchyard_tests::cluster::endpoint_pods(&kube, &ns, "hello2-1-0-0").await == pods)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
 
     let fv = Api::<FunctionVersion>::namespaced(kube.clone(), &ns)
         .get("hello2-1-0-0")

@@ -7,10 +7,13 @@
 
 mod apiserver;
 mod cli;
+mod exclusive;
+mod image;
 mod install;
 mod journey;
 mod local_store;
 mod manifests;
 mod numbers;
 mod protocol;
+mod rollout;
 mod router;

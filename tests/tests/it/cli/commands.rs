@@ -9,8 +9,9 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::Client;
-use support::{function, mark_ready, Cli};
+use support::{function, Cli};
 use switchyard_core::{FunctionVersion, TrafficTarget};
+use switchyard_tests::cluster::{require_controllers, SimulatedNode};
 use switchyard_tests::{client, namespace, viewer_kubeconfig_path};
 
 const EP1: &str = "http://127.0.0.1:9001";
@@ -154,9 +155,19 @@ async fn redeploying_the_same_spec_is_a_no_op_and_a_different_spec_exits_3() {
     assert_eq!(other.stderr.lines().count(), 1, "{other:?}");
 }
 
+/// More memory than any of the test control plane's simulated Nodes has (256Gi): the Pod of a
+/// version asking for it stays Pending until a test adds a [`SimulatedNode`] with room.
+const TOO_BIG: &str = "1Ti";
+
+/// A simulated Node with room for one [`TOO_BIG`] Pod, named after the test's namespace.
+async fn room(client: &Client, cli: &Cli) -> SimulatedNode {
+    SimulatedNode::add(client, &format!("big-{}", cli.ns), "32", "2Ti").await
+}
+
 #[tokio::test]
 async fn traffic_to_an_unready_version_exits_3_until_its_deployment_is_ready() {
     let (client, cli) = setup("cli-unready").await;
+    require_controllers(&client).await;
     cli.ok(&["deploy", "hello", "1.0.0", "--endpoint", EP1, "--no-wait"])
         .await;
     cli.ok(&[
@@ -165,6 +176,8 @@ async fn traffic_to_an_unready_version_exits_3_until_its_deployment_is_ready() {
         "1.1.0",
         "--image",
         "ghcr.io/acme/hello@sha256:abc",
+        "--memory",
+        TOO_BIG,
         "--no-wait",
     ])
     .await;
@@ -178,7 +191,21 @@ async fn traffic_to_an_unready_version_exits_3_until_its_deployment_is_ready() {
     );
     let versions = cli.ok(&["versions", "hello"]).await;
     assert!(versions.stdout.contains("0/1"), "{versions:?}");
-    mark_ready(&client, &cli.ns, "hello-1-1-0", 1).await;
+    // Capacity arrives: the scheduler places the Pod, kwok runs it, the Deployment's
+    // controller reports it available, and the version may take traffic.
+    let node = room(&client, &cli).await;
+    cli.ok(&[
+        "deploy",
+        "hello",
+        "1.1.0",
+        "--image",
+        "ghcr.io/acme/hello@sha256:abc",
+        "--memory",
+        TOO_BIG,
+        "--timeout",
+        "120s",
+    ])
+    .await;
     cli.ok(&["traffic", "hello", "1.1.0=10", "1.0.0=90", "--no-wait"])
         .await;
     let f = function(&client, &cli.ns, "hello").await;
@@ -186,11 +213,13 @@ async fn traffic_to_an_unready_version_exits_3_until_its_deployment_is_ready() {
         split(&f.spec.traffic),
         w(&[("1.0.0", 900_000), ("1.1.0", 100_000)])
     );
+    node.remove().await;
 }
 
 #[tokio::test]
 async fn deploy_waits_for_readiness_and_times_out_with_exit_4() {
     let (client, cli) = setup("cli-ready-wait").await;
+    require_controllers(&client).await;
     cli.ok(&["deploy", "hello", "1.0.0", "--endpoint", EP1, "--no-wait"])
         .await;
     let out = cli
@@ -200,6 +229,8 @@ async fn deploy_waits_for_readiness_and_times_out_with_exit_4() {
             "1.1.0",
             "--image",
             "img@sha256:1",
+            "--memory",
+            TOO_BIG,
             "--timeout",
             "1s",
         ])
@@ -209,7 +240,23 @@ async fn deploy_waits_for_readiness_and_times_out_with_exit_4() {
         out.stderr.contains("waiting for hello@1.1.0 to be ready"),
         "{out:?}"
     );
-    mark_ready(&client, &cli.ns, "hello-1-1-0", 1).await;
+    // The wait ended; the rollout did not: once there is room, the version becomes ready.
+    let node = room(&client, &cli).await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &cli.ns);
+    switchyard_tests::wait_until(
+        switchyard_tests::cluster::CONTROLLERS,
+        "Deployment hello-1-1-0 rolled out",
+        || {
+            let deployments = deployments.clone();
+            async move {
+                let d = deployments.get_opt("hello-1-1-0").await.ok().flatten();
+                switchyard_core::workload::readiness("hello-1-1-0", d.as_ref())
+                    .ready
+                    .then_some(())
+            }
+        },
+    )
+    .await;
     // Re-running the same deploy is idempotent, and the version now takes its share.
     let out = cli
         .ok(&[
@@ -218,6 +265,8 @@ async fn deploy_waits_for_readiness_and_times_out_with_exit_4() {
             "1.1.0",
             "--image",
             "img@sha256:1",
+            "--memory",
+            TOO_BIG,
             "--traffic",
             "25",
             "--no-wait",
@@ -232,35 +281,26 @@ async fn deploy_waits_for_readiness_and_times_out_with_exit_4() {
         split(&f.spec.traffic),
         w(&[("1.0.0", 750_000), ("1.1.0", 250_000)])
     );
-    // A deploy that waits returns once the test, playing the controller, makes it ready.
-    let waiting = {
-        let cli = cli.clone();
-        tokio::spawn(async move {
-            cli.run(&[
-                "deploy",
-                "hello",
-                "1.2.0",
-                "--image",
-                "img@sha256:2",
-                "--timeout",
-                "60s",
-            ])
-            .await
-        })
-    };
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &cli.ns);
-    switchyard_tests::wait_until(
-        std::time::Duration::from_secs(30),
-        "Deployment hello-1-2-0",
-        || {
-            let deployments = deployments.clone();
-            async move { deployments.get_opt("hello-1-2-0").await.ok().flatten() }
-        },
-    )
-    .await;
-    mark_ready(&client, &cli.ns, "hello-1-2-0", 1).await;
-    let out = waiting.await.expect("deploy task").expect(0);
+    node.remove().await;
+    // A deploy that waits returns once the controllers have made the version ready.
+    let out = cli
+        .run(&[
+            "deploy",
+            "hello",
+            "1.2.0",
+            "--image",
+            "img@sha256:2",
+            "--timeout",
+            "120s",
+        ])
+        .await
+        .expect(0);
     assert!(out.stdout.contains("hello@1.2.0 is ready"), "{out:?}");
+    let d = deployments
+        .get("hello-1-2-0")
+        .await
+        .expect("the Deployment");
+    assert_eq!(d.status.and_then(|s| s.ready_replicas), Some(1));
 }
 
 #[tokio::test]

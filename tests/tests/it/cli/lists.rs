@@ -34,7 +34,15 @@ async fn list_all_namespaces_shows_each_function_with_its_namespace() {
         .collect();
     assert_eq!(
         lines[0],
-        ["NAMESPACE", "NAME", "TRAFFIC", "STABLE", "ROUTE", "AGE"]
+        [
+            "NAMESPACE",
+            "NAME",
+            "TRAFFIC",
+            "STABLE",
+            "ROUTE",
+            "HEALTH",
+            "AGE"
+        ]
     );
     let ours: Vec<&[&str]> = lines
         .iter()

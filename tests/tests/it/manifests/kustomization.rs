@@ -159,7 +159,7 @@ async fn every_manifest_in_the_kustomization_passes_server_side_dry_run() {
         *kinds.entry(m.kind()).or_insert(0) += 1;
     }
     let expected: BTreeMap<String, i32> = [
-        ("CustomResourceDefinition", 2),
+        ("CustomResourceDefinition", 3),
         ("Namespace", 1),
         ("ServiceAccount", 1),
         ("ClusterRole", 3),

@@ -1,0 +1,114 @@
+//! Tests that take away what every other test relies on (the CRDs, the router's namespace), so
+//! they run only on a control plane of their own, alone: `scripts/test` runs them last, with
+//! `SWITCHYARD_TESTS_EXCLUSIVE=1` and one test thread, and only when it started the control
+//! plane itself (never on one that others may be using). Anywhere else they say that they
+//! skipped.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ListParams};
+use switchyard_core::workload;
+use switchyard_tests::cli::Cli;
+use switchyard_tests::cluster::{require_controllers, wait_workload_gone, CONTROLLERS};
+use switchyard_tests::{client, namespace, wait_until};
+
+const SYSTEM: &str = "switchyard-system";
+const ROUTER: &str = "switchyard-router";
+
+fn exclusive() -> bool {
+    let on = std::env::var_os("SWITCHYARD_TESTS_EXCLUSIVE").is_some_and(|v| v == "1");
+    if !on {
+        eprintln!(
+            "skipped: needs a control plane of its own (scripts/test runs it with SWITCHYARD_TESTS_EXCLUSIVE=1)"
+        );
+    }
+    on
+}
+
+#[tokio::test]
+async fn uninstall_removes_the_router_with_its_pods_and_every_version_and_install_brings_it_back() {
+    if !exclusive() {
+        return;
+    }
+    let kube = client().await;
+    require_controllers(&kube).await;
+    let ns = namespace(&kube, "exclusive").await;
+    let cli = Cli::new(&ns);
+    let out = cli.ok(&["install"]).await;
+    assert!(
+        out.stdout
+            .contains("Deployment switchyard-system/switchyard-router (2 replicas ready)"),
+        "{out:?}"
+    );
+    let image = format!("ghcr.io/acme/hello@sha256:{}", "ab".repeat(32));
+    cli.ok(&["deploy", "hello", "1.0.0", "--image", &image, "--no-wait"])
+        .await;
+    let router = BTreeMap::from([("app.kubernetes.io/name".to_string(), ROUTER.to_string())]);
+    let selector = "app.kubernetes.io/name=switchyard-router";
+    let pods: Api<Pod> = Api::namespaced(kube.clone(), SYSTEM);
+    assert_eq!(
+        pods.list(&ListParams::default().labels(selector))
+            .await
+            .expect("listing the router's Pods")
+            .items
+            .len(),
+        2
+    );
+
+    let out = cli.ok(&["uninstall", "--force"]).await;
+    assert!(
+        out.stdout.contains("--force: deleting the CRDs deletes "),
+        "{out:?}"
+    );
+
+    // The CRDs go, and with them every Function and FunctionVersion; the garbage collector
+    // takes the managed version's workload; the router's Deployment goes and its ReplicaSet
+    // and Pods after it; the namespace controller empties and removes switchyard-system.
+    let crds: Api<CustomResourceDefinition> = Api::all(kube.clone());
+    for name in [
+        "functions.switchyard.dev",
+        "functionversions.switchyard.dev",
+    ] {
+        wait_until(CONTROLLERS, &format!("CRD {name} gone"), || {
+            let crds = crds.clone();
+            async move { crds.get_opt(name).await.ok().filter(Option::is_none) }
+        })
+        .await;
+    }
+    wait_workload_gone(&kube, &ns, &workload::selector("hello", "1.0.0")).await;
+    wait_workload_gone(&kube, SYSTEM, &router).await;
+    assert!(Api::<Deployment>::namespaced(kube.clone(), SYSTEM)
+        .get_opt(ROUTER)
+        .await
+        .expect("reading")
+        .is_none());
+    assert!(Api::<ReplicaSet>::namespaced(kube.clone(), SYSTEM)
+        .list(&ListParams::default().labels(selector))
+        .await
+        .expect("listing")
+        .items
+        .is_empty());
+    let namespaces: Api<Namespace> = Api::all(kube.clone());
+    wait_until(CONTROLLERS, "namespace switchyard-system gone", || {
+        let namespaces = namespaces.clone();
+        async move {
+            namespaces
+                .get_opt(SYSTEM)
+                .await
+                .ok()
+                .filter(Option::is_none)
+        }
+    })
+    .await;
+
+    // Installed again, the router rolls out again (and the cluster is as the suite left it).
+    let out = cli.ok(&["install"]).await;
+    assert!(
+        out.stdout
+            .contains("Deployment switchyard-system/switchyard-router (2 replicas ready)"),
+        "{out:?}"
+    );
+}
