@@ -86,12 +86,23 @@ async fn the_router_watches_functions_and_writes_its_report_and_may_do_nothing_e
         }),
         ..Default::default()
     };
-    let body = switchyard_core::report::report(&ns, "uid-a", status("router-a"));
+    // A report is owned by its replica's Lease: with a garbage collector running, a report
+    // whose owner does not exist is deleted at once. The admin makes the two owners here.
+    let owner_leases: Api<Lease> = Api::namespaced(admin.clone(), &ns);
+    let mut uids = Vec::new();
+    for name in ["router-r", "router-s"] {
+        let made = owner_leases
+            .create(&PostParams::default(), &lease(name))
+            .await
+            .expect("admin creates an owner Lease");
+        uids.push(made.metadata.uid.expect("a uid"));
+    }
+    let body = switchyard_core::report::report(&ns, &uids[0], status("router-r"));
     allowed(
         reports
             .patch(
-                "router-a",
-                &PatchParams::apply("switchyard-router.router-a").force(),
+                "router-r",
+                &PatchParams::apply("switchyard-router.router-r").force(),
                 &Patch::Apply(&body),
             )
             .await,
@@ -100,14 +111,14 @@ async fn the_router_watches_functions_and_writes_its_report_and_may_do_nothing_e
     allowed(
         reports
             .patch(
-                "router-a",
+                "router-r",
                 &PatchParams::default(),
                 &Patch::Merge(json!({"status": {"applied": {"functions": "2"}}})),
             )
             .await,
         "router merge-patches its report",
     );
-    let mut other = switchyard_core::report::report(&ns, "uid-c", status("router-c"));
+    let mut other = switchyard_core::report::report(&ns, &uids[1], status("router-s"));
     other.metadata.namespace = None;
     let created = allowed(
         reports.create(&PostParams::default(), &other).await,
@@ -115,11 +126,11 @@ async fn the_router_watches_functions_and_writes_its_report_and_may_do_nothing_e
     );
     allowed(
         reports
-            .replace("router-c", &PostParams::default(), &created)
+            .replace("router-s", &PostParams::default(), &created)
             .await,
         "router updates a report",
     );
-    allowed(reports.get("router-a").await, "router gets a report");
+    allowed(reports.get("router-r").await, "router gets a report");
     allowed(
         reports.list(&ListParams::default()).await,
         "router lists reports",
@@ -131,7 +142,7 @@ async fn the_router_watches_functions_and_writes_its_report_and_may_do_nothing_e
             .map(|_| ()),
         "router watches reports",
     );
-    for name in ["router-a", "router-c"] {
+    for name in ["router-r", "router-s"] {
         allowed(
             reports.delete(name, &DeleteParams::default()).await,
             "router deletes a report",
