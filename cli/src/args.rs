@@ -694,6 +694,9 @@ pub struct Delete {
     /// Print what would be deleted and delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Why, recorded in the function's history: one line, at most 200 characters.
+    #[arg(long, value_name = "TEXT", value_parser = parse_reason)]
+    pub reason: Option<String>,
 }
 
 /// `gc`.
@@ -711,6 +714,9 @@ pub struct Gc {
     /// Print what would be deleted and delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Why, recorded in the function's history: one line, at most 200 characters.
+    #[arg(long, value_name = "TEXT", value_parser = parse_reason)]
+    pub reason: Option<String>,
 }
 
 /// `routers`.

@@ -194,6 +194,39 @@ pub async fn change(
     ))
 }
 
+/// Records an event that moves no traffic (a version added at 0%, deleted, collected) in the
+/// function's history: a conditional write, re-read and retried on a conflict. Nothing to do
+/// when the function does not exist. Routers are not waited for: no traffic changes.
+pub async fn record_event(
+    store: &dyn Store,
+    name: &str,
+    action: Action,
+    versions: &[String],
+    reason: Option<String>,
+) -> anyhow::Result<()> {
+    for attempt in 0..ATTEMPTS {
+        let Some(function) = store.function(name).await? else {
+            return Ok(());
+        };
+        let change = Change {
+            now: format!("{:.0}", jiff::Timestamp::now()),
+            actor: store.actor(),
+            reason: reason.clone(),
+        };
+        let next = plan::record_event(&function.spec, action, versions, &change);
+        match store.write_function(&function, &next).await? {
+            Written::Done(_) => return Ok(()),
+            Written::Conflict => tokio::time::sleep(jitter(attempt)).await,
+        }
+    }
+    Err(fail(
+        Code::Conflict,
+        format!(
+            "function {name} kept changing concurrently ({ATTEMPTS} attempts); the {action} happened but is not in its history"
+        ),
+    ))
+}
+
 /// The dry-run diff of a function spec.
 pub fn diff(store: &dyn Store, before: &FunctionSpec, after: &FunctionSpec, name: &str) -> Diff {
     let mut d = Diff::new(format!("function {name} in {}:", store.location()));

@@ -124,7 +124,7 @@ fn set_changes_only_the_settings_given_and_refuses_bad_ones_whole() {
 
 #[test]
 fn history_numbers_are_stable_and_undo_goes_to_one_of_them() {
-    let store = two_versions(); // #1 deploy 1.0.0 (the 0% deploy of 1.1.0 moves no traffic)
+    let store = two_versions(); // #1 deploy 1.0.0, #2 1.1.0 added at 0%
     store.ok(&["traffic", "hello", "1.1.0=10", "1.0.0=90", "--no-wait"]);
     store.ok(&["promote", "hello", "1.1.0", "--no-wait"]);
     let json: serde_json::Value =
@@ -136,7 +136,7 @@ fn history_numbers_are_stable_and_undo_goes_to_one_of_them() {
         .iter()
         .map(|h| h["revision"].as_u64().expect("a revision"))
         .collect();
-    assert_eq!(revisions, [1, 2, 3]);
+    assert_eq!(revisions, [1, 2, 3, 4]);
     let out = store.ok(&["undo", "hello", "--to", "1", "--no-wait"]);
     assert!(out.contains("→ 1.0.0=100%"), "{out}");
     let (code, err) = exit_and_stderr(&store, &["undo", "hello", "--to", "42", "--no-wait"]);
@@ -168,4 +168,82 @@ fn man_writes_one_page_per_command_and_fails_cleanly_on_a_bad_directory() {
     std::fs::write(&file, "x").expect("file");
     let (code, err) = exit_and_stderr(&store, &["man", "--dir", file.to_str().expect("utf-8")]);
     assert_eq!((code, err.lines().count()), (Some(1), 1), "{err}");
+}
+
+#[test]
+fn a_deploy_at_zero_percent_a_delete_and_a_gc_leave_an_audit_trail() {
+    let store = Store::fresh("verbs-audit");
+    let deploy = |v: &str, reason: &str| {
+        store.ok(&[
+            "deploy",
+            "hello",
+            v,
+            "--endpoint",
+            "http://127.0.0.1:9",
+            "--no-wait",
+            "--reason",
+            reason,
+        ])
+    };
+    deploy("1.0.0", "first");
+    deploy("1.1.0", "staged for Friday");
+    deploy("1.2.0", "a try");
+    deploy("1.3.0", "another try");
+    // A dry run of a delete shows the history line it would add, and writes nothing.
+    let dry = store.ok(&["delete", "hello", "1.2.0", "--force", "--dry-run"]);
+    assert!(dry.contains("+ history: delete 1.2.0"), "{dry}");
+    store.ok(&[
+        "delete",
+        "hello",
+        "1.2.0",
+        "--force",
+        "--reason",
+        "broken build",
+    ]);
+    let gc = store.ok(&["gc", "hello", "--keep", "1", "--force", "--reason", "tidy"]);
+    assert!(gc.contains("deleted"), "{gc}");
+    let json: serde_json::Value =
+        serde_json::from_str(&store.ok(&["history", "hello", "-o", "json"])).expect("json");
+    let entries: Vec<(String, Vec<String>, String)> = json
+        .as_array()
+        .or_else(|| json["items"].as_array())
+        .expect("a list")
+        .iter()
+        .map(|h| {
+            (
+                h["action"].as_str().unwrap_or_default().to_string(),
+                h["versions"]
+                    .as_array()
+                    .map(|v| {
+                        v.iter()
+                            .map(|s| s.as_str().unwrap_or_default().to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                h["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let s = |x: &str| x.to_string();
+    assert_eq!(entries[0], (s("deploy"), vec![], s("first")));
+    assert_eq!(
+        entries[1],
+        (s("added"), vec![s("1.1.0")], s("staged for Friday"))
+    );
+    assert_eq!(
+        entries[4],
+        (s("delete"), vec![s("1.2.0")], s("broken build"))
+    );
+    assert_eq!(entries[5].0, "gc");
+    assert_eq!(entries[5].2, "tidy");
+    assert!(!entries[5].1.is_empty());
+    // The table names the versions beside the action, and undo passes over all of them.
+    let table = store.ok(&["history", "hello"]);
+    assert!(
+        table.contains("added 1.1.0") && table.contains("delete 1.2.0"),
+        "{table}"
+    );
+    let (code, err) = exit_and_stderr(&store, &["undo", "hello", "--no-wait"]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("nothing to undo"), "{err}");
 }

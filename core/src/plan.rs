@@ -228,10 +228,28 @@ pub fn record(spec: &mut FunctionSpec, action: Action, change: &Change) {
         action,
         reason: change.reason.clone(),
         traffic: spec.traffic.clone(),
+        versions: Vec::new(),
         undone: false,
     });
     let excess = spec.history.len().saturating_sub(DEFAULT_HISTORY_LIMIT);
     spec.history.drain(..excess);
+}
+
+/// Records in the history an event that moves no traffic — a version `added` at 0%, deleted
+/// or collected — with the versions it concerns, so every write leaves an audit trail.
+pub fn record_event(
+    spec: &FunctionSpec,
+    action: Action,
+    versions: &[String],
+    change: &Change,
+) -> FunctionSpec {
+    debug_assert!(!action.moves_traffic());
+    let mut next = spec.clone();
+    record(&mut next, action, change);
+    if let Some(last) = next.history.last_mut() {
+        last.versions = versions.to_vec();
+    }
+    next
 }
 
 /// Whether two specs route alike: everything but the history (and the stable versions, which
@@ -629,7 +647,7 @@ pub enum Protection {
     Tagged(String),
     /// It is a rollback target (`stable` or `previousStable`).
     Stable,
-    /// It appears in the last N history entries (the rollback window).
+    /// It has weight in one of the last N traffic states of the history (the rollback window).
     RecentHistory,
     /// It is newer than every version that has had traffic: deployed and not yet rolled out.
     Unreleased,
@@ -675,7 +693,13 @@ pub fn protection(spec: Option<&FunctionSpec>, version: &str, window: usize) -> 
     if spec.stable.as_deref() == Some(version) || spec.previous_stable.as_deref() == Some(version) {
         return Some(Protection::Stable);
     }
-    let recent = spec.history.iter().rev().take(window);
+    // The window counts traffic states: tags, settings and audit entries move no traffic.
+    let recent = spec
+        .history
+        .iter()
+        .rev()
+        .filter(|e| e.action.moves_traffic())
+        .take(window);
     if recent.clone().any(|e| {
         e.traffic
             .iter()

@@ -291,13 +291,22 @@ pub enum Action {
     /// Routing settings changed (`set`: hosts, prefix, affinity, pinning); the traffic is
     /// unchanged.
     Set,
+    /// A version deployed at 0% (`versions` names it); the traffic is unchanged.
+    Added,
+    /// A version deleted (`delete`; `versions` names it).
+    Delete,
+    /// Versions collected (`gc`; `versions` names them).
+    Gc,
 }
 
 impl Action {
     /// Whether the entry records a traffic state `undo` can walk back to (a tag or a setting
     /// changes no traffic, so undo passes over it).
     pub fn moves_traffic(self) -> bool {
-        !matches!(self, Action::Tag | Action::Untag | Action::Set)
+        !matches!(
+            self,
+            Action::Tag | Action::Untag | Action::Set | Action::Added | Action::Delete | Action::Gc
+        )
     }
 }
 
@@ -312,6 +321,9 @@ impl std::fmt::Display for Action {
             Action::Tag => "tag",
             Action::Untag => "untag",
             Action::Set => "set",
+            Action::Added => "added",
+            Action::Delete => "delete",
+            Action::Gc => "gc",
         })
     }
 }
@@ -336,6 +348,11 @@ pub struct HistoryEntry {
     pub reason: Option<String>,
     /// The traffic after the change.
     pub traffic: Vec<TrafficTarget>,
+    /// The versions an entry that moves no traffic concerns: the one `added` at 0%, the one
+    /// deleted, the ones collected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub versions: Vec<String>,
     /// Set on a state that `undo` walked back from; undo never returns to it.
     #[serde(default, skip_serializing_if = "is_false")]
     pub undone: bool,

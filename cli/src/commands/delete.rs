@@ -33,6 +33,9 @@ pub async fn delete(store: &dyn Store, args: args::Delete) -> anyhow::Result<()>
                 d.removed(format!("tag {t}={version}"));
             }
             d.removed(format!("FunctionVersion {object}"));
+            if f.is_some() {
+                d.added(format!("history: delete {version}"));
+            }
             if versions
                 .iter()
                 .any(|v| v.spec.version == *version && v.spec.image.is_some())
@@ -52,6 +55,14 @@ pub async fn delete(store: &dyn Store, args: args::Delete) -> anyhow::Result<()>
             }
         }
         store.delete_version(name, version).await?;
+        crate::write::record_event(
+            store,
+            name,
+            switchyard_core::Action::Delete,
+            std::slice::from_ref(version),
+            args.reason.clone(),
+        )
+        .await?;
         crate::output::line(format_args!("{name}@{version} deleted"));
         return Ok(());
     }

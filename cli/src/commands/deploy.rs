@@ -237,6 +237,15 @@ pub async fn run(store: &dyn Store, d: args::Deploy) -> anyhow::Result<()> {
         }
         _ => {
             if created == Created::New {
+                // No traffic moves, but the deploy (and its --reason) goes into the history.
+                write::record_event(
+                    store,
+                    name,
+                    Action::Added,
+                    &[version.to_string()],
+                    d.write.reason.clone(),
+                )
+                .await?;
                 crate::output::line(format_args!(
                     "{name}@{version} has 0% of the traffic; shift some with `switchyard traffic {name} {version}=10 …`"
                 ));

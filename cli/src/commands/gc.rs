@@ -48,12 +48,36 @@ pub async fn gc(store: &dyn Store, args: args::Gc) -> anyhow::Result<()> {
                 switchyard_core::object_name(name, v)
             ));
         }
+        if f.is_some() {
+            d.added(format!("history: gc {}", gc.delete.join(", ")));
+        }
         d.print();
         return Ok(());
     }
+    let mut deleted = Vec::new();
+    let mut failed = None;
     for v in &gc.delete {
-        store.delete_version(name, v).await?;
-        crate::output::line(format_args!("{name}@{v} deleted"));
+        match store.delete_version(name, v).await {
+            Ok(()) => {
+                crate::output::line(format_args!("{name}@{v} deleted"));
+                deleted.push(v.clone());
+            }
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
     }
-    Ok(())
+    // What was collected is recorded even when a later deletion failed.
+    if !deleted.is_empty() {
+        crate::write::record_event(
+            store,
+            name,
+            switchyard_core::Action::Gc,
+            &deleted,
+            args.reason.clone(),
+        )
+        .await?;
+    }
+    failed.map_or(Ok(()), Err)
 }

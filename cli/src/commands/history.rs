@@ -24,6 +24,9 @@ pub(crate) struct HistoryRow {
     pub(crate) reason: Option<String>,
     pub(crate) traffic: String,
     pub(crate) weights: Vec<TrafficTarget>,
+    /// The versions an entry that moves no traffic concerns (added, deleted, collected).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) versions: Vec<String>,
 }
 
 impl From<&HistoryEntry> for HistoryRow {
@@ -37,6 +40,7 @@ impl From<&HistoryEntry> for HistoryRow {
             reason: h.reason.clone(),
             traffic: plan::describe(&h.traffic),
             weights: h.traffic.clone(),
+            versions: h.versions.clone(),
         }
     }
 }
@@ -80,10 +84,10 @@ fn rows(f: &FunctionState) -> Vec<Listed<HistoryRow>> {
                     h.time.clone(),
                     age_of(&h.time, now),
                     h.actor.clone(),
-                    if h.undone {
-                        format!("{} (undone)", h.action)
-                    } else {
-                        h.action.to_string()
+                    match (h.undone, h.versions.is_empty()) {
+                        (true, _) => format!("{} (undone)", h.action),
+                        (false, true) => h.action.to_string(),
+                        (false, false) => format!("{} {}", h.action, h.versions.join(",")),
                     },
                     traffic,
                     h.reason.clone().unwrap_or_default(),

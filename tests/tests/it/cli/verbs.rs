@@ -48,9 +48,10 @@ async fn tags_settings_and_numbered_undo_round_trip_through_the_api_server() {
         numbered,
         [
             (1, "deploy".to_string()),
-            (2, "promote".to_string()),
-            (3, "tag".to_string()),
-            (4, "set".to_string())
+            (2, "added".to_string()),
+            (3, "promote".to_string()),
+            (4, "tag".to_string()),
+            (5, "set".to_string())
         ]
     );
     // Back to revision 1's traffic; undo passes over the tag and the settings.
