@@ -8,7 +8,8 @@
 use std::collections::BTreeSet;
 
 use crate::resources::{
-    Action, Affinity, FunctionSpec, HistoryEntry, Tag, TrafficTarget, DEFAULT_HISTORY_LIMIT,
+    Action, Affinity, FunctionSpec, HistoryEntry, ShadowSpec, Tag, TrafficTarget,
+    DEFAULT_HISTORY_LIMIT,
 };
 use crate::traffic::TrafficError;
 use crate::validate::{self, ValidationError};
@@ -244,6 +245,7 @@ pub fn same_state(a: &FunctionSpec, b: &FunctionSpec) -> bool {
         && a.tags == b.tags
         && a.affinity == b.affinity
         && a.pinning == b.pinning
+        && a.shadow == b.shadow
 }
 
 /// `tag FN TAG VERSION`: `tag` names `version` (set or moved). `None` when it already does.
@@ -339,6 +341,48 @@ pub fn settings(
         return Ok(None);
     }
     record(&mut next, Action::Set, change);
+    validate::function(function, &next, versions.iter().map(|v| v.version.as_str()))?;
+    Ok(Some(next))
+}
+
+/// Starts mirroring to `shadow.version`, or changes what is mirrored; `None` when the spec
+/// already says so. The version must exist (it usually has weight 0); the traffic is unchanged.
+pub fn shadow(
+    function: &str,
+    spec: &FunctionSpec,
+    shadow: &ShadowSpec,
+    versions: &[VersionState],
+    change: &Change,
+) -> Result<Option<FunctionSpec>, PlanError> {
+    if !versions.iter().any(|v| v.version == shadow.version) {
+        return Err(PlanError::UnknownVersion {
+            function: function.to_string(),
+            version: shadow.version.clone(),
+        });
+    }
+    let mut next = spec.clone();
+    next.shadow = Some(shadow.clone());
+    if same_state(spec, &next) {
+        return Ok(None);
+    }
+    record(&mut next, Action::Shadow, change);
+    validate::function(function, &next, versions.iter().map(|v| v.version.as_str()))?;
+    Ok(Some(next))
+}
+
+/// Stops mirroring; `None` when nothing is mirrored.
+pub fn shadow_stop(
+    function: &str,
+    spec: &FunctionSpec,
+    versions: &[VersionState],
+    change: &Change,
+) -> Result<Option<FunctionSpec>, PlanError> {
+    if spec.shadow.is_none() {
+        return Ok(None);
+    }
+    let mut next = spec.clone();
+    next.shadow = None;
+    record(&mut next, Action::Shadow, change);
     validate::function(function, &next, versions.iter().map(|v| v.version.as_str()))?;
     Ok(Some(next))
 }
