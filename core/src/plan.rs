@@ -361,7 +361,7 @@ pub fn shadow(
         });
     }
     let mut next = spec.clone();
-    next.shadow = Some(shadow.clone());
+    next.shadow = Some(Box::new(shadow.clone()));
     if same_state(spec, &next) {
         return Ok(None);
     }

@@ -172,7 +172,8 @@ pub struct FunctionSpec {
     /// A version that gets a copy of a share of the live requests; its answers are compared
     /// with the serving version's and dropped (`switchyard shadow`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shadow: Option<ShadowSpec>,
+    // Boxed: a Function (and every enum that carries one) stays small without a shadow.
+    pub shadow: Option<Box<ShadowSpec>>,
 }
 
 /// The largest `maxBody` a shadow may ask for: every copy in flight holds up to three bodies of

@@ -839,7 +839,7 @@ fn a_shadow_is_started_changed_and_stopped_in_history_without_moving_traffic() {
     let on = shadow("hello", &s, &shadow_of("1.3.0", 100_000), &vs, &change(80))
         .unwrap()
         .unwrap();
-    assert_eq!(on.shadow, Some(shadow_of("1.3.0", 100_000)));
+    assert_eq!(on.shadow.as_deref(), Some(&shadow_of("1.3.0", 100_000)));
     assert_eq!(on.traffic, s.traffic);
     assert_eq!(on.history.last().unwrap().action, Action::Shadow);
     assert!(!Action::Shadow.moves_traffic());
