@@ -12,6 +12,11 @@ use switchyard_core::table::Route;
 use switchyard_core::RoutingTable;
 
 use crate::config::TimeoutOverrides;
+
+// The shadow machinery's home is router/src/shadow.rs; declared here because lib.rs has
+// another owner (the lead may move this line to lib.rs as `pub mod shadow;`).
+#[path = "shadow.rs"]
+pub mod shadow;
 use crate::metrics::{BackendMetrics, Metrics};
 
 /// Why the latest generation of a Function is not served.
@@ -35,6 +40,8 @@ pub struct RouteExtras {
     pub backends: Vec<BackendMetrics>,
     /// The function's own timeouts and its backends' warning gates.
     pub safety: Safety,
+    /// Its shadow copies, when `spec.shadow` is set.
+    pub mirror: Option<shadow::Lane>,
 }
 
 /// What a route carries for the proxy's safety: the function's `spec.timeouts`, and one

@@ -150,6 +150,7 @@ pub(super) async fn copy_body<R, W>(
     to: &mut W,
     left: &mut Left,
     pace: &Pace<'_>,
+    tee: &mut (dyn FnMut(&[u8]) + Send),
 ) -> Result<(), CopyError>
 where
     R: AsyncRead + Unpin + ?Sized,
@@ -161,6 +162,7 @@ where
         if !buf.is_empty() {
             let take = left.take(buf.bytes()).map_err(|_| CopyError::Framing)?;
             pace.due.set(write_step, write_within);
+            tee(&buf.bytes()[..take]);
             to.write_all(&buf.bytes()[..take])
                 .await
                 .map_err(|_| CopyError::To)?;
@@ -212,7 +214,7 @@ pub(super) async fn stream_request(
     let send = async {
         due.set(Step::ResponseHead, t.response_head);
         to_up.write_all(out).await.map_err(|_| CopyError::To)?;
-        copy_body(down, inb, &mut to_up, left, &pace).await
+        copy_body(down, inb, &mut to_up, left, &pace, &mut |_| {}).await
     };
     let recv = read_response_head(&mut from_up, upb, resp);
     tokio::pin!(send, recv);
