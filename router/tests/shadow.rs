@@ -421,3 +421,21 @@ fn without_a_shadow_spec_nothing_is_copied() {
     assert!(seen.try_recv().is_err());
     router.stop();
 }
+
+#[test]
+fn answers_over_the_limit_are_not_compared_but_counted() {
+    let (primary, _p) = upstream(serving);
+    let (shadow_addr, _s) = upstream(serving);
+    // Every answer here is longer than 10 bytes.
+    let tiny = ShadowSpec {
+        max_body: Some(10),
+        ..spec(1_000_000)
+    };
+    let (router, config) = start(primary, shadow_addr, Some(tiny));
+    for i in 0..3 {
+        assert_eq!(request(&config, "GET", &format!("/hello/{i}"), "").0, 200);
+    }
+    let c = wait_counts(&config, |c| n(&c["skipped"]["answer-over-max"]) == 3);
+    assert_eq!((n(&c["compared"]), n(&c["errors"])), (0, 0), "{c}");
+    router.stop();
+}
