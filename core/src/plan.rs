@@ -758,6 +758,20 @@ pub fn delete(
             version: version.to_string(),
         });
     }
+    // Not a `Protection` (whose list other commands render): a shadow names its version in
+    // the spec, so deleting it would leave a spec no router can serve; never forceable.
+    if spec
+        .and_then(|s| s.shadow.as_ref())
+        .is_some_and(|s| s.version == version)
+    {
+        return Err(PlanError::Referenced {
+            function: function.to_string(),
+            version: version.to_string(),
+            why: format!(
+                "gets the shadow copies; stop them first (switchyard shadow stop {function})"
+            ),
+        });
+    }
     match protection(spec, version, window) {
         Some(p) if !force || !p.forceable() => Err(PlanError::Referenced {
             function: function.to_string(),
@@ -791,7 +805,11 @@ pub fn gc(spec: Option<&FunctionSpec>, all_versions: &[String], window: usize) -
     let mut sorted: Vec<&String> = all_versions.iter().collect();
     sorted.sort_by_key(|v| semver::Version::parse(v).ok());
     let mut plan = GcPlan::default();
-    for v in sorted {
+    let shadowed = spec
+        .and_then(|s| s.shadow.as_ref())
+        .map(|s| s.version.as_str());
+    // The shadow version is neither deleted nor listed: `delete` says why it stays.
+    for v in sorted.into_iter().filter(|v| Some(v.as_str()) != shadowed) {
         match protection(spec, v, window) {
             Some(p) => plan.keep.push((v.clone(), p)),
             None => plan.delete.push(v.clone()),

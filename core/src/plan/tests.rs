@@ -937,3 +937,40 @@ fn a_shadow_lists_its_methods_and_the_unsafe_ones() {
     };
     assert_eq!(writes.unsafe_methods(), ["POST", "DELETE"]);
 }
+
+#[test]
+fn the_shadow_version_is_never_deleted_while_shadowed() {
+    let vs = ready(&ALL);
+    let all: Vec<String> = ALL.iter().map(|v| v.to_string()).collect();
+    // After 1.2.0 is promoted, nothing but history keeps 1.0.0.
+    let promoted = apply(
+        "hello",
+        &mid_canary(),
+        split(&[("1.2.0", TOTAL_PPM)]),
+        Action::Promote,
+        &vs,
+        false,
+        &change(94),
+    )
+    .unwrap();
+    assert!(gc(Some(&promoted), &all, 0)
+        .delete
+        .contains(&"1.0.0".to_string()));
+    let s = shadow("hello", &promoted, &shadow_of("1.0.0", 1), &vs, &change(95))
+        .unwrap()
+        .unwrap();
+    for force in [false, true] {
+        assert!(matches!(
+            delete("hello", Some(&s), &all, "1.0.0", 0, force),
+            Err(PlanError::Referenced { .. })
+        ));
+    }
+    let kept = gc(Some(&s), &all, 0);
+    assert!(!kept.delete.contains(&"1.0.0".to_string()), "{kept:?}");
+    // Once stopped, it is an ordinary version again.
+    let off = shadow_stop("hello", &s, &vs, &change(96)).unwrap().unwrap();
+    assert_eq!(
+        delete("hello", Some(&off), &all, "1.0.0", 0, false),
+        Ok(vec![])
+    );
+}
