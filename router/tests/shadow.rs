@@ -439,3 +439,27 @@ fn answers_over_the_limit_are_not_compared_but_counted() {
     assert_eq!((n(&c["compared"]), n(&c["errors"])), (0, 0), "{c}");
     router.stop();
 }
+
+#[test]
+fn an_http_1_0_request_is_copied_on_a_connection_that_closes() {
+    let (primary, _p) = upstream(serving);
+    let (shadow_addr, seen) = upstream(serving);
+    let (router, config) = start(primary, shadow_addr, Some(spec(1_000_000)));
+    let mut conn = TcpStream::connect(config.listen).expect("connect");
+    conn.set_read_timeout(Some(GUARD)).expect("timeout");
+    conn.write_all(b"GET /hello/old HTTP/1.0\r\nHost: x\r\n\r\n")
+        .expect("send");
+    let mut text = String::new();
+    conn.read_to_string(&mut text).expect("answer");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let copy = seen.recv_timeout(GUARD).expect("copied");
+    assert_eq!(
+        header(&copy.head, "connection"),
+        Some("close"),
+        "{}",
+        copy.head
+    );
+    let c = wait_counts(&config, |c| n(&c["compared"]) == 1);
+    assert_eq!(n(&c["matched"]), 1, "{c}");
+    router.stop();
+}

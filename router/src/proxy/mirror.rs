@@ -17,6 +17,8 @@ use crate::live::shadow::{Copy, Lane, Skip, HEAD_ROOM};
 /// The header every copy carries, so a function can avoid side effects.
 pub const SHADOW_HEADER: &[u8] = b"x-switchyard-shadow: 1\r\n";
 
+const KEEP_ALIVE: &[u8] = b"connection: keep-alive\r\n";
+
 /// A filled copy slot, held while the serving answer is forwarded.
 pub(super) struct Claim<'t> {
     lane: &'t Lane,
@@ -86,7 +88,11 @@ pub(super) fn offer<'t>(
         fwd,
     );
     // The head ends with its blank line: the copy's own headers go before it.
-    let end = copy.req.len() - 2;
+    let mut end = copy.req.len() - 2;
+    // An HTTP/1.0 request's head asks the upstream to keep the connection; a copy's closes.
+    if copy.req[..end].ends_with(KEEP_ALIVE) {
+        end -= KEEP_ALIVE.len();
+    }
     copy.req.truncate(end);
     copy.req.extend_from_slice(SHADOW_HEADER);
     copy.req.extend_from_slice(b"connection: close\r\n\r\n");
