@@ -143,7 +143,8 @@ pub(super) struct Pace<'d> {
 /// written is flushed whenever `from` has nothing more ready, so a streamed body (server-sent
 /// events, long polling, tokens) reaches the other side as it is produced, while a body that
 /// arrives in a burst still leaves in few writes. Moves `pace`'s deadline as it goes; the
-/// caller runs it under the connection's alarm.
+/// caller runs it under the connection's alarm. `tee` sees every body byte before it is
+/// written (a shadow copy keeps the serving answer with it).
 pub(super) async fn copy_body<R, W>(
     from: &mut R,
     buf: &mut Buf,
