@@ -106,6 +106,10 @@ pub enum Command {
     /// affinity and pinning. Only the settings given change; the traffic does not.
     #[command(after_help = SET_HELP)]
     Set(Set),
+    /// Mirror a share of live requests to a version no user sees and compare its answers with
+    /// the serving version's (`shadow FN VERSION --percent P`), or stop (`shadow stop FN`).
+    #[command(after_help = SHADOW_HELP)]
+    Shadow(Shadow),
     /// Show desired weights, readiness, and what each router replica serves.
     #[command(after_help = STATUS_HELP)]
     Status(Status),
@@ -153,6 +157,12 @@ pub enum Command {
     #[command(name = "__complete", hide = true)]
     Complete(Complete),
 }
+
+/// Examples and exit codes of `shadow`.
+const SHADOW_HELP: &str = concat!(
+    "Examples:\n  switchyard shadow hello 1.3.0 --percent 10     # copy 10% of GET/HEAD to 1.3.0\n  switchyard shadow hello 1.3.0 --percent 100 --ignore-header date,x-request-id \\\n      --ignore-json '$.ts,$.requestId'         # compare all, minus what always differs\n  switchyard shadow hello 1.3.0 --percent 5 --methods GET,POST --max-body 64KiB\n  switchyard shadow hello 1.3.0 --percent 10 --dry-run\n  switchyard shadow stop hello                   # no more copies\n\nCopies carry `x-switchyard-shadow: 1`; clients only ever get the serving version's answer.\nMethods other than GET/HEAD/OPTIONS/TRACE are executed by the shadow version: a warning says so.\n\n",
+    exit::exit_help!()
+);
 
 /// Examples and exit codes of `install`.
 const INSTALL_HELP: &str = concat!(
@@ -612,6 +622,59 @@ pub struct Untag {
     /// The tag to remove.
     #[arg(value_name = "TAG")]
     pub tag: String,
+    /// Write flags.
+    #[command(flatten)]
+    pub write: Write,
+}
+
+/// `shadow FN VERSION …` or `shadow stop FN`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct Shadow {
+    /// `stop`.
+    #[command(subcommand)]
+    pub stop: Option<ShadowStop>,
+    /// The function.
+    #[arg(value_name = "FN", required = true)]
+    pub function: Option<String>,
+    /// The version that gets the copies (or a tag, or `@latest`); usually at weight 0.
+    #[arg(value_name = "VERSION", required = true)]
+    pub version: Option<String>,
+    /// The share of matching requests copied, in percent (0.0001 to 100, up to 4 decimals).
+    #[arg(long, value_name = "PERCENT", required = true)]
+    pub percent: Option<String>,
+    /// The methods copied, comma-separated; default GET,HEAD.
+    #[arg(long, value_name = "M,M", value_delimiter = ',')]
+    pub methods: Vec<String>,
+    /// Requests and answers with bodies above this are not compared (counted as skipped):
+    /// bytes, or with KiB / MiB; default 1MiB, at most 8MiB.
+    #[arg(long, value_name = "SIZE")]
+    pub max_body: Option<String>,
+    /// Response headers left out of the comparison, comma-separated.
+    #[arg(long, value_name = "H,H", value_delimiter = ',')]
+    pub ignore_header: Vec<String>,
+    /// JSON paths left out of the comparison of JSON bodies, comma-separated (`$.ts`,
+    /// `$.items[*].id`).
+    #[arg(long, value_name = "PATH,PATH", value_delimiter = ',')]
+    pub ignore_json: Vec<String>,
+    /// Write flags.
+    #[command(flatten)]
+    pub write: Write,
+}
+
+/// The subcommand of `shadow`.
+#[derive(Debug, Subcommand)]
+pub enum ShadowStop {
+    /// Stop mirroring a function's requests.
+    Stop(ShadowStopArgs),
+}
+
+/// `shadow stop FN`.
+#[derive(Debug, Args)]
+pub struct ShadowStopArgs {
+    /// The function.
+    #[arg(value_name = "FN")]
+    pub function: String,
     /// Write flags.
     #[command(flatten)]
     pub write: Write,

@@ -14,6 +14,9 @@ mod quickstart;
 mod rollback;
 mod routers;
 mod set;
+mod shadow;
+
+pub use shadow::describe as shadow_phrase;
 mod status;
 mod tag;
 mod traffic;
@@ -124,6 +127,10 @@ async fn run_on(store: &dyn Store, command: Command) -> anyhow::Result<()> {
         Command::Set(s) => Some(set::settings(s)?),
         _ => None,
     };
+    let mirror = match &command {
+        Command::Shadow(s) => shadow::prepare(s)?,
+        _ => None,
+    };
     match command {
         Command::Deploy(d) => deploy::run(store, d).await,
         Command::Versions(r) => versions::versions(store, r).await,
@@ -134,6 +141,7 @@ async fn run_on(store: &dyn Store, command: Command) -> anyhow::Result<()> {
         Command::Tag(t) => tag::tag(store, t).await,
         Command::Untag(u) => tag::untag(store, u).await,
         Command::Set(s) => set::set(store, s, settings.unwrap_or_default()).await,
+        Command::Shadow(s) => shadow::run(store, s, mirror).await,
         Command::Status(s) => status::status(store, s).await,
         Command::History(r) => history::run(store, r).await,
         Command::Describe(r) => describe::describe(store, r).await,

@@ -321,6 +321,8 @@ fn diff_settings(d: &mut Diff, before: &FunctionSpec, after: &FunctionSpec) {
         (!t.is_empty()).then(|| t.join(" "))
     };
     d.field("tags", tags(before), tags(after));
+    let shadow = |s: &FunctionSpec| s.shadow.as_deref().map(crate::commands::shadow_phrase);
+    d.field("shadow", shadow(before), shadow(after));
 }
 
 /// After a write: waits for the routers (unless `--no-wait`) and prints the one-line outcome.

@@ -8,7 +8,8 @@
 use std::collections::BTreeSet;
 
 use crate::resources::{
-    Action, Affinity, FunctionSpec, HistoryEntry, Tag, TrafficTarget, DEFAULT_HISTORY_LIMIT,
+    Action, Affinity, FunctionSpec, HistoryEntry, ShadowSpec, Tag, TrafficTarget,
+    DEFAULT_HISTORY_LIMIT,
 };
 use crate::traffic::TrafficError;
 use crate::validate::{self, ValidationError};
@@ -262,6 +263,7 @@ pub fn same_state(a: &FunctionSpec, b: &FunctionSpec) -> bool {
         && a.tags == b.tags
         && a.affinity == b.affinity
         && a.pinning == b.pinning
+        && a.shadow == b.shadow
 }
 
 /// `tag FN TAG VERSION`: `tag` names `version` (set or moved). `None` when it already does.
@@ -357,6 +359,48 @@ pub fn settings(
         return Ok(None);
     }
     record(&mut next, Action::Set, change);
+    validate::function(function, &next, versions.iter().map(|v| v.version.as_str()))?;
+    Ok(Some(next))
+}
+
+/// Starts mirroring to `shadow.version`, or changes what is mirrored; `None` when the spec
+/// already says so. The version must exist (it usually has weight 0); the traffic is unchanged.
+pub fn shadow(
+    function: &str,
+    spec: &FunctionSpec,
+    shadow: &ShadowSpec,
+    versions: &[VersionState],
+    change: &Change,
+) -> Result<Option<FunctionSpec>, PlanError> {
+    if !versions.iter().any(|v| v.version == shadow.version) {
+        return Err(PlanError::UnknownVersion {
+            function: function.to_string(),
+            version: shadow.version.clone(),
+        });
+    }
+    let mut next = spec.clone();
+    next.shadow = Some(Box::new(shadow.clone()));
+    if same_state(spec, &next) {
+        return Ok(None);
+    }
+    record(&mut next, Action::Shadow, change);
+    validate::function(function, &next, versions.iter().map(|v| v.version.as_str()))?;
+    Ok(Some(next))
+}
+
+/// Stops mirroring; `None` when nothing is mirrored.
+pub fn shadow_stop(
+    function: &str,
+    spec: &FunctionSpec,
+    versions: &[VersionState],
+    change: &Change,
+) -> Result<Option<FunctionSpec>, PlanError> {
+    if spec.shadow.is_none() {
+        return Ok(None);
+    }
+    let mut next = spec.clone();
+    next.shadow = None;
+    record(&mut next, Action::Shadow, change);
     validate::function(function, &next, versions.iter().map(|v| v.version.as_str()))?;
     Ok(Some(next))
 }
@@ -738,6 +782,20 @@ pub fn delete(
             version: version.to_string(),
         });
     }
+    // Not a `Protection` (whose list other commands render): a shadow names its version in
+    // the spec, so deleting it would leave a spec no router can serve; never forceable.
+    if spec
+        .and_then(|s| s.shadow.as_ref())
+        .is_some_and(|s| s.version == version)
+    {
+        return Err(PlanError::Referenced {
+            function: function.to_string(),
+            version: version.to_string(),
+            why: format!(
+                "gets the shadow copies; stop them first (switchyard shadow stop {function})"
+            ),
+        });
+    }
     match protection(spec, version, window) {
         Some(p) if !force || !p.forceable() => Err(PlanError::Referenced {
             function: function.to_string(),
@@ -771,7 +829,11 @@ pub fn gc(spec: Option<&FunctionSpec>, all_versions: &[String], window: usize) -
     let mut sorted: Vec<&String> = all_versions.iter().collect();
     sorted.sort_by_key(|v| semver::Version::parse(v).ok());
     let mut plan = GcPlan::default();
-    for v in sorted {
+    let shadowed = spec
+        .and_then(|s| s.shadow.as_ref())
+        .map(|s| s.version.as_str());
+    // The shadow version is neither deleted nor listed: `delete` says why it stays.
+    for v in sorted.into_iter().filter(|v| Some(v.as_str()) != shadowed) {
         match protection(spec, v, window) {
             Some(p) => plan.keep.push((v.clone(), p)),
             None => plan.delete.push(v.clone()),

@@ -168,6 +168,71 @@ pub struct FunctionSpec {
     /// router's flag of the same name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,
+    /// A version that gets a copy of a share of the live requests; its answers are compared
+    /// with the serving version's and dropped (`switchyard shadow`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    // Boxed: a Function (and every enum that carries one) stays small without a shadow.
+    pub shadow: Option<Box<ShadowSpec>>,
+}
+
+/// The largest `maxBody` a shadow may ask for: every copy in flight holds up to three bodies of
+/// this size (the request, both answers), so the router's memory bound follows from it.
+pub const MAX_SHADOW_BODY: u64 = 8 * 1024 * 1024;
+/// The `maxBody` of a shadow that sets none: 1 MiB.
+pub const DEFAULT_SHADOW_BODY: u64 = 1024 * 1024;
+
+/// Mirrored traffic: which version gets the copies, of which requests, and what the comparison
+/// leaves out.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowSpec {
+    /// The version that gets the copies (it must exist; usually at weight 0).
+    #[schemars(length(min = 1, max = 128))]
+    pub version: String,
+    /// The share of matching requests copied, in parts per million (1 to 1,000,000).
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub share: u32,
+    /// The methods copied, uppercase; default GET and HEAD.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 32)))]
+    pub methods: Vec<String>,
+    /// Bodies (request or response) above this many bytes are not compared; default 1 MiB,
+    /// at most 8 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 8_388_608))]
+    pub max_body: Option<u64>,
+    /// Response headers left out of the comparison (hop-by-hop ones always are).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 256)))]
+    pub ignore_headers: Vec<String>,
+    /// JSON paths left out of the comparison of JSON bodies (`$.ts`, `$.items[*].id`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 2, max = 256)))]
+    pub ignore_json: Vec<String>,
+}
+
+impl ShadowSpec {
+    /// The methods copied: the listed ones, else GET and HEAD.
+    pub fn effective_methods(&self) -> Vec<String> {
+        if self.methods.is_empty() {
+            vec!["GET".to_string(), "HEAD".to_string()]
+        } else {
+            self.methods.clone()
+        }
+    }
+
+    /// The body limit in bytes.
+    pub fn effective_max_body(&self) -> u64 {
+        self.max_body.unwrap_or(DEFAULT_SHADOW_BODY)
+    }
+
+    /// The listed methods that are not safe (RFC 9110 §9.2.1): the shadow version executes them.
+    pub fn unsafe_methods(&self) -> Vec<String> {
+        self.effective_methods()
+            .into_iter()
+            .filter(|m| !matches!(m.as_str(), "GET" | "HEAD" | "OPTIONS" | "TRACE"))
+            .collect()
+    }
 }
 
 /// Per-function timeouts, each a duration like `500ms`, `30s`, `5m` or `1h30m` (1 ms to 24 h):
@@ -297,6 +362,8 @@ pub enum Action {
     Delete,
     /// Versions collected (`gc`; `versions` names them).
     Gc,
+    /// Mirrored traffic started, changed or stopped (`shadow`); the traffic is unchanged.
+    Shadow,
 }
 
 impl Action {
@@ -305,7 +372,13 @@ impl Action {
     pub fn moves_traffic(self) -> bool {
         !matches!(
             self,
-            Action::Tag | Action::Untag | Action::Set | Action::Added | Action::Delete | Action::Gc
+            Action::Tag
+                | Action::Untag
+                | Action::Set
+                | Action::Added
+                | Action::Delete
+                | Action::Gc
+                | Action::Shadow
         )
     }
 }
@@ -324,6 +397,7 @@ impl std::fmt::Display for Action {
             Action::Added => "added",
             Action::Delete => "delete",
             Action::Gc => "gc",
+            Action::Shadow => "shadow",
         })
     }
 }

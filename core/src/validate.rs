@@ -96,6 +96,9 @@ pub enum ValidationError {
         /// What is wrong with it.
         why: &'static str,
     },
+    /// A shadow spec the router cannot follow.
+    #[error("shadow {0}")]
+    Shadow(String),
 }
 
 fn cut(value: &str) -> String {
@@ -356,6 +359,15 @@ pub fn function<'a>(
             }
         }
     }
+    if let Some(s) = &spec.shadow {
+        shadow(s)?;
+        if !exists(&s.version) {
+            return Err(ValidationError::UnknownVersion {
+                function: name.to_string(),
+                version: s.version.clone(),
+            });
+        }
+    }
     if let Some(a) = &spec.affinity {
         match (&a.header, &a.cookie) {
             (Some(h), None) if header_name(h) => {}
@@ -376,6 +388,57 @@ pub fn function<'a>(
                 ))
             }
         }
+    }
+    Ok(())
+}
+
+/// Checks a shadow spec on its own (the version's existence is [`function`]'s to check).
+pub fn shadow(spec: &crate::resources::ShadowSpec) -> Result<(), ValidationError> {
+    let bad = |why: String| Err(ValidationError::Shadow(why));
+    version(&spec.version)?;
+    if spec.share == 0 || spec.share > TOTAL_PPM {
+        return bad(format!(
+            "share {} ppm is outside 1 to 1000000 ppm (0.0001% to 100%)",
+            spec.share
+        ));
+    }
+    let mut seen = HashSet::new();
+    for m in &spec.methods {
+        let token = !m.is_empty()
+            && m.len() <= 32
+            && m.bytes()
+                .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_');
+        if !token {
+            return bad(format!(
+                "method {:?} is not an uppercase method name (GET, POST, …)",
+                cut(m)
+            ));
+        }
+        if m == "CONNECT" {
+            return bad("method CONNECT cannot be mirrored".into());
+        }
+        if !seen.insert(m.as_str()) {
+            return bad(format!("method {m} is listed twice"));
+        }
+    }
+    if let Some(max) = spec.max_body {
+        if max > crate::resources::MAX_SHADOW_BODY {
+            return bad(format!(
+                "max body {max} bytes is above the limit of {} bytes (8 MiB)",
+                crate::resources::MAX_SHADOW_BODY
+            ));
+        }
+    }
+    for h in &spec.ignore_headers {
+        if !header_name(h) || h.bytes().any(|b| b.is_ascii_uppercase()) {
+            return bad(format!(
+                "ignored header {:?} is not a lowercase header name",
+                cut(h)
+            ));
+        }
+    }
+    for p in &spec.ignore_json {
+        crate::shadow::JsonPath::parse(p).map_err(|e| ValidationError::Shadow(e.to_string()))?;
     }
     Ok(())
 }

@@ -103,6 +103,12 @@ impl ServeHttp for Admin {
                 body.push(b'\n');
                 reply(200, "application/json", body)
             }
+            "/shadow" => {
+                let mut body = serde_json::to_vec_pretty(&self.shared.metrics.shadow.to_json())
+                    .unwrap_or_default();
+                body.push(b'\n');
+                reply(200, "application/json", body)
+            }
             other => reply(
                 404,
                 text,

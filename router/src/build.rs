@@ -385,6 +385,10 @@ impl Builder {
                         .map(|b| metrics.backend(key, &b.version))
                         .collect(),
                     safety: crate::live::Safety::new(&function, route.backends.len()),
+                    mirror: function.spec.shadow.as_ref().and_then(|s| {
+                        let stats = metrics.shadow.stats(key, &s.version);
+                        crate::shadow::Lane::new(s, &route, stats)
+                    }),
                 });
                 self.extras.insert(address(&route), extras);
                 self.goods.insert(

@@ -19,10 +19,12 @@
 //! | [`build`] | state or update → table, changing only the changed Functions' routes; keeps the last good route of an invalid Function |
 //! | [`live`] | the swapped [`live::Live`] table and what outlives swaps (request counters, metrics, readiness) |
 //! | [`decide`] | which route and version a request gets: no HTTP types, no IO |
-//! | [`proxy`] | the HTTP plumbing: a purpose-built HTTP/1 proxy loop served by pingora-core; one request's exchange, bodies and the router's own replies in `proxy/` |
+//! | [`proxy`] | the HTTP plumbing: a purpose-built HTTP/1 proxy loop served by pingora-core; one request's exchange, bodies, the router's own replies, one deadline timer per connection (`proxy/deadline`) and the hand-off of shadow copies (`proxy/mirror`) in `proxy/` |
+//! | [`shadow`] | shadow traffic: a bounded lane of copy slots and workers per Function, the comparison of answers and the counts (`/shadow`) |
+//! | [`numbers`] | the live per-version numbers: read from the counters each second off the request path, published in the replica's report |
 //! | [`http1`] | HTTP/1 heads parsed and written, body framing and hop-by-hop rules, no IO |
 //! | [`upstream`] | upstream name resolution, the keep-alive pool (peeked before every reuse) and connect with one failover |
-//! | [`admin`] | `/healthz`, `/readyz` (a table, and a wait would count the replica), `/metrics`, `/routes` |
+//! | [`admin`] | `/healthz`, `/readyz` (a table, and a wait would count the replica), `/metrics`, `/routes`, `/numbers`, `/shadow` |
 //! | [`snapshot`] | the snapshot file, written atomically after each swap |
 
 use std::net::TcpListener;
@@ -43,6 +45,7 @@ pub mod metrics;
 pub mod numbers;
 pub mod proxy;
 mod server;
+pub mod shadow;
 pub mod snapshot;
 pub mod source;
 pub mod upstream;

@@ -12,6 +12,8 @@ use switchyard_core::table::Route;
 use switchyard_core::RoutingTable;
 
 use crate::config::TimeoutOverrides;
+
+use crate::shadow;
 use crate::metrics::{BackendMetrics, Metrics};
 
 /// Why the latest generation of a Function is not served.
@@ -35,6 +37,8 @@ pub struct RouteExtras {
     pub backends: Vec<BackendMetrics>,
     /// The function's own timeouts and its backends' warning gates.
     pub safety: Safety,
+    /// Its shadow copies, when `spec.shadow` is set.
+    pub mirror: Option<shadow::Lane>,
 }
 
 /// What a route carries for the proxy's safety: the function's `spec.timeouts`, and one

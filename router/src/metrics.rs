@@ -44,6 +44,9 @@ pub struct Metrics {
     versions: Mutex<HashMap<Arc<str>, ByVersion>>,
     /// The epoch of every counter here: the report's `startedAt`.
     started: SystemTime,
+    // Shadow traffic (issue 16), one block: its counts, rendered beside the registry's.
+    /// Every function's shadow counts and examples.
+    pub shadow: crate::shadow::Registry,
     // Connection bounds (issue 12 item 8), one block.
     /// Client connections open on the proxy port.
     pub client_connections: IntGauge,
@@ -245,6 +248,7 @@ impl Metrics {
             latency,
             versions: Mutex::new(HashMap::new()),
             started: SystemTime::now(),
+            shadow: Default::default(),
             client_connections: gauge(
                 "switchyard_router_client_connections",
                 "Client connections open on the proxy port",
@@ -352,6 +356,7 @@ impl Metrics {
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metric families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        self.shadow.render(&mut out);
         out
     }
 }

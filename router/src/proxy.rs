@@ -52,6 +52,7 @@ use crate::upstream::Upstreams;
 mod body;
 mod deadline;
 mod exchange;
+mod mirror;
 mod reply;
 
 use body::Buf;

@@ -820,3 +820,157 @@ fn settings_change_only_what_is_given_and_are_validated() {
         Ok(Rollback::Already { .. })
     ));
 }
+
+fn shadow_of(version: &str, share: u32) -> ShadowSpec {
+    ShadowSpec {
+        version: version.into(),
+        share,
+        methods: vec![],
+        max_body: None,
+        ignore_headers: vec!["date".into()],
+        ignore_json: vec!["$.ts".into()],
+    }
+}
+
+#[test]
+fn a_shadow_is_started_changed_and_stopped_in_history_without_moving_traffic() {
+    let vs = ready(&ALL);
+    let s = mid_canary();
+    let on = shadow("hello", &s, &shadow_of("1.3.0", 100_000), &vs, &change(80))
+        .unwrap()
+        .unwrap();
+    assert_eq!(on.shadow.as_deref(), Some(&shadow_of("1.3.0", 100_000)));
+    assert_eq!(on.traffic, s.traffic);
+    assert_eq!(on.history.last().unwrap().action, Action::Shadow);
+    assert!(!Action::Shadow.moves_traffic());
+    // The same spec again: nothing to write.
+    assert_eq!(
+        shadow("hello", &on, &shadow_of("1.3.0", 100_000), &vs, &change(81)),
+        Ok(None)
+    );
+    // A changed share is a change.
+    let more = shadow(
+        "hello",
+        &on,
+        &shadow_of("1.3.0", TOTAL_PPM),
+        &vs,
+        &change(82),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(more.shadow.as_ref().unwrap().share, TOTAL_PPM);
+    let off = shadow_stop("hello", &more, &vs, &change(83))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (off.shadow.clone(), off.traffic.clone()),
+        (None, s.traffic.clone())
+    );
+    assert_eq!(shadow_stop("hello", &off, &vs, &change(84)), Ok(None));
+    // Undo passes over shadow entries: it walks back the traffic, to before the canary.
+    let undone = undo("hello", &off, &vs, true, &change(85)).unwrap();
+    assert_eq!(undone.traffic, split(&[("1.1.0", TOTAL_PPM)]));
+}
+
+#[test]
+fn a_shadow_of_a_missing_version_or_with_bad_settings_is_refused() {
+    let vs = ready(&ALL);
+    let s = mid_canary();
+    assert!(matches!(
+        shadow("hello", &s, &shadow_of("9.9.9", 1), &vs, &change(90)),
+        Err(PlanError::UnknownVersion { .. })
+    ));
+    let bad = [
+        ShadowSpec {
+            share: 0,
+            ..shadow_of("1.3.0", 1)
+        },
+        ShadowSpec {
+            share: TOTAL_PPM + 1,
+            ..shadow_of("1.3.0", 1)
+        },
+        ShadowSpec {
+            methods: vec!["get".into()],
+            ..shadow_of("1.3.0", 1)
+        },
+        ShadowSpec {
+            methods: vec!["POST".into(), "POST".into()],
+            ..shadow_of("1.3.0", 1)
+        },
+        ShadowSpec {
+            methods: vec!["CONNECT".into()],
+            ..shadow_of("1.3.0", 1)
+        },
+        ShadowSpec {
+            max_body: Some(crate::resources::MAX_SHADOW_BODY + 1),
+            ..shadow_of("1.3.0", 1)
+        },
+        ShadowSpec {
+            ignore_headers: vec!["X-Request-Id".into()],
+            ..shadow_of("1.3.0", 1)
+        },
+        ShadowSpec {
+            ignore_json: vec!["ts".into()],
+            ..shadow_of("1.3.0", 1)
+        },
+    ];
+    for b in bad {
+        assert!(
+            matches!(
+                shadow("hello", &s, &b, &vs, &change(91)),
+                Err(PlanError::Invalid(ValidationError::Shadow(_)))
+            ),
+            "{b:?} was accepted"
+        );
+    }
+}
+
+#[test]
+fn a_shadow_lists_its_methods_and_the_unsafe_ones() {
+    let s = shadow_of("1.3.0", 1);
+    assert_eq!(s.effective_methods(), ["GET", "HEAD"]);
+    assert!(s.unsafe_methods().is_empty());
+    assert_eq!(s.effective_max_body(), 1024 * 1024);
+    let writes = ShadowSpec {
+        methods: vec!["GET".into(), "POST".into(), "DELETE".into()],
+        ..s
+    };
+    assert_eq!(writes.unsafe_methods(), ["POST", "DELETE"]);
+}
+
+#[test]
+fn the_shadow_version_is_never_deleted_while_shadowed() {
+    let vs = ready(&ALL);
+    let all: Vec<String> = ALL.iter().map(|v| v.to_string()).collect();
+    // After 1.2.0 is promoted, nothing but history keeps 1.0.0.
+    let promoted = apply(
+        "hello",
+        &mid_canary(),
+        split(&[("1.2.0", TOTAL_PPM)]),
+        Action::Promote,
+        &vs,
+        false,
+        &change(94),
+    )
+    .unwrap();
+    assert!(gc(Some(&promoted), &all, 0)
+        .delete
+        .contains(&"1.0.0".to_string()));
+    let s = shadow("hello", &promoted, &shadow_of("1.0.0", 1), &vs, &change(95))
+        .unwrap()
+        .unwrap();
+    for force in [false, true] {
+        assert!(matches!(
+            delete("hello", Some(&s), &all, "1.0.0", 0, force),
+            Err(PlanError::Referenced { .. })
+        ));
+    }
+    let kept = gc(Some(&s), &all, 0);
+    assert!(!kept.delete.contains(&"1.0.0".to_string()), "{kept:?}");
+    // Once stopped, it is an ordinary version again.
+    let off = shadow_stop("hello", &s, &vs, &change(96)).unwrap().unwrap();
+    assert_eq!(
+        delete("hello", Some(&off), &all, "1.0.0", 0, false),
+        Ok(vec![])
+    );
+}

@@ -143,13 +143,15 @@ pub(super) struct Pace<'d> {
 /// written is flushed whenever `from` has nothing more ready, so a streamed body (server-sent
 /// events, long polling, tokens) reaches the other side as it is produced, while a body that
 /// arrives in a burst still leaves in few writes. Moves `pace`'s deadline as it goes; the
-/// caller runs it under the connection's alarm.
+/// caller runs it under the connection's alarm. `tee` sees every body byte before it is
+/// written (a shadow copy keeps the serving answer with it).
 pub(super) async fn copy_body<R, W>(
     from: &mut R,
     buf: &mut Buf,
     to: &mut W,
     left: &mut Left,
     pace: &Pace<'_>,
+    tee: &mut (dyn FnMut(&[u8]) + Send),
 ) -> Result<(), CopyError>
 where
     R: AsyncRead + Unpin + ?Sized,
@@ -161,6 +163,7 @@ where
         if !buf.is_empty() {
             let take = left.take(buf.bytes()).map_err(|_| CopyError::Framing)?;
             pace.due.set(write_step, write_within);
+            tee(&buf.bytes()[..take]);
             to.write_all(&buf.bytes()[..take])
                 .await
                 .map_err(|_| CopyError::To)?;
@@ -212,7 +215,7 @@ pub(super) async fn stream_request(
     let send = async {
         due.set(Step::ResponseHead, t.response_head);
         to_up.write_all(out).await.map_err(|_| CopyError::To)?;
-        copy_body(down, inb, &mut to_up, left, &pace).await
+        copy_body(down, inb, &mut to_up, left, &pace, &mut |_| {}).await
     };
     let recv = read_response_head(&mut from_up, upb, resp);
     tokio::pin!(send, recv);

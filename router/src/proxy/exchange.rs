@@ -17,6 +17,8 @@ use crate::http1::{
 };
 use crate::upstream::{connect_with_failover, warn, UpConn, Upstreams};
 
+use super::mirror;
+
 /// Body bytes copied beside a head so both go out in one write.
 const INLINE_BODY: usize = 16 * 1024;
 
@@ -93,6 +95,19 @@ impl Conn<'_> {
             }
         };
         let whole = left.done();
+        let mirror = mirror::offer(
+            &target,
+            &self.req,
+            &meta,
+            self.inb.bytes(),
+            early,
+            whole,
+            &Forwarding {
+                peer: self.peer.bytes(),
+                trusted_hops: self.proxy.trust.hops,
+                forwarded_header: self.proxy.trust.forwarded_header,
+            },
+        );
         let outcome = if whole {
             // All of it is here: send it (one write when small) and read the response head,
             // within the response-head timeout. A reused connection that turns out closed is
@@ -174,6 +189,7 @@ impl Conn<'_> {
             head_request,
             body_sent,
             started,
+            mirror,
         };
         self.respond(down, up, response).await
     }
@@ -310,7 +326,7 @@ impl Conn<'_> {
 
     /// Forwards the response whose head is in `self.upb`, then its body: each write within
     /// the client-write timeout, each silence of the upstream within the response-idle one.
-    async fn respond(&mut self, down: &mut Stream, mut up: UpConn, x: Exchange<'_>) -> Next {
+    async fn respond(&mut self, down: &mut Stream, mut up: UpConn, mut x: Exchange<'_>) -> Next {
         let served_by = x.target.served_by();
         let status = self.resp.status;
         let meta = match self.resp.meta {
@@ -352,6 +368,15 @@ impl Conn<'_> {
             let body = format!("{served_by} sent a malformed chunked body\n");
             return self.send(down, &x.failed(body), Next::Close).await;
         };
+        let mut mirror = x.mirror.take();
+        if let Some(copy) = mirror.as_mut() {
+            copy.primary(&rbuf[..head_len + early]);
+        }
+        let mut tee = |bytes: &[u8]| {
+            if let Some(copy) = mirror.as_mut() {
+                copy.primary(bytes);
+            }
+        };
         let t = self.timeouts;
         let pace = Pace {
             due: &self.due,
@@ -373,7 +398,7 @@ impl Conn<'_> {
                 return false;
             }
             if !left.done()
-                && copy_body(&mut up.io, upb, down, &mut left, &pace)
+                && copy_body(&mut up.io, upb, down, &mut left, &pace, &mut tee)
                     .await
                     .is_err()
             {
@@ -400,6 +425,9 @@ impl Conn<'_> {
         };
         let ended = left.done() || (body == Body::UntilClose && complete);
         count(x.target, x.started, status >= 500 || !complete || !ended);
+        if let Some(copy) = mirror {
+            copy.finish(complete && ended, x.started.elapsed());
+        }
         if complete && ended && keep_up && self.upb.is_empty() {
             self.proxy.upstreams.put(x.addr, up, x.started);
         }
@@ -465,6 +493,8 @@ struct Exchange<'t> {
     head_request: bool,
     body_sent: bool,
     started: Instant,
+    /// The shadow copy of this request, when it is mirrored.
+    mirror: Option<mirror::Claim<'t>>,
 }
 
 impl Exchange<'_> {

@@ -2,4 +2,5 @@
 
 mod lifecycle;
 mod routing;
+mod shadow;
 mod updates;

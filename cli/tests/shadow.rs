@@ -1,0 +1,204 @@
+//! Black-box tests of `shadow` and `shadow stop` through the `switchyard` binary on a local
+//! store: the exit code, the line the user sees, and what was stored and recorded.
+
+mod common;
+use common::Store;
+
+/// hello with 1.0.0 (all the traffic) and 1.1.0 (none) deployed; no router (`--no-wait`).
+fn two_versions() -> Store {
+    let store = Store::fresh("shadow");
+    for v in ["1.0.0", "1.1.0"] {
+        store.ok(&[
+            "deploy",
+            "hello",
+            v,
+            "--endpoint",
+            "http://127.0.0.1:9",
+            "--no-wait",
+        ]);
+    }
+    store
+}
+
+fn spec(store: &Store) -> serde_json::Value {
+    let text =
+        std::fs::read_to_string(store.0.join("functions/hello.yaml")).expect("the function's file");
+    let doc: serde_json::Value = serde_yaml::from_str(&text).expect("yaml");
+    doc["function"]["spec"].clone()
+}
+
+fn code_and_stderr(store: &Store, args: &[&str]) -> (Option<i32>, String) {
+    let out = store.run(args);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_shadow_is_dry_run_written_repeated_safely_recorded_and_stopped() {
+    let store = two_versions();
+    let dry = store.ok(&[
+        "shadow",
+        "hello",
+        "1.1.0",
+        "--percent",
+        "12.5",
+        "--ignore-header",
+        "date,x-request-id",
+        "--ignore-json",
+        "$.ts,$.requestId",
+        "--dry-run",
+    ]);
+    assert!(
+        dry.contains(
+            "+ shadow: 1.1.0 12.5% GET,HEAD maxBody=1MiB ignore=date,x-request-id,$.ts,$.requestId"
+        ) && dry.contains("dry run"),
+        "{dry}"
+    );
+    assert!(spec(&store).get("shadow").is_none());
+    let out = store.ok(&[
+        "shadow",
+        "hello",
+        "1.1.0",
+        "--percent",
+        "12.5",
+        "--max-body",
+        "64KiB",
+        "--no-wait",
+    ]);
+    assert!(out.contains("shadow none → 1.1.0 12.5%"), "{out}");
+    let shadow = &spec(&store)["shadow"];
+    assert_eq!(
+        (&shadow["version"], &shadow["share"], &shadow["maxBody"]),
+        (
+            &serde_json::json!("1.1.0"),
+            &serde_json::json!(125_000),
+            &serde_json::json!(65_536)
+        )
+    );
+    // The traffic did not move.
+    assert_eq!(spec(&store)["traffic"][0]["version"], "1.0.0");
+    let again = store.ok(&[
+        "shadow",
+        "hello",
+        "1.1.0",
+        "--percent",
+        "12.5",
+        "--max-body",
+        "64KiB",
+        "--no-wait",
+    ]);
+    assert!(again.contains("nothing to change"), "{again}");
+    let stopped = store.ok(&["shadow", "stop", "hello", "--no-wait"]);
+    assert!(stopped.contains("→ none"), "{stopped}");
+    assert!(spec(&store).get("shadow").is_none());
+    let none = store.ok(&["shadow", "stop", "hello", "--no-wait"]);
+    assert!(none.contains("nothing is shadowed"), "{none}");
+    let history = store.ok(&["history", "hello"]);
+    assert_eq!(history.matches(" shadow ").count(), 2, "{history}");
+    // Undo passes over shadow entries: nothing before the deploy to restore.
+    let (code, _) = code_and_stderr(&store, &["undo", "hello", "--no-wait"]);
+    assert_eq!(code, Some(3));
+}
+
+#[test]
+fn unsafe_methods_are_mirrored_only_when_listed_and_with_a_warning() {
+    let store = two_versions();
+    let out = store.run(&[
+        "shadow",
+        "hello",
+        "1.1.0",
+        "--percent",
+        "1",
+        "--methods",
+        "get,post",
+        "--no-wait",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning") && err.contains("POST") && !err.contains("GET"),
+        "{err}"
+    );
+    assert_eq!(
+        spec(&store)["shadow"]["methods"],
+        serde_json::json!(["GET", "POST"])
+    );
+    // The default copies only safe methods, without a warning.
+    let out = store.run(&["shadow", "hello", "1.1.0", "--percent", "1", "--no-wait"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+}
+
+#[test]
+fn bad_shadow_input_is_refused_in_one_line_and_writes_nothing() {
+    let store = two_versions();
+    for bad in [
+        &["shadow", "hello", "9.9.9", "--percent", "10", "--no-wait"][..],
+        &["shadow", "hello", "1.1.0", "--percent", "0", "--no-wait"],
+        &["shadow", "hello", "1.1.0", "--percent", "101", "--no-wait"],
+        &[
+            "shadow",
+            "hello",
+            "1.1.0",
+            "--percent",
+            "0.00001",
+            "--no-wait",
+        ],
+        &[
+            "shadow",
+            "hello",
+            "1.1.0",
+            "--percent",
+            "10",
+            "--max-body",
+            "9MiB",
+            "--no-wait",
+        ],
+        &[
+            "shadow",
+            "hello",
+            "1.1.0",
+            "--percent",
+            "10",
+            "--max-body",
+            "1GB",
+            "--no-wait",
+        ],
+        &[
+            "shadow",
+            "hello",
+            "1.1.0",
+            "--percent",
+            "10",
+            "--ignore-json",
+            "ts",
+            "--no-wait",
+        ],
+        &[
+            "shadow",
+            "hello",
+            "1.1.0",
+            "--percent",
+            "10",
+            "--methods",
+            "CONNECT",
+            "--no-wait",
+        ],
+        &[
+            "shadow",
+            "hello",
+            "1.1.0",
+            "--percent",
+            "10",
+            "--ignore-header",
+            "a b",
+            "--no-wait",
+        ],
+    ] {
+        let (code, err) = code_and_stderr(&store, bad);
+        assert_eq!((code, err.lines().count()), (Some(2), 1), "{bad:?}: {err}");
+    }
+    assert!(spec(&store).get("shadow").is_none());
+    assert_eq!(spec(&store)["history"].as_array().map(Vec::len), Some(1));
+}
