@@ -24,7 +24,7 @@
 //! | [`numbers`] | the live per-version numbers: read from the counters each second off the request path, published in the replica's report |
 //! | [`http1`] | HTTP/1 heads parsed and written, body framing and hop-by-hop rules, no IO |
 //! | [`upstream`] | upstream name resolution, the keep-alive pool (peeked before every reuse) and connect with one failover |
-//! | [`admin`] | `/healthz`, `/readyz` (a table, and a wait would count the replica), `/metrics`, `/routes`, `/numbers`, `/shadow` |
+//! | [`admin`] | `/healthz`, `/readyz` (a table, and a wait would count the replica), `/metrics`, `/routes`, `/shadow` |
 //! | [`snapshot`] | the snapshot file, written atomically after each swap |
 
 use std::net::TcpListener;
