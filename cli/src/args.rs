@@ -140,8 +140,9 @@ pub enum Command {
     Routers(Routers),
     /// Print a shell completion script for bash, zsh, fish, elvish or PowerShell.
     ///
-    /// The script completes commands, flags and their fixed values; bash's also completes
-    /// function names and versions, read from the cluster or store the command line names.
+    /// The script completes commands, flags and their fixed values; bash's, zsh's and fish's
+    /// also complete function names and versions, read from the cluster or store the command
+    /// line names.
     /// Install it once per shell (see below), then open a new shell.
     #[command(after_help = COMPLETIONS_HELP)]
     Completions(Completions),
@@ -274,7 +275,7 @@ const QUICKSTART_HELP: &str = concat!(
 
 /// Examples and exit codes of `completions`.
 const COMPLETIONS_HELP: &str = concat!(
-    "Install (once per shell, then open a new shell):\n  bash        switchyard completions bash > ~/.local/share/bash-completion/completions/switchyard\n              (needs the bash-completion package; or add to ~/.bashrc:\n               source <(switchyard completions bash))\n  zsh         mkdir -p ~/.zfunc && switchyard completions zsh > ~/.zfunc/_switchyard\n              and in ~/.zshrc, before compinit: fpath=(~/.zfunc $fpath)\n  fish        switchyard completions fish > ~/.config/fish/completions/switchyard.fish\n  elvish      switchyard completions elvish >> ~/.config/elvish/rc.elv\n  powershell  switchyard completions powershell >> $PROFILE\n\nExamples:\n  switchyard completions bash | head           # look at the script (bash also completes names)\n  source <(switchyard completions bash)        # this bash session only\n\n",
+    "Install (once per shell, then open a new shell):\n  bash        switchyard completions bash > ~/.local/share/bash-completion/completions/switchyard\n              (needs the bash-completion package; or add to ~/.bashrc:\n               source <(switchyard completions bash))\n  zsh         mkdir -p ~/.zfunc && switchyard completions zsh > ~/.zfunc/_switchyard\n              and in ~/.zshrc, before compinit: fpath=(~/.zfunc $fpath)\n  fish        switchyard completions fish > ~/.config/fish/completions/switchyard.fish\n  elvish      switchyard completions elvish >> ~/.config/elvish/rc.elv\n  powershell  switchyard completions powershell >> $PROFILE\n\nExamples:\n  switchyard completions bash | head           # look at the script (bash, zsh, fish complete names)\n  source <(switchyard completions bash)        # this bash session only\n\n",
     exit::exit_help!()
 );
 

@@ -36,12 +36,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // Input is checked before any connection is made, so a typo fails fast and offline.
     match &cli.command {
         Command::Completions(c) => {
-            use clap::CommandFactory as _;
-            let mut cmd = Cli::command();
-            clap_complete::generate(c.shell, &mut cmd, "switchyard", &mut std::io::stdout());
-            if c.shell == clap_complete::Shell::Bash {
-                crate::output::line(BASH_NAMES);
-            }
+            crate::completions::print(c.shell);
             return Ok(());
         }
         Command::Man(m) => return man(&m.dir),
@@ -290,7 +285,8 @@ fn man(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-const BASH_NAMES: &str = r#"
+/// bash's name completion (see crate::completions for zsh and fish).
+pub(crate) const BASH_NAMES: &str = r#"
 # Function and version names, read from the cluster or store the command line names.
 _switchyard_names() {
     local i word cmd="" fn="" n=0 prev="${COMP_WORDS[COMP_CWORD-1]}"
@@ -308,7 +304,7 @@ _switchyard_names() {
         else ((n++)); [[ $n -eq 1 ]] && fn="$word"; fi
     done
     case "$cmd" in
-        versions|traffic|promote|rollback|undo|status|describe|history|delete|gc|deploy|tag|untag|set) ;;
+        versions|traffic|promote|rollback|undo|status|describe|history|delete|gc|deploy|tag|untag|set|shadow) ;;
         *) return ;;
     esac
     if [[ "$prev" == "--to" && -n "$fn" ]]; then

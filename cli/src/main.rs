@@ -8,6 +8,7 @@
 
 mod args;
 mod commands;
+mod completions;
 mod exit;
 mod live;
 mod manifests;

@@ -13,8 +13,8 @@ use switchyard_core::RoutingTable;
 
 use crate::config::TimeoutOverrides;
 
-use crate::shadow;
 use crate::metrics::{BackendMetrics, Metrics};
+use crate::shadow;
 
 /// Why the latest generation of a Function is not served.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
