@@ -881,10 +881,20 @@ impl Store for KubeStore {
         // One watch per namespace from "0": the server first sends every report there is (as
         // ADDED), then each change, so there is nothing to list and nothing to poll.
         let params = WatchParams::default().labels(protocol::ROUTER_SELECTOR);
-        let mut streams = Vec::new();
-        for ns in self.router_namespaces() {
+        // The namespaces' watches open at once (each is a round trip the wait would otherwise
+        // queue behind the previous one).
+        let opened = futures::future::join_all(self.router_namespaces().into_iter().map(|ns| {
             let reports: Api<RouterReport> = Api::namespaced(self.client.clone(), &ns);
-            match retrying(|| reports.watch(&params, "0")).await {
+            let params = params.clone();
+            async move {
+                let result = retrying(|| reports.watch(&params, "0")).await;
+                (ns, reports, result)
+            }
+        }))
+        .await;
+        let mut streams = Vec::new();
+        for (ns, reports, result) in opened {
+            match result {
                 Ok(stream) => streams.push(reopening(reports, params.clone(), ns, stream.boxed())),
                 Err(e) if matches!(code(&e), Some(403 | 404)) => {}
                 Err(e) => {
