@@ -50,11 +50,23 @@ fn the_crds_carry_the_rules_the_api_server_must_enforce() {
     }
     assert!(yaml.contains("shortNames:\n    - fn") && yaml.contains("- fv"));
     // Only formats Kubernetes knows: any other warns on every `kubectl apply`.
-    for line in yaml.lines().filter(|l| l.trim_start().starts_with("format:")) {
+    for line in yaml
+        .lines()
+        .filter(|l| l.trim_start().starts_with("format:"))
+    {
         let format = line.trim_start().trim_start_matches("format:").trim();
         assert!(
-            ["int32", "int64", "float", "double", "byte", "date", "date-time", "password"]
-                .contains(&format),
+            [
+                "int32",
+                "int64",
+                "float",
+                "double",
+                "byte",
+                "date",
+                "date-time",
+                "password"
+            ]
+            .contains(&format),
             "unknown format {format}"
         );
     }
