@@ -1,5 +1,6 @@
 //! The `switchyard-router` binary against the real API server: routing, updates, lifecycle.
 
+mod failover;
 mod lifecycle;
 mod logs;
 mod routing;
