@@ -117,8 +117,8 @@ pub struct Resources {
     plural = "functions",
     shortname = "fn",
     namespaced,
-    printcolumn = r#"{"name":"Traffic","type":"string","jsonPath":".spec.traffic[?(@.weight > 0)].version","description":"versions that receive traffic"}"#,
-    printcolumn = r#"{"name":"Weights","type":"string","jsonPath":".spec.traffic[?(@.weight > 0)].weight","description":"their weights, in parts per million"}"#,
+    printcolumn = r#"{"name":"Traffic","type":"string","jsonPath":".metadata.annotations.switchyard\\.dev/traffic","description":"the split in percent, as the switchyard CLI last wrote it (annotation switchyard.dev/traffic; a hand edit of spec.traffic leaves it stale until the next CLI write)"}"#,
+    printcolumn = r#"{"name":"Stable","type":"string","jsonPath":".spec.stable","description":"the version rollback returns to"}"#,
     printcolumn = r#"{"name":"Hosts","type":"string","jsonPath":".spec.hosts"}"#,
     printcolumn = r#"{"name":"Path","type":"string","jsonPath":".spec.pathPrefix"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#

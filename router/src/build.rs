@@ -65,6 +65,8 @@ pub struct Outcome {
     pub live: Option<Live>,
     /// Functions refused by this state.
     pub rejected: usize,
+    /// Every Function this state changed or removed, by `namespace/name` (for the swap log).
+    pub touched: Vec<String>,
 }
 
 /// The router's memory between states.
@@ -358,7 +360,12 @@ impl Builder {
                 .observe(started.elapsed().as_secs_f64());
         }
         metrics.rejected_updates.inc_by(rejected as u64);
-        Outcome { live, rejected }
+        changed.extend(gone);
+        Outcome {
+            live,
+            rejected,
+            touched: changed,
+        }
     }
 
     /// Puts a freshly built route in the table; the reason when it cannot go there (it claims

@@ -3,6 +3,7 @@
 //! is served (it reports it), and keep the snapshot current, until stopped; then release the
 //! source (its Lease and report).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -10,8 +11,10 @@ use anyhow::{anyhow, Context};
 use tokio::sync::watch;
 
 use switchyard_core::numbers::Numbers;
+use switchyard_core::plan;
+use switchyard_core::report::{Exception, ExceptionState};
 
-use crate::build::{Builder, Goods};
+use crate::build::{Builder, Good, Goods, Outcome};
 use crate::live::Shared;
 use crate::source::{self, ConfigSource, Identity, Served, Source, SourceEvent, State};
 use crate::{snapshot, RouterConfig};
@@ -26,6 +29,7 @@ pub(crate) async fn start(
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let mut builder = Builder::new(config.build.clone(), identity.replica.clone());
+    let mut journal = Journal::default();
     let gate = Arc::clone(&identity.ready);
     let mut source = source.open(identity).await?;
     let (snapshots, snapshot_rx) = watch::channel(None::<(Goods, SystemTime)>);
@@ -46,6 +50,7 @@ pub(crate) async fn start(
                 &mut builder,
                 source.as_mut(),
                 &snapshots,
+                &mut journal,
                 Change::State(&state),
                 SystemTime::now(),
             );
@@ -59,7 +64,9 @@ pub(crate) async fn start(
             })?;
             tracing::warn!(snapshot = %path.display(), "source unreachable ({why}); serving the snapshot");
             gate.started_from_snapshot();
+            let before = builder.goods();
             let outcome = builder.apply(&state, as_of, &shared.metrics);
+            journal.record(&before, &builder, &outcome);
             if let Some(live) = outcome.live {
                 shared.swap(live);
             }
@@ -70,6 +77,7 @@ pub(crate) async fn start(
     let control = tokio::spawn(follow(
         shared.clone(),
         builder,
+        journal,
         source,
         snapshots,
         numbers,
@@ -117,22 +125,17 @@ fn apply(
     builder: &mut Builder,
     source: &mut dyn ConfigSource,
     snapshots: &watch::Sender<Option<(Goods, SystemTime)>>,
+    journal: &mut Journal,
     change: Change<'_>,
     as_of: SystemTime,
 ) {
+    let before = builder.goods();
     let outcome = match change {
         Change::State(state) => builder.apply(state, as_of, &shared.metrics),
         Change::Update(update) => builder.apply_update(update, as_of, &shared.metrics),
     };
+    journal.record(&before, builder, &outcome);
     if let Some(live) = outcome.live {
-        tracing::debug!(
-            generation = live.generation,
-            routes = live.table.len(),
-            "table swapped"
-        );
-        for r in &live.rejections {
-            tracing::debug!(function = %r.function, generation = r.generation, "refused: {}", r.reason);
-        }
         shared.swap(live);
         if !snapshots.is_closed() {
             let _ = snapshots.send(Some((builder.goods(), as_of)));
@@ -160,6 +163,7 @@ fn apply(
 async fn follow(
     shared: Arc<Shared>,
     mut builder: Builder,
+    mut journal: Journal,
     mut source: Box<dyn ConfigSource>,
     snapshots: watch::Sender<Option<(Goods, SystemTime)>>,
     mut numbers: watch::Receiver<Arc<switchyard_core::numbers::Numbers>>,
@@ -198,6 +202,7 @@ async fn follow(
                 &mut builder,
                 source.as_mut(),
                 &snapshots,
+                &mut journal,
                 change,
                 SystemTime::now(),
             );
@@ -220,6 +225,112 @@ async fn follow(
         }
     }
     source.close().await;
+}
+
+/// Lines the swap log gives changed Functions (and exceptions) per swap; the rest are counted.
+const LOG_LINES_PER_SWAP: usize = 20;
+
+/// What the router has said in its log about Functions it does not serve as written, so that
+/// each rejection or wait is logged once per generation, not again on every later swap.
+#[derive(Default)]
+pub(crate) struct Journal {
+    /// `namespace/name` → the generation, state and reason last logged.
+    told: BTreeMap<String, (i64, ExceptionState, String)>,
+}
+
+impl Journal {
+    /// Logs what one build did, at INFO: the swap with each changed Function's old → new
+    /// split (what was served before, what is served now), and each new rejection or wait.
+    /// `before` is the builder's good routes before the build. Off the request path.
+    pub(crate) fn record(&mut self, before: &Goods, builder: &Builder, outcome: &Outcome) {
+        if let Some(live) = &outcome.live {
+            let after = builder.goods();
+            let moved: Vec<(&String, String, String)> = outcome
+                .touched
+                .iter()
+                .filter_map(|key| {
+                    let (old, new) = (before.get(key), after.get(key));
+                    // A refused change keeps the last good route: nothing moved (the
+                    // rejection is logged below).
+                    if let (Some(o), Some(n)) = (old, new) {
+                        if Arc::ptr_eq(&o.function, &n.function) {
+                            return None;
+                        }
+                    }
+                    let split = |g: Option<&Good>, none: &str| {
+                        g.map_or(none.to_string(), |g| {
+                            plan::describe(&g.function.spec.traffic)
+                        })
+                    };
+                    Some((key, split(old, "(not routed)"), split(new, "(removed)")))
+                })
+                .collect();
+            tracing::info!(
+                generation = live.generation,
+                routes = live.table.len(),
+                changed = moved.len(),
+                "table swapped in"
+            );
+            for (key, from, to) in moved.iter().take(LOG_LINES_PER_SWAP) {
+                let generation = after
+                    .get(*key)
+                    .and_then(|g| g.function.metadata.generation)
+                    .unwrap_or_default();
+                tracing::info!(
+                    function = %key,
+                    generation,
+                    "{key}: {from} → {to}"
+                );
+            }
+            if moved.len() > LOG_LINES_PER_SWAP {
+                tracing::info!(
+                    more = moved.len() - LOG_LINES_PER_SWAP,
+                    "and {} more changed functions",
+                    moved.len() - LOG_LINES_PER_SWAP
+                );
+            }
+        }
+        self.tell_exceptions(builder.exceptions());
+    }
+
+    /// Logs each exception not logged yet in this generation, state and reason; forgets the
+    /// ones that are gone (served as written again, or deleted) so a later one is told again.
+    fn tell_exceptions(&mut self, exceptions: Vec<Exception>) {
+        let mut still = BTreeMap::new();
+        let mut fresh = Vec::new();
+        for e in exceptions {
+            let key = format!("{}/{}", e.namespace, e.name);
+            let told = (e.generation, e.state, e.reason.clone());
+            if self.told.get(&key) != Some(&told) {
+                fresh.push((key.clone(), e));
+            }
+            still.insert(key, told);
+        }
+        self.told = still;
+        for (key, e) in fresh.iter().take(LOG_LINES_PER_SWAP) {
+            match e.state {
+                ExceptionState::Rejected => tracing::warn!(
+                    function = %key,
+                    generation = e.generation,
+                    "{key} rejected, the last good route stays: {}",
+                    e.reason
+                ),
+                ExceptionState::Pending => tracing::info!(
+                    function = %key,
+                    generation = e.generation,
+                    "{key} pending, the last good route stays: {}",
+                    e.reason
+                ),
+            }
+        }
+        if fresh.len() > LOG_LINES_PER_SWAP {
+            tracing::warn!(
+                more = fresh.len() - LOG_LINES_PER_SWAP,
+                "and {} more functions rejected or pending",
+                fresh.len() - LOG_LINES_PER_SWAP
+            );
+        }
+    }
 }
 
 /// Writes the latest good routes' inputs to `path`, skipping states superseded while writing.

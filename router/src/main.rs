@@ -4,6 +4,7 @@
 //! `SWITCHYARD_*` environment equivalent), sets up logging (Pingora's `log` records bridged
 //! into `tracing`), starts the router and waits for SIGTERM. It holds no routing logic.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,9 +18,31 @@ use switchyard_router::{KubernetesOptions, RouterConfig, Source};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+/// How log lines are written to stderr.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    /// One human-readable line per event; coloured only on a terminal and never with NO_COLOR.
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields), for log pipelines.
+    Json,
+}
+
+/// Told after the flags in `--help`: the logging environment, which clap cannot list as a flag.
+const LOG_HELP: &str = "\
+Logging:
+  Log lines go to stderr. At the default level (info) the router logs its start-up (listen and
+  admin addresses, source, replica), each table swap with every changed function's old -> new
+  split, each rejected or pending function with its reason (once per generation), and losing
+  or regaining its source.
+  RUST_LOG  filter in tracing's EnvFilter syntax, replacing the default
+            (info,kube_client=off,kube_runtime=warn,pingora_core=warn,pingora=warn);
+            e.g. RUST_LOG=debug, RUST_LOG=info,switchyard_router=debug
+  NO_COLOR  when set (non-empty), text logs carry no colour; they are coloured only on a
+            terminal anyway";
+
 /// Switchyard's data plane: routes HTTP requests between function versions by weight.
 #[derive(Parser, Debug)]
-#[command(name = "switchyard-router", version, about)]
+#[command(name = "switchyard-router", version, about, after_help = LOG_HELP)]
 struct Args {
     /// Address the proxy listens on.
     #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "0.0.0.0:8080")]
@@ -113,6 +136,14 @@ struct Args {
     /// listen address. In a pod, `$(POD_IP):8080`.
     #[arg(long, env = "SWITCHYARD_ADVERTISE_ADDRESS")]
     advertise_address: Option<String>,
+    /// Log line format on stderr: text, or json (one object per line, for log pipelines).
+    #[arg(
+        long,
+        env = "SWITCHYARD_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
 }
 
 /// A timeout flag's value, in the same form as `spec.timeouts`.
@@ -132,7 +163,13 @@ fn replica_name(flag: Option<String>) -> String {
         .unwrap_or_else(|| "switchyard-router".to_string())
 }
 
-fn init_logging() {
+/// Whether text logs may carry colour: only on a terminal, and never when `NO_COLOR` is set
+/// to anything non-empty (no-color.org).
+fn colour(no_color: Option<std::ffi::OsString>, terminal: bool) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
             // kube-client logs every failed connection as an error; the router reports an
@@ -142,15 +179,32 @@ fn init_logging() {
     });
     // Pingora logs through `log`, kube through `tracing`: one subscriber for both.
     let _ = tracing_log::LogTracer::init();
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .try_init();
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = match format {
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(colour(
+                        std::env::var_os("NO_COLOR"),
+                        std::io::stderr().is_terminal(),
+                    )),
+            )
+            .try_init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+    };
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging();
+    init_logging(args.log_format);
     let config = RouterConfig {
         listen: args.listen,
         admin: args.admin,
@@ -194,7 +248,21 @@ fn main() -> ExitCode {
             advertise_address: args.advertise_address,
         }),
     };
-    tracing::debug!(replica = %config.replica, listen = %config.listen, admin = %config.admin, "starting");
+    let from = match &source {
+        Source::Local(o) => format!("store dir:{}", o.root.display()),
+        Source::Kubernetes(o) => match &o.namespace {
+            Some(ns) => format!("kubernetes namespace {ns}"),
+            None => "kubernetes all namespaces".to_string(),
+        },
+        Source::Fixed(_) => "a fixed table".to_string(),
+    };
+    tracing::info!(
+        listen = %config.listen,
+        admin = %config.admin,
+        source = %from,
+        replica = %config.replica,
+        "starting"
+    );
     match switchyard_router::start(config, source) {
         Ok(router) => {
             tracing::info!("serving");
@@ -205,6 +273,28 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("switchyard-router: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour;
+
+    #[test]
+    fn colour_only_on_a_terminal_and_never_with_no_color() {
+        for (no_color, terminal, expected) in [
+            (None, true, true),
+            (None, false, false),
+            (Some(""), true, true),
+            (Some("1"), true, false),
+            (Some("1"), false, false),
+        ] {
+            assert_eq!(
+                colour(no_color.map(Into::into), terminal),
+                expected,
+                "NO_COLOR={no_color:?} terminal={terminal}"
+            );
         }
     }
 }

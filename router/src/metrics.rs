@@ -56,6 +56,10 @@ pub struct Metrics {
     pub upstream_connections: prometheus::IntGaugeVec,
     /// Requests answered 503 because their upstream stayed at `--max-upstream-connections`.
     pub upstream_saturated: IntCounterVec,
+    // Failovers (issue 13), one block.
+    /// Requests that moved to another version because theirs could not be reached, by the
+    /// version they left.
+    failovers: IntCounterVec,
 }
 
 /// One Function's version counters, by version.
@@ -73,6 +77,8 @@ pub struct BackendMetrics {
     pub latency: Histogram,
     /// The same, for the published numbers.
     pub numbers: Arc<VersionCounters>,
+    /// Requests that left this version for another because it could not be reached.
+    pub failovers: IntCounter,
 }
 
 impl BackendMetrics {
@@ -86,6 +92,16 @@ impl BackendMetrics {
             self.errors.inc();
         }
         self.numbers.record(elapsed, failed);
+    }
+
+    /// Counts one request that could not reach this version after `elapsed` and moved to
+    /// another: a failed request of this version (so its errors never exceed its requests,
+    /// here and in the published numbers) and a failover. The version that then answers
+    /// counts the request again, as its own.
+    #[inline]
+    pub fn failed_over(&self, elapsed: Duration) {
+        self.record(elapsed, true);
+        self.failovers.inc();
     }
 }
 
@@ -273,6 +289,14 @@ impl Metrics {
                 &["upstream"],
             )
             .expect("valid metric"),
+            failovers: IntCounterVec::new(
+                Opts::new(
+                    "switchyard_router_failovers_total",
+                    "Requests that failed over to another version because this one could not be reached (also counted in its requests and errors)",
+                ),
+                &["function", "version"],
+            )
+            .expect("valid metric"),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.requests.clone()),
@@ -300,6 +324,9 @@ impl Metrics {
         for c in bounds {
             m.registry.register(c).expect("metric names are unique");
         }
+        m.registry
+            .register(Box::new(m.failovers.clone()))
+            .expect("metric names are unique");
         m
     }
 
@@ -311,6 +338,7 @@ impl Metrics {
             errors: self.errors.with_label_values(labels),
             latency: self.latency.with_label_values(labels),
             numbers: self.version_counters(function, version),
+            failovers: self.failovers.with_label_values(labels),
         }
     }
 

@@ -339,7 +339,8 @@ pub fn warn(target: &Target, now: Instant, what: std::fmt::Arguments<'_>) {
 }
 
 /// A connection to the target's backend: pooled, else new. When it cannot be reached, the
-/// error is counted and the request moves once to the version failover picks.
+/// request is counted as a failed one of that version and as a failover, and moves once to
+/// the version failover picks.
 pub async fn connect_with_failover(
     upstreams: &Upstreams,
     target: &mut Target,
@@ -378,7 +379,7 @@ pub async fn connect_with_failover(
         match target.failover() {
             Some(next) if !failed_over => {
                 if let Some(m) = target.extras.backends.get(target.backend) {
-                    m.errors.inc();
+                    m.failed_over(started.elapsed());
                 }
                 warn(
                     target,

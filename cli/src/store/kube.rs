@@ -28,6 +28,11 @@ use crate::timing;
 pub const MANAGER: &str = workload::MANAGED_BY;
 /// Default container port of a managed version.
 pub const DEFAULT_PORT: u16 = workload::DEFAULT_PORT;
+/// The annotation carrying a Function's split in percent (`1.1.0=10% 1.0.0=90%`), written with
+/// every spec the CLI writes, for `kubectl get fn`'s Traffic column: a printer column can
+/// only show a field as it is, and the spec's weights are in ppm. A hand edit of the spec
+/// leaves it stale until the next CLI write.
+pub const TRAFFIC_ANNOTATION: &str = "switchyard.dev/traffic";
 
 /// Switchyard state in one namespace of a Kubernetes cluster.
 pub struct KubeStore {
@@ -691,6 +696,13 @@ impl Store for KubeStore {
     async fn create_function(&self, name: &str, spec: &FunctionSpec) -> anyhow::Result<Written> {
         let mut f = Function::new(name, spec.clone());
         f.metadata.namespace = Some(self.namespace.clone());
+        f.metadata.annotations = Some(
+            [(
+                TRAFFIC_ANNOTATION.to_string(),
+                switchyard_core::plan::describe(&spec.traffic),
+            )]
+            .into(),
+        );
         let pp = PostParams {
             field_manager: Some(MANAGER.into()),
             ..Default::default()
@@ -712,9 +724,13 @@ impl Store for KubeStore {
     ) -> anyhow::Result<Written> {
         // A JSON merge patch of the spec carrying the resourceVersion read: the API server
         // refuses it with 409 if anything (a person, or a router acknowledging on status)
-        // changed the object since, and labels, annotations and status are left alone.
+        // changed the object since, and labels, other annotations and status are left alone.
+        // The traffic annotation goes in the same write, so it never describes another spec.
         let body = serde_json::json!({
-            "metadata": {"resourceVersion": current.revision},
+            "metadata": {
+                "resourceVersion": current.revision,
+                "annotations": {TRAFFIC_ANNOTATION: switchyard_core::plan::describe(&spec.traffic)},
+            },
             "spec": merge_patch(&serde_json::to_value(&current.spec)?, &serde_json::to_value(spec)?),
         });
         let pp = PatchParams {

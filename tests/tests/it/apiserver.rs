@@ -238,3 +238,107 @@ async fn a_watch_observes_a_traffic_change() {
     assert_eq!(seen.spec.weight_of("1.1.0"), 100_000);
     assert_eq!(seen.metadata.generation, Some(2));
 }
+
+/// The cells of `kubectl get fn` (the server's Table for the Function list), by column name.
+async fn printed(
+    client: &kube::Client,
+    ns: &str,
+) -> Vec<std::collections::BTreeMap<String, String>> {
+    let mut request = kube::core::Request::new(format!(
+        "/apis/switchyard.dev/v1alpha1/namespaces/{ns}/functions"
+    ))
+    .list(&kube::api::ListParams::default())
+    .expect("a request");
+    request.headers_mut().insert(
+        "accept",
+        "application/json;as=Table;v=v1;g=meta.k8s.io"
+            .parse()
+            .expect("a header value"),
+    );
+    let table: serde_json::Value = client.request(request).await.expect("the Table");
+    assert_eq!(table["kind"], "Table", "{table}");
+    let columns: Vec<String> = table["columnDefinitions"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .map(|c| c["name"].as_str().expect("a name").to_string())
+        .collect();
+    table["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|row| {
+            let cells = row["cells"].as_array().expect("cells");
+            columns
+                .iter()
+                .zip(cells)
+                .map(|(name, cell)| {
+                    let text = match cell {
+                        serde_json::Value::String(s) => s.clone(),
+                        // kubectl prints <none>.
+                        serde_json::Value::Null => String::new(),
+                        other => other.to_string(),
+                    };
+                    (name.clone(), text)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn kubectl_get_fn_shows_the_whole_split_in_percent_and_the_stable_version() {
+    let client = client().await;
+    let ns = namespace(&client, "crd-columns").await;
+    let cli = switchyard_tests::cli::Cli::new(&ns);
+    switchyard_tests::cli::two_versions(&cli).await;
+    cli.ok(&["traffic", "hello", "1.1.0=10", "1.0.0=90", "--no-wait"])
+        .await;
+    let rows = printed(&client, &ns).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let row = &rows[0];
+    let names: Vec<&str> = row.keys().map(String::as_str).collect();
+    assert!(
+        !names.contains(&"Weights"),
+        "no ppm column any more: {names:?}"
+    );
+    assert_eq!(row["Name"], "hello");
+    assert_eq!(row["Traffic"], "1.1.0=10% 1.0.0=90%", "{row:?}");
+    assert_eq!(row["Stable"], "1.0.0", "{row:?}");
+    assert_eq!(row["Path"], "", "no prefix set: the default applies");
+    assert!(
+        row.contains_key("Hosts") && row.contains_key("Age"),
+        "{row:?}"
+    );
+
+    // Each CLI write keeps it current (a promote changes the stable version too).
+    cli.ok(&["promote", "hello", "1.1.0", "--no-wait"]).await;
+    let row = &printed(&client, &ns).await[0];
+    assert_eq!(
+        (row["Traffic"].as_str(), row["Stable"].as_str()),
+        ("1.1.0=100%", "1.1.0"),
+        "{row:?}"
+    );
+    // Other annotations survive the CLI's writes.
+    let fns: Api<Function> = Api::namespaced(client.clone(), &ns);
+    fns.patch(
+        "hello",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"team": "payments"}}})),
+    )
+    .await
+    .expect("an annotation of someone else's");
+    cli.ok(&["rollback", "hello", "--no-wait"]).await;
+    let f = fns.get("hello").await.expect("the Function");
+    let annotations = f.metadata.annotations.unwrap_or_default();
+    assert_eq!(
+        annotations.get("team").map(String::as_str),
+        Some("payments")
+    );
+    assert_eq!(
+        annotations
+            .get("switchyard.dev/traffic")
+            .map(String::as_str),
+        Some("1.0.0=100%")
+    );
+}

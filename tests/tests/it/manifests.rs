@@ -20,7 +20,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 // The tests crate has no direct serde dependency; k8s-openapi re-exports it.
 use k8s_openapi::serde::Deserialize;
 use kube::api::{

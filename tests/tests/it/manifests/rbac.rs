@@ -553,7 +553,7 @@ async fn a_viewer_reads_functions_and_their_readiness_and_may_write_nothing() {
 }
 
 #[tokio::test]
-async fn a_deployer_can_do_what_the_cli_does_and_nothing_more() {
+async fn a_deployer_may_do_nothing_beyond_the_cli_tour() {
     let admin = client().await;
     let ns = namespace(&admin, "rbac-deployer").await;
     apply_cluster_scoped(&admin, "roles.yaml").await;
@@ -572,124 +572,21 @@ async fn a_deployer_can_do_what_the_cli_does_and_nothing_more() {
         .expect("admin creates a Secret");
 
     let fns: Api<Function> = Api::namespaced(deployer.clone(), &ns);
-    let fvs: Api<FunctionVersion> = Api::namespaced(deployer.clone(), &ns);
-    let deployments: Api<Deployment> = Api::namespaced(deployer.clone(), &ns);
-    let services: Api<Service> = Api::namespaced(deployer.clone(), &ns);
     let leases: Api<Lease> = Api::namespaced(deployer.clone(), &ns);
-    let apply = PatchParams::apply("switchyard");
-
-    // deploy: versions by server-side apply, a managed one's Deployment and Service, the
-    // Function created with the first version.
-    for v in ["1.0.0", "1.1.0"] {
-        let fv = version_json("hello", v);
-        let name = switchyard_core::object_name("hello", v);
-        allowed(
-            fvs.patch(&name, &apply, &Patch::Apply(&fv)).await,
-            "deployer applies a version",
-        );
-    }
-    allowed(fvs.get("hello-1-0-0").await, "deployer gets a version");
-    allowed(
-        fvs.list(&ListParams::default()).await,
-        "deployer lists versions",
-    );
-    let mut labelled = fvs.get("hello-1-1-0").await.expect("the version");
-    labelled.metadata.labels = Some([("team".to_string(), "a".to_string())].into());
-    allowed(
-        fvs.replace("hello-1-1-0", &PostParams::default(), &labelled)
-            .await,
-        "deployer updates a version's labels",
-    );
-    // Owned by its version, with blockOwnerDeletion, as the CLI writes it.
-    let mut workload = deployment("hello-1-1-0");
-    workload.metadata.owner_references = Some(vec![OwnerReference {
-        api_version: "switchyard.dev/v1alpha1".into(),
-        kind: "FunctionVersion".into(),
-        name: "hello-1-1-0".into(),
-        uid: labelled.metadata.uid.clone().expect("a uid"),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }]);
-    allowed(
-        deployments
-            .patch("hello-1-1-0", &apply, &Patch::Apply(&workload))
-            .await,
-        "deployer applies a Deployment",
-    );
-    allowed(
-        services
-            .patch(
-                "hello-1-1-0",
-                &apply,
-                &Patch::Apply(&service("hello-1-1-0")),
-            )
-            .await,
-        "deployer applies a Service",
-    );
-    allowed(
-        deployments.get("hello-1-1-0").await,
-        "deployer reads a Deployment",
-    );
-    allowed(
-        services.list(&ListParams::default()).await,
-        "deployer lists Services",
-    );
-    let created = allowed(
-        fns.create(
+    // What the CLI does with this role is its tour, run for real in
+    // a_user_bound_to_the_shipped_deployer_role_runs_the_whole_cli_tour; here, what the role
+    // must not allow.
+    Api::<FunctionVersion>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &version("hello", "1.0.0"))
+        .await
+        .expect("admin creates a version");
+    Api::<Function>::namespaced(admin.clone(), &ns)
+        .create(
             &PostParams::default(),
             &function("hello", &[("1.0.0", 1_000_000)]),
         )
-        .await,
-        "deployer creates a Function",
-    );
-
-    // traffic, promote, rollback: optimistic-concurrency updates and patches of the spec.
-    let mut shifted = created.clone();
-    shifted.spec.traffic = function("hello", &[("1.0.0", 900_000), ("1.1.0", 100_000)])
-        .spec
-        .traffic;
-    allowed(
-        fns.replace("hello", &PostParams::default(), &shifted).await,
-        "deployer updates a Function's traffic",
-    );
-    allowed(
-        fns.patch(
-            "hello",
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"spec": {"traffic": [{"version": "1.1.0", "weight": 1_000_000}]}}),
-            ),
-        )
-        .await,
-        "deployer patches a Function's traffic",
-    );
-    watch_sees_a_change(&deployer, &admin, &ns, "hello", "the deployer").await;
-    // --wait: which routers are alive.
-    allowed(
-        leases.list(&ListParams::default()).await,
-        "deployer lists Leases",
-    );
-    allowed(leases.get("router-a").await, "deployer gets a Lease");
-    reads_reports_only(&deployer, &ns, "deployer").await;
-
-    // delete and gc.
-    allowed(
-        services
-            .delete("hello-1-1-0", &DeleteParams::default())
-            .await,
-        "deployer deletes a Service",
-    );
-    allowed(
-        deployments
-            .delete("hello-1-1-0", &DeleteParams::default())
-            .await,
-        "deployer deletes a Deployment",
-    );
-    allowed(
-        fvs.delete("hello-1-0-0", &DeleteParams::default()).await,
-        "deployer deletes a version",
-    );
-
+        .await
+        .expect("admin creates a Function");
     // Nothing more.
     forbidden(
         fns.delete("hello", &DeleteParams::default()).await,
@@ -745,4 +642,216 @@ async fn a_deployer_can_do_what_the_cli_does_and_nothing_more() {
         watch_all.map(|_| ()),
         "deployer watches Deployments in every namespace",
     );
+}
+
+/// A real router (as admin: its own role is tested above) watching `ns`, with its Lease
+/// there, where the CLI's wait looks; started off the async runtime.
+async fn real_router(admin: &Client, ns: &str, name: &str) -> switchyard_tests::cli::RealRouter {
+    let (ns_, name_) = (ns.to_string(), name.to_string());
+    let router =
+        tokio::task::spawn_blocking(move || switchyard_tests::cli::RealRouter::start(&ns_, &name_))
+            .await
+            .expect("a real router");
+    switchyard_tests::cli::wait_for_leases(admin, ns, &[name]).await;
+    router
+}
+
+/// The CLI's output, and that nothing in it was refused.
+fn unrefused(out: switchyard_tests::cli::Out, what: &str) -> switchyard_tests::cli::Out {
+    assert!(
+        !format!("{}{}", out.stdout, out.stderr)
+            .to_lowercase()
+            .contains("forbidden"),
+        "{what} was refused something: {out:?}"
+    );
+    out
+}
+
+#[tokio::test]
+async fn a_user_bound_to_the_shipped_deployer_role_runs_the_whole_cli_tour() {
+    let admin = client().await;
+    let ns = namespace(&admin, "rbac-deployer-cli").await;
+    apply_cluster_scoped(&admin, "roles.yaml").await;
+    // `viewer` is the only spare user of the test API server; here it is bound to the shipped
+    // switchyard-deployer ClusterRole, in this namespace only.
+    bind_user(&admin, &ns, "switchyard-deployer", "viewer").await;
+    let deployer = client_as("viewer.kubeconfig").await;
+    wait_until_may_list_functions(&deployer, Some(&ns), "the deployer").await;
+    let cli = switchyard_tests::cli::Cli::with_kubeconfig(
+        &ns,
+        &switchyard_tests::viewer_kubeconfig_path(),
+    );
+    let (stable, canary) = (Upstream::start("1.0.0"), Upstream::start("1.1.0"));
+    let _router = real_router(&admin, &ns, "router-a").await;
+
+    let out = unrefused(
+        cli.run(&["deploy", "hello", "1.0.0", "--endpoint", &stable.url()])
+            .await
+            .expect(0),
+        "deploy",
+    );
+    assert!(out.stdout.contains("applied by 1/1 routers"), "{out:?}");
+    // A managed version: its Deployment and Service, written as the deployer.
+    unrefused(
+        cli.run(&[
+            "deploy",
+            "hello",
+            "1.2.0",
+            "--image",
+            "registry.example/hello:1.2.0",
+            "--no-wait",
+        ])
+        .await
+        .expect(0),
+        "deploy --image",
+    );
+    for kind in ["deployments", "services"] {
+        let found = match kind {
+            "deployments" => Api::<Deployment>::namespaced(admin.clone(), &ns)
+                .get_opt("hello-1-2-0")
+                .await
+                .map(|d| d.is_some()),
+            _ => Api::<Service>::namespaced(admin.clone(), &ns)
+                .get_opt("hello-1-2-0")
+                .await
+                .map(|s| s.is_some()),
+        };
+        assert!(found.expect("admin reads"), "the deployer's {kind} exist");
+    }
+    unrefused(
+        cli.run(&["deploy", "hello", "1.1.0", "--endpoint", &canary.url()])
+            .await
+            .expect(0),
+        "deploy",
+    );
+    let out = unrefused(
+        cli.run(&["traffic", "hello", "1.1.0=10", "1.0.0=90"])
+            .await
+            .expect(0),
+        "traffic",
+    );
+    assert!(out.stdout.contains("applied by 1/1 routers"), "{out:?}");
+    let out = unrefused(
+        cli.run(&["promote", "hello", "1.1.0"]).await.expect(0),
+        "promote",
+    );
+    assert!(out.stdout.contains("→ 1.1.0=100%"), "{out:?}");
+    let out = unrefused(cli.run(&["rollback", "hello"]).await.expect(0), "rollback");
+    assert!(
+        out.stdout.contains("→ 1.0.0=100% · applied by 1/1 routers"),
+        "{out:?}"
+    );
+    // The router serves what the deployer wrote.
+    let mut http = HttpClient::new(router_listen(&admin, &ns).await);
+    let served = http.get("localhost", "/hello", &[]).expect("a request");
+    assert_eq!(served.header("x-switchyard-served-by"), "hello@1.0.0");
+
+    let status: Value = serde_json::from_str(
+        &unrefused(
+            cli.run(&["status", "hello", "-o", "json"]).await.expect(0),
+            "status",
+        )
+        .stdout,
+    )
+    .expect("status as JSON");
+    assert!(status.to_string().contains("router-a"), "{status}");
+    let history = unrefused(cli.run(&["history", "hello"]).await.expect(0), "history");
+    assert!(history.stdout.contains("rollback"), "{history:?}");
+    let list = unrefused(cli.run(&["list"]).await.expect(0), "list");
+    assert!(list.stdout.contains("hello"), "{list:?}");
+    let routers = unrefused(cli.run(&["routers"]).await.expect(0), "routers");
+    assert!(routers.stdout.contains("router-a"), "{routers:?}");
+}
+
+/// The proxy address router-a gives in its report (`switchyard routers` shows the same).
+async fn router_listen(admin: &Client, ns: &str) -> SocketAddr {
+    let report = Api::<RouterReport>::namespaced(admin.clone(), ns)
+        .get("router-a")
+        .await
+        .expect("router-a's report");
+    report
+        .status
+        .expect("a status")
+        .address
+        .parse()
+        .expect("an address")
+}
+
+#[tokio::test]
+async fn a_user_bound_to_the_shipped_viewer_role_reads_everything_the_cli_shows_and_writes_nothing()
+{
+    let admin = client().await;
+    let ns = namespace(&admin, "rbac-viewer-cli").await;
+    apply_cluster_scoped(&admin, "roles.yaml").await;
+    bind_user(&admin, &ns, "switchyard-viewer", "viewer").await;
+    let viewer_client = client_as("viewer.kubeconfig").await;
+    wait_until_may_list_functions(&viewer_client, Some(&ns), "the viewer").await;
+    let owner = switchyard_tests::cli::Cli::new(&ns);
+    let viewer = switchyard_tests::cli::Cli::with_kubeconfig(
+        &ns,
+        &switchyard_tests::viewer_kubeconfig_path(),
+    );
+    let _router = real_router(&admin, &ns, "router-a").await;
+    switchyard_tests::cli::two_versions(&owner).await;
+    owner
+        .ok(&["traffic", "hello", "1.1.0=10", "1.0.0=90"])
+        .await;
+
+    let status: Value = serde_json::from_str(
+        &unrefused(
+            viewer
+                .run(&["status", "hello", "-o", "json"])
+                .await
+                .expect(0),
+            "status",
+        )
+        .stdout,
+    )
+    .expect("status as JSON");
+    assert!(status.to_string().contains("router-a"), "{status}");
+    for args in [
+        &["history", "hello"][..],
+        &["list"],
+        &["routers"],
+        &["versions", "hello"],
+    ] {
+        let out = unrefused(viewer.run(args).await.expect(0), &args.join(" "));
+        assert!(!out.stdout.trim().is_empty(), "{args:?}: {out:?}");
+    }
+
+    let before = Api::<Function>::namespaced(admin.clone(), &ns)
+        .get("hello")
+        .await
+        .expect("the Function");
+    for args in [
+        &[
+            "deploy",
+            "hello",
+            "1.2.0",
+            "--endpoint",
+            "http://127.0.0.1:9003",
+        ][..],
+        &["traffic", "hello", "1.1.0=50", "1.0.0=50"],
+        &["promote", "hello", "1.1.0"],
+        &["rollback", "hello"],
+    ] {
+        let out = viewer.run(args).await;
+        assert_eq!(out.code, 1, "{args:?}: {out:?}");
+        let stderr = out.stderr.trim_end();
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.to_lowercase().contains("forbidden"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let after = Api::<Function>::namespaced(admin.clone(), &ns)
+        .get("hello")
+        .await
+        .expect("the Function");
+    assert_eq!(after.metadata.generation, before.metadata.generation);
+    assert!(Api::<FunctionVersion>::namespaced(admin.clone(), &ns)
+        .get_opt("hello-1-2-0")
+        .await
+        .expect("admin reads")
+        .is_none());
 }
