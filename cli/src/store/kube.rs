@@ -8,10 +8,13 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use crate::exit::{fail, Code};
 use kube::{Client, Config, ResourceExt as _};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -337,28 +340,75 @@ impl KubeStore {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    /// Creates the Deployment and Service of a managed version; existing ones are kept.
-    /// Returns what it created, so a failed deploy can remove exactly that.
-    async fn ensure_workload(&self, fv: &FunctionVersion) -> anyhow::Result<()> {
-        let (deployment, service) = workload::workload(fv, &self.namespace)?;
+    /// Creates the Deployment and Service of a managed version; ones this version already
+    /// owns are kept (a re-run completes a missing one). An object of the same name that this
+    /// FunctionVersion does not own is refused (exit 3), never taken over. Returns what it
+    /// created, so a failed deploy removes exactly that and nothing of anyone else's.
+    async fn ensure_workload(&self, fv: &FunctionVersion) -> (Workload, anyhow::Result<()>) {
+        let mut made = Workload::default();
+        let (deployment, service) = match workload::workload(fv, &self.namespace) {
+            Ok(objects) => objects,
+            Err(e) => return (made, Err(e.into())),
+        };
         let name = deployment.name_any();
+        let owner = fv.metadata.uid.clone().unwrap_or_default();
         let pp = PostParams {
             field_manager: Some(MANAGER.into()),
             ..Default::default()
         };
+        let owned = |refs: Option<&Vec<OwnerReference>>| {
+            refs.is_some_and(|r| r.iter().any(|o| o.uid == owner))
+        };
+        let foreign = |kind: &str| {
+            fail(
+                Code::Refused,
+                format!(
+                    "{kind} {name} already exists in namespace {} and is not owned by FunctionVersion {name}: refusing to take it over (delete it, or deploy another version)",
+                    self.namespace
+                ),
+            )
+        };
         let deployments = self.deployments();
         match retrying(|| deployments.create(&pp, &deployment)).await {
-            Ok(_) => {}
-            Err(e) if code(&e) == Some(409) => {}
-            Err(e) => return Err(api(e)).with_context(|| format!("creating Deployment {name}")),
+            Ok(_) => made.deployment = true,
+            Err(e) if code(&e) == Some(409) => match retrying(|| deployments.get(&name)).await {
+                Ok(d) if owned(d.metadata.owner_references.as_ref()) => {}
+                Ok(_) => return (made, Err(foreign("Deployment"))),
+                Err(e) => {
+                    return (
+                        made,
+                        Err(api(e)).with_context(|| format!("reading Deployment {name}")),
+                    )
+                }
+            },
+            Err(e) => {
+                return (
+                    made,
+                    Err(api(e)).with_context(|| format!("creating Deployment {name}")),
+                )
+            }
         }
         let services = self.services();
         match retrying(|| services.create(&pp, &service)).await {
-            Ok(_) => {}
-            Err(e) if code(&e) == Some(409) => {}
-            Err(e) => return Err(api(e)).with_context(|| format!("creating Service {name}")),
+            Ok(_) => made.service = true,
+            Err(e) if code(&e) == Some(409) => match retrying(|| services.get(&name)).await {
+                Ok(s) if owned(s.metadata.owner_references.as_ref()) => {}
+                Ok(_) => return (made, Err(foreign("Service"))),
+                Err(e) => {
+                    return (
+                        made,
+                        Err(api(e)).with_context(|| format!("reading Service {name}")),
+                    )
+                }
+            },
+            Err(e) => {
+                return (
+                    made,
+                    Err(api(e)).with_context(|| format!("creating Service {name}")),
+                )
+            }
         }
-        Ok(())
+        (made, Ok(()))
     }
 
     async fn delete_workload(&self, name: &str) -> anyhow::Result<()> {
@@ -676,11 +726,18 @@ impl Store for KubeStore {
             Err(e) => return Err(api(e)).with_context(|| format!("creating {what}")),
         };
         if spec.image.is_some() {
-            if let Err(err) = self.ensure_workload(&created).await {
+            if let (made, Err(err)) = self.ensure_workload(&created).await {
                 // Nothing half-applied: a new version whose workload could not be created is
-                // removed again (a re-run of the same deploy also completes a missing workload).
+                // removed again, with only the objects this deploy created (a re-run of the
+                // same deploy also completes a missing workload).
                 if outcome == Created::New {
-                    let _ = self.delete_workload(&name).await;
+                    let dp = DeleteParams::background();
+                    if made.deployment {
+                        let _ = self.deployments().delete(&name, &dp).await;
+                    }
+                    if made.service {
+                        let _ = self.services().delete(&name, &dp).await;
+                    }
                     let _ = api_.delete(&name, &DeleteParams::background()).await;
                     return Err(err.context(format!(
                         "deploying {}@{} (the FunctionVersion was removed again)",
@@ -1136,4 +1193,11 @@ mod tests {
                    "affinity": {"cookie": "u", "header": null}})
         );
     }
+}
+
+/// The workload objects one deploy created (and so may remove again).
+#[derive(Debug, Default, Clone, Copy)]
+struct Workload {
+    deployment: bool,
+    service: bool,
 }

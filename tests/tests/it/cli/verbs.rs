@@ -72,3 +72,66 @@ async fn tags_settings_and_numbered_undo_round_trip_through_the_api_server() {
         generation
     );
 }
+
+#[tokio::test]
+async fn a_deploy_refuses_to_take_over_a_workload_object_someone_else_owns_and_deletes_nothing_of_it(
+) {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Api, PostParams};
+    let client = client().await;
+    let ns = namespace(&client, "cli-foreign").await;
+    let cli = Cli::new(&ns);
+    // Someone's own Deployment, named as version 1.0.0 of hello would be.
+    let theirs: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "hello-1-0-0", "labels": {"team": "other"}},
+        "spec": {
+            "selector": {"matchLabels": {"app": "theirs"}},
+            "template": {
+                "metadata": {"labels": {"app": "theirs"}},
+                "spec": {"containers": [{"name": "c", "image": "theirs:1"}]}
+            }
+        }
+    }))
+    .expect("a Deployment");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    deployments
+        .create(&PostParams::default(), &theirs)
+        .await
+        .expect("their Deployment");
+    let out = cli
+        .run(&[
+            "deploy",
+            "hello",
+            "1.0.0",
+            "--image",
+            "acme/hello@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "--no-wait",
+        ])
+        .await;
+    assert_eq!(out.code, 3, "{out:#?}");
+    assert_eq!(out.stderr.lines().count(), 1, "{out:#?}");
+    assert!(
+        out.stderr
+            .contains("not owned by FunctionVersion hello-1-0-0"),
+        "{out:#?}"
+    );
+    // Theirs is untouched; nothing of the deploy is left.
+    let after = deployments.get("hello-1-0-0").await.expect("still there");
+    assert_eq!(
+        after
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("team"))
+            .map(String::as_str),
+        Some("other")
+    );
+    let versions: Api<switchyard_core::FunctionVersion> = Api::namespaced(client.clone(), &ns);
+    assert!(versions
+        .get_opt("hello-1-0-0")
+        .await
+        .expect("read")
+        .is_none());
+    let fns: Api<switchyard_core::Function> = Api::namespaced(client.clone(), &ns);
+    assert!(fns.get_opt("hello").await.expect("read").is_none());
+}
