@@ -10,6 +10,7 @@ mod cli;
 mod install;
 mod journey;
 mod local_store;
+mod lost_race;
 mod manifests;
 mod numbers;
 mod protocol;
