@@ -12,6 +12,7 @@ mod image;
 mod install;
 mod journey;
 mod local_store;
+mod lost_race;
 mod manifests;
 mod numbers;
 mod protocol;
