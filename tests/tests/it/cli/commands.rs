@@ -393,8 +393,9 @@ async fn every_traffic_command_records_history_and_rollback_returns_to_stable_fr
         actions,
         ["deploy", "added", "added", "promote", "traffic", "traffic", "rollback", "rollback"]
     );
-    assert_eq!(history[4]["reason"], "errors up");
-    assert_eq!(history[4]["actor"], "admin");
+    // The first rollback (after the two 0% deploys, the promote and the two shifts).
+    assert_eq!(history[6]["reason"], "errors up");
+    assert_eq!(history[6]["actor"], "admin");
     let f = function(&client, &cli.ns, "hello").await;
     assert_eq!(f.metadata.labels.expect("labels")["team"], "payments");
     let table = cli.ok(&["history", "hello"]).await.stdout;

@@ -153,10 +153,16 @@ async fn a_router_starts_from_its_snapshot_when_the_api_server_is_unreachable() 
     let code = third.wait_exit(WAIT);
     assert_eq!(code, Some(1), "{}", third.log());
     let log = third.log();
+    // Its start-up log line, then the error: one line saying why, no panic or backtrace.
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("switchyard-router:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error line on stderr: {log}");
     assert_eq!(
         log.trim_end().lines().count(),
-        1,
-        "one line on stderr: {log}"
+        2,
+        "the start-up line and the error: {log}"
     );
     assert!(log.contains("unreachable"), "{log}");
 }

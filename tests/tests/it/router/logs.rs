@@ -215,7 +215,8 @@ fn with_log_format_json_every_line_is_a_json_object_with_the_same_events() {
     assert_eq!(start["replica"], "logger");
     let swap = find("local/hello: 1.0.0=100% → 1.1.0=10% 1.0.0=90%");
     assert_eq!(swap["function"], "local/hello");
-    assert_eq!(swap["generation"], 2);
+    // Generation 1: the first deploy; 2: 1.1.0 added at 0% (in the history); 3: the shift.
+    assert_eq!(swap["generation"], 3);
     let rejected = events
         .iter()
         .find(|e| e["level"] == "WARN" && e["function"] == "local/other")
