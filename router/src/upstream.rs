@@ -293,8 +293,15 @@ impl Upstreams {
     }
 
     /// A fresh connection to `addr` in place of `old` (which closes), within `connect`.
-    pub async fn reconnect(old: UpConn, connect: Duration) -> Result<UpConn, ConnectError> {
-        let addr = old.io.peer_addr().map_err(ConnectError::Io)?;
+    ///
+    /// The address comes from the caller: `old` is a connection the peer closed, and asking a
+    /// closed socket for its peer fails (ENOTCONN) — which turned every replay of a request
+    /// over a stale pooled connection into a 502.
+    pub async fn reconnect(
+        old: UpConn,
+        addr: SocketAddr,
+        connect: Duration,
+    ) -> Result<UpConn, ConnectError> {
         let UpConn { io, permit } = old;
         drop(io);
         let io = Upstreams::connect(addr, connect).await?;

@@ -130,7 +130,7 @@ impl Conn<'_> {
                 && replayable(&self.req, self.inb.bytes())
                 && matches!(outcome, Err(Failed::Stale))
             {
-                up = match Upstreams::reconnect(up, t.connect).await {
+                up = match Upstreams::reconnect(up, addr, t.connect).await {
                     Ok(fresh) => fresh,
                     Err(e) => {
                         self.inb.consume(head_len + early);
