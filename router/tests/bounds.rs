@@ -140,10 +140,13 @@ fn router(
     let handle =
         switchyard_router::start(config.clone(), Source::Fixed(state)).expect("router starts");
     // Ready: the admin port answers /readyz (the proxy's listener is up with it).
-    for _ in 0..500 {
-        if admin_get(config.admin, "/readyz").is_some_and(|(s, _)| s == 200) {
-            break;
-        }
+    // Waited for as long as a loaded machine needs, and never given up on silently.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while admin_get(config.admin, "/readyz").is_none_or(|(s, _)| s != 200) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the router did not answer /readyz within 60 s"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     (handle, config)

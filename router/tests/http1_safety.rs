@@ -220,10 +220,13 @@ fn router(upstream: SocketAddr) -> (switchyard_router::RouterHandle, SocketAddr)
     config.grace_period = Duration::from_secs(1);
     let listen = config.listen;
     let handle = switchyard_router::start(config, Source::Fixed(state)).expect("router starts");
-    for _ in 0..200 {
-        if TcpStream::connect(listen).is_ok() {
-            break;
-        }
+    // Waited for as long as a loaded machine needs, and never given up on silently.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(listen).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the router did not listen within 60 s"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     (handle, listen)
