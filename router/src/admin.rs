@@ -36,13 +36,57 @@ fn gate_of(shared: &Arc<Shared>) -> Option<Arc<ReadyGate>> {
 pub struct Admin {
     shared: Arc<Shared>,
     gate: Option<Arc<ReadyGate>>,
+    /// The proxy's listen address, checked once: Pingora binds the proxy and admin listeners
+    /// separately, so the admin port can answer before the proxy port accepts connections.
+    listen: Option<std::net::SocketAddr>,
+    /// Set once a connection to `listen` succeeded.
+    listening: std::sync::atomic::AtomicBool,
 }
 
 impl Admin {
     /// Admin endpoints over `shared`.
     pub fn new(shared: Arc<Shared>) -> Self {
         let gate = gate_of(&shared);
-        Admin { shared, gate }
+        Admin {
+            shared,
+            gate,
+            listen: None,
+            listening: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// `/readyz` also waits until the proxy port at `listen` accepts connections (an
+    /// unspecified address is tried on loopback).
+    pub fn with_listen(mut self, listen: std::net::SocketAddr) -> Self {
+        let mut addr = listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr {
+                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        self.listen = Some(addr);
+        self
+    }
+
+    /// Whether the proxy port accepts connections; once it has, it is not asked again.
+    async fn proxy_listening(&self) -> bool {
+        let Some(addr) = self.listen else {
+            return true;
+        };
+        if self.listening.load(Ordering::Acquire) {
+            return true;
+        }
+        let up = tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        .is_ok_and(|c| c.is_ok());
+        if up {
+            self.listening.store(true, Ordering::Release);
+        }
+        up
     }
 
     /// `/readyz`: a complete table is live and, for a reporting source, a CLI wait would count
@@ -79,6 +123,11 @@ impl ServeHttp for Admin {
         match session.req_header().uri.path() {
             "/healthz" => reply(200, text, b"ok\n".to_vec()),
             "/readyz" => match self.readiness() {
+                Ok(()) if !self.proxy_listening().await => reply(
+                    503,
+                    text,
+                    b"not ready: the proxy port does not accept connections yet\n".to_vec(),
+                ),
                 Ok(()) => reply(200, text, b"ready\n".to_vec()),
                 Err(why) => reply(503, text, format!("not ready: {why}\n").into_bytes()),
             },

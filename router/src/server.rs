@@ -118,7 +118,7 @@ pub fn spawn(
     );
     let mut admin = Service::new(
         "switchyard admin".to_string(),
-        Admin::new(Arc::clone(&shared)),
+        Admin::new(Arc::clone(&shared)).with_listen(config.listen),
     );
     admin.add_tcp(&config.admin.to_string());
     admin.threads = Some(1);
