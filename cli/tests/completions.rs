@@ -9,17 +9,7 @@ use common::Store;
 
 /// `hello` with versions 1.0.0 and 1.1.0, and the directory of the `switchyard` binary.
 fn store() -> (Store, String) {
-    let store = Store::fresh("completions");
-    for v in ["1.0.0", "1.1.0"] {
-        store.ok(&[
-            "deploy",
-            "hello",
-            v,
-            "--endpoint",
-            "http://127.0.0.1:9",
-            "--no-wait",
-        ]);
-    }
+    let store = Store::two_versions("completions");
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_switchyard"));
     let path = format!(
         "{}:{}",

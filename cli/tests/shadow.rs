@@ -4,40 +4,9 @@
 mod common;
 use common::Store;
 
-/// hello with 1.0.0 (all the traffic) and 1.1.0 (none) deployed; no router (`--no-wait`).
-fn two_versions() -> Store {
-    let store = Store::fresh("shadow");
-    for v in ["1.0.0", "1.1.0"] {
-        store.ok(&[
-            "deploy",
-            "hello",
-            v,
-            "--endpoint",
-            "http://127.0.0.1:9",
-            "--no-wait",
-        ]);
-    }
-    store
-}
-
-fn spec(store: &Store) -> serde_json::Value {
-    let text =
-        std::fs::read_to_string(store.0.join("functions/hello.yaml")).expect("the function's file");
-    let doc: serde_json::Value = serde_yaml::from_str(&text).expect("yaml");
-    doc["function"]["spec"].clone()
-}
-
-fn code_and_stderr(store: &Store, args: &[&str]) -> (Option<i32>, String) {
-    let out = store.run(args);
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn a_shadow_is_dry_run_written_repeated_safely_recorded_and_stopped() {
-    let store = two_versions();
+    let store = Store::two_versions("shadow");
     let dry = store.ok(&[
         "shadow",
         "hello",
@@ -56,7 +25,7 @@ fn a_shadow_is_dry_run_written_repeated_safely_recorded_and_stopped() {
         ) && dry.contains("dry run"),
         "{dry}"
     );
-    assert!(spec(&store).get("shadow").is_none());
+    assert!(store.spec().get("shadow").is_none());
     let out = store.ok(&[
         "shadow",
         "hello",
@@ -68,7 +37,7 @@ fn a_shadow_is_dry_run_written_repeated_safely_recorded_and_stopped() {
         "--no-wait",
     ]);
     assert!(out.contains("shadow none → 1.1.0 12.5%"), "{out}");
-    let shadow = &spec(&store)["shadow"];
+    let shadow = &store.spec()["shadow"];
     assert_eq!(
         (&shadow["version"], &shadow["share"], &shadow["maxBody"]),
         (
@@ -78,7 +47,7 @@ fn a_shadow_is_dry_run_written_repeated_safely_recorded_and_stopped() {
         )
     );
     // The traffic did not move.
-    assert_eq!(spec(&store)["traffic"][0]["version"], "1.0.0");
+    assert_eq!(store.spec()["traffic"][0]["version"], "1.0.0");
     let again = store.ok(&[
         "shadow",
         "hello",
@@ -92,19 +61,19 @@ fn a_shadow_is_dry_run_written_repeated_safely_recorded_and_stopped() {
     assert!(again.contains("nothing to change"), "{again}");
     let stopped = store.ok(&["shadow", "stop", "hello", "--no-wait"]);
     assert!(stopped.contains("→ none"), "{stopped}");
-    assert!(spec(&store).get("shadow").is_none());
+    assert!(store.spec().get("shadow").is_none());
     let none = store.ok(&["shadow", "stop", "hello", "--no-wait"]);
     assert!(none.contains("nothing is shadowed"), "{none}");
     let history = store.ok(&["history", "hello"]);
     assert_eq!(history.matches(" shadow ").count(), 2, "{history}");
     // Undo passes over shadow entries: nothing before the deploy to restore.
-    let (code, _) = code_and_stderr(&store, &["undo", "hello", "--no-wait"]);
+    let (code, _) = store.code_and_stderr(&["undo", "hello", "--no-wait"]);
     assert_eq!(code, Some(3));
 }
 
 #[test]
 fn unsafe_methods_are_mirrored_only_when_listed_and_with_a_warning() {
-    let store = two_versions();
+    let store = Store::two_versions("shadow");
     let out = store.run(&[
         "shadow",
         "hello",
@@ -122,7 +91,7 @@ fn unsafe_methods_are_mirrored_only_when_listed_and_with_a_warning() {
         "{err}"
     );
     assert_eq!(
-        spec(&store)["shadow"]["methods"],
+        store.spec()["shadow"]["methods"],
         serde_json::json!(["GET", "POST"])
     );
     // The default copies only safe methods, without a warning.
@@ -132,7 +101,7 @@ fn unsafe_methods_are_mirrored_only_when_listed_and_with_a_warning() {
 
 #[test]
 fn bad_shadow_input_is_refused_in_one_line_and_writes_nothing() {
-    let store = two_versions();
+    let store = Store::two_versions("shadow");
     for bad in [
         &["shadow", "hello", "9.9.9", "--percent", "10", "--no-wait"][..],
         &["shadow", "hello", "1.1.0", "--percent", "0", "--no-wait"],
@@ -196,10 +165,10 @@ fn bad_shadow_input_is_refused_in_one_line_and_writes_nothing() {
             "--no-wait",
         ],
     ] {
-        let (code, err) = code_and_stderr(&store, bad);
+        let (code, err) = store.code_and_stderr(bad);
         assert_eq!((code, err.lines().count()), (Some(2), 1), "{bad:?}: {err}");
     }
-    assert!(spec(&store).get("shadow").is_none());
+    assert!(store.spec().get("shadow").is_none());
     // The deploy of 1.0.0 and the 0% deploy of 1.1.0: nothing from the refused commands.
-    assert_eq!(spec(&store)["history"].as_array().map(Vec::len), Some(2));
+    assert_eq!(store.spec()["history"].as_array().map(Vec::len), Some(2));
 }

@@ -56,6 +56,44 @@ impl Store {
     }
 }
 
+// Used by some of the test files that share this module, not all (each compiles it apart).
+#[allow(dead_code)]
+impl Store {
+    /// A fresh store with hello at 1.0.0 (all the traffic) and 1.1.0 (none), both external;
+    /// no router runs (`--no-wait`).
+    pub fn two_versions(prefix: &str) -> Store {
+        let store = Store::fresh(prefix);
+        for v in ["1.0.0", "1.1.0"] {
+            store.ok(&[
+                "deploy",
+                "hello",
+                v,
+                "--endpoint",
+                "http://127.0.0.1:9",
+                "--no-wait",
+            ]);
+        }
+        store
+    }
+
+    /// hello's stored spec, as JSON.
+    pub fn spec(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.0.join("functions/hello.yaml"))
+            .expect("the function's file");
+        let doc: serde_json::Value = serde_yaml::from_str(&text).expect("yaml");
+        doc["function"]["spec"].clone()
+    }
+
+    /// Runs a command; its exit code and stderr.
+    pub fn code_and_stderr(&self, args: &[&str]) -> (Option<i32>, String) {
+        let out = self.run(args);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
 impl Drop for Store {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
