@@ -253,6 +253,20 @@ pub fn record_event(
     next
 }
 
+/// `next` with the history entry of a change that moves no traffic, validated as the API
+/// server would: the common end of `tag`, `untag`, `set` and `shadow`.
+fn recorded(
+    function: &str,
+    mut next: FunctionSpec,
+    action: Action,
+    versions: &[VersionState],
+    change: &Change,
+) -> Result<FunctionSpec, PlanError> {
+    record(&mut next, action, change);
+    validate::function(function, &next, versions.iter().map(|v| v.version.as_str()))?;
+    Ok(next)
+}
+
 /// Whether two specs route alike: everything but the history (and the stable versions, which
 /// follow from the traffic) is equal. A write that changes nothing else is not made.
 pub fn same_state(a: &FunctionSpec, b: &FunctionSpec) -> bool {
@@ -292,9 +306,7 @@ pub fn tag(
             version: version.to_string(),
         }),
     }
-    record(&mut next, Action::Tag, change);
-    validate::function(function, &next, versions.iter().map(|v| v.version.as_str()))?;
-    Ok(Some(next))
+    recorded(function, next, Action::Tag, versions, change).map(Some)
 }
 
 /// `untag FN TAG`: removes `tag`. `None` when no such tag exists.
@@ -310,9 +322,7 @@ pub fn untag(
     }
     let mut next = spec.clone();
     next.tags.retain(|t| t.tag != tag);
-    record(&mut next, Action::Untag, change);
-    validate::function(function, &next, versions.iter().map(|v| v.version.as_str()))?;
-    Ok(Some(next))
+    recorded(function, next, Action::Untag, versions, change).map(Some)
 }
 
 /// The routing settings `set` changes; `None` leaves a setting as it is.
@@ -358,9 +368,7 @@ pub fn settings(
     if same_state(spec, &next) {
         return Ok(None);
     }
-    record(&mut next, Action::Set, change);
-    validate::function(function, &next, versions.iter().map(|v| v.version.as_str()))?;
-    Ok(Some(next))
+    recorded(function, next, Action::Set, versions, change).map(Some)
 }
 
 /// Starts mirroring to `shadow.version`, or changes what is mirrored; `None` when the spec
@@ -383,9 +391,7 @@ pub fn shadow(
     if same_state(spec, &next) {
         return Ok(None);
     }
-    record(&mut next, Action::Shadow, change);
-    validate::function(function, &next, versions.iter().map(|v| v.version.as_str()))?;
-    Ok(Some(next))
+    recorded(function, next, Action::Shadow, versions, change).map(Some)
 }
 
 /// Stops mirroring; `None` when nothing is mirrored.
@@ -400,9 +406,7 @@ pub fn shadow_stop(
     }
     let mut next = spec.clone();
     next.shadow = None;
-    record(&mut next, Action::Shadow, change);
-    validate::function(function, &next, versions.iter().map(|v| v.version.as_str()))?;
-    Ok(Some(next))
+    recorded(function, next, Action::Shadow, versions, change).map(Some)
 }
 
 /// The split after moving `share` ppm to `version`, taken from the other versions in
