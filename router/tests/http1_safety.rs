@@ -10,11 +10,12 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use switchyard_core::{Function, FunctionVersion};
 use switchyard_router::source::State;
-use switchyard_router::{RouterConfig, Source};
+
+mod common;
+use common::{client, free, header, read_body, read_head, response, status};
 
 /// What the strict upstream received.
 #[derive(Default)]
@@ -76,56 +77,6 @@ fn upstream() -> (SocketAddr, Arc<Seen>) {
     (addr, seen)
 }
 
-fn read_head<R: Read>(r: &mut BufReader<R>) -> Option<String> {
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        head.push_str(&line);
-        if line == "\r\n" {
-            return Some(head);
-        }
-    }
-}
-
-fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
-    head.lines().find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
-/// A body as `head` frames it (chunks decoded); `None` when the framing is broken.
-fn read_body<R: Read>(r: &mut BufReader<R>, head: &str) -> Option<Vec<u8>> {
-    if header(head, "transfer-encoding").is_some() {
-        let mut body = Vec::new();
-        loop {
-            let mut size = String::new();
-            r.read_line(&mut size).ok()?;
-            let n = usize::from_str_radix(size.trim_end().split(';').next()?, 16).ok()?;
-            if n == 0 {
-                let mut end = String::new();
-                while r.read_line(&mut end).ok()? > 0 && end != "\r\n" {
-                    end.clear();
-                }
-                return Some(body);
-            }
-            let mut chunk = vec![0; n + 2];
-            r.read_exact(&mut chunk).ok()?;
-            body.extend_from_slice(&chunk[..n]);
-        }
-    }
-    let n = match header(head, "content-length") {
-        Some(v) => v.parse().ok()?,
-        None => 0,
-    };
-    let mut body = vec![0; n];
-    r.read_exact(&mut body).ok()?;
-    Some(body)
-}
-
 /// Strict: a request it cannot frame ends the connection. Behaviour by path.
 fn serve(conn: TcpStream, seen: &Seen) {
     let mut w = conn.try_clone().expect("clone");
@@ -184,12 +135,6 @@ fn serve(conn: TcpStream, seen: &Seen) {
     }
 }
 
-fn free() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-}
-
 /// A router with `hello` (pinning on) on `upstream`, and `dead` on a port nobody listens on.
 fn router(upstream: SocketAddr) -> (switchyard_router::RouterHandle, SocketAddr) {
     let state = State {
@@ -214,43 +159,7 @@ fn router(upstream: SocketAddr) -> (switchyard_router::RouterHandle, SocketAddr)
             )),
         ],
     };
-    let mut config = RouterConfig::new("http1-safety-test");
-    config.listen = free();
-    config.admin = free();
-    config.grace_period = Duration::from_secs(1);
-    let listen = config.listen;
-    let handle = switchyard_router::start(config, Source::Fixed(state)).expect("router starts");
-    // Waited for as long as a loaded machine needs, and never given up on silently.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(listen).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the router did not listen within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    (handle, listen)
-}
-
-fn client(addr: SocketAddr) -> (TcpStream, BufReader<TcpStream>) {
-    let conn = TcpStream::connect(addr).expect("connect to the router");
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let r = BufReader::new(conn.try_clone().expect("clone"));
-    (conn, r)
-}
-
-fn response(r: &mut BufReader<TcpStream>) -> (String, Vec<u8>) {
-    let head = read_head(r).expect("a response head");
-    let body = read_body(r, &head).expect("a framed response body");
-    (head, body)
-}
-
-fn status(head: &str) -> u16 {
-    head.split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    common::router("http1-safety-test", state)
 }
 
 /// Sends `raw` on a new connection; the response, and whether the router closed after it.
