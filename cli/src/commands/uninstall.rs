@@ -1,6 +1,8 @@
 //! `uninstall`: the objects of the embedded manifests, deleted in the reverse of the install
 //! order (the router first, the CRDs last), but not while Functions or FunctionVersions exist
-//! unless forced.
+//! unless forced; forced, every FunctionVersion goes first, with its workload.
+
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use kube::api::{Api, DeleteParams, ListParams, PropagationPolicy};
@@ -14,6 +16,70 @@ use crate::exit::{fail, Code};
 use crate::manifests;
 use crate::output;
 use crate::store::kube::{api, code};
+use crate::wait::show;
+
+/// How long `uninstall --force` waits for the FunctionVersions it deletes (and their
+/// Deployments and Services) to be gone before it deletes the CRDs.
+const VERSIONS_GONE: Duration = Duration::from_secs(120);
+
+/// Deletes every FunctionVersion in the foreground and waits until none is left; each one goes
+/// only after the garbage collector has deleted its Deployment and Service (they name it as
+/// owner with blockOwnerDeletion). Returns how many it deleted.
+///
+/// Why before the CRDs: once FunctionVersion is no longer served, the garbage collector cannot
+/// map the owner references of those objects to a resource; it retries them for ever and never
+/// deletes them (kube-controller-manager's garbagecollector.go, `restMappingError`: "log the
+/// error and retry"). Deleting the CRD alone therefore orphaned the workloads whenever the
+/// collector's discovery resync (every 30 s) came between the versions' deletion and its
+/// handling of their dependents: a real `uninstall --force` left Deployments running.
+async fn delete_versions(client: &Client) -> anyhow::Result<usize> {
+    let all: Api<FunctionVersion> = Api::all(client.clone());
+    let listed = all
+        .list_metadata(&ListParams::default())
+        .await
+        .map_err(api)
+        .context("listing FunctionVersions in all namespaces")?;
+    let foreground = DeleteParams::foreground();
+    for fv in &listed.items {
+        let (ns, name) = (fv.namespace().unwrap_or_default(), fv.name_any());
+        match Api::<FunctionVersion>::namespaced(client.clone(), &ns)
+            .delete(&name, &foreground)
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if code(&e) == Some(404) => {}
+            Err(e) => {
+                return Err(api(e))
+                    .with_context(|| format!("deleting FunctionVersion {ns}/{name}"));
+            }
+        }
+    }
+    let started = Instant::now();
+    loop {
+        let left = all
+            .list_metadata(&ListParams::default().limit(1))
+            .await
+            .map_err(api)
+            .context("listing FunctionVersions in all namespaces")?;
+        if left.items.is_empty() {
+            return Ok(listed.items.len());
+        }
+        if started.elapsed() >= VERSIONS_GONE {
+            let fv = &left.items[0];
+            return Err(fail(
+                Code::Timeout,
+                format!(
+                    "timed out after {} waiting for FunctionVersion {}/{} and its Deployment and \
+                     Service to be deleted (nothing else was deleted)",
+                    show(VERSIONS_GONE),
+                    fv.namespace().unwrap_or_default(),
+                    fv.name_any()
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
 
 /// How many objects of kind `K` exist in the cluster (none when its CRD is absent), and the
 /// `namespace/name` of the first few.
@@ -93,6 +159,13 @@ pub async fn run(client: &Client, args: args::Uninstall) -> anyhow::Result<()> {
             "deletes"
         };
         output::line(format!("--force: deleting the CRDs {would} {existing}"));
+        if !args.dry_run {
+            let line = match delete_versions(client).await? {
+                1 => "1 FunctionVersion deleted with its Deployment and Service".to_string(),
+                n => format!("{n} FunctionVersions deleted with their Deployments and Services"),
+            };
+            output::line(line);
+        }
     }
     let dp = DeleteParams {
         dry_run: args.dry_run,

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams};
 use switchyard_core::workload;
@@ -61,6 +61,33 @@ async fn uninstall_removes_the_router_with_its_pods_and_every_version_and_instal
     let out = cli.ok(&["uninstall", "--force"]).await;
     assert!(
         out.stdout.contains("--force: deleting the CRDs deletes "),
+        "{out:?}"
+    );
+    // Gone already when uninstall returns, not left to the garbage collector after the CRDs:
+    // once FunctionVersion is no longer served the collector cannot resolve the owner
+    // references of the version's Deployment and Service and retries them for ever (before
+    // the fix, uninstall deleted only the CRDs, and this wait timed out whenever the
+    // collector's 30 s discovery resync fell between the two).
+    let hello = switchyard_core::resources::object_name("hello", "1.0.0");
+    assert!(
+        Api::<Deployment>::namespaced(kube.clone(), &ns)
+            .get_opt(&hello)
+            .await
+            .expect("reading")
+            .is_none(),
+        "{out:?}"
+    );
+    assert!(
+        Api::<Service>::namespaced(kube.clone(), &ns)
+            .get_opt(&hello)
+            .await
+            .expect("reading")
+            .is_none(),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout
+            .contains("1 FunctionVersion deleted with its Deployment and Service"),
         "{out:?}"
     );
 
