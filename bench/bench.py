@@ -755,6 +755,49 @@ def rollbacks(env, replicas, n):
             stop(rt.proc)
 
 
+def part8(env, n=20):
+    """Part 8: where the time of one `switchyard rollback` goes, with two real router replicas
+    acknowledging: p50 over `n` runs of the stages the CLI prints with `SWITCHYARD_TIMING=1`,
+    plus process start and exit (wall clock minus the CLI's own total). Was the ignored test
+    `cli::timing` (issue 4's closing note); timings are measured here, never asserted in tests.
+    Returns the section's markdown lines."""
+    ns = env.ns("bench-rbt")
+    # Versions first, routers after (see `rollbacks`).
+    cli(env, ns, "deploy", "hello", "1.0.0", "--endpoint", f"http://{LOOPBACK}:{env.u1}", "--no-wait")
+    cli(env, ns, "deploy", "hello", "1.1.0", "--endpoint", f"http://{LOOPBACK}:{env.u2}", "--no-wait")
+    cli(env, ns, "promote", "hello", "1.1.0", "--no-wait")
+    routers = [env.start_router(ns, f"rbt-{i}", cpus=None) for i in ("a", "b")]
+    try:
+        cli(env, ns, "rollback", "hello")  # warm-up: both replicas acknowledged the generation
+        stages = {}
+        for _ in range(n):
+            # Each timed rollback is a real change: an untimed promote first, forced because
+            # the previous rollback left 1.1.0 (issue 13's rule).
+            cli(env, ns, "promote", "hello", "1.1.0", "--force")
+            t0 = now_ns()
+            res = cli(env, ns, "rollback", "hello", timing=True)
+            wall = (now_ns() - t0) / 1e6
+            line = next((x for x in res.stderr.splitlines() if x.startswith("timing:")), None)
+            if line is None:
+                raise RuntimeError(f"no timing line in: {res.stderr.strip()[-300:]}")
+            total = 0.0
+            for name, v in re.findall(r"(\w+)=(\d+(?:\.\d+)?)ms", line):
+                stages.setdefault(name, []).append(float(v))
+                if name == "total":
+                    total = float(v)
+            stages.setdefault("process start+exit (wall − total)", []).append(wall - total)
+            stages.setdefault("wall", []).append(wall)
+    finally:
+        for rt in routers:
+            stop(rt.proc)
+    rows = [f"`switchyard rollback hello` with two real router replicas (unpinned), p50 of {n} runs, "
+            "each preceded by an untimed `promote --force`; stages as the CLI prints them with "
+            "`SWITCHYARD_TIMING=1`, and process start+exit as wall clock minus the CLI's own total.",
+            "", "| stage | p50 ms |", "|---|---|"]
+    rows += [f"| {k} | {statistics.median(v):.1f} |" for k, v in stages.items()]
+    return rows
+
+
 # ------------------------------------------------------------------------------ part 4
 
 
@@ -1194,6 +1237,11 @@ def main():
                             rows.append(f"| {replicas} | — | not measured: {str(e)[:200]} | | | | | | |")
                             log(f"rollback with {replicas}: {e}")
                 md += rows
+
+        if 8 in parts and env.kube and os.path.exists(a.router):
+            with guarded(md, "part 8"):
+                section("8. Where the time of one rollback goes")
+                md += part8(env, 10 if quick else 20)
 
         # ---------------------------------------------------------------- 4
         if 4 in parts:

@@ -5,5 +5,4 @@ mod concurrency;
 mod delete_all;
 mod lists;
 mod routers;
-mod timing;
 mod verbs;
