@@ -454,34 +454,74 @@ fn versions_that_differ_only_in_punctuation_collide_on_their_object_name() {
     assert_eq!(name_collision("hello", existing, "1.3.0-rc.2"), Ok(()));
 }
 
-/// One step of the model test: a shift of `share` to a version, a promote, or a rollback;
-/// `force` as the user might pass it.
+/// One step of the model test: a shift of `share` to a version, a promote, a rollback (to the
+/// version rollback chooses, or `--to` one), an undo; `force` as the user might pass it.
 #[derive(Debug, Clone)]
 enum Op {
     Shift(usize, u32, bool),
     Promote(usize, bool),
-    Rollback,
+    Rollback(bool),
+    RollbackTo(usize, bool),
+    Undo(bool),
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
         (0usize..4, 0u32..=1_000_000, any::<bool>()).prop_map(|(v, w, f)| Op::Shift(v, w, f)),
         (0usize..4, any::<bool>()).prop_map(|(v, f)| Op::Promote(v, f)),
-        Just(Op::Rollback),
+        any::<bool>().prop_map(Op::Rollback),
+        (0usize..4, any::<bool>()).prop_map(|(v, f)| Op::RollbackTo(v, f)),
+        any::<bool>().prop_map(Op::Undo),
     ]
 }
 
 /// A small model of what rollback should do, kept from the operations themselves rather than
 /// from the spec: the distinct versions that held 100% in order, the versions a rollback left
 /// (and nothing gave weight since), and whether the last change was a rollback.
+///
+/// It also keeps the undo stack (each traffic state not undone, oldest first) and which
+/// versions are ready, and says what `apply` must do with a proposed split.
 #[derive(Debug, Default)]
 struct Model {
     holders: Vec<String>,
     left: BTreeSet<String>,
     just_rolled_back: bool,
+    states: Vec<Vec<TrafficTarget>>,
+    unready: BTreeSet<String>,
+}
+
+/// What the model expects of a write.
+#[derive(Debug, PartialEq)]
+enum Expect {
+    Written,
+    RolledBackFrom,
+    NotReady,
 }
 
 impl Model {
+    /// A write of `traffic` over `current`: refused without --force when it gives weight back
+    /// to a version rolled back from (checked first), or more weight to an unready version.
+    fn write(&self, current: &[TrafficTarget], traffic: &[TrafficTarget], force: bool) -> Expect {
+        let gains = |t: &&TrafficTarget| t.weight > weight_in(current, &t.version);
+        if force {
+            Expect::Written
+        } else if traffic
+            .iter()
+            .filter(gains)
+            .any(|t| self.left.contains(&t.version))
+        {
+            Expect::RolledBackFrom
+        } else if traffic
+            .iter()
+            .filter(gains)
+            .any(|t| self.unready.contains(&t.version))
+        {
+            Expect::NotReady
+        } else {
+            Expect::Written
+        }
+    }
+
     fn changed(&mut self, before: &[TrafficTarget], after: &[TrafficTarget], rollback: bool) {
         for t in after {
             if t.weight > weight_in(before, &t.version) {
@@ -586,58 +626,94 @@ proptest! {
     }
 
     #[test]
-    fn rollback_matches_the_model_never_returns_to_a_version_left_and_is_idempotent(ops in proptest::collection::vec(op_strategy(), 1..14)) {
-        let vs = ready(&ALL);
+    fn every_write_matches_the_model_stable_moves_and_rollback_never_returns_to_a_version_left(
+        ops in proptest::collection::vec(op_strategy(), 1..14),
+        unready in proptest::collection::btree_set(1usize..4, 0..3),
+    ) {
+        let unready: BTreeSet<String> = unready.iter().map(|i| ALL[*i].to_string()).collect();
+        let vs: Vec<VersionState> = ALL.iter().map(|v| VersionState { version: v.to_string(), ready: !unready.contains(*v) }).collect();
         let mut s = first_deploy("1.0.0", &change(0));
-        let mut model = Model { holders: vec!["1.0.0".into()], ..Model::default() };
+        let mut model = Model { holders: vec!["1.0.0".into()], states: vec![s.traffic.clone()], unready, ..Model::default() };
         for (i, op) in ops.iter().enumerate() {
             let n = i as u32 + 1;
             let before = s.traffic.clone();
-            match op {
-                Op::Shift(..) | Op::Promote(..) => {
-                    let (traffic, action, force) = match *op {
-                        Op::Shift(v, w, f) => (with_share(&s.traffic, ALL[v], w), Action::Traffic, f),
-                        Op::Promote(v, f) => (split(&[(ALL[v], TOTAL_PPM)]), Action::Promote, f),
-                        Op::Rollback => unreachable!(),
-                    };
-                    let returns = traffic.iter().any(|t| model.left.contains(&t.version) && t.weight > weight_in(&before, &t.version));
-                    match apply("hello", &s, traffic, action, &vs, force, &change(n)) {
-                        Ok(next) => {
-                            prop_assert!(force || !returns, "sent traffic back to {:?} without --force", model.left);
-                            // The CLI writes nothing when the split does not change.
-                            if !same_split(&before, &next.traffic) {
-                                model.changed(&before, &next.traffic, false);
-                                s = next;
-                            }
-                        }
-                        Err(e) => {
-                            prop_assert!(!force && returns, "refused: {}", e);
-                            prop_assert!(matches!(e, PlanError::RolledBackFrom { .. }), "{}", e);
-                        }
-                    }
-                }
-                Op::Rollback => {
+            // The split each op proposes, how it is recorded, whether it is a rollback, --force.
+            let (traffic, action, force) = match *op {
+                Op::Shift(v, w, f) => (with_share(&s.traffic, ALL[v], w), Action::Traffic, f),
+                Op::Promote(v, f) => (split(&[(ALL[v], TOTAL_PPM)]), Action::Promote, f),
+                Op::RollbackTo(v, f) => match rollback("hello", &s, Some(ALL[v]), &vs) {
+                    Ok(Rollback::To(t)) => (t, Action::Rollback, f),
+                    other => return Err(TestCaseError::fail(format!("rollback --to {}: {other:?}", ALL[v]))),
+                },
+                Op::Rollback(f) => {
                     let (expected, already) = model.rollback(&s.traffic);
                     match rollback("hello", &s, None, &vs) {
                         Ok(Rollback::To(t)) => {
                             prop_assert_eq!(t.len(), 1);
                             prop_assert!(!model.left.contains(&t[0].version));
                             prop_assert_eq!(Some(t[0].version.clone()), expected);
-                            let next = apply("hello", &s, t, Action::Rollback, &vs, false, &change(n)).expect("rollback applies");
-                            model.changed(&before, &next.traffic, true);
+                            (t, Action::Rollback, f)
+                        }
+                        Ok(Rollback::Already { .. }) => {
+                            prop_assert!(already && expected.is_none());
+                            continue;
+                        }
+                        Err(e) => {
+                            prop_assert_eq!(e, PlanError::NoStable("hello".into()));
+                            prop_assert!(!already && expected.is_none());
+                            continue;
+                        }
+                    }
+                }
+                Op::Undo(f) => {
+                    let result = undo("hello", &s, &vs, f, &change(n));
+                    let [.., previous, _] = &model.states[..] else {
+                        prop_assert_eq!(result, Err(PlanError::NothingToUndo("hello".into())));
+                        continue;
+                    };
+                    let previous = previous.clone();
+                    let expect = model.write(&before, &previous, f);
+                    match result {
+                        Ok(next) => {
+                            prop_assert_eq!(expect, Expect::Written);
+                            prop_assert_eq!(&next.traffic, &previous);
+                            model.states.pop();
+                            model.changed(&before, &next.traffic, false);
                             s = next;
+                        }
+                        Err(PlanError::RolledBackFrom { .. }) => prop_assert_eq!(expect, Expect::RolledBackFrom),
+                        Err(PlanError::NotReady { .. }) => prop_assert_eq!(expect, Expect::NotReady),
+                        Err(e) => return Err(TestCaseError::fail(format!("undo refused: {e}"))),
+                    }
+                    prop_assert_eq!(s.stable.as_ref(), model.holders.last());
+                    prop_assert_eq!(s.previous_stable.as_ref(), model.holders.iter().rev().nth(1));
+                    continue;
+                }
+            };
+            let expect = model.write(&before, &traffic, force);
+            let rolls_back = action == Action::Rollback;
+            match apply("hello", &s, traffic, action, &vs, force, &change(n)) {
+                Ok(next) => {
+                    prop_assert_eq!(expect, Expect::Written);
+                    // The CLI writes nothing when the split does not change.
+                    if !same_split(&before, &next.traffic) {
+                        model.changed(&before, &next.traffic, rolls_back);
+                        model.states.push(next.traffic.clone());
+                        s = next;
+                        if rolls_back {
                             // Rolling back twice is rolling back once.
                             let again = rollback("hello", &s, None, &vs);
                             prop_assert!(matches!(again, Ok(Rollback::Already { .. })), "{:?}", again);
                         }
-                        Ok(Rollback::Already { .. }) => prop_assert!(already && expected.is_none()),
-                        Err(e) => {
-                            prop_assert_eq!(e, PlanError::NoStable("hello".into()));
-                            prop_assert!(!already && expected.is_none());
-                        }
                     }
                 }
+                Err(PlanError::RolledBackFrom { .. }) => prop_assert_eq!(expect, Expect::RolledBackFrom),
+                Err(PlanError::NotReady { .. }) => prop_assert_eq!(expect, Expect::NotReady),
+                Err(e) => return Err(TestCaseError::fail(format!("{op:?} refused: {e}"))),
             }
+            // The stable version is the last to hold 100%, the previous one the one before.
+            prop_assert_eq!(s.stable.as_ref(), model.holders.last());
+            prop_assert_eq!(s.previous_stable.as_ref(), model.holders.iter().rev().nth(1));
         }
     }
 }
