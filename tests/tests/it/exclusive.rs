@@ -131,7 +131,44 @@ async fn uninstall_removes_the_router_with_its_pods_and_every_version_and_instal
     })
     .await;
 
-    // Installed again, the router rolls out again (and the cluster is as the suite left it).
+    // Installed again, the router rolls out again.
+    let out = cli.ok(&["install"]).await;
+    assert!(
+        out.stdout
+            .contains("Deployment switchyard-system/switchyard-router (2 replicas ready)"),
+        "{out:?}"
+    );
+
+    // --timeout bounds the wait for the rollout: a new router image cannot roll out within
+    // 1 ms (kwok makes a Pod ready a second after it is scheduled), so install exits 4 saying
+    // so, with everything applied; installing the release's image again rolls back out (and
+    // leaves the cluster as the suite found it).
+    let other = format!(
+        "registry.example/switchyard-router@sha256:{}",
+        "cd".repeat(32)
+    );
+    let out = cli
+        .run(&["install", "--image", &other, "--timeout", "1ms"])
+        .await
+        .expect(4);
+    assert!(
+        out.stderr.contains("timed out after")
+            && out
+                .stderr
+                .contains("waiting for Deployment switchyard-system/switchyard-router to roll out")
+            && out.stderr.contains("(everything is applied)"),
+        "{out:?}"
+    );
+    let applied = Api::<Deployment>::namespaced(kube.clone(), SYSTEM)
+        .get(ROUTER)
+        .await
+        .expect("the router's Deployment");
+    let containers = applied
+        .spec
+        .and_then(|s| s.template.spec)
+        .map(|p| p.containers)
+        .unwrap_or_default();
+    assert_eq!(containers[0].image.as_deref(), Some(other.as_str()));
     let out = cli.ok(&["install"]).await;
     assert!(
         out.stdout

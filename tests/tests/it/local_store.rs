@@ -214,7 +214,9 @@ fn a_broken_state_file_is_reported_and_left_untouched() {
             &["traffic", "hello", "1.1.0=10", "1.0.0=90", "--no-wait"],
         );
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_ne!(out.status.code(), Some(0), "{stderr}");
+        // Exit 1 (README: "unexpected error"), not any non-zero code: a panic (101) or a
+        // signal would pass a test that only asked for "not 0".
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
         assert!(
             stderr.contains(&file.display().to_string()),
             "names the file: {stderr}"
@@ -334,4 +336,36 @@ fn a_router_on_a_store_directory_follows_a_rollback_made_by_the_cli_and_acknowle
     });
     let listed = ok(&switchyard(&store, &["list", "-o", "json"]));
     assert_eq!(listed.trim(), "[]");
+}
+
+#[test]
+fn switchyard_store_names_the_local_store_when_no_flag_does() {
+    // No --store and no cluster (KUBECONFIG points nowhere): SWITCHYARD_STORE alone picks the
+    // store, for writes and reads, exactly as --store would.
+    let store = temp_dir("env-store");
+    let up = Upstream::start("1.0.0");
+    let with_env = |args: &[&str]| {
+        Command::new(binary("switchyard"))
+            .args(args)
+            .env("SWITCHYARD_STORE", format!("dir:{}", store.display()))
+            .env("KUBECONFIG", store.join("no-such-kubeconfig"))
+            .output()
+            .expect("running switchyard")
+    };
+    ok(&with_env(&[
+        "deploy",
+        "hello",
+        "1.0.0",
+        "--endpoint",
+        &up.url(),
+        "--no-wait",
+    ]));
+    assert!(store.join("functions").join("hello.yaml").is_file());
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&with_env(&["list", "-o", "json"]))).expect("json");
+    assert_eq!(listed[0]["name"], "hello", "{listed}");
+    // The same store through the flag sees the same function.
+    let flagged: serde_json::Value =
+        serde_json::from_str(&ok(&switchyard(&store, &["list", "-o", "json"]))).expect("json");
+    assert_eq!(flagged, listed);
 }

@@ -68,6 +68,10 @@ async fn a_managed_deploy_creates_a_labelled_deployment_and_service_owned_by_the
             "100m",
             "--memory",
             "64Mi",
+            "--args",
+            "--serve",
+            "--args",
+            "-v",
             "--no-wait",
         ])
         .await;
@@ -107,6 +111,27 @@ async fn a_managed_deploy_creates_a_labelled_deployment_and_service_owned_by_the
         container.ports.as_ref().expect("ports")[0].container_port,
         9090
     );
+    // --env, --args (in order), and --cpu/--memory as equal requests and limits.
+    let env: Vec<(String, Option<String>)> = container
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone()))
+        .collect();
+    assert_eq!(env, [("GREETING".to_string(), Some("hi".to_string()))]);
+    assert_eq!(
+        container.args.as_deref(),
+        Some(&["--serve".to_string(), "-v".to_string()][..])
+    );
+    let resources = container.resources.as_ref().expect("resources");
+    for quantities in [&resources.requests, &resources.limits] {
+        let q = quantities.as_ref().expect("requests and limits");
+        assert_eq!(
+            (q["cpu"].0.as_str(), q["memory"].0.as_str()),
+            ("100m", "64Mi"),
+            "{resources:?}"
+        );
+    }
     let port = &s.spec.expect("spec").ports.expect("ports")[0];
     assert_eq!(port.port, 80);
     assert_eq!(

@@ -135,3 +135,97 @@ async fn a_deploy_refuses_to_take_over_a_workload_object_someone_else_owns_and_d
     let fns: Api<switchyard_core::Function> = Api::namespaced(client.clone(), &ns);
     assert!(fns.get_opt("hello").await.expect("read").is_none());
 }
+
+#[tokio::test]
+async fn a_deploy_stopped_by_someone_elses_service_removes_the_deployment_it_made_and_a_rerun_recreates_what_is_missing(
+) {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Service;
+    use kube::api::{Api, DeleteParams, PostParams};
+    let client = client().await;
+    let ns = namespace(&client, "cli-foreign-svc").await;
+    let cli = Cli::new(&ns);
+    let image =
+        "acme/hello@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    // Someone's own Service, named as version 1.0.0 of hello would be: the deploy creates its
+    // Deployment first, then is refused the Service.
+    let theirs: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "hello-1-0-0", "labels": {"team": "other"}},
+        "spec": {"selector": {"app": "theirs"}, "ports": [{"port": 80}]}
+    }))
+    .expect("a Service");
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    services
+        .create(&PostParams::default(), &theirs)
+        .await
+        .expect("their Service");
+    let deploy = ["deploy", "hello", "1.0.0", "--image", image, "--no-wait"];
+    let out = cli.run(&deploy).await;
+    assert_eq!(out.code, 3, "{out:#?}");
+    assert_eq!(out.stderr.lines().count(), 1, "{out:#?}");
+    assert!(
+        out.stderr
+            .contains("Service hello-1-0-0 already exists in namespace"),
+        "{out:#?}"
+    );
+    // Theirs is untouched; the Deployment this deploy created is gone when it exits, and so
+    // are its FunctionVersion and Function.
+    let after = services.get("hello-1-0-0").await.expect("still there");
+    assert_eq!(
+        after.metadata.labels.as_ref().and_then(|l| l.get("team")),
+        Some(&"other".to_string())
+    );
+    assert!(after.metadata.owner_references.is_none());
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    assert!(deployments
+        .get_opt("hello-1-0-0")
+        .await
+        .expect("read")
+        .is_none());
+    let versions: Api<switchyard_core::FunctionVersion> = Api::namespaced(client.clone(), &ns);
+    assert!(versions
+        .get_opt("hello-1-0-0")
+        .await
+        .expect("read")
+        .is_none());
+    let fns: Api<switchyard_core::Function> = Api::namespaced(client.clone(), &ns);
+    assert!(fns.get_opt("hello").await.expect("read").is_none());
+
+    // With their Service gone the deploy goes through; a workload object deleted by hand is
+    // recreated, owned by the same version, by re-running the same deploy.
+    services
+        .delete("hello-1-0-0", &DeleteParams::default())
+        .await
+        .expect("delete their Service");
+    cli.ok(&deploy).await;
+    let uid = versions
+        .get("hello-1-0-0")
+        .await
+        .expect("the FunctionVersion")
+        .metadata
+        .uid
+        .expect("a uid");
+    deployments
+        .delete("hello-1-0-0", &DeleteParams::background())
+        .await
+        .expect("delete the Deployment by hand");
+    let again = cli.ok(&deploy).await;
+    assert!(
+        again.stdout.contains("already deployed with this spec"),
+        "{again:?}"
+    );
+    let recreated = deployments
+        .get("hello-1-0-0")
+        .await
+        .expect("the Deployment is back");
+    let owner = &recreated.metadata.owner_references.expect("an owner")[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str()),
+        ("FunctionVersion", uid.as_str())
+    );
+    let service = services.get("hello-1-0-0").await.expect("our Service");
+    assert_eq!(
+        service.metadata.owner_references.expect("an owner")[0].uid,
+        uid
+    );
+}

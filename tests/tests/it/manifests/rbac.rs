@@ -754,7 +754,7 @@ async fn a_user_bound_to_the_shipped_deployer_role_runs_the_whole_cli_tour() {
         .stdout,
     )
     .expect("status as JSON");
-    assert!(status.to_string().contains("router-a"), "{status}");
+    router_a_applied(&admin, &ns, &status).await;
     let history = unrefused(cli.run(&["history", "hello"]).await.expect(0), "history");
     assert!(history.stdout.contains("rollback"), "{history:?}");
     let list = unrefused(cli.run(&["list"]).await.expect(0), "list");
@@ -808,7 +808,7 @@ async fn a_user_bound_to_the_shipped_viewer_role_reads_everything_the_cli_shows_
         .stdout,
     )
     .expect("status as JSON");
-    assert!(status.to_string().contains("router-a"), "{status}");
+    router_a_applied(&admin, &ns, &status).await;
     for args in [
         &["history", "hello"][..],
         &["list"],
@@ -854,4 +854,30 @@ async fn a_user_bound_to_the_shipped_viewer_role_reads_everything_the_cli_shows_
         .await
         .expect("admin reads")
         .is_none());
+}
+
+/// Asserts that `status -o json` shows router-a live and with the Function's current
+/// generation applied (a substring "router-a" would pass while it was pending).
+async fn router_a_applied(admin: &Client, ns: &str, status: &Value) {
+    let generation = Api::<Function>::namespaced(admin.clone(), ns)
+        .get("hello")
+        .await
+        .expect("the Function")
+        .metadata
+        .generation;
+    let row = status["routers"]
+        .as_array()
+        .expect("a list of routers")
+        .iter()
+        .find(|r| r["name"] == "router-a")
+        .unwrap_or_else(|| panic!("router-a in status: {status}"));
+    assert_eq!(
+        (
+            row["live"].as_bool(),
+            row["state"].as_str(),
+            row["observedGeneration"].as_i64()
+        ),
+        (Some(true), Some("applied"), generation),
+        "{status}"
+    );
 }
