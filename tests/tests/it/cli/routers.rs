@@ -199,6 +199,51 @@ async fn a_real_router_refusing_a_change_makes_it_exit_1_naming_the_replica_and_
     assert!(out.stdout.contains("applied by 1/1 routers"), "{out:?}");
 }
 
+#[tokio::test]
+async fn without_router_namespace_leases_are_looked_for_in_switchyard_system() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::Namespace;
+    let client = client().await;
+    let ns = namespace(&client, "cli-leases-default").await;
+    // Where `install` puts the router (created here if no test installed it yet). The Lease
+    // watches only this test's namespace, so no other test's wait counts it.
+    let system = "switchyard-system";
+    let namespaces: kube::Api<Namespace> = kube::Api::all(client.clone());
+    let wanted: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": system}})).expect("ns");
+    match namespaces.create(&Default::default(), &wanted).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("creating namespace {system}: {e}"),
+    }
+    let cli = Cli::new(&ns);
+    two_versions(&cli).await;
+    let name = format!("default-{ns}");
+    lease(&client, system, &name, &ns, 0).await;
+    // No --router-namespace: the wait finds exactly that Lease, which never acknowledges.
+    let out = cli
+        .run(&[
+            "traffic",
+            "hello",
+            "1.0.0=50",
+            "1.1.0=50",
+            "--timeout",
+            "1s",
+        ])
+        .await
+        .expect(4);
+    assert!(
+        out.stderr.contains(&format!(
+            "0/1 applied, waiting for {name} (the change is written)"
+        )),
+        "{out:?}"
+    );
+    kube::Api::<Lease>::namespaced(client.clone(), system)
+        .delete(&name, &Default::default())
+        .await
+        .expect("deleting the Lease");
+}
+
 /// Writes a router Lease `name` in `ns` watching `watches`, renewed `age` ago.
 async fn lease(client: &kube::Client, ns: &str, name: &str, watches: &str, age: i64) {
     use k8s_openapi::jiff::{SignedDuration, Timestamp};
