@@ -13,7 +13,10 @@ use kube::api::{Api, ListParams};
 use switchyard_core::workload;
 use switchyard_tests::cli::Cli;
 use switchyard_tests::cluster::{require_controllers, wait_workload_gone, CONTROLLERS};
-use switchyard_tests::{client, namespace, wait_until};
+use switchyard_tests::{
+    binary, client, free_port, kubeconfig_path, namespace, wait_until, wait_until_blocking,
+    HttpClient, Upstream,
+};
 
 const SYSTEM: &str = "switchyard-system";
 const ROUTER: &str = "switchyard-router";
@@ -85,9 +88,11 @@ async fn uninstall_removes_the_router_with_its_pods_and_every_version_and_instal
             .is_none(),
         "{out:?}"
     );
+    // Every FunctionVersion (this test's, and any an earlier exclusive test left).
     assert!(
-        out.stdout
-            .contains("1 FunctionVersion deleted with its Deployment and Service"),
+        out.stdout.lines().any(|l| l
+            .ends_with("FunctionVersion deleted with its Deployment and Service")
+            || l.ends_with("FunctionVersions deleted with their Deployments and Services")),
         "{out:?}"
     );
 
@@ -175,4 +180,98 @@ async fn uninstall_removes_the_router_with_its_pods_and_every_version_and_instal
             .contains("Deployment switchyard-system/switchyard-router (2 replicas ready)"),
         "{out:?}"
     );
+}
+
+/// A `switchyard-router` process started as the installed Deployment starts it: no
+/// `--namespace` (every namespace), its identity the router's ServiceAccount, and its replica
+/// name and Lease namespace from `$POD_NAME` and `$POD_NAMESPACE`. Killed when dropped.
+struct InstalledRouter {
+    child: std::process::Child,
+    listen: std::net::SocketAddr,
+}
+
+impl Drop for InstalledRouter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_router_as_install_runs_it_watches_every_namespace_and_the_cli_finds_its_lease() {
+    if !exclusive() {
+        return;
+    }
+    let kube = client().await;
+    let ns = namespace(&kube, "exclusive-router").await;
+    let cli = Cli::new(&ns);
+    cli.ok(&["install"]).await;
+    let pod = "switchyard-router-5f7c9-abcde";
+    let (listen, admin) = (
+        std::net::SocketAddr::from(([127, 0, 0, 1], free_port())),
+        std::net::SocketAddr::from(([127, 0, 0, 1], free_port())),
+    );
+    let child = std::process::Command::new(binary("switchyard-router"))
+        .args([
+            "--listen",
+            &listen.to_string(),
+            "--admin",
+            &admin.to_string(),
+        ])
+        .args(["--grace-period", "0"])
+        .arg("--kubeconfig")
+        .arg(kubeconfig_path().with_file_name("router.kubeconfig"))
+        .env("POD_NAME", pod)
+        .env("POD_NAMESPACE", SYSTEM)
+        .env("SWITCHYARD_REPLICA_NAME", pod)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting switchyard-router");
+    let router = InstalledRouter { child, listen };
+    tokio::task::spawn_blocking(move || {
+        wait_until_blocking(CONTROLLERS, "router /readyz", || {
+            switchyard_tests::get(admin, "/readyz")
+                .ok()
+                .filter(|r| r.status == 200)
+        })
+    })
+    .await
+    .expect("waiting for /readyz");
+
+    // Its Lease is in $POD_NAMESPACE, named after the pod, watching every namespace.
+    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(kube.clone(), SYSTEM)
+        .get(pod)
+        .await
+        .expect("the router's Lease in switchyard-system");
+    assert_eq!(
+        lease
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("switchyard.dev/watch-namespace"))
+            .map(String::as_str),
+        Some(""),
+        "{lease:?}"
+    );
+
+    // A Function in a namespace of its own: the CLI (no --router-namespace) finds that Lease
+    // in switchyard-system and waits for it, and the router serves the change.
+    let (v1, v2) = (Upstream::start("1.0.0"), Upstream::start("1.1.0"));
+    cli.ok(&["deploy", "hello", "1.0.0", "--endpoint", &v1.url()])
+        .await;
+    cli.ok(&["deploy", "hello", "1.1.0", "--endpoint", &v2.url()])
+        .await;
+    let out = cli.ok(&["promote", "hello", "1.1.0"]).await;
+    assert!(out.stdout.contains("applied by 1/1 routers"), "{out:?}");
+    let listen = router.listen;
+    let served = tokio::task::spawn_blocking(move || {
+        HttpClient::new(listen)
+            .get("localhost", "/hello", &[])
+            .expect("a request through the router")
+    })
+    .await
+    .expect("the request");
+    assert_eq!(served.header("x-switchyard-served-by"), "hello@1.1.0");
+    drop(router);
 }
