@@ -183,18 +183,27 @@ fn two_processes_writing_one_function_at_once_lose_no_update() {
         .into_iter()
         .flat_map(|w| w.join().expect("writer"))
         .collect();
-    let history = ok(&switchyard(&store, &["history", "hello", "-o", "json"]));
-    for reason in &landed {
-        assert!(
-            history.contains(reason),
-            "{reason} landed but is not in the history:\n{history}"
-        );
-    }
-    assert!(
-        landed.len() >= 8,
-        "only {} of 16 writes landed",
-        landed.len()
-    );
+    // The history holds exactly the writes that said they landed, each once: none that
+    // exited 5 (lost its race after retrying), none twice, none missing. (That conflicts do
+    // happen and end in exit 5 is forced deterministically in lost_race.rs.)
+    let history: serde_json::Value = serde_json::from_str(&ok(&switchyard(
+        &store,
+        &["history", "hello", "-o", "json"],
+    )))
+    .expect("history as JSON");
+    let mut recorded: Vec<String> = history
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|h| h["reason"].as_str())
+        .filter(|r| r.starts_with("writer-"))
+        .map(str::to_string)
+        .collect();
+    let mut landed = landed;
+    recorded.sort();
+    landed.sort();
+    assert_eq!(recorded, landed, "history against the writes that exited 0");
+    assert!(!landed.is_empty());
 }
 
 #[test]
