@@ -57,14 +57,18 @@ fn two_hundred_failed_requests_write_a_handful_of_warnings_not_two_hundred() {
     config.grace_period = Duration::from_secs(1);
     let listen = config.listen;
     let router = switchyard_router::start(config, Source::Fixed(state)).expect("router starts");
-    let conn = (0..500)
-        .find_map(|_| {
-            TcpStream::connect(listen).ok().or_else(|| {
-                std::thread::sleep(Duration::from_millis(10));
-                None
-            })
-        })
-        .expect("the router listens");
+    // Waited for as long as a loaded machine needs (it was 5 s), and failing loudly.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let conn = loop {
+        match TcpStream::connect(listen) {
+            Ok(conn) => break conn,
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "the router did not listen within 60 s: {e}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     let mut w = conn.try_clone().expect("clone");
