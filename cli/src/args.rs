@@ -679,13 +679,18 @@ pub struct Canary {
     #[arg(long, value_name = "DURATION")]
     pub max_wait: Option<String>,
     /// Percentage points the canary's error rate may exceed the baseline's by, or `off`.
-    #[arg(long, value_name = "PP", default_value = "1")]
+    #[arg(
+        long,
+        value_name = "PP",
+        default_value = "1",
+        allow_negative_numbers = true
+    )]
     pub max_error_increase: String,
     /// How much the canary's p99 may exceed the baseline's by, or `off`.
     #[arg(long, value_name = "DURATION", default_value = "50ms")]
     pub max_p99_increase: String,
     /// The canary's highest error rate, percent (default: not checked).
-    #[arg(long, value_name = "PERCENT")]
+    #[arg(long, value_name = "PERCENT", allow_negative_numbers = true)]
     pub max_error_rate: Option<String>,
     /// The canary's highest p99 (default: not checked).
     #[arg(long, value_name = "DURATION")]
