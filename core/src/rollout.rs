@@ -210,7 +210,7 @@ pub fn active(function: &Function) -> Option<(Plan, Progress)> {
 /// The plan and status of a rollout in flight whose status matches its plan.
 fn in_flight(function: &Function) -> Option<(Plan, &RolloutStatus)> {
     let spec = function.spec.rollout.as_deref()?;
-    let status = function.status.as_ref()?.rollout.as_ref()?;
+    let status = function.status.as_ref()?.rollout.as_deref()?;
     let plan = spec.plan().ok()?;
     let matches = status.canary == plan.canary
         && status.baseline == plan.baseline
@@ -223,7 +223,7 @@ fn in_flight(function: &Function) -> Option<(Plan, &RolloutStatus)> {
 /// change ended (the spec's plan removed, the status left as the CLI's traffic verbs cannot
 /// write it) shown as Ended, with the reason the history recorded.
 pub fn view(function: &Function) -> Option<RolloutStatus> {
-    let mut status = function.status.as_ref()?.rollout.clone()?;
+    let mut status = function.status.as_ref()?.rollout.as_deref()?.clone();
     let planned = function
         .spec
         .rollout
@@ -281,7 +281,7 @@ fn transition(
         .status
         .get_or_insert_with(FunctionStatus::default)
         .rollout
-        .get_or_insert_with(|| fresh_status(plan, &who));
+        .get_or_insert_with(|| Box::new(fresh_status(plan, &who)));
     let at = stamp(who.now);
     let (traffic, phase) = match step {
         Step::Advance(to, traffic) => {
