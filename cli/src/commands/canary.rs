@@ -720,13 +720,18 @@ async fn follow(
     name: &str,
     format: Format,
 ) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut first = true;
+    // Redrawn in place on a terminal, as `status --watch` does; a separator line otherwise.
+    let in_place = format == Format::Table && std::io::stdout().is_terminal();
     loop {
         tick.tick().await;
         let f = super::function(store, name).await?;
         let v = view(store, rollouts, &f).await?;
-        if !first && format == Format::Table {
+        if in_place {
+            print!("\x1b[H\x1b[2J");
+        } else if !first && format == Format::Table {
             output::line("---");
         }
         first = false;
