@@ -16,6 +16,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::canary::{self, Action as Decision, Limits, Plan, PlanError, Progress};
 use crate::numbers::{Reading, VersionKey};
 use crate::plan::{self, Change, VersionState};
+use crate::report::RouterReportStatus;
 use crate::resources::{
     Action, Function, FunctionSpec, FunctionStatus, RolloutPhase, RolloutSpec, RolloutStatus,
     StepReading,
@@ -126,6 +127,20 @@ impl RolloutSpec {
 pub fn step_label(steps: &[u32], step: u32) -> String {
     let weight = steps.get(step as usize).copied().unwrap_or(TOTAL_PPM);
     format!("step {}/{} at {}", step + 1, steps.len(), Percent(weight))
+}
+
+/// A replica's reading of its counters, from its report: its published totals, or — when it
+/// has published no numbers (an idle router writes none, docs/protocol.md) — an empty reading
+/// of its run, so that everything it serves later counts in the step instead of being left
+/// out as unknown.
+pub fn reading_of(report: &RouterReportStatus) -> Reading {
+    match &report.numbers {
+        Some(numbers) => Reading::of_totals(&report.started_at, numbers),
+        None => Reading {
+            started_at: report.started_at.clone(),
+            totals: BTreeMap::new(),
+        },
+    }
 }
 
 /// The readings the step's counts are measured from, by replica, as [`canary::step_counts`]

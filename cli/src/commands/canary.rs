@@ -200,19 +200,13 @@ fn refused(e: RolloutError) -> anyhow::Error {
     fail(code, e.to_string())
 }
 
-/// Each live replica's latest reading of its counters, by replica: what a step starts from.
+/// Each live replica's latest reading of its counters, by replica: what a step starts from
+/// (a replica that has published no numbers yet reads as zero: `rollout::reading_of`).
 fn readings(routers: &[Router]) -> BTreeMap<String, Reading> {
     routers
         .iter()
         .filter(|r| r.live)
-        .filter_map(|r| {
-            let report = r.report.as_ref()?;
-            let numbers = report.numbers.as_ref()?;
-            Some((
-                r.name.clone(),
-                Reading::of_totals(&report.started_at, numbers),
-            ))
-        })
+        .filter_map(|r| Some((r.name.clone(), rollout::reading_of(r.report.as_ref()?))))
         .collect()
 }
 
