@@ -46,29 +46,28 @@ fn history_time(now: Timestamp) -> String {
 /// A limit's duration in milliseconds: like a timeout, but zero is allowed (`0ms`: no
 /// increase at all).
 fn limit_ms(name: &'static str, value: &str) -> Result<f64, PlanError> {
-    let zero = !value.is_empty()
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b"hms".contains(&b))
-        && !value.bytes().any(|b| (b'1'..=b'9').contains(&b));
-    if zero && validate::duration(name, &value.replace('0', "1")).is_ok() {
-        return Ok(0.0);
-    }
-    duration_ms(name, value).map(|ms| ms as f64)
+    validate::duration_or_zero(name, value)
+        .map(|d| d.as_millis() as f64)
+        .map_err(|e| duration_error(name, value, e))
 }
 
 /// A duration in milliseconds, by the timeouts' parser (1 ms to 24 h).
 fn duration_ms(name: &'static str, value: &str) -> Result<u64, PlanError> {
     validate::duration(name, value)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .map_err(|e| PlanError::Duration {
-            name,
-            value: value.chars().take(80).collect(),
-            why: match e {
-                validate::ValidationError::Timeout { why, .. } => why,
-                _ => "not a duration",
-            },
-        })
+        .map_err(|e| duration_error(name, value, e))
+}
+
+/// A duration the parser refused, as a plan error naming the field.
+fn duration_error(name: &'static str, value: &str, e: validate::ValidationError) -> PlanError {
+    PlanError::Duration {
+        name,
+        value: value.chars().take(80).collect(),
+        why: match e {
+            validate::ValidationError::Timeout { why, .. } => why,
+            _ => "not a duration",
+        },
+    }
 }
 
 impl RolloutSpec {

@@ -271,6 +271,22 @@ pub const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(24 *
 /// (`500ms`, `30s`, `1h30m`; the Gateway API's form), from 1 ms to [`MAX_TIMEOUT`]. `field`
 /// names the value in the error.
 pub fn duration(field: &'static str, value: &str) -> Result<std::time::Duration, ValidationError> {
+    let total = duration_or_zero(field, value)?;
+    if total.is_zero() {
+        return Err(ValidationError::Timeout {
+            field,
+            value: cut(value),
+            why: "zero would mean waiting forever",
+        });
+    }
+    Ok(total)
+}
+
+/// [`duration`], where zero (`0ms`, `0s`) is allowed: a limit of "no increase at all".
+pub fn duration_or_zero(
+    field: &'static str,
+    value: &str,
+) -> Result<std::time::Duration, ValidationError> {
     let err = |why| ValidationError::Timeout {
         field,
         value: cut(value),
@@ -309,9 +325,6 @@ pub fn duration(field: &'static str, value: &str) -> Result<std::time::Duration,
         return Err(err("empty"));
     }
     let total = std::time::Duration::from_millis(total_ms);
-    if total.is_zero() {
-        return Err(err("zero would mean waiting forever"));
-    }
     if total > MAX_TIMEOUT {
         return Err(err("longer than 24h"));
     }
