@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use switchyard_core::resources::ShadowSpec;
-use switchyard_core::shadow::{compare, Answer, Ignore, JsonPath};
+use switchyard_core::shadow::{
+    compare, cut_example_text, Answer, Differing, Ignore, JsonPath, ShadowCounts, ShadowExample,
+    ShadowNumbers,
+};
 use switchyard_core::table::Route;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -65,6 +68,8 @@ const SKIPS: [(Skip, &str); 7] = [
 /// One differing copy, as `/shadow` and `shadow status` show it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Example {
+    /// When it was compared, RFC 3339.
+    pub at: String,
     /// The request method.
     pub method: String,
     /// The request target, as the client sent it.
@@ -143,6 +148,45 @@ impl Stats {
         }
     }
 
+    /// The counts as a report carries them (docs/protocol.md, "Shadow").
+    pub fn counts(&self, function: &str, version: &str) -> ShadowCounts {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ShadowCounts {
+            function: function.to_string(),
+            version: version.to_string(),
+            sent: n(&self.sent),
+            compared: n(&self.compared),
+            matched: n(&self.matched),
+            differing: Differing {
+                status: n(&self.differ_status),
+                header: n(&self.differ_header),
+                body: n(&self.differ_body),
+            },
+            errors: n(&self.errors),
+            dropped: n(&self.dropped),
+            skipped: SKIPS
+                .iter()
+                .map(|(why, name)| (name.to_string(), self.skipped(*why)))
+                .filter(|(_, count)| *count > 0)
+                .collect(),
+            serving_us: n(&self.serving_us),
+            shadow_us: n(&self.shadow_us),
+            examples: self
+                .examples()
+                .into_iter()
+                .map(|e| ShadowExample {
+                    at: e.at,
+                    method: cut_example_text(&e.method),
+                    path: cut_example_text(&e.path),
+                    serving_status: e.serving,
+                    shadow_status: e.shadow,
+                    header: e.header.as_deref().map(cut_example_text),
+                    body: e.body.as_deref().map(cut_example_text),
+                })
+                .collect(),
+        }
+    }
+
     fn to_json(&self, function: &str, version: &str) -> Value {
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let compared = n(&self.compared);
@@ -174,6 +218,7 @@ impl Stats {
             "servingMeanMs": mean(n(&self.serving_us)),
             "shadowMeanMs": mean(n(&self.shadow_us)),
             "examples": self.examples().iter().map(|e| json!({
+                "at": e.at,
                 "method": e.method,
                 "path": e.path,
                 "servingStatus": e.serving,
@@ -211,6 +256,17 @@ impl Registry {
         let mut all: Vec<_> = by.iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
+    }
+
+    /// What the replica reports of its copies, read `at` (RFC 3339): every shadowed version
+    /// that counted something, capped (see [`ShadowNumbers::new`]).
+    pub fn report(&self, at: String) -> ShadowNumbers {
+        let all = self
+            .sorted()
+            .iter()
+            .map(|((f, v), s)| s.counts(f, v))
+            .collect();
+        ShadowNumbers::new(at, all)
     }
 
     /// `/shadow`: every function's counts and examples.
@@ -547,6 +603,7 @@ async fn one(inner: &Inner, copy: &Copy, answer: &mut Vec<u8>) {
     let method = String::from_utf8_lossy(words.next().unwrap_or_default()).into_owned();
     let path = String::from_utf8_lossy(words.next().unwrap_or_default()).into_owned();
     stats.remember(Example {
+        at: format!("{:.3}", jiff::Timestamp::now()),
         method,
         path,
         serving: primary_head.status,
