@@ -161,7 +161,7 @@ pub enum Command {
 
 /// Examples and exit codes of `shadow`.
 const SHADOW_HELP: &str = concat!(
-    "Examples:\n  switchyard shadow hello 1.3.0 --percent 10     # copy 10% of GET/HEAD to 1.3.0\n  switchyard shadow hello 1.3.0 --percent 100 --ignore-header date,x-request-id \\\n      --ignore-json '$.ts,$.requestId'         # compare all, minus what always differs\n  switchyard shadow hello 1.3.0 --percent 5 --methods GET,POST --max-body 64KiB\n  switchyard shadow hello 1.3.0 --percent 10 --dry-run\n  switchyard shadow stop hello                   # no more copies\n\nCopies carry `x-switchyard-shadow: 1`; clients only ever get the serving version's answer.\nMethods other than GET/HEAD/OPTIONS/TRACE are executed by the shadow version: a warning says so.\n\n",
+    "Examples:\n  switchyard shadow hello 1.3.0 --percent 10     # copy 10% of GET/HEAD to 1.3.0\n  switchyard shadow hello 1.3.0 --percent 100 --ignore-header date,x-request-id \\\n      --ignore-json '$.ts,$.requestId'         # compare all, minus what always differs\n  switchyard shadow hello 1.3.0 --percent 5 --methods GET,POST --max-body 64KiB\n  switchyard shadow hello 1.3.0 --percent 10 --dry-run\n  switchyard shadow stop hello                   # no more copies\n  switchyard shadow status hello -o json         # what the copies found, all live routers\n\nCopies carry `x-switchyard-shadow: 1`; clients only ever get the serving version's answer.\nMethods other than GET/HEAD/OPTIONS/TRACE are executed by the shadow version: a warning says so.\n\n",
     exit::exit_help!()
 );
 
@@ -668,6 +668,8 @@ pub struct Shadow {
 pub enum ShadowStop {
     /// Stop mirroring a function's requests.
     Stop(ShadowStopArgs),
+    /// What a function's shadow copies found, summed over the live routers.
+    Status(Status),
 }
 
 /// `shadow stop FN`.

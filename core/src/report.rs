@@ -329,7 +329,8 @@ mod tests {
         assert!(both["status"].get("numbers").is_some());
         assert_eq!(both["status"]["reportedAt"], "now");
         // A report without shadow counts reads back as it did before the field existed.
-        let old: RouterReportStatus = serde_json::from_value(serde_json::json!({"replica": "r1"})).unwrap();
+        let old: RouterReportStatus =
+            serde_json::from_value(serde_json::json!({"replica": "r1"})).unwrap();
         assert_eq!(old.shadow, None);
     }
 }

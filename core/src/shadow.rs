@@ -833,7 +833,10 @@ mod tests {
             body: Some("$.x".into()),
             ..Default::default()
         };
-        assert_eq!(e.describe(), "GET /a: status 200 vs 500, header etag, body $.x");
+        assert_eq!(
+            e.describe(),
+            "GET /a: status 200 vs 500, header etag, body $.x"
+        );
         let long = "é".repeat(150);
         let cut = cut_example_text(&long);
         assert!(cut.len() <= MAX_EXAMPLE_TEXT && long.starts_with(&cut));
@@ -846,7 +849,10 @@ mod tests {
         assert!(check_target("1.3.0", Some("http://127.0.0.1:9000")).is_ok());
         for https in ["https://fn.example.com", "HTTPS://fn.example.com/base"] {
             let e = check_target("1.3.0", Some(https)).unwrap_err().to_string();
-            assert!(e.starts_with(&format!("1.3.0 is served over https ({https})")), "{e}");
+            assert!(
+                e.starts_with(&format!("1.3.0 is served over https ({https})")),
+                "{e}"
+            );
         }
     }
 }

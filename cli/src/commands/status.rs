@@ -99,6 +99,9 @@ pub(crate) struct StatusView {
     pub(crate) routers: Vec<RouterRow>,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_change: Option<HistoryRow>,
+    /// The shadow and what its copies found, summed over the live routers (issue 16).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shadow: Option<super::shadow::ShadowView>,
 }
 
 pub(crate) fn status_view(
@@ -169,6 +172,7 @@ pub(crate) fn status_view(
         live: live_rows(f, versions, routers),
         routers: rows,
         last_change: f.spec.history.last().map(HistoryRow::from),
+        shadow: super::shadow::view(f, routers),
     }
 }
 
@@ -192,6 +196,9 @@ fn status_text(v: &StatusView, now: jiff::Timestamp) -> String {
                 .map(|r| format!(": {r}"))
                 .unwrap_or_default()
         ));
+    }
+    if let Some(s) = &v.shadow {
+        out.push_str(&format!("Shadow:      {}\n", super::shadow::status_line(s)));
     }
     out.push('\n');
     out.push_str(&version_table(&v.versions, now, v.stable.as_deref()).render());

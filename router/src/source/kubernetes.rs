@@ -24,10 +24,10 @@ use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use switchyard_core::cowmap::FxHashMap;
 use switchyard_core::numbers::Numbers;
-use switchyard_core::shadow::ShadowNumbers;
 use switchyard_core::report::{
     cap_exceptions, AppliedVersions, RouterReport, RouterReportStatus, TableReport,
 };
+use switchyard_core::shadow::ShadowNumbers;
 use switchyard_core::{protocol, Function, FunctionVersion};
 use tokio::sync::watch as channel;
 
