@@ -262,3 +262,75 @@ fn two_routers_counts_are_summed_and_a_differing_shadow_gets_no_weight_unless_fo
         &["traffic", "hello", "1.0.0=100", "--no-wait"],
     ));
 }
+
+/// The same on Kubernetes: two real routers watching one namespace write their counts in their
+/// RouterReports; the CLI sums the live ones and refuses weight for the differing version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_kubernetes_two_routers_reports_are_summed_and_gate_promote() {
+    use switchyard_tests::cli::Cli;
+    use switchyard_tests::router::{apply_function, apply_version, Router as Real, WAIT};
+    use switchyard_tests::{client, namespace, wait_until};
+
+    let client = client().await;
+    let ns = namespace(&client, "shadow-sum").await;
+    let (a, b) = (Upstream::start("1.0.0"), Upstream::start("1.1.0"));
+    apply_version(&client, &ns, "hello", "1.0.0", &a.url()).await;
+    apply_version(&client, &ns, "hello", "1.1.0", &b.url()).await;
+    let g = apply_function(
+        &client,
+        &ns,
+        "hello",
+        &[("1.0.0", 1_000_000)],
+        serde_json::json!({}),
+    )
+    .await;
+    let routers = [Real::start(&ns, "rshadow-0"), Real::start(&ns, "rshadow-1")];
+    for r in &routers {
+        r.wait_serving("hello", g);
+    }
+    let cli = Cli::new(&ns);
+    let started = cli
+        .ok(&["shadow", "hello", "1.1.0", "--percent", "100"])
+        .await;
+    assert!(
+        started.stdout.contains("applied by 2/2 routers"),
+        "{started:?}"
+    );
+    for (r, n) in [(&routers[0], 4usize), (&routers[1], 3)] {
+        let listen = r.listen;
+        tokio::task::spawn_blocking(move || {
+            let mut client = HttpClient::new(listen);
+            for i in 0..n {
+                let r = client
+                    .get("localhost", &format!("/hello/{i}"), &[])
+                    .expect("request");
+                assert_eq!(r.header("x-switchyard-served-by"), "hello@1.0.0");
+            }
+        })
+        .await
+        .expect("requests");
+    }
+    let view = wait_until(WAIT, "7 copies summed over both reports", || async {
+        let out = cli.run(&["shadow", "status", "hello", "-o", "json"]).await;
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+        (v["versions"][0]["compared"].as_u64() == Some(7)).then_some(v)
+    })
+    .await;
+    assert_eq!(view["liveRouters"], 2, "{view}");
+    assert_eq!(view["versions"][0]["differing"]["body"], 7, "{view}");
+    let status = cli.ok(&["status", "hello", "-o", "json"]).await;
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("json");
+    assert_eq!(
+        status["shadow"]["versions"][0]["verdict"], "differing",
+        "{status}"
+    );
+    let refused = cli.run(&["promote", "hello", "1.1.0"]).await.expect(3);
+    assert!(
+        refused.stderr.contains(
+            "1.1.0 answered differently from the serving version in 7 of 7 shadow copies"
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(refused.stderr.lines().count(), 1, "{refused:?}");
+    cli.ok(&["promote", "hello", "1.1.0", "--force"]).await;
+}
