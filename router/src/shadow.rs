@@ -53,9 +53,12 @@ pub enum Skip {
     Primary,
     /// An answer's body is over `maxBody`.
     Answer,
+    /// The shadow version is served over https, which copies are not sent over (the CLI
+    /// refuses such a shadow; this counts one written by other means instead of erroring).
+    Https,
 }
 
-const SKIPS: [(Skip, &str); 7] = [
+const SKIPS: [(Skip, &str); 8] = [
     (Skip::Method, "method"),
     (Skip::Body, "body-over-max"),
     (Skip::Streamed, "body-streamed"),
@@ -63,6 +66,7 @@ const SKIPS: [(Skip, &str); 7] = [
     (Skip::Serving, "served-by-shadow"),
     (Skip::Primary, "serving-failed"),
     (Skip::Answer, "answer-over-max"),
+    (Skip::Https, "https-upstream"),
 ];
 
 /// One differing copy, as `/shadow` and `shadow status` show it.
@@ -333,6 +337,8 @@ pub struct Config {
     pub ignore: Ignore,
     /// `host:port` of the shadow version.
     pub address: String,
+    /// Whether the shadow version is served over https (then nothing is copied).
+    pub tls: bool,
 }
 
 /// One copy: the request as sent to the shadow version, and the serving version's answer.
@@ -406,6 +412,7 @@ impl Lane {
                     .collect(),
             },
             address: format!("{}:{}", upstream.host, upstream.port),
+            tls: upstream.tls,
         };
         let (tx, rx) = mpsc::channel(SLOTS);
         Some(Lane {
