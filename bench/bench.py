@@ -639,7 +639,7 @@ def part6(env, md, section, notes, quick):
         sy("traffic", "bench", "1.0.0=100", "--no-wait")
         r = env.start_router(None, "bench-shadow", extra=("--store", flag))
         levels = [0, 10, 100]
-        rounds, seconds, conns = (2, 3) if quick else (5, 5)
+        rounds, seconds, conns = (2, 3, 32) if quick else (5, 5, 32)
         samples = {lv: [] for lv in levels}
         copies = {lv: {"sent": 0, "compared": 0, "dropped": 0, "errors": 0} for lv in levels}
 
