@@ -536,7 +536,8 @@ pub struct Traffic {
     /// The split: `VERSION=PERCENT` words summing to 100 (a tag or `@latest` may name a version).
     #[arg(value_name = "VERSION=PERCENT", required = true)]
     pub split: Vec<String>,
-    /// Give weight to versions that are not ready, or that a rollback took traffic away from.
+    /// Give weight to versions that are not ready, that a rollback took traffic away from, or
+    /// whose shadow answers differed from the serving version's.
     #[arg(long)]
     pub force: bool,
     /// Write flags.
@@ -553,7 +554,8 @@ pub struct Promote {
     /// The version (or tag, or `@latest`) to send 100% to.
     #[arg(value_name = "VERSION")]
     pub version: String,
-    /// Promote a version that is not ready, or that a rollback took traffic away from.
+    /// Promote a version that is not ready, that a rollback took traffic away from, or whose
+    /// shadow answers differed from the serving version's.
     #[arg(long)]
     pub force: bool,
     /// Write flags.
