@@ -617,6 +617,99 @@ def part1_table(samples, targets, levels, rounds, seconds):
     return lines
 
 
+# ------------------------------------------------------------------------------ part 6
+
+
+def part6(env, md, section, notes, quick):
+    """Shadow traffic's cost to the primary: the router (core 0, local store) serving `bench`
+    from 1.0.0 while 0%, 10% or 100% of its requests are copied to 2.0.0 and compared."""
+    with guarded(md, "part 6"):
+        section("6. Shadow traffic: the primary with 0%, 10% and 100% copied")
+        store = env.path("store-shadow")
+        flag = f"dir:{store}"
+
+        def sy(*args):
+            r = subprocess.run([env.a.cli, "--store", flag, *args], capture_output=True, text=True, timeout=120)
+            if r.returncode != 0:
+                raise RuntimeError(f"switchyard --store {flag} {' '.join(args)}: {r.stderr.strip()}")
+            return r.stdout
+
+        sy("deploy", "bench", "1.0.0", "--endpoint", f"http://{LOOPBACK}:{env.u1}", "--no-wait")
+        sy("deploy", "bench", "2.0.0", "--endpoint", f"http://{LOOPBACK}:{env.u2}", "--no-wait")
+        sy("traffic", "bench", "1.0.0=100", "--no-wait")
+        r = env.start_router(None, "bench-shadow", extra=("--store", flag))
+        levels = [0, 10, 100]
+        rounds, seconds, conns = (2, 3, 32) if quick else (5, 5, 32)
+        samples = {lv: [] for lv in levels}
+        copies = {lv: {"sent": 0, "compared": 0, "dropped": 0, "errors": 0} for lv in levels}
+
+        def shadow_counts():
+            status, _, body = http_get(r.admin, "/shadow")
+            entries = json.loads(body).get("shadows", []) if status == 200 else []
+            c = next((e for e in entries if e.get("version") == "2.0.0"), {})
+            return {k: c.get(k, 0) for k in ("sent", "compared", "dropped", "errors")}
+        try:
+            wrk(env, r.port, conns, 1)  # warm-up
+            for rnd in range(rounds):
+                order = levels[rnd % len(levels):] + levels[:rnd % len(levels)]
+                for lv in order:
+                    # The CLI waits until the router serves the change (applied by 1/1 routers).
+                    if lv:
+                        sy("shadow", "bench", "2.0.0", "--percent", str(lv))
+                    else:
+                        sy("shadow", "stop", "bench")
+                    before = shadow_counts()
+                    pids = tree(r.proc.pid)
+                    (u0, s0), w0 = cpu_split(pids), time.monotonic()
+                    res = wrk(env, r.port, conns, seconds)
+                    (u1, s1), w1 = cpu_split(pids), time.monotonic()
+                    after = shadow_counts()
+                    n = max(1, res["requests"])
+                    res["rps"] = res["requests"] / (res["duration_us"] / 1e6)
+                    res["cpu_us_per_req"] = 1e6 * ((u1 + s1) - (u0 + s0)) / n
+                    res["errors"] = sum(res[k] for k in ("connect", "read", "write", "status", "timeout"))
+                    res["rss"] = rss_mib(pids)
+                    samples[lv].append(res)
+                    for k in copies[lv]:
+                        copies[lv][k] += after[k] - before[k]
+                    log(f"part 6 round {rnd + 1}/{rounds} shadow {lv}%: {res['rps']:.0f} req/s "
+                        f"p99 {res['p99']} us, copies {after['sent'] - before['sent']}")
+        finally:
+            stop(r.proc)
+        med = statistics.median
+        base = samples[0]
+        base_p99 = med([s["p99"] for s in base]) if base else None
+        rows = [
+            f"The router on a local store (`--store dir:PATH`), pinned to core 0 as in part 1; wrk "
+            f"`-t1 -c{conns}` on core 1, `GET /bench` served by 1.0.0; the shadow copies go to 2.0.0 "
+            f"(the same nginx, another listener: a fast shadow) and are compared (every one differs in "
+            f"its body, `1.0.0` vs `2.0.0`, so each also keeps an example). Medians of {rounds} rounds "
+            f"of {seconds} s per level, levels alternating; the shadow is set with `switchyard shadow` "
+            f"(`shadow stop` for 0%) before each run. Copies are counted at the router's `/shadow`.",
+            "",
+            "| shadow | req/s | p50 ms | p99 ms | p99 vs 0% | router CPU µs/req | router RSS MiB | copies sent | compared | dropped | shadow errors | client errors |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for lv in levels:
+            ss = samples[lv]
+            if not ss:
+                rows.append(f"| {lv}% | not measured | | | | | | | | | | |")
+                continue
+            p99 = med([s["p99"] for s in ss])
+            vs = "—" if lv == 0 or not base_p99 else f"{100 * (p99 - base_p99) / base_p99:+.1f}%"
+            c = copies[lv]
+            rows.append(
+                f"| {lv}% | {med([s['rps'] for s in ss]):,.0f} | {med([s['p50'] for s in ss]) / 1000:.2f} | "
+                f"{p99 / 1000:.2f} | {vs} | {med([s['cpu_us_per_req'] for s in ss]):.1f} | "
+                f"{max(s['rss'] for s in ss):.1f} | {c['sent']:,} | {c['compared']:,} | {c['dropped']:,} | "
+                f"{c['errors']:,} | {sum(s['errors'] for s in ss)} |")
+        md += rows
+        notes.append("part 6: a request chosen for a copy while the function's 16 copy slots are busy is not "
+                     "copied and counts as dropped, never queued (docs/shadow.md): `copies sent` + `dropped` "
+                     "is the chosen share")
+
+
+
 # ------------------------------------------------------------------------------ part 2
 
 
@@ -1202,6 +1295,8 @@ def main():
         for t in targets + ([api_router] if api_router else []):
             if t.proc:
                 stop(t.proc)
+
+        if 6 in parts: part6(env, md, section, notes, quick)  # noqa: E701
 
         # ---------------------------------------------------------------- 3
         if 3 in parts:

@@ -173,7 +173,7 @@ pub enum Command {
 
 /// Examples and exit codes of `shadow`.
 const SHADOW_HELP: &str = concat!(
-    "Examples:\n  switchyard shadow hello 1.3.0 --percent 10     # copy 10% of GET/HEAD to 1.3.0\n  switchyard shadow hello 1.3.0 --percent 100 --ignore-header date,x-request-id \\\n      --ignore-json '$.ts,$.requestId'         # compare all, minus what always differs\n  switchyard shadow hello 1.3.0 --percent 5 --methods GET,POST --max-body 64KiB\n  switchyard shadow hello 1.3.0 --percent 10 --dry-run\n  switchyard shadow stop hello                   # no more copies\n\nCopies carry `x-switchyard-shadow: 1`; clients only ever get the serving version's answer.\nMethods other than GET/HEAD/OPTIONS/TRACE are executed by the shadow version: a warning says so.\n\n",
+    "Examples:\n  switchyard shadow hello 1.3.0 --percent 10     # copy 10% of GET/HEAD to 1.3.0\n  switchyard shadow hello 1.3.0 --percent 100 --ignore-header date,x-request-id \\\n      --ignore-json '$.ts,$.requestId'         # compare all, minus what always differs\n  switchyard shadow hello 1.3.0 --percent 5 --methods GET,POST --max-body 64KiB\n  switchyard shadow hello 1.3.0 --percent 10 --dry-run\n  switchyard shadow stop hello                   # no more copies\n  switchyard shadow status hello -o json         # what the copies found, all live routers\n\nCopies carry `x-switchyard-shadow: 1`; clients only ever get the serving version's answer.\nMethods other than GET/HEAD/OPTIONS/TRACE are executed by the shadow version: a warning says so.\n\n",
     exit::exit_help!()
 );
 
@@ -554,7 +554,8 @@ pub struct Traffic {
     /// The split: `VERSION=PERCENT` words summing to 100 (a tag or `@latest` may name a version).
     #[arg(value_name = "VERSION=PERCENT", required = true)]
     pub split: Vec<String>,
-    /// Give weight to versions that are not ready, or that a rollback took traffic away from.
+    /// Give weight to versions that are not ready, that a rollback took traffic away from, or
+    /// whose shadow answers differed from the serving version's.
     #[arg(long)]
     pub force: bool,
     /// Write flags.
@@ -571,7 +572,8 @@ pub struct Promote {
     /// The version (or tag, or `@latest`) to send 100% to.
     #[arg(value_name = "VERSION")]
     pub version: String,
-    /// Promote a version that is not ready, or that a rollback took traffic away from.
+    /// Promote a version that is not ready, that a rollback took traffic away from, or whose
+    /// shadow answers differed from the serving version's.
     #[arg(long)]
     pub force: bool,
     /// Write flags.
@@ -799,6 +801,8 @@ pub struct Shadow {
 pub enum ShadowStop {
     /// Stop mirroring a function's requests.
     Stop(ShadowStopArgs),
+    /// What a function's shadow copies found, summed over the live routers.
+    Status(Status),
 }
 
 /// `shadow stop FN`.

@@ -172,3 +172,55 @@ fn bad_shadow_input_is_refused_in_one_line_and_writes_nothing() {
     // The deploy of 1.0.0 and the 0% deploy of 1.1.0: nothing from the refused commands.
     assert_eq!(store.spec()["history"].as_array().map(Vec::len), Some(2));
 }
+
+#[test]
+fn a_version_served_over_https_is_refused_at_shadow_time_with_one_line() {
+    let store = Store::two_versions("shadow");
+    store.ok(&[
+        "deploy",
+        "hello",
+        "1.2.0",
+        "--endpoint",
+        "https://fn.example.com",
+        "--no-wait",
+    ]);
+    let (code, stderr) =
+        store.code_and_stderr(&["shadow", "hello", "1.2.0", "--percent", "10", "--no-wait"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "error: 1.2.0 is served over https (https://fn.example.com), which shadow copies cannot reach: the router speaks plain HTTP to upstreams; shadow a version served over http"
+    );
+    assert!(store.spec().get("shadow").is_none(), "nothing written");
+}
+
+#[test]
+fn shadow_status_says_when_nothing_is_shadowed_and_shows_the_active_shadow() {
+    let store = Store::two_versions("shadow");
+    let none = store.ok(&["shadow", "status", "hello"]);
+    assert!(none.contains("hello: nothing is shadowed"), "{none}");
+    assert_eq!(
+        store
+            .ok(&["shadow", "status", "hello", "-o", "json"])
+            .trim(),
+        "null"
+    );
+    store.ok(&["shadow", "hello", "1.1.0", "--percent", "10", "--no-wait"]);
+    let view: serde_json::Value =
+        serde_json::from_str(&store.ok(&["shadow", "status", "hello", "-o", "json"])).unwrap();
+    assert_eq!(view["active"]["version"], "1.1.0");
+    assert_eq!(
+        (
+            view["liveRouters"].as_u64(),
+            view["versions"].as_array().map(Vec::len)
+        ),
+        (Some(0), Some(0))
+    );
+    let text = store.ok(&["status", "hello"]);
+    assert!(
+        text.contains("Shadow:      1.1.0 10% GET,HEAD maxBody=1MiB; nothing copied yet"),
+        "{text}"
+    );
+    // With no router there are no counts: promote is not refused for the shadow.
+    store.ok(&["promote", "hello", "1.1.0", "--no-wait"]);
+}

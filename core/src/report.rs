@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::numbers::Numbers;
 use crate::protocol::{ROUTER_APP_NAME, ROUTER_LABEL, ROUTER_LABEL_VALUE};
+use crate::shadow::ShadowNumbers;
 
 /// The most exceptions one report lists; the rest are counted in `exceptionsOmitted`.
 pub const MAX_EXCEPTIONS: usize = 1000;
@@ -78,6 +79,11 @@ pub struct RouterReportStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "free_form")]
     pub numbers: Option<Numbers>,
+    /// What its shadow copies found (docs/protocol.md, "Shadow"); absent when it never
+    /// copied anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form")]
+    pub shadow: Option<ShadowNumbers>,
 }
 
 /// The numbers' schema: an object the API server keeps as sent (its histogram keys are bucket
@@ -205,6 +211,23 @@ pub fn numbers_patch(numbers: &Numbers, reported_at: &str) -> serde_json::Value 
     serde_json::json!({"status": {"reportedAt": reported_at, "numbers": numbers}})
 }
 
+/// The JSON merge patch of a report's live counts: the numbers, the shadow counts, or both
+/// (one write when both changed); a part that is `None` is left as it is.
+pub fn live_patch(
+    numbers: Option<&Numbers>,
+    shadow: Option<&ShadowNumbers>,
+    reported_at: &str,
+) -> serde_json::Value {
+    let mut status = serde_json::json!({ "reportedAt": reported_at });
+    if let Some(n) = numbers {
+        status["numbers"] = serde_json::json!(n);
+    }
+    if let Some(s) = shadow {
+        status["shadow"] = serde_json::json!(s);
+    }
+    serde_json::json!({ "status": status })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,5 +314,23 @@ mod tests {
             swap_patch(&status)["status"]["exceptions"][0]["state"],
             "pending"
         );
+    }
+
+    #[test]
+    fn a_live_patch_carries_only_the_parts_that_changed() {
+        let shadow = ShadowNumbers {
+            at: "t".into(),
+            ..Default::default()
+        };
+        let only_shadow = live_patch(None, Some(&shadow), "now");
+        assert_eq!(only_shadow["status"]["shadow"]["at"], "t");
+        assert!(only_shadow["status"].get("numbers").is_none());
+        let both = live_patch(Some(&Numbers::default()), Some(&shadow), "now");
+        assert!(both["status"].get("numbers").is_some());
+        assert_eq!(both["status"]["reportedAt"], "now");
+        // A report without shadow counts reads back as it did before the field existed.
+        let old: RouterReportStatus =
+            serde_json::from_value(serde_json::json!({"replica": "r1"})).unwrap();
+        assert_eq!(old.shadow, None);
     }
 }

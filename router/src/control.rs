@@ -178,6 +178,8 @@ async fn follow(
                 match changed {
                     Ok(()) => {
                         let latest = Numbers::clone(&numbers.borrow_and_update());
+                        // The shadow counts ride on the numbers' tick (issue 16).
+                        source.publish_shadow(shared.metrics.shadow.report(latest.at.clone()));
                         source.publish(latest);
                     }
                     Err(_) => sampling = false,

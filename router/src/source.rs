@@ -162,6 +162,9 @@ pub trait ConfigSource: Send {
     /// Takes this replica's latest traffic numbers; the source publishes them at a bounded
     /// rate, only when they changed.
     fn publish(&mut self, numbers: Numbers);
+    /// Takes this replica's latest shadow counts (docs/protocol.md, "Shadow"); published with
+    /// the numbers, only when they changed. A source that reports nothing ignores them.
+    fn publish_shadow(&mut self, _shadow: switchyard_core::shadow::ShadowNumbers) {}
     /// Releases what the source holds (its Lease and report) on a clean shutdown.
     async fn close(&mut self);
 }

@@ -135,6 +135,15 @@ fn start(
     shadow: SocketAddr,
     spec: Option<ShadowSpec>,
 ) -> (RouterHandle, RouterConfig) {
+    start_at(primary, &format!("http://{shadow}"), spec)
+}
+
+/// [`start`] with the shadow version's endpoint URL as given.
+fn start_at(
+    primary: SocketAddr,
+    shadow_url: &str,
+    spec: Option<ShadowSpec>,
+) -> (RouterHandle, RouterConfig) {
     let mut f = Function::test("hello")
         .with_weight("1.0.0", 1_000_000)
         .with_weight("1.1.0", 0);
@@ -147,11 +156,7 @@ fn start(
                 "1.0.0",
                 &format!("http://{primary}"),
             )),
-            Arc::new(FunctionVersion::test_endpoint(
-                "hello",
-                "1.1.0",
-                &format!("http://{shadow}"),
-            )),
+            Arc::new(FunctionVersion::test_endpoint("hello", "1.1.0", shadow_url)),
         ],
     };
     let mut config = RouterConfig::new("shadow-test");
@@ -461,5 +466,28 @@ fn an_http_1_0_request_is_copied_on_a_connection_that_closes() {
     );
     let c = wait_counts(&config, |c| n(&c["compared"]) == 1);
     assert_eq!(n(&c["matched"]), 1, "{c}");
+    router.stop();
+}
+
+#[test]
+fn a_shadow_served_over_https_is_skipped_and_counted_never_sent_as_plain_http() {
+    let (primary, _p) = upstream(serving);
+    let (shadow_addr, seen) = upstream(shadow);
+    let (router, config) = start_at(
+        primary,
+        &format!("https://{shadow_addr}"),
+        Some(spec(1_000_000)),
+    );
+    for i in 0..5 {
+        let (status, _, _) = request(&config, "GET", &format!("/hello/same/{i}"), "");
+        assert_eq!(status, 200);
+    }
+    let c = wait_counts(&config, |c| n(&c["skipped"]["https-upstream"]) == 5);
+    assert_eq!((n(&c["sent"]), n(&c["errors"])), (0, 0), "{c}");
+    // Before this, each copy went to the https port as plain HTTP and counted as an error.
+    assert!(
+        seen.try_recv().is_err(),
+        "nothing reached the shadow version"
+    );
     router.stop();
 }

@@ -213,6 +213,9 @@ pub struct RouterDocument {
     /// Its live traffic numbers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub numbers: Option<Numbers>,
+    /// What its shadow copies found (docs/protocol.md, "Shadow").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<switchyard_core::shadow::ShadowNumbers>,
     /// One entry per function, by name.
     #[serde(default)]
     pub functions: Vec<FunctionEntry>,

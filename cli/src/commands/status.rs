@@ -102,6 +102,9 @@ pub(crate) struct StatusView {
     /// The automated canary, in flight or the last one finished (`canary status`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) rollout: Option<super::canary::CanaryView>,
+    /// The shadow and what its copies found, summed over the live routers (issue 16).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shadow: Option<super::shadow::ShadowView>,
 }
 
 pub(crate) fn status_view(
@@ -173,6 +176,7 @@ pub(crate) fn status_view(
         routers: rows,
         last_change: f.spec.history.last().map(HistoryRow::from),
         rollout: None,
+        shadow: super::shadow::view(f, routers),
     }
 }
 
@@ -196,6 +200,9 @@ fn status_text(v: &StatusView, now: jiff::Timestamp) -> String {
                 .map(|r| format!(": {r}"))
                 .unwrap_or_default()
         ));
+    }
+    if let Some(s) = &v.shadow {
+        out.push_str(&format!("Shadow:      {}\n", super::shadow::status_line(s)));
     }
     if let Some(r) = &v.rollout {
         out.push_str(&super::canary::view_text(r));

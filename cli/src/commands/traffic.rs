@@ -20,6 +20,7 @@ pub async fn traffic(
     args: args::Traffic,
     split: Vec<Assignment>,
 ) -> anyhow::Result<()> {
+    let shadows = super::shadow::reported(store, args.force).await?;
     run(store, &args.function, &args.write, |input| {
         let targets = traffic::resolve(
             &input.function.name,
@@ -28,6 +29,12 @@ pub async fn traffic(
             input.versions.iter().map(|v| v.spec.version.as_str()),
         )
         .map_err(|e| exit::plan(PlanError::Traffic(e)))?;
+        // More weight for a version whose shadow answers differed: refused unless forced.
+        for t in &targets {
+            if t.weight > input.function.spec.weight_of(&t.version) {
+                super::shadow::refuse_weight(input.function, &t.version, &shadows)?;
+            }
+        }
         apply(input, targets, Action::Traffic, args.force)
     })
     .await

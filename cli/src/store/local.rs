@@ -166,6 +166,7 @@ pub fn local_report(doc: &RouterDocument, function: Option<&FunctionState>) -> R
         exceptions,
         exceptions_omitted: 0,
         numbers: doc.numbers.clone(),
+        shadow: doc.shadow.clone(),
     }
 }
 

@@ -53,7 +53,9 @@ pub(super) fn offer<'t>(
         Body::Length(len) => len > config.max_body as u64,
         _ => early > config.max_body,
     };
-    let skip = if meta.upgrade {
+    let skip = if config.tls {
+        Some(Skip::Https)
+    } else if meta.upgrade {
         Some(Skip::Upgrade)
     } else if target.backend == config.backend {
         Some(Skip::Serving)

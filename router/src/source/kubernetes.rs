@@ -27,6 +27,7 @@ use switchyard_core::numbers::Numbers;
 use switchyard_core::report::{
     cap_exceptions, AppliedVersions, RouterReport, RouterReportStatus, TableReport,
 };
+use switchyard_core::shadow::ShadowNumbers;
 use switchyard_core::{protocol, Function, FunctionVersion};
 use tokio::sync::watch as channel;
 
@@ -127,6 +128,7 @@ pub struct KubernetesSource {
     /// The report to reach; the writer takes the latest.
     desired: Option<channel::Sender<Option<RouterReportStatus>>>,
     numbers: channel::Sender<Option<Numbers>>,
+    shadow: channel::Sender<Option<ShadowNumbers>>,
     writer: Option<tokio::task::JoinHandle<()>>,
     /// The last report handed to the writer, to skip one that says nothing new.
     said: Option<RouterReportStatus>,
@@ -187,6 +189,7 @@ impl KubernetesSource {
             started_at,
             desired: None,
             numbers: channel::channel(None).0,
+            shadow: channel::channel(None).0,
             writer: None,
             said: None,
         })
@@ -265,6 +268,7 @@ impl KubernetesSource {
             report::Inputs {
                 desired: desired_rx,
                 numbers: self.numbers.subscribe(),
+                shadow: self.shadow.subscribe(),
                 lease_uid: uid_rx,
             },
             Arc::clone(&self.identity.ready),
@@ -375,6 +379,7 @@ impl ConfigSource for KubernetesSource {
             exceptions,
             exceptions_omitted,
             numbers: None,
+            shadow: None,
         };
         if self.said.as_ref().is_some_and(|s| same_report(s, &status)) {
             return;
@@ -393,6 +398,19 @@ impl ConfigSource for KubernetesSource {
             };
             if changed {
                 *last = Some(numbers);
+            }
+            changed
+        });
+    }
+
+    fn publish_shadow(&mut self, shadow: ShadowNumbers) {
+        self.shadow.send_if_modified(|last| {
+            let changed = match last {
+                None => !shadow.shadows.is_empty() || shadow.omitted > 0,
+                Some(l) => !l.same_counts(&shadow),
+            };
+            if changed {
+                *last = Some(shadow);
             }
             changed
         });

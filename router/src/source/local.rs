@@ -243,17 +243,32 @@ impl ConfigSource for LocalSource {
             None => !numbers.versions.is_empty() || numbers.omitted > 0,
             Some(l) => l.versions != numbers.versions || l.omitted != numbers.omitted,
         };
-        if !changed {
+        if changed {
+            self.doc.numbers = Some(numbers);
+            self.numbers_due = true;
+        }
+        // Shadow counts alone are due too (`publish_shadow` came just before).
+        if !self.numbers_due {
             return;
         }
-        self.doc.numbers = Some(numbers);
-        self.numbers_due = true;
         // At most once a second; otherwise the next heartbeat or report carries them.
         let may = self
             .numbers_written
             .is_none_or(|t| t.elapsed() >= NUMBERS_EVERY);
         if may && self.written {
             self.renew();
+        }
+    }
+
+    fn publish_shadow(&mut self, shadow: switchyard_core::shadow::ShadowNumbers) {
+        let changed = match &self.doc.shadow {
+            None => !shadow.shadows.is_empty() || shadow.omitted > 0,
+            Some(l) => !l.same_counts(&shadow),
+        };
+        if changed {
+            // Written with the numbers (this comes just before them), or by the next heartbeat.
+            self.doc.shadow = Some(shadow);
+            self.numbers_due = true;
         }
     }
 

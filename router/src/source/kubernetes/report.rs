@@ -1,6 +1,7 @@
 //! This replica's RouterReport (docs/protocol.md, "When a replica writes its report"): created
 //! whole (owned by the Lease) once the first complete table is served, then merge-patched
-//! after each swap that changes what it says, and with the numbers at most once a second.
+//! after each swap that changes what it says, and with the numbers and the shadow counts at
+//! most once a second (one merge patch carrying whichever changed).
 //!
 //! One write at a time, at least [`SPACING`] apart: during a storm of changes each write
 //! carries every change read before it, and the first change after a quiet moment goes out at
@@ -13,6 +14,7 @@ use kube::api::{Api, Patch, PatchParams};
 use switchyard_core::numbers::Numbers;
 use switchyard_core::protocol;
 use switchyard_core::report::{self, RouterReport, RouterReportStatus};
+use switchyard_core::shadow::ShadowNumbers;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -20,13 +22,14 @@ use crate::source::ReadyGate;
 
 /// The least time between two report writes (at most 40 a second).
 pub(super) const SPACING: Duration = Duration::from_millis(25);
-/// The least time between two writes of the numbers.
+/// The least time between two writes of the numbers (and shadow counts).
 const NUMBERS_EVERY: Duration = Duration::from_secs(1);
 
 /// What the writer is handed: the report to reach, the numbers to publish, and the Lease's uid.
 pub(super) struct Inputs {
     pub(super) desired: watch::Receiver<Option<RouterReportStatus>>,
     pub(super) numbers: watch::Receiver<Option<Numbers>>,
+    pub(super) shadow: watch::Receiver<Option<ShadowNumbers>>,
     pub(super) lease_uid: watch::Receiver<Option<String>>,
 }
 
@@ -61,6 +64,8 @@ pub(super) async fn write_reports(
     let mut swap_due = true;
     let mut numbers_due = false;
     let mut numbers_open = true;
+    let mut shadow_due = false;
+    let mut shadow_open = true;
     let mut last_write: Option<Instant> = None;
     let mut last_numbers: Option<Instant> = None;
     let mut backoff = Duration::from_millis(200);
@@ -71,7 +76,7 @@ pub(super) async fn write_reports(
             .max(retry_at.unwrap_or_else(Instant::now));
         let wake = if swap_due || !created {
             Some(earliest)
-        } else if numbers_due {
+        } else if numbers_due || shadow_due {
             Some(earliest.max(last_numbers.map_or(earliest, |t| t + NUMBERS_EVERY)))
         } else {
             None
@@ -91,6 +96,13 @@ pub(super) async fn write_reports(
                 }
                 continue;
             }
+            changed = inputs.shadow.changed(), if shadow_open => {
+                match changed {
+                    Ok(()) => shadow_due = true,
+                    Err(_) => shadow_open = false,
+                }
+                continue;
+            }
             _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
         }
         let status = inputs
@@ -104,6 +116,7 @@ pub(super) async fn write_reports(
             let mut whole = status;
             whole.reported_at = now;
             whole.numbers = inputs.numbers.borrow_and_update().clone();
+            whole.shadow = inputs.shadow.borrow_and_update().clone();
             // A Lease deleted and taken again has a new uid.
             let owner = inputs
                 .lease_uid
@@ -124,12 +137,14 @@ pub(super) async fn write_reports(
                 api.patch(&replica, &merge, &Patch::Merge(&patch)).await,
             )
         } else {
-            let numbers = inputs
-                .numbers
-                .borrow_and_update()
-                .clone()
-                .unwrap_or_default();
-            let patch = report::numbers_patch(&numbers, &now);
+            // Only the parts that changed since their last write.
+            let numbers = numbers_due
+                .then(|| inputs.numbers.borrow_and_update().clone())
+                .flatten();
+            let shadow = shadow_due
+                .then(|| inputs.shadow.borrow_and_update().clone())
+                .flatten();
+            let patch = report::live_patch(numbers.as_ref(), shadow.as_ref(), &now);
             (
                 "numbers",
                 api.patch(&replica, &merge, &Patch::Merge(&patch)).await,
@@ -149,11 +164,13 @@ pub(super) async fn write_reports(
                         gate.reported();
                         swap_due = false;
                         numbers_due = false;
+                        shadow_due = false;
                         last_numbers = last_write;
                     }
                     "swap" => swap_due = false,
                     _ => {
                         numbers_due = false;
+                        shadow_due = false;
                         last_numbers = last_write;
                     }
                 }
