@@ -701,7 +701,7 @@ pub struct Canary {
     /// the stable version).
     #[arg(long, value_name = "VERSION")]
     pub baseline: Option<String>,
-    /// Start even though the canary is not ready.
+    /// Start even though the canary is not ready, or its shadow answers differed.
     #[arg(long)]
     pub force: bool,
     /// Follow the rollout until it ends (or pauses): exit 0 when promoted, 3 otherwise.

@@ -12,8 +12,8 @@ pub enum Code {
     Error = 1,
     /// 2: invalid arguments or input.
     Invalid = 2,
-    /// 3: refused by a safety rule (immutability, unready version, referenced version,
-    /// uninstall while Functions exist).
+    /// 3: refused by a safety rule (immutability, unready version, referenced version, a
+    /// differing shadow, a canary in flight, uninstall while Functions exist).
     Refused = 3,
     /// 4: timed out waiting (readiness, routers, CRDs or a local store's lock), or no live
     /// router to wait for.
@@ -37,6 +37,8 @@ Exit codes:
      nothing to roll back or undo, a rollback or undo target that was deleted,
      traffic back to a version rolled back from without --force,
      delete --all while a live router serves the function,
+     weight for a version whose shadow answers differed without --force,
+     a canary while another is in flight, or none to steer,
      uninstall while Functions exist)
   4  timed out waiting (readiness, routers or CRDs; a local store's lock held by
      another writer), or no live router to wait for

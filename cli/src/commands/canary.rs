@@ -265,8 +265,14 @@ pub async fn run(
             ..prepared.spec.clone()
         })
     };
+    // A canary whose shadow answers differed gets no traffic unless forced, as for promote
+    // and traffic (issue 16).
+    let shadows = super::shadow::reported(store, args.force).await?;
+    let shadows: Vec<_> = shadows.iter().collect();
     let outcome = transition(store, rollouts, name, write, |f, versions, by, readings| {
         let spec = plan_of(f, versions)?;
+        switchyard_core::shadow::refuse_weight(&rollout::function_key(f), &spec.canary, &shadows)
+            .map_err(|e| fail(Code::Refused, e.to_string()))?;
         rollout::start(f, &spec, versions, args.force, by, readings).map_err(refused)
     })
     .await?;

@@ -234,10 +234,11 @@ fn two_routers_counts_are_summed_and_a_differing_shadow_gets_no_weight_unless_fo
         status.contains("Shadow:      1.1.0 100% GET,HEAD maxBody=1MiB; 1.1.0: differing · 12 of 12 compared differ"),
         "{status}"
     );
-    // No weight for it: promote and traffic refuse with one line naming the count.
+    // No weight for it: promote, traffic and canary refuse with one line naming the count.
     for args in [
         &["promote", "hello", "1.1.0", "--no-wait"][..],
         &["traffic", "hello", "1.0.0=90", "1.1.0=10", "--no-wait"][..],
+        &["canary", "hello", "1.1.0", "--no-wait"][..],
     ] {
         let out = switchyard(&store, args);
         let stderr = String::from_utf8_lossy(&out.stderr);
