@@ -180,6 +180,18 @@ pub enum PlanError {
         /// The hold given.
         hold_ms: u64,
     },
+    /// A duration that does not parse, or is out of range.
+    #[error(
+        "{name} {value:?} is not a duration from 1ms to 24h (like 500ms, 30s, 5m, 1h30m): {why}"
+    )]
+    Duration {
+        /// Which duration.
+        name: &'static str,
+        /// Its value (cut to 80 characters).
+        value: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// A negative (or not finite) threshold.
     #[error("{name} must not be negative, got {value}")]
     BadLimit {

@@ -11,7 +11,7 @@ use crate::resources::{Function, FunctionVersion};
 
 /// Every CRD: Function, FunctionVersion, RouterReport.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![Function::crd(), FunctionVersion::crd(), router_report()]
+    vec![function(), FunctionVersion::crd(), router_report()]
         .into_iter()
         .map(known_formats)
         .collect()
@@ -46,6 +46,16 @@ fn known_formats(crd: CustomResourceDefinition) -> CustomResourceDefinition {
     walk(&mut value);
     // The walk changes only two plain fields, so the value still reads as a CRD.
     serde_json::from_value(value).unwrap_or(crd)
+}
+
+/// Function, without the status subresource the derive adds: one write carries the traffic,
+/// the history and the rollout's progress (`status.rollout`) together.
+fn function() -> CustomResourceDefinition {
+    let mut crd = Function::crd();
+    for version in &mut crd.spec.versions {
+        version.subresources = None;
+    }
+    crd
 }
 
 /// RouterReport, without the status subresource the derive adds: a replica writes its whole

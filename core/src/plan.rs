@@ -186,17 +186,50 @@ pub fn apply(
             });
         }
     }
-    let mut next = spec.clone();
-    next.traffic = traffic;
-    if let Some(holder) = full_holder(&next.traffic) {
-        if next.stable.as_deref() != Some(holder) {
-            next.previous_stable = next.stable.take();
-            next.stable = Some(holder.to_string());
-        }
-    }
+    let mut next = end_rollout(spec, action, change);
+    set_traffic(&mut next, traffic);
     record(&mut next, action, change);
     validate::function(function, &next, versions.iter().map(|v| v.version.as_str()))?;
     Ok(next)
+}
+
+/// Sets `traffic` as the split and keeps `stable` / `previousStable` up to date: a version that
+/// gets 100% becomes stable. No history entry (the caller records one).
+pub fn set_traffic(spec: &mut FunctionSpec, traffic: Vec<TrafficTarget>) {
+    spec.traffic = traffic;
+    if let Some(holder) = full_holder(&spec.traffic) {
+        if spec.stable.as_deref() != Some(holder) {
+            spec.previous_stable = spec.stable.take();
+            spec.stable = Some(holder.to_string());
+        }
+    }
+}
+
+/// `spec` with its rollout in flight ended by a manual traffic change (`action`: a `traffic`,
+/// `promote`, `rollback`, `undo` or a deploy that moves traffic), so that no router judges it
+/// against weights a person set: the plan is removed and the ending recorded in the history
+/// (a canary entry naming the command, the split as it was), before the change's own entry.
+/// The same spec when no rollout is in flight.
+pub fn end_rollout(spec: &FunctionSpec, action: Action, change: &Change) -> FunctionSpec {
+    let mut next = spec.clone();
+    let Some(rollout) = next.rollout.take() else {
+        return next;
+    };
+    if action == Action::Canary || !action.moves_traffic() {
+        return spec.clone();
+    }
+    let ended = Change {
+        reason: Some(format!(
+            "ended by a manual {action} (canary {} against baseline {})",
+            rollout.canary, rollout.baseline
+        )),
+        ..change.clone()
+    };
+    record(&mut next, Action::Canary, &ended);
+    if let Some(last) = next.history.last_mut() {
+        last.versions = vec![rollout.canary.clone()];
+    }
+    next
 }
 
 /// The spec of a function's first deploy: all traffic on its only version.
@@ -525,7 +558,7 @@ pub fn rollback(
             let rolled_back_here = spec
                 .history
                 .iter()
-                .rfind(|e| e.action.moves_traffic())
+                .rfind(|e| e.moves_traffic())
                 .is_some_and(|e| {
                     e.action == Action::Rollback && same_split(&e.traffic, &spec.traffic)
                 });
@@ -588,7 +621,7 @@ fn undo_stack(spec: &FunctionSpec) -> Vec<usize> {
     spec.history
         .iter()
         .enumerate()
-        .filter(|(_, e)| !e.undone && e.action != Action::Undo && e.action.moves_traffic())
+        .filter(|(_, e)| !e.undone && e.action != Action::Undo && e.moves_traffic())
         .map(|(i, _)| i)
         .collect()
 }
@@ -671,7 +704,7 @@ pub fn undo_to(
     }
     let mut marked = spec.clone();
     for e in &mut marked.history[index + 1..] {
-        if e.action.moves_traffic() && e.action != Action::Undo {
+        if e.moves_traffic() && e.action != Action::Undo {
             e.undone = true;
         }
     }
@@ -746,7 +779,7 @@ pub fn protection(spec: Option<&FunctionSpec>, version: &str, window: usize) -> 
         .history
         .iter()
         .rev()
-        .filter(|e| e.action.moves_traffic())
+        .filter(|e| e.moves_traffic())
         .take(window);
     if recent.clone().any(|e| {
         e.traffic
@@ -848,3 +881,6 @@ pub fn gc(spec: Option<&FunctionSpec>, all_versions: &[String], window: usize) -
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod canary_tests;

@@ -117,6 +117,7 @@ pub struct Resources {
     plural = "functions",
     shortname = "fn",
     namespaced,
+    status = "FunctionStatus",
     printcolumn = r#"{"name":"Traffic","type":"string","jsonPath":".metadata.annotations.switchyard\\.dev/traffic","description":"the split in percent, as the switchyard CLI last wrote it (annotation switchyard.dev/traffic; a hand edit of spec.traffic leaves it stale until the next CLI write)"}"#,
     printcolumn = r#"{"name":"Stable","type":"string","jsonPath":".spec.stable","description":"the version rollback returns to"}"#,
     printcolumn = r#"{"name":"Hosts","type":"string","jsonPath":".spec.hosts"}"#,
@@ -173,6 +174,178 @@ pub struct FunctionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     // Boxed: a Function (and every enum that carries one) stays small without a shadow.
     pub shadow: Option<Box<ShadowSpec>>,
+    /// An automated canary in flight (`switchyard canary`): the plan the routers judge the
+    /// canary by. Present from the start of a rollout until it succeeds, aborts or is ended by
+    /// a manual traffic change; its progress is `status.rollout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    // Boxed like the shadow: most Functions have none.
+    pub rollout: Option<Box<RolloutSpec>>,
+}
+
+/// How an automated canary is rolled out and judged (docs/canary.md). Durations are written
+/// like timeouts (`30s`, `1m30s`, `500ms`); the CLI writes every default explicitly, and an
+/// absent limit is not checked.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.canary != self.baseline").message("the canary must not be the baseline"),
+    validation = Rule::new("size(self.steps) == 0 || self.steps[0] < 1000000").message("the first step is 100%: nothing would be judged (use promote)"),
+    validation = Rule::new("duration(self.hold) > duration('0s') && duration(self.hold) <= duration('24h')").message("hold must be from 1ms to 24h"),
+    validation = Rule::new("!has(self.maxWait) || (duration(self.maxWait) >= duration(self.hold) && duration(self.maxWait) <= duration('24h'))").message("maxWait must be at least the hold and at most 24h"),
+    validation = Rule::new("!has(self.maxP99Increase) || duration(self.maxP99Increase) <= duration('24h')").message("maxP99Increase must be at most 24h"),
+    validation = Rule::new("!has(self.maxP99) || duration(self.maxP99) <= duration('24h')").message("maxP99 must be at most 24h"),
+)]
+pub struct RolloutSpec {
+    /// The version rolled out.
+    #[schemars(length(min = 1, max = 128))]
+    pub canary: String,
+    /// The version it is compared with, and restored on abort.
+    #[schemars(length(min = 1, max = 128))]
+    pub baseline: String,
+    /// The canary's weight at each step, parts per million, strictly increasing in
+    /// (0, 1,000,000].
+    #[x_kube(
+        validation = Rule::new("self.isSorted() && self.all(s, self.exists_one(t, t == s))").message("steps must strictly increase"),
+    )]
+    #[schemars(length(min = 1, max = 20), inner(range(min = 1, max = 1_000_000)))]
+    pub steps: Vec<u32>,
+    /// The least time each step is held.
+    #[schemars(regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
+    pub hold: String,
+    /// Requests the canary and the baseline must each have served in a step before it can
+    /// pass (at least 1).
+    #[schemars(range(min = 1))]
+    pub min_requests: u64,
+    /// How long a step may wait for `minRequests` before the rollout pauses; default 10 ×
+    /// hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
+    pub max_wait: Option<String>,
+    /// Percentage points the canary's error rate may exceed the baseline's by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub max_error_increase: Option<f64>,
+    /// How much the canary's p99 may exceed the baseline's by (a duration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
+    pub max_p99_increase: Option<String>,
+    /// The canary's highest error rate, percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub max_error_rate: Option<f64>,
+    /// The canary's highest p99 (a duration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
+    pub max_p99: Option<String>,
+}
+
+/// What the API server keeps beside a Function's spec. The CRD has no status subresource:
+/// one write carries the traffic, the history and the rollout's progress together.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionStatus {
+    /// The latest automated canary, in flight or finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+}
+
+/// Where a rollout is.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RolloutPhase {
+    /// Judged by the routers, step by step.
+    Progressing,
+    /// Not judged (not enough requests within `maxWait`, or `canary pause`); the weights stay.
+    Paused,
+    /// The canary holds 100%.
+    Succeeded,
+    /// A breach (or `canary abort`): the baseline holds 100%, the canary stays deployed at 0%.
+    Aborted,
+    /// A manual `traffic`, `promote`, `rollback` or `undo` took over the weights.
+    Ended,
+}
+
+impl RolloutPhase {
+    /// Whether the rollout is over (nothing resumes it).
+    pub fn finished(self) -> bool {
+        matches!(
+            self,
+            RolloutPhase::Succeeded | RolloutPhase::Aborted | RolloutPhase::Ended
+        )
+    }
+}
+
+impl std::fmt::Display for RolloutPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RolloutPhase::Progressing => "Progressing",
+            RolloutPhase::Paused => "Paused",
+            RolloutPhase::Succeeded => "Succeeded",
+            RolloutPhase::Aborted => "Aborted",
+            RolloutPhase::Ended => "Ended",
+        })
+    }
+}
+
+/// The progress of a rollout (`status.rollout`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// Where it is.
+    pub phase: RolloutPhase,
+    /// The live step: an index into the plan's `steps`.
+    pub step: u32,
+    /// When the rollout started, RFC 3339 with milliseconds.
+    pub started_at: String,
+    /// When the live step's weight was written (or the step restarted by `resume`), RFC 3339
+    /// with milliseconds.
+    pub step_started_at: String,
+    /// Each live router replica's cumulative counters of the canary and the baseline when the
+    /// step began: what the step's counts are measured from.
+    #[serde(default)]
+    #[schemars(length(max = 1000))]
+    pub at_start: Vec<StepReading>,
+    /// The last transition's reason, with the figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Who made the last transition (`switchyard-router/<replica>` for a router's decision).
+    pub actor: String,
+    /// When the last transition was written, RFC 3339 with milliseconds.
+    pub updated_at: String,
+    /// The canary, copied from the plan: the record outlives `spec.rollout`.
+    #[serde(default)]
+    pub canary: String,
+    /// The baseline, copied from the plan.
+    #[serde(default)]
+    pub baseline: String,
+    /// The plan's steps, ppm, copied from the plan.
+    #[serde(default)]
+    #[schemars(length(max = 20))]
+    pub steps: Vec<u32>,
+}
+
+/// One replica's cumulative counters of the canary and the baseline at a step's start.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepReading {
+    /// The replica.
+    pub replica: String,
+    /// The epoch of its counters (its report's `startedAt`).
+    pub started_at: String,
+    /// The canary's counters.
+    #[schemars(schema_with = "free_form")]
+    pub canary: crate::numbers::Counts,
+    /// The baseline's counters.
+    #[schemars(schema_with = "free_form")]
+    pub baseline: crate::numbers::Counts,
+}
+
+/// Counters as the API server keeps them: an object kept as sent (histogram keys are bucket
+/// indexes, which a structural schema cannot name).
+fn free_form(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
 }
 
 /// The largest `maxBody` a shadow may ask for: every copy in flight holds up to three bodies of
@@ -364,6 +537,10 @@ pub enum Action {
     Gc,
     /// Mirrored traffic started, changed or stopped (`shadow`); the traffic is unchanged.
     Shadow,
+    /// An automated canary's transition: started, advanced, paused, resumed, aborted,
+    /// finished, or ended by a manual traffic change. Only the entries that moved traffic
+    /// count as traffic states ([`HistoryEntry::moves_traffic`]).
+    Canary,
 }
 
 impl Action {
@@ -398,6 +575,7 @@ impl std::fmt::Display for Action {
             Action::Delete => "delete",
             Action::Gc => "gc",
             Action::Shadow => "shadow",
+            Action::Canary => "canary",
         })
     }
 }
@@ -423,13 +601,25 @@ pub struct HistoryEntry {
     /// The traffic after the change.
     pub traffic: Vec<TrafficTarget>,
     /// The versions an entry that moves no traffic concerns: the one `added` at 0%, the one
-    /// deleted, the ones collected.
+    /// deleted, the ones collected, the canary of a rollout paused, resumed or ended.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub versions: Vec<String>,
     /// Set on a state that `undo` walked back from; undo never returns to it.
     #[serde(default, skip_serializing_if = "is_false")]
     pub undone: bool,
+}
+
+impl HistoryEntry {
+    /// Whether the entry records a traffic state `undo` can walk back to: its kind moves
+    /// traffic, and a canary's entry only when it changed the split (a pause, a resume or an
+    /// ending leaves the split as it was).
+    pub fn moves_traffic(&self) -> bool {
+        match self.action {
+            Action::Canary => self.versions.is_empty(),
+            action => action.moves_traffic(),
+        }
+    }
 }
 
 /// The object name of a version's FunctionVersion, Deployment and Service:

@@ -96,6 +96,9 @@ pub enum ValidationError {
         /// What is wrong with it.
         why: &'static str,
     },
+    /// A rollout plan that cannot run.
+    #[error("rollout {0}")]
+    Rollout(String),
     /// A shadow spec the router cannot follow.
     #[error("shadow {0}")]
     Shadow(String),
@@ -368,6 +371,14 @@ pub fn function<'a>(
             });
         }
     }
+    if let Some(r) = &spec.rollout {
+        // Only the plan's shape: its versions may be deleted once it is over, and a rollout
+        // in flight keeps them weighted (so undeletable) anyway.
+        r.plan()
+            .map_err(|e| ValidationError::Rollout(e.to_string()))?;
+        version(&r.canary)?;
+        version(&r.baseline)?;
+    }
     if let Some(a) = &spec.affinity {
         match (&a.header, &a.cookie) {
             (Some(h), None) if header_name(h) => {}
@@ -618,6 +629,23 @@ mod tests {
                 "{name:?}: {err:?} should contain {expected:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_rollout_plan_is_checked_with_the_spec() {
+        let mut s = spec(&[("1.0.0", 990_000), ("1.1.0", 10_000)]);
+        let known = ["1.0.0", "1.1.0"];
+        s.rollout = Some(Box::new(crate::RolloutSpec::with_defaults(
+            "1.1.0", "1.0.0",
+        )));
+        assert_eq!(function("hello", &s, known), Ok(()));
+        if let Some(r) = s.rollout.as_mut() {
+            r.steps = vec![50_000, 10_000];
+        }
+        assert_eq!(
+            function("hello", &s, known).unwrap_err().to_string(),
+            "rollout steps must strictly increase, got 5% then 1%"
+        );
     }
 
     #[test]

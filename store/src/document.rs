@@ -294,6 +294,56 @@ mod tests {
     }
 
     #[test]
+    fn a_rollout_plan_and_its_progress_round_trip_through_the_file() {
+        use switchyard_core::numbers::Counts;
+        use switchyard_core::{
+            FunctionStatus, RolloutPhase, RolloutSpec, RolloutStatus, StepReading,
+        };
+        let mut d = doc();
+        d.versions.push(FunctionVersion::test_endpoint(
+            "hello",
+            "1.1.0",
+            "http://127.0.0.1:8082",
+        ));
+        let f = d.function.as_mut().expect("function");
+        f.spec.rollout = Some(Box::new(RolloutSpec::with_defaults("1.1.0", "1.0.0")));
+        let counts = |n: u64| Counts {
+            requests: n,
+            failures: 1,
+            latency: [(80, n - 1), (95, 1)].into(),
+        };
+        f.status = Some(FunctionStatus {
+            rollout: Some(RolloutStatus {
+                phase: RolloutPhase::Progressing,
+                step: 0,
+                started_at: "2026-12-02T10:00:00.125Z".into(),
+                step_started_at: "2026-12-02T10:00:00.125Z".into(),
+                at_start: vec![StepReading {
+                    replica: "r1".into(),
+                    started_at: "2026-12-02T09:00:00Z".into(),
+                    canary: counts(3),
+                    baseline: counts(900),
+                }],
+                reason: Some("started step 1/5 at 1%".into()),
+                actor: "alice".into(),
+                updated_at: "2026-12-02T10:00:00.125Z".into(),
+                canary: "1.1.0".into(),
+                baseline: "1.0.0".into(),
+                steps: vec![10_000, 1_000_000],
+            }),
+        });
+        let text = d.render();
+        assert!(
+            text.contains("rollout:") && text.contains("atStart:"),
+            "{text}"
+        );
+        assert_eq!(
+            FunctionDocument::parse("hello", "functions/hello.yaml", &text),
+            Ok(d)
+        );
+    }
+
+    #[test]
     fn revisions_count_writes_and_generations_count_spec_changes() {
         let first = doc();
         assert_eq!(first.resource_version(), "1");
