@@ -110,6 +110,18 @@ pub enum Command {
     /// the serving version's (`shadow FN VERSION --percent P`), or stop (`shadow stop FN`).
     #[command(after_help = SHADOW_HELP)]
     Shadow(Shadow),
+    /// Roll a version out step by step, judged by the routers against the version it
+    /// replaces (`canary FN VERSION`), and follow or steer it (`canary status|pause|resume|
+    /// abort|promote FN`).
+    ///
+    /// Each step sets the canary's weight and holds at least --hold; it advances only when,
+    /// over the requests of the step, the canary and the baseline each have --min-requests and
+    /// the canary is within the limits. A breach aborts at once: the baseline back at 100%,
+    /// the canary at 0% (still deployed). Not enough traffic waits, then pauses after
+    /// --max-wait. The rollout lives on the Function (spec.rollout, status.rollout): the
+    /// routers run it, whether or not this command is still running. See docs/canary.md.
+    #[command(after_help = CANARY_HELP)]
+    Canary(Canary),
     /// Show desired weights, readiness, and what each router replica serves.
     #[command(after_help = STATUS_HELP)]
     Status(Status),
@@ -162,6 +174,12 @@ pub enum Command {
 /// Examples and exit codes of `shadow`.
 const SHADOW_HELP: &str = concat!(
     "Examples:\n  switchyard shadow hello 1.3.0 --percent 10     # copy 10% of GET/HEAD to 1.3.0\n  switchyard shadow hello 1.3.0 --percent 100 --ignore-header date,x-request-id \\\n      --ignore-json '$.ts,$.requestId'         # compare all, minus what always differs\n  switchyard shadow hello 1.3.0 --percent 5 --methods GET,POST --max-body 64KiB\n  switchyard shadow hello 1.3.0 --percent 10 --dry-run\n  switchyard shadow stop hello                   # no more copies\n\nCopies carry `x-switchyard-shadow: 1`; clients only ever get the serving version's answer.\nMethods other than GET/HEAD/OPTIONS/TRACE are executed by the shadow version: a warning says so.\n\n",
+    exit::exit_help!()
+);
+
+/// Examples and exit codes of `canary`.
+const CANARY_HELP: &str = concat!(
+    "Examples:\n  switchyard canary hello 1.3.0                  # 1,5,25,50,100% holding 30s each\n  switchyard canary hello 1.3.0 --steps 1,5,25,50,100 --hold 30s \\\n      --max-error-increase 1 --max-p99-increase 50ms --min-requests 200 --watch\n  switchyard canary hello 1.3.0 --max-error-rate 2 --max-p99 300ms   # absolute limits too\n  switchyard canary hello 1.3.0 --dry-run        # print the plan, write nothing\n  switchyard canary status hello                 # step, weights, canary vs baseline, verdict\n  switchyard canary status hello -o json --watch\n  switchyard canary pause hello                  # stop judging, keep the weights\n  switchyard canary resume hello                 # judge again (the step restarts)\n  switchyard canary abort hello                  # baseline back to 100%\n  switchyard canary promote hello                # skip the remaining steps\n\nLimits take `off` (not checked). The same plan again while it runs changes nothing; another plan\nis refused until the rollout ends. A manual traffic, promote, rollback or undo ends the rollout.\nWith --watch: exit 0 when the canary is promoted, 3 when it is aborted, paused or ended.\n\n",
     exit::exit_help!()
 );
 
@@ -623,6 +641,119 @@ pub struct Untag {
     /// The tag to remove.
     #[arg(value_name = "TAG")]
     pub tag: String,
+    /// Write flags.
+    #[command(flatten)]
+    pub write: Write,
+}
+
+/// `canary FN VERSION …`, or `canary status|pause|resume|abort|promote FN`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct Canary {
+    /// `status`, `pause`, `resume`, `abort`, `promote`.
+    #[command(subcommand)]
+    pub verb: Option<CanaryVerb>,
+    /// The function.
+    #[arg(value_name = "FN", required = true)]
+    pub function: Option<String>,
+    /// The version rolled out (or a tag, or `@latest`); deployed and ready.
+    #[arg(value_name = "VERSION", required = true)]
+    pub version: Option<String>,
+    /// The canary's weight at each step, percent, strictly increasing; a last step of 100 is
+    /// the promotion.
+    #[arg(
+        long,
+        value_name = "P,P",
+        value_delimiter = ',',
+        default_value = "1,5,25,50,100"
+    )]
+    pub steps: Vec<String>,
+    /// The least time each step is held: `30s`, `2m`, `1m30s`.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub hold: String,
+    /// Requests the canary and the baseline must each serve in a step before it can pass.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub min_requests: u64,
+    /// How long a step waits for --min-requests before the rollout pauses (default 10 ×
+    /// hold).
+    #[arg(long, value_name = "DURATION")]
+    pub max_wait: Option<String>,
+    /// Percentage points the canary's error rate may exceed the baseline's by, or `off`.
+    #[arg(
+        long,
+        value_name = "PP",
+        default_value = "1",
+        allow_negative_numbers = true
+    )]
+    pub max_error_increase: String,
+    /// How much the canary's p99 may exceed the baseline's by, or `off`.
+    #[arg(long, value_name = "DURATION", default_value = "50ms")]
+    pub max_p99_increase: String,
+    /// The canary's highest error rate, percent (default: not checked).
+    #[arg(long, value_name = "PERCENT", allow_negative_numbers = true)]
+    pub max_error_rate: Option<String>,
+    /// The canary's highest p99 (default: not checked).
+    #[arg(long, value_name = "DURATION")]
+    pub max_p99: Option<String>,
+    /// The version compared with and restored on abort (default: the one holding 100%, else
+    /// the stable version).
+    #[arg(long, value_name = "VERSION")]
+    pub baseline: Option<String>,
+    /// Start even though the canary is not ready.
+    #[arg(long)]
+    pub force: bool,
+    /// Follow the rollout until it ends (or pauses): exit 0 when promoted, 3 otherwise.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    /// Output format of the rollout's status.
+    #[command(flatten)]
+    pub output: Output,
+    /// Write flags.
+    #[command(flatten)]
+    pub write: Write,
+}
+
+/// The subcommands of `canary`.
+#[derive(Debug, Subcommand)]
+pub enum CanaryVerb {
+    /// The rollout: step, weights, canary vs baseline over the step (requests, error rate,
+    /// p50, p99), hold left and the verdict so far. Writes nothing.
+    #[command(after_help = CANARY_HELP)]
+    Status(CanaryStatus),
+    /// Stop judging the rollout; the weights stay.
+    #[command(after_help = CANARY_HELP)]
+    Pause(CanaryControl),
+    /// Judge a paused rollout again; its step restarts (a new hold, new counts).
+    #[command(after_help = CANARY_HELP)]
+    Resume(CanaryControl),
+    /// End the rollout: the baseline back at 100%, the canary at 0% (still deployed).
+    #[command(after_help = CANARY_HELP)]
+    Abort(CanaryControl),
+    /// End the rollout with the canary at 100%, skipping the remaining steps.
+    #[command(after_help = CANARY_HELP)]
+    Promote(CanaryControl),
+}
+
+/// `canary status FN`.
+#[derive(Debug, Args)]
+pub struct CanaryStatus {
+    /// The function.
+    #[arg(value_name = "FN")]
+    pub function: String,
+    /// Keep printing the rollout as it changes, until it ends or pauses.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    /// Output format.
+    #[command(flatten)]
+    pub output: Output,
+}
+
+/// `canary pause|resume|abort|promote FN`.
+#[derive(Debug, Args)]
+pub struct CanaryControl {
+    /// The function.
+    #[arg(value_name = "FN")]
+    pub function: String,
     /// Write flags.
     #[command(flatten)]
     pub write: Write,

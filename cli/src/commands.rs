@@ -2,6 +2,7 @@
 //! back through the same [`Store`]. One file per verb; the write-and-retry loop the traffic
 //! verbs share is [`crate::write`].
 
+mod canary;
 mod delete;
 mod deploy;
 mod describe;
@@ -44,6 +45,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             traffic::parse_split(&t.split)?;
         }
         Command::Deploy(d) => deploy::check(d, cli.global.store.is_some())?,
+        Command::Canary(c) => {
+            canary::prepare(c)?;
+        }
         Command::Install(i) => install::check(i)?,
         _ => {}
     }
@@ -86,33 +90,65 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if let Command::Complete(_) = cli.command {
         // Completion must never block a prompt on a lock, nor print an error into it.
-        let opened: anyhow::Result<Box<dyn Store>> = match &cli.global.store {
-            Some(dir) => DirStore::open(dir, false, std::time::Duration::ZERO)
-                .map(|s| Box::new(s) as Box<dyn Store>),
-            None => KubeStore::open(&target(&cli.global))
-                .await
-                .map(|s| Box::new(s) as Box<dyn Store>),
+        let opened: anyhow::Result<(Box<dyn Store>, canary::Rollouts)> = match &cli.global.store {
+            Some(dir) => DirStore::open(dir, false, std::time::Duration::ZERO).and_then(|s| {
+                let rollouts = local_rollouts(dir, std::time::Duration::ZERO)?;
+                Ok((Box::new(s) as Box<dyn Store>, rollouts))
+            }),
+            None => KubeStore::open(&target(&cli.global)).await.map(|s| {
+                let rollouts = canary::Rollouts::Kube(s.client().clone());
+                (Box::new(s) as Box<dyn Store>, rollouts)
+            }),
         };
         return match opened {
-            Ok(store) => run_on(store.as_ref(), cli.command).await,
+            Ok((store, rollouts)) => run_on(store.as_ref(), &rollouts, cli.command).await,
             Err(_) => Ok(()),
         };
     }
-    let store: Box<dyn Store> = match &cli.global.store {
+    let (store, rollouts): (Box<dyn Store>, canary::Rollouts) = match &cli.global.store {
         // Only a deploy creates a store: any other command on a path that does not exist is
         // a typo to report, not an empty store to invent.
-        Some(dir) => Box::new(DirStore::open(
-            dir,
-            matches!(cli.command, Command::Deploy(_)),
-            lock_wait(&cli.command),
-        )?),
-        None => Box::new(KubeStore::open(&target(&cli.global)).await?),
+        Some(dir) => {
+            let store = DirStore::open(
+                dir,
+                matches!(cli.command, Command::Deploy(_)),
+                lock_wait(&cli.command),
+            )?;
+            let rollouts = local_rollouts(dir, lock_wait(&cli.command))?;
+            (Box::new(store), rollouts)
+        }
+        None => {
+            let kube = KubeStore::open(&target(&cli.global)).await?;
+            let rollouts = canary::Rollouts::Kube(kube.client().clone());
+            (Box::new(kube), rollouts)
+        }
     };
-    run_on(store.as_ref(), cli.command).await
+    run_on(store.as_ref(), &rollouts, cli.command).await
+}
+
+/// The whole Functions of a local store (status included), for the canary's transitions and
+/// views; opened after [`DirStore::open`] has checked the path.
+fn local_rollouts(
+    dir: &std::path::Path,
+    lock_wait: std::time::Duration,
+) -> anyhow::Result<canary::Rollouts> {
+    let store = switchyard_store::LocalStore::open_existing(dir)
+        .map_err(|e| fail(Code::Invalid, e.to_string()))?
+        .bounded_lock_wait(lock_wait, |lock| {
+            eprintln!(
+                "waiting for the store's lock {} (another writer holds it)…",
+                lock.display()
+            )
+        });
+    Ok(canary::Rollouts::Dir(store))
 }
 
 /// Runs a command that works through a store.
-async fn run_on(store: &dyn Store, command: Command) -> anyhow::Result<()> {
+async fn run_on(
+    store: &dyn Store,
+    rollouts: &canary::Rollouts,
+    command: Command,
+) -> anyhow::Result<()> {
     // Flags are read before anything is read from the store: bad input touches nothing.
     let prepared = match &command {
         Command::Traffic(t) => Some(traffic::parse_split(&t.split)?),
@@ -126,6 +162,10 @@ async fn run_on(store: &dyn Store, command: Command) -> anyhow::Result<()> {
         Command::Shadow(s) => shadow::prepare(s)?,
         _ => None,
     };
+    let rollout_plan = match &command {
+        Command::Canary(c) => canary::prepare(c)?,
+        _ => None,
+    };
     match command {
         Command::Deploy(d) => deploy::run(store, d).await,
         Command::Versions(r) => versions::versions(store, r).await,
@@ -137,9 +177,10 @@ async fn run_on(store: &dyn Store, command: Command) -> anyhow::Result<()> {
         Command::Untag(u) => tag::untag(store, u).await,
         Command::Set(s) => set::set(store, s, settings.unwrap_or_default()).await,
         Command::Shadow(s) => shadow::run(store, s, mirror).await,
-        Command::Status(s) => status::status(store, s).await,
+        Command::Canary(c) => canary::run(store, rollouts, c, rollout_plan).await,
+        Command::Status(s) => status::status(store, rollouts, s).await,
         Command::History(r) => history::run(store, r).await,
-        Command::Describe(r) => describe::describe(store, r).await,
+        Command::Describe(r) => describe::describe(store, rollouts, r).await,
         Command::List(l) => list::list(list::Scope::One(store), l).await,
         Command::Delete(d) => delete::delete(store, d).await,
         Command::Gc(g) => gc::gc(store, g).await,
@@ -192,6 +233,7 @@ fn lock_wait(command: &Command) -> std::time::Duration {
         Command::Promote(p) => Some(&p.write),
         Command::Rollback(r) => Some(&r.write),
         Command::Undo(u) => Some(&u.write),
+        Command::Canary(c) => Some(&c.write),
         _ => None,
     };
     write.map_or(crate::write::DEFAULT_LOCK_WAIT, |w| w.timeout)

@@ -20,6 +20,9 @@ const RECENT: usize = 5;
 #[serde(rename_all = "camelCase")]
 struct DescribeView {
     name: String,
+    /// The automated canary, in flight or the last one finished.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollout: Option<super::canary::CanaryView>,
     location: String,
     generation: i64,
     route: String,
@@ -77,6 +80,7 @@ fn view(
     let skip = f.spec.history.len().saturating_sub(RECENT);
     DescribeView {
         name: f.name.clone(),
+        rollout: None,
         location: store.location(),
         generation: f.generation,
         route: status.route,
@@ -140,6 +144,9 @@ fn text(v: &DescribeView, now: jiff::Timestamp) -> String {
     ] {
         out.push_str(&format!("{:<18}{val}\n", format!("{k}:")));
     }
+    if let Some(r) = &v.rollout {
+        out.push_str(&super::canary::view_text(r));
+    }
     out.push('\n');
     out.push_str(&version_table(&v.versions, now, v.stable.as_deref()).render());
     out.push('\n');
@@ -167,10 +174,15 @@ fn text(v: &DescribeView, now: jiff::Timestamp) -> String {
 }
 
 /// `describe FN`.
-pub async fn describe(store: &dyn Store, args: args::Read) -> anyhow::Result<()> {
+pub async fn describe(
+    store: &dyn Store,
+    rollouts: &super::canary::Rollouts,
+    args: args::Read,
+) -> anyhow::Result<()> {
     let name = &args.function;
     let (f, versions) = futures::try_join!(super::function(store, name), store.versions(name))?;
-    let routers = store.reports(Some(&f)).await?;
-    let v = view(store, &f, &versions, &routers);
+    let (routers, whole) = futures::try_join!(store.reports(Some(&f)), rollouts.read(&f))?;
+    let mut v = view(store, &f, &versions, &routers);
+    v.rollout = super::canary::canary_view(&whole, &routers, jiff::Timestamp::now());
     output::print(args.output.format, &v, || text(&v, jiff::Timestamp::now()))
 }

@@ -99,6 +99,9 @@ pub(crate) struct StatusView {
     pub(crate) routers: Vec<RouterRow>,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_change: Option<HistoryRow>,
+    /// The automated canary, in flight or the last one finished (`canary status`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) rollout: Option<super::canary::CanaryView>,
 }
 
 pub(crate) fn status_view(
@@ -169,6 +172,7 @@ pub(crate) fn status_view(
         live: live_rows(f, versions, routers),
         routers: rows,
         last_change: f.spec.history.last().map(HistoryRow::from),
+        rollout: None,
     }
 }
 
@@ -192,6 +196,9 @@ fn status_text(v: &StatusView, now: jiff::Timestamp) -> String {
                 .map(|r| format!(": {r}"))
                 .unwrap_or_default()
         ));
+    }
+    if let Some(r) = &v.rollout {
+        out.push_str(&super::canary::view_text(r));
     }
     out.push('\n');
     out.push_str(&version_table(&v.versions, now, v.stable.as_deref()).render());
@@ -260,12 +267,29 @@ pub(crate) fn router_text(routers: &[RouterRow], now: jiff::Timestamp) -> String
     out
 }
 
+/// [`status_view`] with the rollout, read whole through `rollouts`.
+async fn full_view(
+    rollouts: &super::canary::Rollouts,
+    f: &FunctionState,
+    versions: &[VersionInfo],
+    routers: &[Router],
+) -> anyhow::Result<StatusView> {
+    let mut view = status_view(f, versions, routers);
+    let whole = rollouts.read(f).await?;
+    view.rollout = super::canary::canary_view(&whole, routers, jiff::Timestamp::now());
+    Ok(view)
+}
+
 /// `status FN [--watch]`.
-pub async fn status(store: &dyn Store, args: args::Status) -> anyhow::Result<()> {
+pub async fn status(
+    store: &dyn Store,
+    rollouts: &super::canary::Rollouts,
+    args: args::Status,
+) -> anyhow::Result<()> {
     let name = &args.function;
     let (f, versions) = futures::try_join!(super::function(store, name), store.versions(name))?;
     let routers = store.reports(Some(&f)).await?;
-    let view = status_view(&f, &versions, &routers);
+    let view = full_view(rollouts, &f, &versions, &routers).await?;
     output::print(args.output.format, &view, || {
         status_text(&view, jiff::Timestamp::now())
     })?;
@@ -290,7 +314,7 @@ pub async fn status(store: &dyn Store, args: args::Status) -> anyhow::Result<()>
         }
         let (versions, routers) =
             futures::try_join!(store.versions(name), store.reports(Some(&last)))?;
-        let view = status_view(&last, &versions, &routers);
+        let view = full_view(rollouts, &last, &versions, &routers).await?;
         if in_place {
             // Redrawn in place on a terminal: home, clear, then the new view.
             print!("\x1b[H\x1b[2J");

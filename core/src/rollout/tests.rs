@@ -434,3 +434,59 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_rollouts_steps_keep_sticky_keys_moving_only_to_the_canary() {
+    use crate::resources::{Affinity, FunctionVersion};
+    use crate::table::{BuildOptions, Route};
+    let vs: Vec<FunctionVersion> = ["1.2.0", "1.3.0"]
+        .iter()
+        .map(|v| FunctionVersion::test_endpoint("hello", v, "http://127.0.0.1:9"))
+        .collect();
+    let mut f = started();
+    f.spec.affinity = Some(Affinity {
+        header: Some("x-user".into()),
+        cookie: None,
+    });
+    let keys: Vec<String> = (0..2000).map(|i| format!("user-{i}")).collect();
+    let canary_of = |f: &Function| -> Vec<bool> {
+        let route = Route::build(f, &vs, &BuildOptions::default()).expect("route");
+        let canary = route
+            .backends
+            .iter()
+            .position(|b| b.version == "1.3.0")
+            .expect("canary backend");
+        keys.iter()
+            .map(|k| route.pick_for_key(k.as_bytes()) == canary)
+            .collect()
+    };
+    let plan = canary::Plan::new("1.3.0", "1.2.0");
+    let mut before = canary_of(&f);
+    for to in 1..=3 {
+        let d = Decision::Advance {
+            to,
+            traffic: plan.traffic(plan.steps[to]),
+            reason: "passed".into(),
+        };
+        f = apply(&f, &d, at(1_000 + to as i64), "r", &BTreeMap::new()).expect("advance");
+        assert_eq!(
+            f.spec.affinity.as_ref().unwrap().header.as_deref(),
+            Some("x-user")
+        );
+        let now = canary_of(&f);
+        for (i, (was, is)) in before.iter().zip(&now).enumerate() {
+            assert!(
+                !was || *is,
+                "key {} left the canary at step {}",
+                keys[i],
+                to + 1
+            );
+        }
+        before = now;
+    }
+    let on_canary = before.iter().filter(|c| **c).count();
+    assert!(
+        on_canary.abs_diff(1000) <= 100,
+        "{on_canary} of 2000 at 50%"
+    );
+}

@@ -1,5 +1,6 @@
 //! The `switchyard` binary against the real API server: commands, concurrency, reads, waits.
 
+mod canary;
 mod commands;
 mod concurrency;
 mod delete_all;
