@@ -291,3 +291,20 @@ fn every_canary_verb_has_examples_in_its_help() {
         assert!(out.contains("Exit codes:"), "{verb:?}");
     }
 }
+
+#[test]
+fn watching_a_finished_rollout_returns_at_once_with_its_outcome() {
+    let store = Store::two_versions("canary-watch");
+    store.ok(&["canary", "hello", "1.1.0", "--no-wait"]);
+    store.ok(&["canary", "promote", "hello", "--no-wait"]);
+    let out = store.ok(&["canary", "status", "hello", "--watch"]);
+    assert!(out.contains("Succeeded"), "{out}");
+    store.ok(&["canary", "hello", "1.0.0", "--no-wait"]);
+    store.ok(&["canary", "abort", "hello", "--no-wait"]);
+    let (code, err) = store.code_and_stderr(&["canary", "status", "hello", "-w"]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.starts_with("error: the rollout of 1.0.0 is aborted: aborted at step 1/5 at 1% by "),
+        "{err}"
+    );
+}

@@ -155,3 +155,74 @@ async fn a_rollout_starts_aborts_and_ends_on_a_manual_write_through_the_api_serv
         "ended by a manual traffic (canary 1.1.0 against baseline 1.0.0)"
     );
 }
+
+/// Sets replica `replica`'s published counters (`numbers` of its report, the run its
+/// report's `startedAt` names): hello's `canary` and `baseline` totals, as a router's sampler
+/// would.
+async fn publish(client: &kube::Client, ns: &str, replica: &str, canary: u64, baseline: u64) {
+    use kube::api::{Patch, PatchParams};
+    use switchyard_core::report::RouterReport;
+    let side = |version: &str, n: u64| {
+        serde_json::json!({
+            "function": format!("{ns}/hello"),
+            "version": version,
+            "total": {"requests": n, "failures": 0, "latency": {"80": n}},
+            "window": {"requests": 0, "failures": 0},
+        })
+    };
+    let patch = serde_json::json!({"status": {
+        "numbers": {
+            "at": "2026-12-02T10:00:00Z",
+            "windowSeconds": 60,
+            "versions": [side("1.0.0", baseline), side("1.1.0", canary)],
+        },
+    }});
+    Api::<RouterReport>::namespaced(client.clone(), ns)
+        .patch(replica, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("publishing numbers");
+}
+
+#[tokio::test]
+async fn a_start_takes_each_live_replicas_counters_and_status_counts_the_step_from_them() {
+    use switchyard_tests::cli::SimRouter;
+    let client = client().await;
+    let ns = namespace(&client, "cli-canary-readings").await;
+    let cli = Cli::new(&ns);
+    two_versions(&cli).await;
+    let router = SimRouter::start(&client, &ns, "sim-r1").await;
+    // The report exists once the replica has acknowledged the deploys.
+    let report = switchyard_tests::wait_until(
+        std::time::Duration::from_secs(30),
+        "the simulated replica's report",
+        || {
+            let api: Api<switchyard_core::report::RouterReport> =
+                Api::namespaced(client.clone(), &ns);
+            async move { api.get("sim-r1").await.ok() }
+        },
+    )
+    .await;
+    let run = report.status.map(|s| s.started_at).unwrap_or_default();
+    publish(&client, &ns, "sim-r1", 0, 5_000).await;
+    // This time the command waits for the replica to serve the write.
+    let out = cli.ok(&["canary", "hello", "1.1.0", "--hold", "1h"]).await;
+    assert!(out.stdout.contains("applied by 1/1 routers"), "{out:#?}");
+    let f = function(&client, &ns, "hello").await;
+    let at_start = &rollout(&f).at_start;
+    assert_eq!(at_start.len(), 1, "{at_start:?}");
+    assert_eq!(at_start[0].replica, "sim-r1");
+    assert_eq!(at_start[0].started_at, run);
+    assert_eq!(
+        (at_start[0].canary.requests, at_start[0].baseline.requests),
+        (0, 5_000)
+    );
+    // Later counters: the step's counts are the difference, on both sides.
+    publish(&client, &ns, "sim-r1", 40, 5_300).await;
+    let json = cli.ok(&["canary", "status", "hello", "-o", "json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("json");
+    assert_eq!(v["canaryStep"]["requests"], 40, "{v:#}");
+    assert_eq!(v["baselineStep"]["requests"], 300, "{v:#}");
+    assert_eq!(v["liveRouters"], 1);
+    assert_eq!(v["verdict"], "wait");
+    drop(router);
+}
