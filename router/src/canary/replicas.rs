@@ -132,3 +132,56 @@ impl Replicas {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_core::numbers::{Counts, Numbers, VersionNumbers};
+
+    fn report(name: &str, requests: u64) -> RouterReport {
+        let mut r = RouterReport::new(name, Default::default());
+        r.status = Some(RouterReportStatus {
+            replica: name.to_string(),
+            started_at: "2026-12-02T10:00:00.000Z".into(),
+            numbers: (requests > 0).then(|| Numbers {
+                versions: vec![VersionNumbers {
+                    function: "prod/hello".into(),
+                    version: "1.3.0".into(),
+                    total: Counts {
+                        requests,
+                        ..Default::default()
+                    },
+                    window: Counts::default(),
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        r
+    }
+
+    #[tokio::test]
+    async fn only_a_change_of_the_numbers_or_of_the_set_of_reports_is_news() {
+        // A client that is never called: nothing here reads a Lease.
+        let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        let mut replicas = Replicas::new(Api::namespaced(client, "prod"));
+        assert!(!replicas.apply(Event::Init));
+        assert!(!replicas.apply(Event::InitApply(report("r1", 0))));
+        assert!(replicas.apply(Event::InitDone), "a completed list is news");
+        assert!(replicas.apply(Event::Apply(report("r1", 5))));
+        assert!(
+            !replicas.apply(Event::Apply(report("r1", 5))),
+            "a report rewritten with the same numbers (a table swap) is not"
+        );
+        assert!(
+            replicas.apply(Event::Apply(report("r2", 0))),
+            "a new replica is"
+        );
+        assert!(replicas.apply(Event::Delete(report("r2", 0))));
+        assert!(!replicas.apply(Event::Delete(report("r9", 0))));
+        let reading = replicas.reports["r1"].numbers.as_ref().unwrap();
+        let r = Reading::of_totals("2026-12-02T10:00:00.000Z", reading);
+        assert_eq!(r.totals.values().next().unwrap().requests, 5);
+    }
+}
