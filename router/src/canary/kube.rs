@@ -62,12 +62,17 @@ fn newer(a: &Arc<Function>, b: Option<&Arc<Function>>) -> Arc<Function> {
     }
 }
 
+/// Functions whose last write failed, so that a failure repeated every tick (a refused write,
+/// an unreachable API server) is logged once, and its end once.
+type Failing = std::collections::HashSet<String>;
+
 /// Writes the transition `judge_again` finds on `function`, conditionally; on a conflict
 /// re-reads the Function and judges again. Returns the Function written, if any.
 async fn write(
     client: &Client,
     function: &Function,
     by: &str,
+    failing: &mut Failing,
     mut judge_again: impl FnMut(&Function) -> Option<(Function, Action)>,
 ) -> Option<Function> {
     let ns = function.metadata.namespace.clone().unwrap_or_default();
@@ -78,6 +83,9 @@ async fn write(
         let (next, action) = judge_again(&current)?;
         match api.replace(&name, &PostParams::default(), &next).await {
             Ok(written) => {
+                if failing.remove(&name) {
+                    tracing::info!(function = %name, "canary writes succeed again");
+                }
                 log_transition(&written, &action, by);
                 return Some(written);
             }
@@ -86,13 +94,21 @@ async fn write(
                 match api.get(&name).await {
                     Ok(f) => current = f,
                     Err(e) => {
-                        tracing::warn!(function = %name, "re-reading after a conflict: {e}");
+                        if failing.insert(name.clone()) {
+                            tracing::warn!(function = %name, "re-reading after a conflict: {e}");
+                        }
                         return None;
                     }
                 }
             }
             Err(e) => {
-                tracing::warn!(function = %name, "writing the canary's {}: {e}", kind(&action));
+                if failing.insert(name.clone()) {
+                    tracing::warn!(
+                        function = %name,
+                        "writing the canary's {} (retried each evaluation, logged once): {e}",
+                        kind(&action)
+                    );
+                }
                 return None;
             }
         }
@@ -119,6 +135,7 @@ async fn fast_abort(mut ctx: Context, mut stop: watch::Receiver<bool>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // What this replica wrote, until the watch delivers something newer.
     let mut wrote: BTreeMap<(String, String), Arc<Function>> = BTreeMap::new();
+    let mut failing = Failing::new();
     loop {
         let rollouts = Rollouts::clone(&ctx.rollouts.borrow_and_update());
         if rollouts.is_empty() {
@@ -141,7 +158,7 @@ async fn fast_abort(mut ctx: Context, mut stop: watch::Receiver<bool>) {
             if judge_own(&function, &ctx.replica, &own, now, &by).is_none() {
                 continue;
             }
-            let written = write(&ctx.client, &function, &by, |f| {
+            let written = write(&ctx.client, &function, &by, &mut failing, |f| {
                 judge_own(f, &ctx.replica, &own, Timestamp::now(), &by)
             })
             .await;
@@ -170,6 +187,7 @@ async fn decide(mut ctx: Context, mut stop: watch::Receiver<bool>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut wrote: BTreeMap<(String, String), Arc<Function>> = BTreeMap::new();
     let mut failing = false;
+    let mut refused = Failing::new();
     loop {
         if ctx.rollouts.borrow().is_empty() {
             // Nothing judged: no Lease, no watch, no writes.
@@ -246,7 +264,7 @@ async fn decide(mut ctx: Context, mut stop: watch::Receiver<bool>) {
             if judge(&function, &readings, Timestamp::now(), &by).is_none() {
                 continue;
             }
-            let written = write(&ctx.client, &function, &by, |f| {
+            let written = write(&ctx.client, &function, &by, &mut refused, |f| {
                 judge(f, &readings, Timestamp::now(), &by)
             })
             .await;
