@@ -1162,6 +1162,9 @@ def canary_cpu(env, seconds, rounds):
             "--baseline", "1.0.0", "--force")
         with_rollout = measure()
         phase = rollout_status(env, ns, "bench").get("phase")
+        if phase != "Progressing":
+            raise RuntimeError(f"the rollout was not in progress at the end (phase {phase}): "
+                               "the measurement with a rollout does not stand")
         return without, with_rollout, phase
     finally:
         stop(router.proc)
