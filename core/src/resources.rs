@@ -246,7 +246,8 @@ pub struct RolloutSpec {
 pub struct FunctionStatus {
     /// The latest automated canary, in flight or finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rollout: Option<RolloutStatus>,
+    // Boxed: a Function (and every event that carries one) stays small without a rollout.
+    pub rollout: Option<Box<RolloutStatus>>,
 }
 
 /// Where a rollout is.

@@ -16,6 +16,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::canary::{self, Action as Decision, Limits, Plan, PlanError, Progress};
 use crate::numbers::{Reading, VersionKey};
 use crate::plan::{self, Change, VersionState};
+use crate::report::RouterReportStatus;
 use crate::resources::{
     Action, Function, FunctionSpec, FunctionStatus, RolloutPhase, RolloutSpec, RolloutStatus,
     StepReading,
@@ -128,6 +129,20 @@ pub fn step_label(steps: &[u32], step: u32) -> String {
     format!("step {}/{} at {}", step + 1, steps.len(), Percent(weight))
 }
 
+/// A replica's reading of its counters, from its report: its published totals, or — when it
+/// has published no numbers (an idle router writes none, docs/protocol.md) — an empty reading
+/// of its run, so that everything it serves later counts in the step instead of being left
+/// out as unknown.
+pub fn reading_of(report: &RouterReportStatus) -> Reading {
+    match &report.numbers {
+        Some(numbers) => Reading::of_totals(&report.started_at, numbers),
+        None => Reading {
+            started_at: report.started_at.clone(),
+            totals: BTreeMap::new(),
+        },
+    }
+}
+
 /// The readings the step's counts are measured from, by replica, as [`canary::step_counts`]
 /// takes them: each [`StepReading`] of `status.atStart` as a reading of the canary and the
 /// baseline of `function_key`.
@@ -210,7 +225,7 @@ pub fn active(function: &Function) -> Option<(Plan, Progress)> {
 /// The plan and status of a rollout in flight whose status matches its plan.
 fn in_flight(function: &Function) -> Option<(Plan, &RolloutStatus)> {
     let spec = function.spec.rollout.as_deref()?;
-    let status = function.status.as_ref()?.rollout.as_ref()?;
+    let status = function.status.as_ref()?.rollout.as_deref()?;
     let plan = spec.plan().ok()?;
     let matches = status.canary == plan.canary
         && status.baseline == plan.baseline
@@ -223,7 +238,7 @@ fn in_flight(function: &Function) -> Option<(Plan, &RolloutStatus)> {
 /// change ended (the spec's plan removed, the status left as the CLI's traffic verbs cannot
 /// write it) shown as Ended, with the reason the history recorded.
 pub fn view(function: &Function) -> Option<RolloutStatus> {
-    let mut status = function.status.as_ref()?.rollout.clone()?;
+    let mut status = function.status.as_ref()?.rollout.as_deref()?.clone();
     let planned = function
         .spec
         .rollout
@@ -281,7 +296,7 @@ fn transition(
         .status
         .get_or_insert_with(FunctionStatus::default)
         .rollout
-        .get_or_insert_with(|| fresh_status(plan, &who));
+        .get_or_insert_with(|| Box::new(fresh_status(plan, &who)));
     let at = stamp(who.now);
     let (traffic, phase) = match step {
         Step::Advance(to, traffic) => {

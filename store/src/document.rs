@@ -313,7 +313,7 @@ mod tests {
             latency: [(80, n - 1), (95, 1)].into(),
         };
         f.status = Some(FunctionStatus {
-            rollout: Some(RolloutStatus {
+            rollout: Some(Box::new(RolloutStatus {
                 phase: RolloutPhase::Progressing,
                 step: 0,
                 started_at: "2026-12-02T10:00:00.125Z".into(),
@@ -330,7 +330,7 @@ mod tests {
                 canary: "1.1.0".into(),
                 baseline: "1.0.0".into(),
                 steps: vec![10_000, 1_000_000],
-            }),
+            })),
         });
         let text = d.render();
         assert!(

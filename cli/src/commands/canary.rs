@@ -200,19 +200,13 @@ fn refused(e: RolloutError) -> anyhow::Error {
     fail(code, e.to_string())
 }
 
-/// Each live replica's latest reading of its counters, by replica: what a step starts from.
+/// Each live replica's latest reading of its counters, by replica: what a step starts from
+/// (a replica that has published no numbers yet reads as zero: `rollout::reading_of`).
 fn readings(routers: &[Router]) -> BTreeMap<String, Reading> {
     routers
         .iter()
         .filter(|r| r.live)
-        .filter_map(|r| {
-            let report = r.report.as_ref()?;
-            let numbers = report.numbers.as_ref()?;
-            Some((
-                r.name.clone(),
-                Reading::of_totals(&report.started_at, numbers),
-            ))
-        })
+        .filter_map(|r| Some((r.name.clone(), rollout::reading_of(r.report.as_ref()?))))
         .collect()
 }
 
@@ -720,13 +714,18 @@ async fn follow(
     name: &str,
     format: Format,
 ) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut first = true;
+    // Redrawn in place on a terminal, as `status --watch` does; a separator line otherwise.
+    let in_place = format == Format::Table && std::io::stdout().is_terminal();
     loop {
         tick.tick().await;
         let f = super::function(store, name).await?;
         let v = view(store, rollouts, &f).await?;
-        if !first && format == Format::Table {
+        if in_place {
+            print!("\x1b[H\x1b[2J");
+        } else if !first && format == Format::Table {
             output::line("---");
         }
         first = false;

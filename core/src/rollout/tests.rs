@@ -490,3 +490,42 @@ fn a_rollouts_steps_keep_sticky_keys_moving_only_to_the_canary() {
         "{on_canary} of 2000 at 50%"
     );
 }
+
+#[test]
+fn a_replica_that_published_no_numbers_reads_as_zero_and_its_later_requests_count() {
+    use crate::numbers::{Numbers, VersionNumbers};
+    use crate::report::RouterReportStatus;
+    let idle = RouterReportStatus {
+        replica: "r1".into(),
+        started_at: "run1".into(),
+        ..Default::default()
+    };
+    let at_start: BTreeMap<String, Reading> = [("r1".to_string(), reading_of(&idle))].into();
+    let plan = canary::Plan::new("1.3.0", "1.2.0");
+    let status = RolloutStatus {
+        at_start: step_readings(KEY, &plan, &at_start),
+        ..rollout(&started()).clone()
+    };
+    let busy = RouterReportStatus {
+        numbers: Some(Numbers {
+            versions: vec![VersionNumbers {
+                function: KEY.into(),
+                version: "1.3.0".into(),
+                total: counts(7, 1),
+                window: counts(7, 1),
+            }],
+            ..Default::default()
+        }),
+        ..idle.clone()
+    };
+    let now: BTreeMap<String, Reading> = [("r1".to_string(), reading_of(&busy))].into();
+    // The replica's run began long before the step: only its empty reading lets it count.
+    let c = canary::step_counts(
+        KEY,
+        &plan,
+        &readings_at_start(&status, KEY, &plan),
+        i64::MAX,
+        &now,
+    );
+    assert_eq!((c.canary.requests, c.canary.failures), (7, 1));
+}

@@ -23,7 +23,8 @@ async fn the_api_server_refuses_an_invalid_plan_with_one_clear_line_and_so_does_
     let cli = Cli::new(&ns);
     two_versions(&cli).await;
     let api: Api<Function> = Api::namespaced(client.clone(), &ns);
-    let cases: [(&str, fn(&mut RolloutSpec)); 5] = [
+    type Spoil = fn(&mut RolloutSpec);
+    let cases: [(&str, Spoil); 5] = [
         ("steps must strictly increase", |r| {
             r.steps = vec![250_000, 50_000]
         }),
