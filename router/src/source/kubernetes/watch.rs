@@ -141,9 +141,6 @@ pub(super) fn function_of(v: &FunctionVersion) -> Key {
 }
 
 /// One event of either watch.
-// A Function (with its status) is larger than a FunctionVersion; each event is moved once from
-// the stream into the catalog, so boxing it would only add an allocation per event.
-#[allow(clippy::large_enum_variant)]
 pub(super) enum Change {
     Function(Result<Event<Function>, watcher::Error>),
     Version(Result<Event<FunctionVersion>, watcher::Error>),
