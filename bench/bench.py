@@ -11,6 +11,8 @@ Parts (see bench/README.md):
   3  rollback end to end: `switchyard rollback` with 1 and 3 router replicas
   4  scale: criterion (table build, pick), router RSS and start with N functions, one weight
      change with the largest N loaded
+  7  automated canary: first failing response -> abort write -> last canary response, with 1
+     and 3 routers; router CPU per request with and without a rollout in progress
 """
 
 import argparse
@@ -489,7 +491,7 @@ backend versions
                 raise SystemExit(f"bench: the router exited ({p.returncode}); see {self.path(f'router-{replica}.log')}")
             return http_get(admin, "/readyz")[0] == 200
         wait_for(f"router {replica} /readyz", ready, timeout=120)
-        t = Target("switchyard-router", port, p, admin=admin)
+        t = Target("switchyard-router", port, p, admin=admin, replica=replica)
         t.ready_s = time.monotonic() - t0
         return t
 
@@ -1148,10 +1150,209 @@ def guarded(md, what):
         md.extend(["", f"**{what}: not measured: {type(e).__name__}: {str(e)[:300]}**", ""])
 
 
+# ------------------------------------------------------------------------------ part 7: canary
+
+
+class Switchable:
+    """A canary upstream on loopback (threads, keep-alive): `200 <label>`, or `500` from the
+    moment `failing` is set."""
+
+    def __init__(self, label):
+        import http.server
+        outer = self
+        self.failing = False
+        body = label.encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):  # noqa: N802
+                self.send_response(500 if outer.failing else 200)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def rollout_status(env, ns, fn):
+    f = env.kube.call("GET", f"{GROUP}/namespaces/{ns}/functions/{fn}")
+    return ((f.get("status") or {}).get("rollout")) or {}
+
+
+def rfc3339_ns(s):
+    import datetime
+    return int(datetime.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp() * 1e9)
+
+
+# Limits for the measured rollouts: only the error rule may fire (a Python canary upstream is
+# slower than nginx, so the latency rule is switched off by a 10 s allowance), and the first
+# step (50%) is held for good, so the only way out is the abort being measured.
+CANARY_FLAGS = ["--steps", "50,100", "--hold", "10m", "--max-wait", "20m", "--min-requests", "20",
+                "--max-error-increase", "1", "--max-p99-increase", "10s", "--baseline", "1.0.0"]
+
+
+def canary_aborts(env, replicas, n):
+    """n rollouts of a canary that starts failing every request once its step is live, under a
+    probe of 2 connections x 500 req/s per replica: from the first failing response to the
+    abort written (status.rollout.updatedAt) and to the last canary response on traffic."""
+    ns = env.ns(f"bench-cn{replicas}")
+    canary = Switchable("1.1.0")
+    routers = []
+    try:
+        cli(env, ns, "deploy", "cn", "1.0.0", "--endpoint", f"http://{LOOPBACK}:{env.u1}", "--no-wait")
+        cli(env, ns, "deploy", "cn", "1.1.0", "--endpoint", f"http://{LOOPBACK}:{canary.port}", "--no-wait")
+        routers = [env.start_router(ns, f"cn{replicas}-{i}", cpus=None) for i in range(replicas)]
+        out = env.path(f"canary-{replicas}.txt")
+        stop_file = out + ".stop"
+        p = probe(env, [(r.port, 2) for r in routers], out, 900, rate=500,
+                  header="x-switchyard-served-by", path="/cn", stop_file=stop_file)
+        # A step is measured from each replica's published counters (its report's numbers):
+        # start once every replica has published some.
+        for r in routers:
+            wait_for(f"numbers from {r.replica}", lambda r=r: ((env.kube.report(ns, r.replica) or {})
+                                                               .get("status") or {}).get("numbers"))
+        windows, aborts, reasons = [], [], []
+        for k in range(n):
+            canary.failing = False
+            # Returns once every live router serves the first step (the CLI waits for them).
+            cli(env, ns, "canary", "cn", "1.1.0", *CANARY_FLAGS, "--force")
+            t0 = now_ns()
+            canary.failing = True
+            st = wait_for("the abort", lambda: (lambda s: s if s.get("phase") == "Aborted" else None)(
+                rollout_status(env, ns, "cn")), timeout=60)
+            aborts.append(rfc3339_ns(st["updatedAt"]))
+            reasons.append(f"{st.get('actor')}: {st.get('reason')}")
+            # Requests routed before the routers swapped in the abort finish within this.
+            time.sleep(0.5)
+            windows.append((t0, now_ns()))
+            # The next rollout's step starts from the replicas' published counters: wait until
+            # every report was read after this window, or this abort's last failures would
+            # count in the next step.
+            for r in routers:
+                wait_for(f"fresh numbers from {r.replica}", lambda r=r: rfc3339_ns(
+                    ((env.kube.report(ns, r.replica) or {}).get("status") or {})["numbers"]["at"])
+                    > windows[-1][1])
+        open(stop_file, "w").close()
+        p.wait()
+        STARTED.remove(p)
+        rows = read_probe(out)
+        to_write, to_traffic = [], []
+        for (t0, t2), abort_ns in zip(windows, aborts):
+            win = [r for r in rows if t0 <= r[0] < t2]
+            # The probe logs a non-2xx answer's version as "-": every 500 here is the canary's
+            # (the baseline is nginx answering 200; the router's own failures are 502-504).
+            failing = [r[0] for r in win if r[3] == "500"]
+            if not failing:
+                continue
+            first = min(failing)
+            last_canary = max(r[0] for r in win if r[2] == "1.1.0" or r[3] == "500")
+            to_write.append(abort_ns - first)
+            to_traffic.append(last_canary - first)
+        baseline_failed = sum(1 for r in rows if r[0] >= windows[0][0]
+                              and (r[3] == "ERR" or not (r[3].startswith("2") or r[3] == "500")))
+        total = sum(1 for r in rows if r[0] >= windows[0][0])
+        return {"write": to_write, "traffic": to_traffic, "baseline_failed": baseline_failed,
+                "total": total, "reason": reasons[-1] if reasons else ""}
+    finally:
+        for rt in routers:
+            stop(rt.proc)
+        canary.close()
+
+
+def canary_cpu(env, seconds, rounds):
+    """Router CPU per request (wrk -c32 on `GET /bench`, router on core 0), the same 90/10
+    split without and with a rollout in progress (the decider and the fast abort running)."""
+    ns = env.ns("bench-cncpu")
+    cli(env, ns, "deploy", "bench", "1.0.0", "--endpoint", f"http://{LOOPBACK}:{env.u1}", "--no-wait")
+    cli(env, ns, "deploy", "bench", "1.1.0", "--endpoint", f"http://{LOOPBACK}:{env.u2}", "--no-wait")
+    router = env.start_router(ns, "cncpu-0")
+    try:
+        def measure():
+            pids = tree(router.proc.pid)
+            wrk(env, router.port, 32, 1)  # warm-up
+            out = []
+            for _ in range(rounds):
+                c0 = cpu_seconds(pids)
+                res = wrk(env, router.port, 32, seconds)
+                c1 = cpu_seconds(pids)
+                out.append((1e6 * (c1 - c0) / max(1, res["requests"]),
+                            res["requests"] / (res["duration_us"] / 1e6)))
+            return statistics.median(x for x, _ in out), statistics.median(y for _, y in out)
+        cli(env, ns, "traffic", "bench", "1.0.0=90", "1.1.0=10")
+        without = measure()
+        cli(env, ns, "traffic", "bench", "1.0.0=100", "1.1.0=0")
+        # 10% held for good: min requests out of reach, limits out of reach.
+        cli(env, ns, "canary", "bench", "1.1.0", "--steps", "10,100", "--hold", "10m", "--max-wait", "20m",
+            "--min-requests", "1000000000", "--max-error-increase", "100", "--max-p99-increase", "10s",
+            "--baseline", "1.0.0", "--force")
+        with_rollout = measure()
+        phase = rollout_status(env, ns, "bench").get("phase")
+        if phase != "Progressing":
+            raise RuntimeError(f"the rollout was not in progress at the end (phase {phase}): "
+                               "the measurement with a rollout does not stand")
+        return without, with_rollout, phase
+    finally:
+        stop(router.proc)
+
+
+def part7(env, quick):
+    md = ["Time from a canary's first failing response to its abort, judged by the routers from live "
+          "traffic (issue 15, docs/protocol.md \"The deciding replica\"). Function `cn`: baseline 1.0.0 "
+          "(nginx), canary 1.1.0 (a Python upstream on loopback) started with `switchyard canary cn 1.1.0 "
+          f"{' '.join(CANARY_FLAGS)}`; once the CLI returns (every router serves the 50% step) the canary "
+          "answers 500 to everything. *To the abort write*: `status.rollout.updatedAt` of the abort (the "
+          "router's clock) − the first 500 the probe saw; *to traffic*: the last canary response on any "
+          "replica − the same. Probe: 2 connections × 500 req/s per replica. Routers unpinned (they share "
+          "2 cores with the API server, etcd, the CLI and the probe).", "",
+          "| router replicas | aborts | to the abort write p50 ms | p99 ms | max ms | to the last canary response p50 ms | p99 ms | max ms | failed baseline requests |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    n = 10 if quick else 20
+    notes = []
+    for replicas in (1, 3):
+        try:
+            res = canary_aborts(env, replicas, n)
+            w, t = res["write"], res["traffic"]
+            if not w:
+                raise RuntimeError("no abort was measured")
+            md.append(f"| {replicas} | {len(w)} | {ms(pct(w, 50))} | {ms(pct(w, 99))} | {ms(max(w))} | "
+                      f"{ms(pct(t, 50))} | {ms(pct(t, 99))} | {ms(max(t))} | {res['baseline_failed']} of {res['total']:,} |")
+            notes.append(f"canary, {replicas} replica(s), last abort: {res['reason']}")
+        except Exception as e:  # noqa: BLE001
+            md.append(f"| {replicas} | — | not measured: {str(e)[:200]} | | | | | | |")
+            log(f"canary aborts with {replicas}: {e}")
+    md += ["", "What the anchors document as their fastest reaction (from their docs, not measured here): "
+           "Flagger analyses every `interval` (minimum 10 s, default 60 s) over a 1-minute metrics window; "
+           "Argo Rollouts' documented example aborts after four failed 5-minute measurements (15+ minutes); "
+           "CodeDeploy rolls back on CloudWatch alarms of 1-minute periods.", ""]
+    try:
+        seconds, rounds = (3, 3) if quick else (5, 5)
+        (cpu0, rps0), (cpu1, rps1), phase = canary_cpu(env, seconds, rounds)
+        md += ["Router CPU per request (user + system, `/proc`), wrk -t1 -c32 `GET /bench`, router on core 0, "
+               f"the same 90/10 split; medians of {rounds} rounds of {seconds} s.", "",
+               "| | CPU µs per request | requests/s |", "|---|---|---|",
+               f"| no rollout | {cpu0:.1f} | {rps0:,.0f} |",
+               f"| a rollout in progress (phase {phase}) | {cpu1:.1f} | {rps1:,.0f} |"]
+    except Exception as e:  # noqa: BLE001
+        md.append(f"Router CPU per request with and without a rollout: not measured: {str(e)[:200]}")
+        log(f"canary cpu: {e}")
+    return md, notes
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--parts", default="1,2,3,4,5")
+    ap.add_argument("--parts", default="1,2,3,4,5,7")
     ap.add_argument("--work", required=True)
     ap.add_argument("--repo", required=True)
     ap.add_argument("--bench-dir", required=True)
@@ -1333,6 +1534,12 @@ def main():
                             log(f"rollback with {replicas}: {e}")
                 md += rows
 
+        if 7 in parts:  # the automated canary: abort times, and the cost of judging
+            with guarded(md, "part 7"):
+                section("7. Automated canary: time to abort, and its cost")
+                rows, canary_notes = part7(env, quick)
+                md += rows
+                notes += canary_notes
         if 8 in parts and env.kube and os.path.exists(a.router):
             with guarded(md, "part 8"):
                 section("8. Where the time of one rollback goes")

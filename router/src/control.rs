@@ -31,7 +31,21 @@ pub(crate) async fn start(
     let mut builder = Builder::new(config.build.clone(), identity.replica.clone());
     let mut journal = Journal::default();
     let gate = Arc::clone(&identity.ready);
-    let mut source = source.open(identity).await?;
+    // The automated canary runs beside the sources that can write a rollout's transitions.
+    let mut source: Box<dyn ConfigSource> = match source {
+        Source::Kubernetes(opts) => {
+            let mut k = source::kubernetes::KubernetesSource::open(opts, identity).await?;
+            k.canary(Arc::clone(&shared), stop.clone());
+            Box::new(k)
+        }
+        Source::Local(opts) => {
+            let replica = identity.replica.clone();
+            let mut l = source::local::LocalSource::open(opts, identity)?;
+            l.canary(replica, Arc::clone(&shared), stop.clone());
+            Box::new(l)
+        }
+        other => other.open(identity).await?,
+    };
     let (snapshots, snapshot_rx) = watch::channel(None::<(Goods, SystemTime)>);
     if let Some(path) = config.snapshot.clone() {
         tokio::spawn(write_snapshots(path, snapshot_rx));

@@ -36,6 +36,7 @@ use tokio::sync::watch;
 
 pub mod admin;
 pub mod build;
+pub mod canary;
 pub mod config;
 mod control;
 pub mod decide;

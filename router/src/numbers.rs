@@ -170,6 +170,33 @@ pub fn read(metrics: &Metrics, previous: &Reading) -> Reading {
         .collect()
 }
 
+/// This replica's counters now, of the versions `wanted` picks (`function`, `version`), as a
+/// reading of its counters with the epoch `started_at`: what the canary judges its own counts
+/// by, fresh rather than as last published. Versions that never served are left out, as in the
+/// published numbers.
+pub fn own_reading(
+    metrics: &Metrics,
+    started_at: &str,
+    wanted: impl Fn(&str, &str) -> bool,
+) -> switchyard_core::numbers::Reading {
+    let totals = metrics
+        .all_version_counters()
+        .into_iter()
+        .filter(|c| c.requests() > 0 && wanted(&c.function, &c.version))
+        .map(|c| {
+            let key = switchyard_core::numbers::VersionKey {
+                function: c.function.to_string(),
+                version: c.version.to_string(),
+            };
+            (key, c.read())
+        })
+        .collect();
+    switchyard_core::numbers::Reading {
+        started_at: started_at.to_string(),
+        totals,
+    }
+}
+
 /// Starts the sampler on the current tokio runtime: it reads the counters every second until
 /// `stop` turns true (or nobody listens any more) and sends each new [`Numbers`] on the
 /// returned channel (the first value: nothing counted, `at` = the counters' start). Pair it
@@ -416,6 +443,23 @@ mod tests {
         assert_eq!(second[&kb].requests, 2);
         assert_eq!(second[&kb].failures, 1);
         assert_eq!(second[&kb].latency.values().sum::<u64>(), 2);
+    }
+
+    #[test]
+    fn the_own_reading_holds_the_wanted_versions_that_served_with_the_epoch() {
+        let metrics = Metrics::new();
+        let a = metrics.backend("prod/a", "1");
+        let b = metrics.backend("prod/a", "2");
+        metrics.backend("prod/a", "3");
+        a.record(Duration::from_millis(1), false);
+        a.record(Duration::from_millis(1), true);
+        b.record(Duration::from_millis(1), false);
+        let r = own_reading(&metrics, "epoch", |f, v| f == "prod/a" && v != "2");
+        assert_eq!(r.started_at, "epoch");
+        let versions: Vec<&str> = r.totals.keys().map(|k| k.version.as_str()).collect();
+        assert_eq!(versions, ["1"], "2 is not wanted, 3 never served");
+        let counts = r.totals.values().next().unwrap();
+        assert_eq!((counts.requests, counts.failures), (2, 1));
     }
 
     #[test]

@@ -132,6 +132,10 @@ pub struct KubernetesSource {
     writer: Option<tokio::task::JoinHandle<()>>,
     /// The last report handed to the writer, to skip one that says nothing new.
     said: Option<RouterReportStatus>,
+    client: Client,
+    /// The Functions whose rollout is judged, and where they go (the canary, once started).
+    judged: std::collections::BTreeMap<Key, Arc<Function>>,
+    rollouts: Option<channel::Sender<crate::canary::Rollouts>>,
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -164,6 +168,7 @@ impl KubernetesSource {
         let lease_namespace = opts.resolved_lease_namespace();
         let leases: Api<Lease> = Api::namespaced(client.clone(), &lease_namespace);
         let reports: Api<RouterReport> = Api::namespaced(client.clone(), &lease_namespace);
+        let client = client.clone();
         let started_at = identity.started_at.clone();
         if let Some(address) = opts.advertise_address.clone() {
             identity.address = address;
@@ -192,21 +197,89 @@ impl KubernetesSource {
             shadow: channel::channel(None).0,
             writer: None,
             said: None,
+            client,
+            judged: Default::default(),
+            rollouts: None,
         })
+    }
+
+    /// Starts the automated canary on this replica (docs/protocol.md, "The deciding
+    /// replica"): the fast abort on its own counts, and the decider while it holds the
+    /// decider Lease, both fed the rollouts this source's Function watch sees.
+    pub fn canary(&mut self, shared: Arc<crate::live::Shared>, stop: channel::Receiver<bool>) {
+        let (tx, rx) = channel::channel(crate::canary::Rollouts::default());
+        self.rollouts = Some(tx);
+        crate::canary::kube::spawn(
+            crate::canary::kube::Context {
+                client: self.client.clone(),
+                replica: self.identity.replica.clone(),
+                lease_namespace: self.lease_namespace.clone(),
+                shared,
+                rollouts: rx,
+            },
+            stop,
+        );
+    }
+
+    /// Notes whether the Function at `key` (as the catalog now holds it) has a rollout to
+    /// judge; every one when `all` (after a re-list). Hands a changed set to the canary.
+    fn note_rollouts(&mut self, key: Option<Key>, all: bool) {
+        let Some(tx) = &self.rollouts else {
+            return;
+        };
+        let mut changed = false;
+        if all {
+            let judged: std::collections::BTreeMap<Key, Arc<Function>> = self
+                .functions
+                .live
+                .iter()
+                .filter(|(_, f)| crate::canary::judged(f))
+                .map(|(k, f)| (k.clone(), Arc::clone(f)))
+                .collect();
+            changed = judged != self.judged;
+            self.judged = judged;
+        } else if let Some(key) = key {
+            match self.functions.live.get(&key) {
+                Some(f) if crate::canary::judged(f) => {
+                    let same = self.judged.get(&key).is_some_and(|old| Arc::ptr_eq(old, f));
+                    if !same {
+                        self.judged.insert(key, Arc::clone(f));
+                        changed = true;
+                    }
+                }
+                _ => changed = self.judged.remove(&key).is_some(),
+            }
+        }
+        if changed {
+            let _ = tx.send(Arc::new(self.judged.clone()));
+        }
     }
 
     /// Applies one change, noting which Functions it touched; an error when the watch failed.
     fn apply(&mut self, change: Change) -> Result<(), String> {
         match change {
-            Change::Function(Ok(e)) => match self.functions.apply(e) {
-                Seen::Nothing => {}
-                Seen::Relisted => self.full = true,
-                Seen::Changed { old, new } => {
-                    if let Some(f) = old.as_deref().or(new.as_deref()) {
-                        self.dirty.insert(Catalog::key(f));
+            Change::Function(Ok(e)) => {
+                // A rollout's progress is in the status, which moves no generation: the
+                // canary looks at every event, the table only at those that change routing.
+                let touched = match &e {
+                    kube::runtime::watcher::Event::Apply(f)
+                    | kube::runtime::watcher::Event::Delete(f) => Some(Catalog::key(f)),
+                    _ => None,
+                };
+                match self.functions.apply(e) {
+                    Seen::Nothing => self.note_rollouts(touched, false),
+                    Seen::Relisted => {
+                        self.full = true;
+                        self.note_rollouts(None, true);
+                    }
+                    Seen::Changed { old, new } => {
+                        if let Some(f) = old.as_deref().or(new.as_deref()) {
+                            self.dirty.insert(Catalog::key(f));
+                        }
+                        self.note_rollouts(touched, false);
                     }
                 }
-            },
+            }
             Change::Version(Ok(e)) => match self.versions.apply(e) {
                 Seen::Nothing => {}
                 Seen::Relisted => {

@@ -51,6 +51,8 @@ pub struct LocalSource {
     gate: Arc<ReadyGate>,
     numbers_written: Option<Instant>,
     numbers_due: bool,
+    /// The rollouts to judge, for the canary decider (see [`LocalSource::canary`]).
+    rollouts: Option<tokio::sync::watch::Sender<crate::canary::Rollouts>>,
 }
 
 impl LocalSource {
@@ -98,7 +100,48 @@ impl LocalSource {
             gate: identity.ready,
             numbers_written: None,
             numbers_due: false,
+            rollouts: None,
         })
+    }
+
+    /// Makes this (single) router the canary decider of the store: it judges every rollout
+    /// with its own counters and writes the transitions (docs/protocol.md, "Local store").
+    pub fn canary(
+        &mut self,
+        replica: String,
+        shared: Arc<crate::live::Shared>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let (tx, rx) = tokio::sync::watch::channel(crate::canary::Rollouts::default());
+        self.rollouts = Some(tx);
+        crate::canary::local::spawn(self.store.clone(), replica, shared, rx, stop);
+    }
+
+    /// Hands the rollouts judged in the last good documents to the canary decider.
+    fn send_rollouts(&self) {
+        let Some(tx) = &self.rollouts else {
+            return;
+        };
+        let judged: BTreeMap<(String, String), Arc<switchyard_core::Function>> = self
+            .last_good
+            .iter()
+            .filter_map(|(name, doc)| {
+                let f = doc.function.as_ref()?;
+                crate::canary::judged(f).then(|| {
+                    (
+                        (LOCAL_NAMESPACE.to_string(), name.clone()),
+                        Arc::new(f.clone()),
+                    )
+                })
+            })
+            .collect();
+        tx.send_if_modified(|old| {
+            let changed = **old != judged;
+            if changed {
+                *old = Arc::new(judged);
+            }
+            changed
+        });
     }
 
     /// Reads every function file; a broken or invalid one keeps its last good document.
@@ -113,6 +156,7 @@ impl LocalSource {
                 Err(e) => tracing::warn!("keeping the last good state of function {name}: {e}"),
             }
         }
+        self.send_rollouts();
         let mut state = State::default();
         for doc in self.last_good.values() {
             if let Some(f) = &doc.function {

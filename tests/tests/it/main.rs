@@ -6,6 +6,7 @@
 //! Select an area with a filter: `cargo test -p switchyard-tests --test it router::`.
 
 mod apiserver;
+mod canary;
 mod cli;
 mod exclusive;
 mod image;

@@ -72,7 +72,7 @@ async fn the_router_watches_functions_and_writes_its_report_and_may_do_nothing_e
         "router lists FunctionVersions",
     );
     let fns: Api<Function> = Api::namespaced(router.clone(), &ns);
-    let hello = allowed(fns.get("hello").await, "router gets a Function");
+    allowed(fns.get("hello").await, "router gets a Function");
     watch_sees_a_change(&router, &admin, &ns, "hello", "the router").await;
 
     // Its report: the whole life cycle, the way the router keeps it (server-side apply
@@ -203,13 +203,45 @@ async fn the_router_watches_functions_and_writes_its_report_and_may_do_nothing_e
         "router deletes its Lease",
     );
 
-    // Nothing else.
-    let mut changed = hello.clone();
-    changed.spec.pinning = true;
-    forbidden(
-        fns.replace("hello", &PostParams::default(), &changed).await,
-        "router updates a Function's spec",
+    // The canary decider Lease: created, read and renewed conditionally, and another replica's
+    // Lease read by name for its liveness; still no list or watch of Leases.
+    let decider = allowed(
+        leases
+            .create(&PostParams::default(), &lease("switchyard-canary"))
+            .await,
+        "router creates the canary decider Lease",
     );
+    allowed(
+        leases.get("switchyard-canary").await,
+        "router gets the canary decider Lease",
+    );
+    allowed(
+        leases
+            .replace("switchyard-canary", &PostParams::default(), &decider)
+            .await,
+        "router renews the canary decider Lease",
+    );
+    forbidden(
+        leases.watch(&WatchParams::default(), "0").await.map(|_| ()),
+        "router watches Leases",
+    );
+
+    // A canary's transition: one conditional update of the Function (traffic, history,
+    // status.rollout together). A stale resourceVersion is refused by the API server (409),
+    // which is what makes the write conditional.
+    let mut changed = allowed(fns.get("hello").await, "router re-reads the Function");
+    changed.spec.pinning = true;
+    let updated = allowed(
+        fns.replace("hello", &PostParams::default(), &changed).await,
+        "router updates a Function (a canary transition)",
+    );
+    match fns.replace("hello", &PostParams::default(), &changed).await {
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        other => panic!("a stale update must conflict, got {other:?}"),
+    }
+    assert!(updated.spec.pinning);
+
+    // Nothing else.
     forbidden(
         fns.patch(
             "hello",
