@@ -259,6 +259,26 @@ pub fn view(function: &Function) -> Option<RolloutStatus> {
     Some(status)
 }
 
+/// The status a write of `spec` must carry with it, given the Function's `status` as read:
+/// `Some` when the write ends a rollout that the status still shows in flight — a manual
+/// traffic change removes `spec.rollout` ([`crate::plan::end_rollout`]) — so that the stored
+/// record says Ended, with the reason, actor and time of the history entry that ended it, in
+/// the same write. `None` when the status stays as it is.
+pub fn status_after_write(
+    spec: &FunctionSpec,
+    status: Option<&FunctionStatus>,
+) -> Option<FunctionStatus> {
+    let before = status?.rollout.as_deref()?;
+    let after = view(&Function {
+        metadata: Default::default(),
+        spec: spec.clone(),
+        status: status.cloned(),
+    })?;
+    (after.phase != before.phase).then(|| FunctionStatus {
+        rollout: Some(Box::new(after)),
+    })
+}
+
 /// What a transition does to the Function.
 enum Step<'a> {
     /// The split of step `to` (a new step: new readings).

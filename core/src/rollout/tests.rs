@@ -346,6 +346,17 @@ fn a_rollout_ended_by_a_manual_write_shows_as_ended_with_the_recorded_reason() {
         v.reason.as_deref(),
         Some("ended by a manual traffic (canary 1.3.0 against baseline 1.2.0)")
     );
+    // The write that ends it carries the Ended record, so the stored status never says
+    // Progressing without a plan.
+    let written = status_after_write(&manual.spec, f.status.as_ref()).unwrap();
+    assert_eq!(written.rollout.as_deref(), Some(&v));
+    // A write that leaves the rollout alone (or a status already settled) changes no status.
+    assert_eq!(status_after_write(&f.spec, f.status.as_ref()), None);
+    let settled = FunctionStatus {
+        rollout: Some(Box::new(v)),
+    };
+    assert_eq!(status_after_write(&manual.spec, Some(&settled)), None);
+    assert_eq!(status_after_write(&manual.spec, None), None);
 }
 
 #[test]
