@@ -9,6 +9,7 @@ use switchyard_core::protocol;
 
 use crate::exit::{fail, Code};
 use crate::store::{FunctionState, Readiness, Reports, Router, Store};
+use crate::timing;
 use switchyard_core::report::RouterReportStatus;
 
 /// How the routers took a generation.
@@ -136,6 +137,8 @@ pub async fn routers(
         }
     };
     let (routers, mut events) = futures::try_join!(lease_read, store.watch_reports(written))?;
+    timing::mark("watch");
+    let mut trace = Trace::new(since);
     let mut live_names = live(&routers);
     if live_names.is_empty() {
         return Err(no_router());
@@ -163,8 +166,10 @@ pub async fn routers(
                 ),
             ));
         }
+        trace.saw(&summary.applied);
         if summary.complete() {
             line.clear();
+            trace.print();
             return Ok(Applied {
                 routers: summary.live(),
                 elapsed: since.elapsed(),
@@ -232,6 +237,53 @@ pub async fn routers(
             }
             _ = redraw.tick(), if line.tty => {}
             _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// With `SWITCHYARD_TIMING` set, when each replica was first seen serving the write, from the
+/// write (the watch opened at the first mark), on one stderr line after the wait: where a
+/// rollback's wait goes, replica by replica.
+struct Trace {
+    on: bool,
+    since: Instant,
+    seen: Vec<(String, Duration)>,
+}
+
+impl Trace {
+    fn new(since: Instant) -> Trace {
+        let on = std::env::var_os("SWITCHYARD_TIMING").is_some_and(|v| !v.is_empty() && v != "0");
+        let mut t = Trace {
+            on,
+            since,
+            seen: Vec::new(),
+        };
+        if on {
+            t.seen.push(("(watch open)".to_string(), since.elapsed()));
+        }
+        t
+    }
+
+    fn saw(&mut self, applied: &[String]) {
+        if !self.on {
+            return;
+        }
+        for replica in applied {
+            if !self.seen.iter().any(|(r, _)| r == replica) {
+                self.seen.push((replica.clone(), self.since.elapsed()));
+            }
+        }
+    }
+
+    fn print(&self) {
+        if self.on {
+            // "+12.3 ms", not "=12.3ms": the stage list's parsers read only `stage=Nms`.
+            let parts: Vec<String> = self
+                .seen
+                .iter()
+                .map(|(r, d)| format!("{r} +{:.1} ms", d.as_secs_f64() * 1000.0))
+                .collect();
+            eprintln!("timing: from the write: {}", parts.join(", "));
         }
     }
 }
