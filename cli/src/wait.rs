@@ -96,6 +96,31 @@ pub async fn serving(store: &dyn Store, f: &FunctionState) -> anyhow::Result<Vec
     Ok(standing(f, &live, &reports)?.applied)
 }
 
+/// The Routers column (`switchyard.dev/routers`) when nobody waited, or a wait could not tell.
+pub const UNCONFIRMED: &str = "unconfirmed";
+
+/// The Routers column after a wait that ended on `summary`: `3/3` when every live replica
+/// serves the write, else how many do and who does not yet (`2/3 (r2 pending)`) or refuses
+/// it (`1/2 (r2 rejected)`).
+pub fn routers_note(summary: &protocol::AckSummary) -> String {
+    let count = format!("{}/{}", summary.applied.len(), summary.live());
+    if let Some((replica, _)) = summary.rejected.first() {
+        return format!("{count} ({replica} rejected)");
+    }
+    if summary.pending.is_empty() {
+        return count;
+    }
+    format!("{count} ({} pending)", summary.pending.join(", "))
+}
+
+/// What a router wait found, and how the Routers column says it ([`routers_note`]).
+pub struct Waited {
+    /// How the routers took the write, or why the wait failed.
+    pub result: anyhow::Result<Applied>,
+    /// The value for `switchyard.dev/routers`.
+    pub note: String,
+}
+
 /// Waits until every live router replica serves `written` (its resourceVersion and
 /// generation): the replicas' reports are watched, the Leases re-read every
 /// [`Store::router_refresh`] (a replica whose Lease expires stops counting, and is named on
@@ -109,6 +134,20 @@ pub async fn routers(
     routers: Option<Vec<Router>>,
     timeout: Duration,
     since: Instant,
+) -> Waited {
+    let mut note = UNCONFIRMED.to_string();
+    let result = wait_routers(store, written, routers, timeout, since, &mut note).await;
+    Waited { result, note }
+}
+
+/// [`routers`], keeping `note` current with each standing seen.
+async fn wait_routers(
+    store: &dyn Store,
+    written: &FunctionState,
+    routers: Option<Vec<Router>>,
+    timeout: Duration,
+    since: Instant,
+    note: &mut String,
 ) -> anyhow::Result<Applied> {
     let name = &written.name;
     let generation = written.generation;
@@ -167,6 +206,7 @@ pub async fn routers(
             ));
         }
         trace.saw(&summary.applied);
+        *note = routers_note(&summary);
         if summary.complete() {
             line.clear();
             trace.print();
@@ -431,6 +471,35 @@ mod tests {
         assert_eq!(
             progress_line(&summary(&["a"], &["b"], &[]), t),
             "2/2 routers · 3.1 s"
+        );
+    }
+
+    #[test]
+    fn the_routers_column_counts_the_replicas_serving_and_names_the_others() {
+        let summary = |applied: &[&str], rejected: &[&str], pending: &[&str]| {
+            let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+            protocol::AckSummary {
+                applied: names(applied),
+                rejected: rejected
+                    .iter()
+                    .map(|s| (s.to_string(), "why".to_string()))
+                    .collect(),
+                pending: names(pending),
+                waiting: Vec::new(),
+            }
+        };
+        assert_eq!(routers_note(&summary(&["a", "b", "c"], &[], &[])), "3/3");
+        assert_eq!(
+            routers_note(&summary(&["r1", "r3"], &[], &["r2"])),
+            "2/3 (r2 pending)"
+        );
+        assert_eq!(
+            routers_note(&summary(&[], &[], &["r1", "r2"])),
+            "0/2 (r1, r2 pending)"
+        );
+        assert_eq!(
+            routers_note(&summary(&["r1"], &["r2"], &[])),
+            "1/2 (r2 rejected)"
         );
     }
 

@@ -11,7 +11,7 @@ use switchyard_core::{Action, FunctionSpec, TOTAL_PPM};
 use crate::args::Write;
 use crate::exit::{self, fail, Code};
 use crate::output::Diff;
-use crate::store::{FunctionState, Router, Store, VersionInfo, Written};
+use crate::store::{kube, FunctionState, Router, Store, VersionInfo, Written};
 use crate::{timing, wait};
 
 /// How long a write that has no `--timeout` (delete, gc) waits for a local store's lock.
@@ -215,7 +215,11 @@ pub async fn record_event(
         };
         let next = plan::record_event(&function.spec, action, versions, &change);
         match store.write_function(&function, &next).await? {
-            Written::Done(_) => return Ok(()),
+            Written::Done(after) => {
+                // The write said `pending`; nobody waits for the routers here.
+                kube::note_routers(&after, wait::UNCONFIRMED).await;
+                return Ok(());
+            }
             Written::Conflict => tokio::time::sleep(jitter(attempt)).await,
         }
     }
@@ -337,9 +341,10 @@ pub async fn finish(store: &dyn Store, landed: Landed, write: &Write) -> anyhow:
             "{line} · written as generation {}, not waiting for routers",
             landed.after.generation
         ));
+        kube::note_routers(&landed.after, wait::UNCONFIRMED).await;
         return Ok(());
     }
-    let applied = wait::routers(
+    let waited = wait::routers(
         store,
         &landed.after,
         landed.routers,
@@ -348,13 +353,22 @@ pub async fn finish(store: &dyn Store, landed: Landed, write: &Write) -> anyhow:
     )
     .await;
     timing::mark("wait");
-    let applied = applied?;
+    // The Routers column is written after the outcome is printed: the confirmation a person
+    // or a script waits for is not held back by a write only `kubectl get` reads.
+    let applied = match waited.result {
+        Ok(applied) => applied,
+        Err(e) => {
+            kube::note_routers(&landed.after, &waited.note).await;
+            return Err(e);
+        }
+    };
     crate::output::line(format_args!(
         "{line} · applied by {}/{} routers in {}",
         applied.routers,
         applied.routers,
         wait::show(applied.elapsed)
     ));
+    kube::note_routers(&landed.after, &waited.note).await;
     Ok(())
 }
 

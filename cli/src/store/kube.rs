@@ -36,6 +36,76 @@ pub const DEFAULT_PORT: u16 = workload::DEFAULT_PORT;
 /// only show a field as it is, and the spec's weights are in ppm. A hand edit of the spec
 /// leaves it stale until the next CLI write.
 pub const TRAFFIC_ANNOTATION: &str = "switchyard.dev/traffic";
+/// The annotation saying whether every live router replica serves the Function's current
+/// generation, for `kubectl get fn`'s Routers column: `pending` from the write that changes the
+/// spec (in that same write), then `3/3`, `2/3 (r2 pending)` or `unconfirmed` (`--no-wait`, a
+/// wait that timed out or failed) once the writer's wait is over — a metadata-only patch,
+/// which moves neither the generation nor any router's table.
+pub const ROUTERS_ANNOTATION: &str = "switchyard.dev/routers";
+/// [`ROUTERS_ANNOTATION`] as the write of a new spec leaves it.
+pub const ROUTERS_PENDING: &str = "pending";
+
+/// The client and namespace of the Kubernetes store this command opened, for
+/// [`note_routers`], the one write a command makes after printing its outcome. (A process
+/// runs one command on one store; with a local store it stays empty.)
+static OPENED: std::sync::OnceLock<(Client, String)> = std::sync::OnceLock::new();
+
+/// Sets [`ROUTERS_ANNOTATION`] of the Function `written` to `value`, if the Function is still
+/// at `written`'s generation (a newer write has its own wait and note); nothing with a local
+/// store. A metadata-only JSON merge patch carrying the resourceVersion read, re-read once per
+/// conflict (someone's annotation, say): it never bumps the generation and no router rebuilds
+/// for it. Failing to write it does not fail the command, which has already done its work and
+/// said so: a warning on stderr, and the column stays `pending` until the next write.
+pub async fn note_routers(written: &FunctionState, value: &str) {
+    let Some((client, namespace)) = OPENED.get() else {
+        return;
+    };
+    let functions: Api<Function> = Api::namespaced(client.clone(), namespace);
+    let pp = PatchParams {
+        field_manager: Some(MANAGER.into()),
+        ..Default::default()
+    };
+    let mut revision = written.revision.clone();
+    let noted = tokio::time::timeout(Duration::from_secs(5), async {
+        for _ in 0..3 {
+            let body = serde_json::json!({
+                "metadata": {
+                    "resourceVersion": revision,
+                    "annotations": {ROUTERS_ANNOTATION: value},
+                },
+            });
+            match functions
+                .patch(&written.name, &pp, &Patch::Merge(&body))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if code(&e) == Some(409) => {
+                    let now = functions.get_opt(&written.name).await.map_err(api)?;
+                    match now {
+                        Some(f) if f.metadata.generation == Some(written.generation) => {
+                            revision = f.resource_version().unwrap_or_default();
+                        }
+                        // A newer write (or a delete): the annotation is its writer's.
+                        _ => return Ok(()),
+                    }
+                }
+                Err(e) => return Err(api(e)),
+            }
+        }
+        Ok(())
+    })
+    .await;
+    timing::mark("note");
+    let failed = match noted {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => format!("{e:#}"),
+        Err(_) => "no answer within 5s".to_string(),
+    };
+    eprintln!(
+        "warning: function {}: could not set annotation {ROUTERS_ANNOTATION}={value}: {failed}",
+        written.name
+    );
+}
 
 /// Switchyard state in one namespace of a Kubernetes cluster.
 pub struct KubeStore {
@@ -292,6 +362,7 @@ impl KubeStore {
             .clone()
             .unwrap_or_else(|| config.default_namespace.clone());
         let client = client(config).context("building the Kubernetes client")?;
+        let _ = OPENED.set((client.clone(), namespace.clone()));
         timing::mark("kubeconfig");
         Ok(KubeStore {
             client,
@@ -754,10 +825,13 @@ impl Store for KubeStore {
         let mut f = Function::new(name, spec.clone());
         f.metadata.namespace = Some(self.namespace.clone());
         f.metadata.annotations = Some(
-            [(
-                TRAFFIC_ANNOTATION.to_string(),
-                switchyard_core::plan::describe(&spec.traffic),
-            )]
+            [
+                (
+                    TRAFFIC_ANNOTATION.to_string(),
+                    switchyard_core::plan::describe(&spec.traffic),
+                ),
+                (ROUTERS_ANNOTATION.to_string(), ROUTERS_PENDING.to_string()),
+            ]
             .into(),
         );
         let pp = PostParams {
@@ -782,11 +856,15 @@ impl Store for KubeStore {
         // A JSON merge patch of the spec carrying the resourceVersion read: the API server
         // refuses it with 409 if anything (a person, or a router acknowledging on status)
         // changed the object since, and labels, other annotations and status are left alone.
-        // The traffic annotation goes in the same write, so it never describes another spec.
+        // The traffic annotation goes in the same write, so it never describes another spec;
+        // so does `pending` for the routers, until the writer's wait is over.
         let body = serde_json::json!({
             "metadata": {
                 "resourceVersion": current.revision,
-                "annotations": {TRAFFIC_ANNOTATION: switchyard_core::plan::describe(&spec.traffic)},
+                "annotations": {
+                    TRAFFIC_ANNOTATION: switchyard_core::plan::describe(&spec.traffic),
+                    ROUTERS_ANNOTATION: ROUTERS_PENDING,
+                },
             },
             "spec": merge_patch(&serde_json::to_value(&current.spec)?, &serde_json::to_value(spec)?),
         });
