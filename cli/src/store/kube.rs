@@ -113,8 +113,9 @@ pub struct KubeStore {
     namespace: String,
     router_namespace: String,
     actor: String,
-    /// The report watch opened with the first [`Store::routers`] read, for the wait to take.
-    early_reports: std::sync::Mutex<Option<anyhow::Result<ReportStream>>>,
+    /// The report watch being opened since the first [`Store::routers`] read, for the wait to
+    /// take.
+    early_reports: std::sync::Mutex<Option<tokio::task::JoinHandle<anyhow::Result<ReportStream>>>>,
     /// Whether [`Store::routers`] was called (and so opened the watch above) already.
     early_tried: std::sync::atomic::AtomicBool,
 }
@@ -614,6 +615,81 @@ impl KubeStore {
     }
 }
 
+/// The reports in `namespaces` of every replica that may serve namespace `serves`, whole, each
+/// time one changes ([`Store::watch_reports`]). Owns what it needs, so that it can run as a
+/// task of its own while the command reads and writes.
+async fn open_report_watch(
+    client: Client,
+    namespaces: Vec<String>,
+    serves: String,
+) -> anyhow::Result<ReportStream> {
+    // One watch per namespace from "0": the server first sends every report there is (as
+    // ADDED), then each change, so there is nothing to list and nothing to poll.
+    let params = WatchParams::default().labels(protocol::ROUTER_SELECTOR);
+    // The namespaces' watches open at once (each is a round trip the wait would otherwise
+    // queue behind the previous one).
+    let opened = futures::future::join_all(namespaces.iter().cloned().map(|ns| {
+        let reports: Api<RouterReport> = Api::namespaced(client.clone(), &ns);
+        let params = params.clone();
+        async move {
+            let result = retrying(|| reports.watch(&params, "0")).await;
+            (ns, reports, result)
+        }
+    }))
+    .await;
+    let mut streams = Vec::new();
+    for (ns, reports, result) in opened {
+        match result {
+            Ok(stream) => streams.push(reopening(reports, params.clone(), ns, stream.boxed())),
+            Err(e) if matches!(code(&e), Some(403 | 404)) => {}
+            Err(e) => {
+                return Err(api(e))
+                    .with_context(|| format!("watching router reports in namespace {ns}"))
+            }
+        }
+    }
+    if streams.is_empty() {
+        return Err(anyhow!(
+            "cannot watch router reports in namespace {}: forbidden (waits need get, list \
+             and watch on routerreports.switchyard.dev, as the switchyard-deployer role \
+             grants)",
+            namespaces.join(" or ")
+        ));
+    }
+    let mut known: std::collections::BTreeMap<(String, String), RouterReportStatus> =
+        Default::default();
+    let merged = futures::stream::select_all(streams);
+    Ok(merged
+        .map(move |event| {
+            let (ns, event) = event?;
+            match event {
+                WatchEvent::Added(r) | WatchEvent::Modified(r) => {
+                    let key = (ns, r.name_any());
+                    match r.status {
+                        Some(s) if s.watch_namespace.is_empty() || s.watch_namespace == serves => {
+                            known.insert(key, s);
+                        }
+                        _ => {
+                            known.remove(&key);
+                        }
+                    }
+                }
+                WatchEvent::Deleted(r) => {
+                    known.remove(&(ns, r.name_any()));
+                }
+                WatchEvent::Bookmark(_) => {}
+                WatchEvent::Error(e) => {
+                    return Err(anyhow!("watching router reports: {}", e.message))
+                }
+            }
+            Ok(known
+                .iter()
+                .map(|((_, name), s)| (name.clone(), s.clone()))
+                .collect())
+        })
+        .boxed())
+}
+
 /// The events of one namespace's report watch, tagged with it; when the server ends the watch
 /// (its timeout), a new one from "0" starts (its ADDED events repeat what is known: harmless).
 fn reopening(
@@ -786,79 +862,6 @@ impl KubeStore {
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out.dedup_by(|a, b| a.name == b.name);
         Ok(out)
-    }
-
-    /// The reports of every replica that may serve this namespace, whole, each time one
-    /// changes ([`Store::watch_reports`]).
-    async fn open_report_watch(&self) -> anyhow::Result<ReportStream> {
-        // One watch per namespace from "0": the server first sends every report there is (as
-        // ADDED), then each change, so there is nothing to list and nothing to poll.
-        let params = WatchParams::default().labels(protocol::ROUTER_SELECTOR);
-        // The namespaces' watches open at once (each is a round trip the wait would otherwise
-        // queue behind the previous one).
-        let opened = futures::future::join_all(self.router_namespaces().into_iter().map(|ns| {
-            let reports: Api<RouterReport> = Api::namespaced(self.client.clone(), &ns);
-            let params = params.clone();
-            async move {
-                let result = retrying(|| reports.watch(&params, "0")).await;
-                (ns, reports, result)
-            }
-        }))
-        .await;
-        let mut streams = Vec::new();
-        for (ns, reports, result) in opened {
-            match result {
-                Ok(stream) => streams.push(reopening(reports, params.clone(), ns, stream.boxed())),
-                Err(e) if matches!(code(&e), Some(403 | 404)) => {}
-                Err(e) => {
-                    return Err(api(e))
-                        .with_context(|| format!("watching router reports in namespace {ns}"))
-                }
-            }
-        }
-        if streams.is_empty() {
-            return Err(anyhow!(
-                "cannot watch router reports in namespace {}: forbidden (waits need get, list \
-                 and watch on routerreports.switchyard.dev, as the switchyard-deployer role \
-                 grants)",
-                self.router_namespaces().join(" or ")
-            ));
-        }
-        let serves = self.namespace.clone();
-        let mut known: std::collections::BTreeMap<(String, String), RouterReportStatus> =
-            Default::default();
-        let merged = futures::stream::select_all(streams);
-        Ok(merged
-            .map(move |event| {
-                let (ns, event) = event?;
-                match event {
-                    WatchEvent::Added(r) | WatchEvent::Modified(r) => {
-                        let key = (ns, r.name_any());
-                        match r.status {
-                            Some(s)
-                                if s.watch_namespace.is_empty() || s.watch_namespace == serves =>
-                            {
-                                known.insert(key, s);
-                            }
-                            _ => {
-                                known.remove(&key);
-                            }
-                        }
-                    }
-                    WatchEvent::Deleted(r) => {
-                        known.remove(&(ns, r.name_any()));
-                    }
-                    WatchEvent::Bookmark(_) => {}
-                    WatchEvent::Error(e) => {
-                        return Err(anyhow!("watching router reports: {}", e.message))
-                    }
-                }
-                Ok(known
-                    .iter()
-                    .map(|((_, name), s)| (name.clone(), s.clone()))
-                    .collect())
-            })
-            .boxed())
     }
 }
 
@@ -1101,18 +1104,22 @@ impl Store for KubeStore {
 
     async fn routers(&self) -> anyhow::Result<Vec<Router>> {
         // Only a command about to wait for the routers reads them through here: a write, with
-        // its reads before it is sent, and the wait. The first call also opens the report
-        // watch the wait will read, so that it is open when the write lands instead of a
-        // round trip (measured: 1-31 ms on a busy API server) after it.
+        // its reads before it is sent, and the wait. The first call also starts opening the
+        // report watch the wait will read, as a task of its own that neither the reads nor
+        // the write wait for, so that it is open when the write lands instead of a round trip
+        // (measured: 1-31 ms on a busy API server) after it.
         use std::sync::atomic::Ordering;
-        if self.early_tried.swap(true, Ordering::Relaxed) {
-            return self.list_routers().await;
+        if !self.early_tried.swap(true, Ordering::Relaxed) {
+            let opening = tokio::spawn(open_report_watch(
+                self.client.clone(),
+                self.router_namespaces(),
+                self.namespace.clone(),
+            ));
+            if let Ok(mut slot) = self.early_reports.lock() {
+                *slot = Some(opening);
+            }
         }
-        let (routers, watch) = futures::join!(self.list_routers(), self.open_report_watch());
-        if let Ok(mut slot) = self.early_reports.lock() {
-            *slot = Some(watch);
-        }
-        routers
+        self.list_routers().await
     }
 
     async fn reports(&self, _function: Option<&FunctionState>) -> anyhow::Result<Vec<Router>> {
@@ -1133,8 +1140,17 @@ impl Store for KubeStore {
             .ok()
             .and_then(|mut slot| slot.take());
         match early {
-            Some(opened) => opened,
-            None => self.open_report_watch().await,
+            Some(opening) => opening
+                .await
+                .map_err(|e| anyhow!("opening the router report watch: {e}"))?,
+            None => {
+                open_report_watch(
+                    self.client.clone(),
+                    self.router_namespaces(),
+                    self.namespace.clone(),
+                )
+                .await
+            }
         }
     }
 
