@@ -168,14 +168,14 @@ async fn wait_routers(
         };
         fail(Code::Timeout, message)
     };
-    // A store may open the report watch with the first read of the routers (Kubernetes
-    // does): with the replicas read before the write, it is open already; without, that read
-    // opens it now, alongside the Leases.
-    let routers = match routers {
-        Some(known) => known,
-        None => store.routers().await?,
+    // Both in flight at once: the wait costs one round trip before the first report.
+    let lease_read = async {
+        match routers {
+            Some(known) => Ok(known),
+            None => store.routers().await,
+        }
     };
-    let mut events = store.watch_reports(written).await?;
+    let (routers, mut events) = futures::try_join!(lease_read, store.watch_reports(written))?;
     timing::mark("watch");
     let mut trace = Trace::new(since);
     let mut live_names = live(&routers);

@@ -113,15 +113,7 @@ pub struct KubeStore {
     namespace: String,
     router_namespace: String,
     actor: String,
-    /// The report watch being opened since the first [`Store::routers`] read, for the wait to
-    /// take.
-    early_reports: std::sync::Mutex<Option<tokio::task::JoinHandle<anyhow::Result<ReportStream>>>>,
-    /// Whether [`Store::routers`] was called (and so opened the watch above) already.
-    early_tried: std::sync::atomic::AtomicBool,
 }
-
-/// What [`Store::watch_reports`] hands out.
-type ReportStream = BoxStream<'static, anyhow::Result<Reports>>;
 
 /// An error answer of the API server, kept apart so its code can be looked at.
 #[derive(Debug)]
@@ -377,8 +369,6 @@ impl KubeStore {
             namespace,
             router_namespace: global.router_namespace.clone(),
             actor,
-            early_reports: std::sync::Mutex::new(None),
-            early_tried: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -615,81 +605,6 @@ impl KubeStore {
     }
 }
 
-/// The reports in `namespaces` of every replica that may serve namespace `serves`, whole, each
-/// time one changes ([`Store::watch_reports`]). Owns what it needs, so that it can run as a
-/// task of its own while the command reads and writes.
-async fn open_report_watch(
-    client: Client,
-    namespaces: Vec<String>,
-    serves: String,
-) -> anyhow::Result<ReportStream> {
-    // One watch per namespace from "0": the server first sends every report there is (as
-    // ADDED), then each change, so there is nothing to list and nothing to poll.
-    let params = WatchParams::default().labels(protocol::ROUTER_SELECTOR);
-    // The namespaces' watches open at once (each is a round trip the wait would otherwise
-    // queue behind the previous one).
-    let opened = futures::future::join_all(namespaces.iter().cloned().map(|ns| {
-        let reports: Api<RouterReport> = Api::namespaced(client.clone(), &ns);
-        let params = params.clone();
-        async move {
-            let result = retrying(|| reports.watch(&params, "0")).await;
-            (ns, reports, result)
-        }
-    }))
-    .await;
-    let mut streams = Vec::new();
-    for (ns, reports, result) in opened {
-        match result {
-            Ok(stream) => streams.push(reopening(reports, params.clone(), ns, stream.boxed())),
-            Err(e) if matches!(code(&e), Some(403 | 404)) => {}
-            Err(e) => {
-                return Err(api(e))
-                    .with_context(|| format!("watching router reports in namespace {ns}"))
-            }
-        }
-    }
-    if streams.is_empty() {
-        return Err(anyhow!(
-            "cannot watch router reports in namespace {}: forbidden (waits need get, list \
-             and watch on routerreports.switchyard.dev, as the switchyard-deployer role \
-             grants)",
-            namespaces.join(" or ")
-        ));
-    }
-    let mut known: std::collections::BTreeMap<(String, String), RouterReportStatus> =
-        Default::default();
-    let merged = futures::stream::select_all(streams);
-    Ok(merged
-        .map(move |event| {
-            let (ns, event) = event?;
-            match event {
-                WatchEvent::Added(r) | WatchEvent::Modified(r) => {
-                    let key = (ns, r.name_any());
-                    match r.status {
-                        Some(s) if s.watch_namespace.is_empty() || s.watch_namespace == serves => {
-                            known.insert(key, s);
-                        }
-                        _ => {
-                            known.remove(&key);
-                        }
-                    }
-                }
-                WatchEvent::Deleted(r) => {
-                    known.remove(&(ns, r.name_any()));
-                }
-                WatchEvent::Bookmark(_) => {}
-                WatchEvent::Error(e) => {
-                    return Err(anyhow!("watching router reports: {}", e.message))
-                }
-            }
-            Ok(known
-                .iter()
-                .map(|((_, name), s)| (name.clone(), s.clone()))
-                .collect())
-        })
-        .boxed())
-}
-
 /// The events of one namespace's report watch, tagged with it; when the server ends the watch
 /// (its timeout), a new one from "0" starts (its ADDED events repeat what is known: harmless).
 fn reopening(
@@ -807,61 +722,6 @@ fn readiness(name: &str, deployment: Option<&Deployment>) -> Readiness {
         ready_replicas: Some(r.available),
         desired_replicas: r.desired,
         detail: r.detail,
-    }
-}
-
-impl KubeStore {
-    /// The router replicas that serve this namespace's functions, live or not (their Leases).
-    async fn list_routers(&self) -> anyhow::Result<Vec<Router>> {
-        let elsewhere = async {
-            if self.router_namespace == self.namespace {
-                Ok(Vec::new())
-            } else {
-                self.leases(&self.router_namespace).await
-            }
-        };
-        let (here, elsewhere) = futures::join!(self.leases(&self.namespace), elsewhere);
-        let mut leases = here
-            .map_err(api)
-            .with_context(|| format!("listing router Leases in namespace {}", self.namespace))?;
-        {
-            match elsewhere {
-                Ok(more) => leases.extend(more),
-                // A user may read their own namespace only; routers there still count.
-                Err(e) if matches!(code(&e), Some(403 | 404)) => {}
-                Err(e) => {
-                    return Err(api(e)).with_context(|| {
-                        format!(
-                            "listing router Leases in namespace {}",
-                            self.router_namespace
-                        )
-                    })
-                }
-            }
-        }
-        let now = jiff::Timestamp::now();
-        let mut out: Vec<Router> = leases
-            .into_iter()
-            .filter(|l| protocol::serves_namespace(l, &self.namespace))
-            .map(|l| Router {
-                live: l
-                    .spec
-                    .as_ref()
-                    .is_some_and(|spec| protocol::replica_live(spec, now)),
-                renewed: l.spec.as_ref().and_then(protocol::proved_at),
-                lease_duration_seconds: l
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.lease_duration_seconds)
-                    .unwrap_or_default(),
-                namespace: l.namespace().unwrap_or_default(),
-                name: l.name_any(),
-                report: None,
-            })
-            .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        out.dedup_by(|a, b| a.name == b.name);
-        Ok(out)
     }
 }
 
@@ -1103,27 +963,59 @@ impl Store for KubeStore {
     }
 
     async fn routers(&self) -> anyhow::Result<Vec<Router>> {
-        // Only a command about to wait for the routers reads them through here: a write, with
-        // its reads before it is sent, and the wait. The first call also starts opening the
-        // report watch the wait will read, as a task of its own that neither the reads nor
-        // the write wait for, so that it is open when the write lands instead of a round trip
-        // (measured: 1-31 ms on a busy API server) after it.
-        use std::sync::atomic::Ordering;
-        if !self.early_tried.swap(true, Ordering::Relaxed) {
-            let opening = tokio::spawn(open_report_watch(
-                self.client.clone(),
-                self.router_namespaces(),
-                self.namespace.clone(),
-            ));
-            if let Ok(mut slot) = self.early_reports.lock() {
-                *slot = Some(opening);
+        let elsewhere = async {
+            if self.router_namespace == self.namespace {
+                Ok(Vec::new())
+            } else {
+                self.leases(&self.router_namespace).await
+            }
+        };
+        let (here, elsewhere) = futures::join!(self.leases(&self.namespace), elsewhere);
+        let mut leases = here
+            .map_err(api)
+            .with_context(|| format!("listing router Leases in namespace {}", self.namespace))?;
+        {
+            match elsewhere {
+                Ok(more) => leases.extend(more),
+                // A user may read their own namespace only; routers there still count.
+                Err(e) if matches!(code(&e), Some(403 | 404)) => {}
+                Err(e) => {
+                    return Err(api(e)).with_context(|| {
+                        format!(
+                            "listing router Leases in namespace {}",
+                            self.router_namespace
+                        )
+                    })
+                }
             }
         }
-        self.list_routers().await
+        let now = jiff::Timestamp::now();
+        let mut out: Vec<Router> = leases
+            .into_iter()
+            .filter(|l| protocol::serves_namespace(l, &self.namespace))
+            .map(|l| Router {
+                live: l
+                    .spec
+                    .as_ref()
+                    .is_some_and(|spec| protocol::replica_live(spec, now)),
+                renewed: l.spec.as_ref().and_then(protocol::proved_at),
+                lease_duration_seconds: l
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.lease_duration_seconds)
+                    .unwrap_or_default(),
+                namespace: l.namespace().unwrap_or_default(),
+                name: l.name_any(),
+                report: None,
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out.dedup_by(|a, b| a.name == b.name);
+        Ok(out)
     }
 
     async fn reports(&self, _function: Option<&FunctionState>) -> anyhow::Result<Vec<Router>> {
-        let (mut routers, reports) = futures::try_join!(self.list_routers(), self.all_reports())?;
+        let (mut routers, reports) = futures::try_join!(self.routers(), self.all_reports())?;
         for r in &mut routers {
             r.report = reports
                 .iter()
@@ -1133,29 +1025,82 @@ impl Store for KubeStore {
         Ok(routers)
     }
 
-    async fn watch_reports(&self, _function: &FunctionState) -> anyhow::Result<ReportStream> {
-        let early = self
-            .early_reports
-            .lock()
-            .ok()
-            .and_then(|mut slot| slot.take());
-        match early {
-            Some(opening) => opening
-                .await
-                .map_err(|e| anyhow!("opening the router report watch: {e}"))?,
-            None => {
-                open_report_watch(
-                    self.client.clone(),
-                    self.router_namespaces(),
-                    self.namespace.clone(),
-                )
-                .await
+    async fn watch_reports(
+        &self,
+        _function: &FunctionState,
+    ) -> anyhow::Result<BoxStream<'static, anyhow::Result<Reports>>> {
+        // One watch per namespace from "0": the server first sends every report there is (as
+        // ADDED), then each change, so there is nothing to list and nothing to poll.
+        let params = WatchParams::default().labels(protocol::ROUTER_SELECTOR);
+        // The namespaces' watches open at once (each is a round trip the wait would otherwise
+        // queue behind the previous one).
+        let opened = futures::future::join_all(self.router_namespaces().into_iter().map(|ns| {
+            let reports: Api<RouterReport> = Api::namespaced(self.client.clone(), &ns);
+            let params = params.clone();
+            async move {
+                let result = retrying(|| reports.watch(&params, "0")).await;
+                (ns, reports, result)
+            }
+        }))
+        .await;
+        let mut streams = Vec::new();
+        for (ns, reports, result) in opened {
+            match result {
+                Ok(stream) => streams.push(reopening(reports, params.clone(), ns, stream.boxed())),
+                Err(e) if matches!(code(&e), Some(403 | 404)) => {}
+                Err(e) => {
+                    return Err(api(e))
+                        .with_context(|| format!("watching router reports in namespace {ns}"))
+                }
             }
         }
+        if streams.is_empty() {
+            return Err(anyhow!(
+                "cannot watch router reports in namespace {}: forbidden (waits need get, list \
+                 and watch on routerreports.switchyard.dev, as the switchyard-deployer role \
+                 grants)",
+                self.router_namespaces().join(" or ")
+            ));
+        }
+        let serves = self.namespace.clone();
+        let mut known: std::collections::BTreeMap<(String, String), RouterReportStatus> =
+            Default::default();
+        let merged = futures::stream::select_all(streams);
+        Ok(merged
+            .map(move |event| {
+                let (ns, event) = event?;
+                match event {
+                    WatchEvent::Added(r) | WatchEvent::Modified(r) => {
+                        let key = (ns, r.name_any());
+                        match r.status {
+                            Some(s)
+                                if s.watch_namespace.is_empty() || s.watch_namespace == serves =>
+                            {
+                                known.insert(key, s);
+                            }
+                            _ => {
+                                known.remove(&key);
+                            }
+                        }
+                    }
+                    WatchEvent::Deleted(r) => {
+                        known.remove(&(ns, r.name_any()));
+                    }
+                    WatchEvent::Bookmark(_) => {}
+                    WatchEvent::Error(e) => {
+                        return Err(anyhow!("watching router reports: {}", e.message))
+                    }
+                }
+                Ok(known
+                    .iter()
+                    .map(|((_, name), s)| (name.clone(), s.clone()))
+                    .collect())
+            })
+            .boxed())
     }
 
     async fn prune_routers(&self, dry_run: bool) -> anyhow::Result<Vec<String>> {
-        let (routers, reports) = futures::try_join!(self.list_routers(), self.all_reports())?;
+        let (routers, reports) = futures::try_join!(self.routers(), self.all_reports())?;
         let now = jiff::Timestamp::now().as_millisecond();
         let gone = |proved: Option<jiff::Timestamp>, duration: i32| {
             proved.is_none_or(|t| protocol::prunable(t.as_millisecond(), duration, now))
