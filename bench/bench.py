@@ -795,6 +795,24 @@ def cli(env, ns, *args, check=True, timing=False):
     return r
 
 
+def confirmed_cli(env, ns, *args):
+    """Runs the CLI with SWITCHYARD_TIMING=1 and returns (ns from start to its first stdout line —
+    the one-line confirmation, printed once every live replica acknowledged —, ns to its exit,
+    stdout + stderr). Work the CLI does after printing (the routers annotation) is not waited for
+    by anyone, so the confirmation line is the clock."""
+    cmd = [env.a.cli, "--kubeconfig", env.a.kubeconfig, "-n", ns, *args]
+    e = dict(os.environ, SWITCHYARD_TIMING="1")
+    t0 = now_ns()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
+    first = p.stdout.readline()
+    t_line = now_ns()
+    rest, err = p.communicate(timeout=120)
+    t_exit = now_ns()
+    if p.returncode != 0 or not first:
+        raise RuntimeError(f"{' '.join(args)}: exit {p.returncode}: {err.strip()[-400:]}")
+    return t_line - t0, t_exit - t0, first + rest + err
+
+
 def rollbacks(env, replicas, n):
     ns = env.ns(f"bench-rb{replicas}")
     # Versions first, routers after: a router that sees the Function before its FunctionVersion
@@ -809,13 +827,14 @@ def rollbacks(env, replicas, n):
         p = probe(env, [(r.port, 2) for r in routers], out, 600, rate=500,
                   header="x-switchyard-served-by", path="/rb", stop_file=stop_file)
         time.sleep(0.5)
-        windows, acks, printed, stages = [], [], [], {}
+        windows, acks, exits, printed, stages, traces = [], [], [], [], {}, []
         for k in range(n):
             t0 = now_ns()
-            res = cli(env, ns, "rollback", "rb", "--reason", f"bench {k}", timing=True)
-            t1 = now_ns()
-            acks.append(t1 - t0)
-            last_out = (res.stdout + res.stderr).strip()
+            ack, exited, last_out = confirmed_cli(env, ns, "rollback", "rb", "--reason", f"bench {k}")
+            acks.append(ack)
+            exits.append(exited)
+            last_out = last_out.strip()
+            traces += [line for line in last_out.splitlines() if line.startswith("timing: from the write")]
             m = re.search(r"applied by \d+/\d+ routers in (\d+(?:\.\d+)?)\s*(ms|s)\b", last_out)
             if m:
                 printed.append(float(m.group(1)) * (1000 if m.group(2) == "s" else 1))
@@ -843,8 +862,8 @@ def rollbacks(env, replicas, n):
             if row[0] >= windows[0][0]:
                 total += 1
                 failed += row[3] == "ERR" or not row[3].startswith("2")
-        return {"acks": acks, "traffic": traffic, "printed": printed, "failed": failed, "total": total,
-                "stages": stages, "sample_output": last_out}
+        return {"acks": acks, "exits": exits, "traffic": traffic, "printed": printed, "failed": failed,
+                "total": total, "stages": stages, "sample_output": last_out, "traces": traces}
     finally:
         for rt in routers:
             stop(rt.proc)
@@ -1507,8 +1526,10 @@ def main():
                 rows = [
                     "Function `rb` with versions 1.0.0 and 2.0.0 (external endpoints on loopback); each "
                     "sample: `switchyard promote rb 2.0.0` (untimed), then `switchyard rollback rb` timed "
-                    "from process start. *Acknowledged*: the CLI process exits 0 after every live router "
-                    "replica reported the new generation (its RouterReport, docs/protocol.md v2). *Confirmed on traffic*: the "
+                    "from process start. *Acknowledged*: the CLI prints its one-line confirmation (its first "
+                    "line on stdout, timed when it arrives) after every live router replica reported the new "
+                    "generation (its RouterReport, docs/protocol.md v2); it exits 0 after one more write (the "
+                    "`switchyard.dev/routers` annotation), which nobody waits for. *Confirmed on traffic*: the "
                     "last 2.0.0 response (by `x-switchyard-served-by`) across all replicas, probed at 2 "
                     "connections × 500 req/s per replica. Routers unpinned here (they share 2 cores with "
                     "the API server, etcd, the CLI and the probe).",
@@ -1528,7 +1549,11 @@ def main():
                             st = ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in res["stages"].items())
                             notes.append(f"rollback, {replicas} replica(s): the CLI's own stages (`SWITCHYARD_TIMING=1`, "
                                          f"medians, ms; process start not included): {st or 'not printed'}; "
+                                         f"process exit (after the confirmation line) p50 {ms(pct(res['exits'], 50))} / "
+                                         f"p99 {ms(pct(res['exits'], 99))} ms; "
                                          f"last output: `{res['sample_output'].splitlines()[0] if res['sample_output'] else ''}`")
+                            for line in res["traces"]:
+                                log(f"rollback {replicas}: {line}")
                         except Exception as e:  # noqa: BLE001
                             rows.append(f"| {replicas} | — | not measured: {str(e)[:200]} | | | | | | |")
                             log(f"rollback with {replicas}: {e}")

@@ -30,6 +30,9 @@ pub struct FunctionState {
     pub generation: i64,
     /// When it was created.
     pub created: Option<jiff::Timestamp>,
+    /// Its status (an automated canary's progress), as read: a write that ends a rollout in
+    /// flight settles it in the same write (`rollout::status_after_write`).
+    pub status: Option<switchyard_core::FunctionStatus>,
 }
 
 /// One version and whether it can take traffic.
@@ -112,6 +115,9 @@ pub type Reports = Vec<(String, RouterReportStatus)>;
 pub trait Store: Send + Sync {
     /// Where this store points, for messages (`namespace prod`).
     fn location(&self) -> String;
+    /// Notes on the Function `written` how its routers took it (`kubectl get fn`'s Routers
+    /// column), after the command has printed its outcome; nothing where no kubectl looks.
+    async fn note_routers(&self, _written: &FunctionState, _value: &str) {}
     /// Who makes changes, for history entries.
     fn actor(&self) -> String;
     /// One function, if it exists.

@@ -9,6 +9,7 @@ use switchyard_core::protocol;
 
 use crate::exit::{fail, Code};
 use crate::store::{FunctionState, Readiness, Reports, Router, Store};
+use crate::timing;
 use switchyard_core::report::RouterReportStatus;
 
 /// How the routers took a generation.
@@ -95,6 +96,31 @@ pub async fn serving(store: &dyn Store, f: &FunctionState) -> anyhow::Result<Vec
     Ok(standing(f, &live, &reports)?.applied)
 }
 
+/// The Routers column (`switchyard.dev/routers`) when nobody waited, or a wait could not tell.
+pub const UNCONFIRMED: &str = switchyard_core::protocol::ROUTERS_UNCONFIRMED;
+
+/// The Routers column after a wait that ended on `summary`: `3/3` when every live replica
+/// serves the write, else how many do and who does not yet (`2/3 (r2 pending)`) or refuses
+/// it (`1/2 (r2 rejected)`).
+pub fn routers_note(summary: &protocol::AckSummary) -> String {
+    let count = format!("{}/{}", summary.applied.len(), summary.live());
+    if let Some((replica, _)) = summary.rejected.first() {
+        return format!("{count} ({replica} rejected)");
+    }
+    if summary.pending.is_empty() {
+        return count;
+    }
+    format!("{count} ({} pending)", summary.pending.join(", "))
+}
+
+/// What a router wait found, and how the Routers column says it ([`routers_note`]).
+pub struct Waited {
+    /// How the routers took the write, or why the wait failed.
+    pub result: anyhow::Result<Applied>,
+    /// The value for `switchyard.dev/routers`.
+    pub note: String,
+}
+
 /// Waits until every live router replica serves `written` (its resourceVersion and
 /// generation): the replicas' reports are watched, the Leases re-read every
 /// [`Store::router_refresh`] (a replica whose Lease expires stops counting, and is named on
@@ -108,6 +134,20 @@ pub async fn routers(
     routers: Option<Vec<Router>>,
     timeout: Duration,
     since: Instant,
+) -> Waited {
+    let mut note = UNCONFIRMED.to_string();
+    let result = wait_routers(store, written, routers, timeout, since, &mut note).await;
+    Waited { result, note }
+}
+
+/// [`routers`], keeping `note` current with each standing seen.
+async fn wait_routers(
+    store: &dyn Store,
+    written: &FunctionState,
+    routers: Option<Vec<Router>>,
+    timeout: Duration,
+    since: Instant,
+    note: &mut String,
 ) -> anyhow::Result<Applied> {
     let name = &written.name;
     let generation = written.generation;
@@ -136,6 +176,8 @@ pub async fn routers(
         }
     };
     let (routers, mut events) = futures::try_join!(lease_read, store.watch_reports(written))?;
+    timing::mark("watch");
+    let mut trace = Trace::new(since);
     let mut live_names = live(&routers);
     if live_names.is_empty() {
         return Err(no_router());
@@ -163,8 +205,11 @@ pub async fn routers(
                 ),
             ));
         }
+        trace.saw(&summary.applied);
+        *note = routers_note(&summary);
         if summary.complete() {
             line.clear();
+            trace.print();
             return Ok(Applied {
                 routers: summary.live(),
                 elapsed: since.elapsed(),
@@ -232,6 +277,53 @@ pub async fn routers(
             }
             _ = redraw.tick(), if line.tty => {}
             _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// With `SWITCHYARD_TIMING` set, when each replica was first seen serving the write, from the
+/// write (the watch opened at the first mark), on one stderr line after the wait: where a
+/// rollback's wait goes, replica by replica.
+struct Trace {
+    on: bool,
+    since: Instant,
+    seen: Vec<(String, Duration)>,
+}
+
+impl Trace {
+    fn new(since: Instant) -> Trace {
+        let on = std::env::var_os("SWITCHYARD_TIMING").is_some_and(|v| !v.is_empty() && v != "0");
+        let mut t = Trace {
+            on,
+            since,
+            seen: Vec::new(),
+        };
+        if on {
+            t.seen.push(("(watch open)".to_string(), since.elapsed()));
+        }
+        t
+    }
+
+    fn saw(&mut self, applied: &[String]) {
+        if !self.on {
+            return;
+        }
+        for replica in applied {
+            if !self.seen.iter().any(|(r, _)| r == replica) {
+                self.seen.push((replica.clone(), self.since.elapsed()));
+            }
+        }
+    }
+
+    fn print(&self) {
+        if self.on {
+            // "+12.3 ms", not "=12.3ms": the stage list's parsers read only `stage=Nms`.
+            let parts: Vec<String> = self
+                .seen
+                .iter()
+                .map(|(r, d)| format!("{r} +{:.1} ms", d.as_secs_f64() * 1000.0))
+                .collect();
+            eprintln!("timing: from the write: {}", parts.join(", "));
         }
     }
 }
@@ -379,6 +471,35 @@ mod tests {
         assert_eq!(
             progress_line(&summary(&["a"], &["b"], &[]), t),
             "2/2 routers · 3.1 s"
+        );
+    }
+
+    #[test]
+    fn the_routers_column_counts_the_replicas_serving_and_names_the_others() {
+        let summary = |applied: &[&str], rejected: &[&str], pending: &[&str]| {
+            let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+            protocol::AckSummary {
+                applied: names(applied),
+                rejected: rejected
+                    .iter()
+                    .map(|s| (s.to_string(), "why".to_string()))
+                    .collect(),
+                pending: names(pending),
+                waiting: Vec::new(),
+            }
+        };
+        assert_eq!(routers_note(&summary(&["a", "b", "c"], &[], &[])), "3/3");
+        assert_eq!(
+            routers_note(&summary(&["r1", "r3"], &[], &["r2"])),
+            "2/3 (r2 pending)"
+        );
+        assert_eq!(
+            routers_note(&summary(&[], &[], &["r1", "r2"])),
+            "0/2 (r1, r2 pending)"
+        );
+        assert_eq!(
+            routers_note(&summary(&["r1"], &["r2"], &[])),
+            "1/2 (r2 rejected)"
         );
     }
 

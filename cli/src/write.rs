@@ -215,7 +215,11 @@ pub async fn record_event(
         };
         let next = plan::record_event(&function.spec, action, versions, &change);
         match store.write_function(&function, &next).await? {
-            Written::Done(_) => return Ok(()),
+            Written::Done(after) => {
+                // The write said `pending`; nobody waits for the routers here.
+                store.note_routers(&after, wait::UNCONFIRMED).await;
+                return Ok(());
+            }
             Written::Conflict => tokio::time::sleep(jitter(attempt)).await,
         }
     }
@@ -332,29 +336,53 @@ pub async fn finish(store: &dyn Store, landed: Landed, write: &Write) -> anyhow:
         "{name}: {}",
         changed(&landed.before.spec, &landed.after.spec)
     );
-    if write.no_wait {
-        crate::output::line(format_args!(
-            "{line} · written as generation {}, not waiting for routers",
-            landed.after.generation
-        ));
-        return Ok(());
-    }
-    let applied = wait::routers(
+    confirm(
         store,
         &landed.after,
         landed.routers,
-        write.timeout,
         landed.sent,
+        write,
+        &line,
     )
-    .await;
+    .await
+}
+
+/// After a write of `after` that landed at `sent`: waits for the routers (unless
+/// `--no-wait`), prints `line` with the outcome, then notes it for `kubectl get fn`.
+pub async fn confirm(
+    store: &dyn Store,
+    after: &FunctionState,
+    routers: Option<Vec<Router>>,
+    sent: Instant,
+    write: &Write,
+    line: &str,
+) -> anyhow::Result<()> {
+    if write.no_wait {
+        crate::output::line(format_args!(
+            "{line} · written as generation {}, not waiting for routers",
+            after.generation
+        ));
+        store.note_routers(after, wait::UNCONFIRMED).await;
+        return Ok(());
+    }
+    let waited = wait::routers(store, after, routers, write.timeout, sent).await;
     timing::mark("wait");
-    let applied = applied?;
+    // The Routers column is written after the outcome is printed: the confirmation a person
+    // or a script waits for is not held back by a write only `kubectl get` reads.
+    let applied = match waited.result {
+        Ok(applied) => applied,
+        Err(e) => {
+            store.note_routers(after, &waited.note).await;
+            return Err(e);
+        }
+    };
     crate::output::line(format_args!(
         "{line} · applied by {}/{} routers in {}",
         applied.routers,
         applied.routers,
         wait::show(applied.elapsed)
     ));
+    store.note_routers(after, &waited.note).await;
     Ok(())
 }
 

@@ -183,6 +183,12 @@ fn a_manual_traffic_change_ends_the_rollout_and_says_so() {
     let f = function(&store);
     assert!(f["spec"]["rollout"].is_null());
     assert_eq!(weight(&f, "1.1.0"), 300_000);
+    // The stored record is settled in the same write, not left saying Progressing.
+    assert_eq!(f["status"]["rollout"]["phase"], "Ended", "{f}");
+    assert_eq!(
+        f["status"]["rollout"]["reason"],
+        "ended by a manual traffic (canary 1.1.0 against baseline 1.0.0)"
+    );
     let history = store.ok(&["history", "hello"]);
     assert!(
         history.contains("ended by a manual traffic (canary 1.1.0 against baseline 1.0.0)"),

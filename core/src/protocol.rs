@@ -29,6 +29,40 @@ pub const DEFAULT_ROUTER_NAMESPACE: &str = "switchyard-system";
 /// `spec.leaseDurationSeconds` when `--lease-duration` is not given.
 pub const DEFAULT_LEASE_DURATION_SECONDS: u32 = 10;
 
+/// The annotation carrying a Function's split in percent (`1.1.0=10% 1.0.0=90%`), written with
+/// every spec the CLI writes, for `kubectl get fn`'s Traffic column: a printer column can
+/// only show a field as it is, and the spec's weights are in ppm. A hand edit of the spec
+/// leaves it stale until the next CLI write.
+pub const TRAFFIC_ANNOTATION: &str = "switchyard.dev/traffic";
+/// The annotation saying whether every live router replica serves the Function's current
+/// generation, for `kubectl get fn`'s Routers column: `pending` from the write that changes the
+/// spec (in that same write), then `3/3`, `2/3 (r2 pending)` or `unconfirmed` (`--no-wait`, a
+/// wait that timed out or failed, a router's canary decision, which nobody waits for) once the
+/// writer's wait is over — a metadata-only patch,
+/// which moves neither the generation nor any router's table.
+pub const ROUTERS_ANNOTATION: &str = "switchyard.dev/routers";
+/// [`ROUTERS_ANNOTATION`] as the write of a new spec leaves it.
+pub const ROUTERS_PENDING: &str = "pending";
+/// [`ROUTERS_ANNOTATION`] when nobody waited, or a wait could not tell.
+pub const ROUTERS_UNCONFIRMED: &str = "unconfirmed";
+
+/// Sets the annotations `kubectl get fn` shows of a Function whose spec is `spec` as it is
+/// written: its split in percent ([`TRAFFIC_ANNOTATION`]) and `routers`
+/// ([`ROUTERS_ANNOTATION`]). Every writer of a whole Function calls it, so the columns never
+/// describe another spec.
+pub fn annotate(
+    metadata: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    spec: &crate::FunctionSpec,
+    routers: &str,
+) {
+    let annotations = metadata.annotations.get_or_insert_with(Default::default);
+    annotations.insert(
+        TRAFFIC_ANNOTATION.to_string(),
+        crate::plan::describe(&spec.traffic),
+    );
+    annotations.insert(ROUTERS_ANNOTATION.to_string(), routers.to_string());
+}
+
 /// The field manager of one replica: it owns its Lease and its report, and nothing else.
 pub fn field_manager(replica: &str) -> String {
     format!("switchyard-router.{replica}")

@@ -120,6 +120,7 @@ pub struct Resources {
     status = "FunctionStatus",
     printcolumn = r#"{"name":"Traffic","type":"string","jsonPath":".metadata.annotations.switchyard\\.dev/traffic","description":"the split in percent, as the switchyard CLI last wrote it (annotation switchyard.dev/traffic; a hand edit of spec.traffic leaves it stale until the next CLI write)"}"#,
     printcolumn = r#"{"name":"Stable","type":"string","jsonPath":".spec.stable","description":"the version rollback returns to"}"#,
+    printcolumn = r#"{"name":"Routers","type":"string","jsonPath":".metadata.annotations.switchyard\\.dev/routers","description":"live router replicas serving the current generation, as the switchyard CLI's last write found them (annotation switchyard.dev/routers): pending, 3/3, 2/3 (r2 pending), or unconfirmed"}"#,
     printcolumn = r#"{"name":"Hosts","type":"string","jsonPath":".spec.hosts"}"#,
     printcolumn = r#"{"name":"Path","type":"string","jsonPath":".spec.pathPrefix"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#

@@ -359,6 +359,13 @@ fn transition(
             }
         }
     }
+    // `kubectl get fn` shows the split written; nobody waits for the routers on a router's
+    // decision (the CLI marks its own transitions pending, then notes its wait).
+    crate::protocol::annotate(
+        &mut next.metadata,
+        &next.spec,
+        crate::protocol::ROUTERS_UNCONFIRMED,
+    );
     next
 }
 

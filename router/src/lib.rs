@@ -6,8 +6,10 @@
 //! affinity, pinning and one failover retry. Each replica renews a Lease and writes one report
 //! saying how far it has read and served (docs/protocol.md), and serves admin endpoints.
 //!
-//! It is not a controller: it never creates Deployments or Services, and it never changes a
-//! Function's spec. It decides nothing itself that `switchyard-core` can decide.
+//! It is not a controller: it never creates Deployments or Services, and it changes a Function
+//! only to write an automated canary's transition, as one conditional update
+//! (docs/protocol.md, "The deciding replica"). It decides nothing itself that
+//! `switchyard-core` can decide.
 //!
 //! Run one in-process with [`start`] (tests and a local quickstart do); the binary is a thin
 //! shell over it.
@@ -20,6 +22,7 @@
 //! | [`live`] | the swapped [`live::Live`] table and what outlives swaps (request counters, metrics, readiness) |
 //! | [`decide`] | which route and version a request gets: no HTTP types, no IO |
 //! | [`proxy`] | the HTTP plumbing: a purpose-built HTTP/1 proxy loop served by pingora-core; one request's exchange, bodies, the router's own replies, one deadline timer per connection (`proxy/deadline`) and the hand-off of shadow copies (`proxy/mirror`) in `proxy/` |
+//! | [`canary`] | the automated canary: the decider Lease, the live replicas' readings, the decider loop over every Progressing rollout, the fast abort on the replica's own counts, the local store's decider |
 //! | [`shadow`] | shadow traffic: a bounded lane of copy slots and workers per Function, the comparison of answers and the counts (`/shadow`) |
 //! | [`numbers`] | the live per-version numbers: read from the counters each second off the request path, published in the replica's report |
 //! | [`http1`] | HTTP/1 heads parsed and written, body framing and hop-by-hop rules, no IO |

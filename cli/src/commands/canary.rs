@@ -67,13 +67,11 @@ impl Rollouts {
                 let api: kube::Api<Function> = kube::Api::namespaced(client.clone(), &ns);
                 let mut body = next.clone();
                 body.metadata.resource_version = current.metadata.resource_version.clone();
-                body.metadata
-                    .annotations
-                    .get_or_insert_with(BTreeMap::new)
-                    .insert(
-                        crate::store::kube::TRAFFIC_ANNOTATION.to_string(),
-                        plan::describe(&next.spec.traffic),
-                    );
+                switchyard_core::protocol::annotate(
+                    &mut body.metadata,
+                    &next.spec,
+                    crate::store::kube::ROUTERS_PENDING,
+                );
                 match api
                     .replace(&name, &kube::api::PostParams::default(), &body)
                     .await
@@ -120,6 +118,7 @@ fn state_of(f: &Function, namespace: &str) -> FunctionState {
         revision: f.metadata.resource_version.clone().unwrap_or_default(),
         generation: f.metadata.generation.unwrap_or_default(),
         created: f.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        status: f.status.clone(),
     }
 }
 
@@ -462,22 +461,15 @@ async fn finish(
     write: &args::Write,
     line: String,
 ) -> anyhow::Result<()> {
-    let state = state_of(after, "");
-    if write.no_wait {
-        output::line(format_args!(
-            "{line} · written as generation {}, not waiting for routers",
-            state.generation
-        ));
-        return Ok(());
-    }
-    let applied = crate::wait::routers(store, &state, Some(routers), write.timeout, sent).await?;
-    output::line(format_args!(
-        "{line} · applied by {}/{} routers in {}",
-        applied.routers,
-        applied.routers,
-        crate::wait::show(applied.elapsed)
-    ));
-    Ok(())
+    crate::write::confirm(
+        store,
+        &state_of(after, ""),
+        Some(routers),
+        sent,
+        write,
+        &line,
+    )
+    .await
 }
 
 /// One side's counts over the step, as `canary status` shows them.

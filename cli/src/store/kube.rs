@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use switchyard_core::report::{RouterReport, RouterReportStatus};
 use switchyard_core::resources::LABEL_FUNCTION;
+use switchyard_core::rollout;
 use switchyard_core::{
     object_name, protocol, workload, Function, FunctionSpec, FunctionVersion, FunctionVersionSpec,
 };
@@ -31,11 +32,7 @@ use crate::timing;
 pub const MANAGER: &str = workload::MANAGED_BY;
 /// Default container port of a managed version.
 pub const DEFAULT_PORT: u16 = workload::DEFAULT_PORT;
-/// The annotation carrying a Function's split in percent (`1.1.0=10% 1.0.0=90%`), written with
-/// every spec the CLI writes, for `kubectl get fn`'s Traffic column: a printer column can
-/// only show a field as it is, and the spec's weights are in ppm. A hand edit of the spec
-/// leaves it stale until the next CLI write.
-pub const TRAFFIC_ANNOTATION: &str = "switchyard.dev/traffic";
+pub use switchyard_core::protocol::{ROUTERS_ANNOTATION, ROUTERS_PENDING, TRAFFIC_ANNOTATION};
 
 /// Switchyard state in one namespace of a Kubernetes cluster.
 pub struct KubeStore {
@@ -639,6 +636,7 @@ fn state(f: Function) -> FunctionState {
         revision: f.resource_version().unwrap_or_default(),
         generation: f.metadata.generation.unwrap_or_default(),
         created: f.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        status: f.status.clone(),
         spec: f.spec,
     }
 }
@@ -656,6 +654,60 @@ fn readiness(name: &str, deployment: Option<&Deployment>) -> Readiness {
 
 #[async_trait]
 impl Store for KubeStore {
+    /// Sets [`ROUTERS_ANNOTATION`] of the Function `written` to `value`, if the Function is still
+    /// at `written`'s generation (a newer write has its own wait and note); nothing with a local
+    /// store. A metadata-only JSON merge patch carrying the resourceVersion read, re-read once per
+    /// conflict (someone's annotation, say): it never bumps the generation and no router rebuilds
+    /// for it. Failing to write it does not fail the command, which has already done its work and
+    /// said so: a warning on stderr, and the column stays `pending` until the next write.
+    async fn note_routers(&self, written: &FunctionState, value: &str) {
+        let functions = self.functions_api();
+        let pp = PatchParams {
+            field_manager: Some(MANAGER.into()),
+            ..Default::default()
+        };
+        let mut revision = written.revision.clone();
+        let noted = tokio::time::timeout(Duration::from_secs(5), async {
+            for _ in 0..3 {
+                let body = serde_json::json!({
+                    "metadata": {
+                        "resourceVersion": revision,
+                        "annotations": {ROUTERS_ANNOTATION: value},
+                    },
+                });
+                match functions
+                    .patch(&written.name, &pp, &Patch::Merge(&body))
+                    .await
+                {
+                    Ok(_) => return Ok(()),
+                    Err(e) if code(&e) == Some(409) => {
+                        let now = functions.get_opt(&written.name).await.map_err(api)?;
+                        match now {
+                            Some(f) if f.metadata.generation == Some(written.generation) => {
+                                revision = f.resource_version().unwrap_or_default();
+                            }
+                            // A newer write (or a delete): the annotation is its writer's.
+                            _ => return Ok(()),
+                        }
+                    }
+                    Err(e) => return Err(api(e)),
+                }
+            }
+            Ok(())
+        })
+        .await;
+        timing::mark("note");
+        let failed = match noted {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => format!("{e:#}"),
+            Err(_) => "no answer within 5s".to_string(),
+        };
+        eprintln!(
+            "warning: function {}: could not set annotation {ROUTERS_ANNOTATION}={value}: {failed}",
+            written.name
+        );
+    }
+
     fn location(&self) -> String {
         format!("namespace {}", self.namespace)
     }
@@ -754,10 +806,13 @@ impl Store for KubeStore {
         let mut f = Function::new(name, spec.clone());
         f.metadata.namespace = Some(self.namespace.clone());
         f.metadata.annotations = Some(
-            [(
-                TRAFFIC_ANNOTATION.to_string(),
-                switchyard_core::plan::describe(&spec.traffic),
-            )]
+            [
+                (
+                    TRAFFIC_ANNOTATION.to_string(),
+                    switchyard_core::plan::describe(&spec.traffic),
+                ),
+                (ROUTERS_ANNOTATION.to_string(), ROUTERS_PENDING.to_string()),
+            ]
             .into(),
         );
         let pp = PostParams {
@@ -782,14 +837,23 @@ impl Store for KubeStore {
         // A JSON merge patch of the spec carrying the resourceVersion read: the API server
         // refuses it with 409 if anything (a person, or a router acknowledging on status)
         // changed the object since, and labels, other annotations and status are left alone.
-        // The traffic annotation goes in the same write, so it never describes another spec.
-        let body = serde_json::json!({
+        // The traffic annotation goes in the same write, so it never describes another spec;
+        // so does `pending` for the routers, until the writer's wait is over.
+        let mut body = serde_json::json!({
             "metadata": {
                 "resourceVersion": current.revision,
-                "annotations": {TRAFFIC_ANNOTATION: switchyard_core::plan::describe(&spec.traffic)},
+                "annotations": {
+                    TRAFFIC_ANNOTATION: switchyard_core::plan::describe(&spec.traffic),
+                    ROUTERS_ANNOTATION: ROUTERS_PENDING,
+                },
             },
             "spec": merge_patch(&serde_json::to_value(&current.spec)?, &serde_json::to_value(spec)?),
         });
+        // A write that ends a rollout in flight (a manual traffic change) settles its record in
+        // the same write: the Function has no status subresource.
+        if let Some(status) = rollout::status_after_write(spec, current.status.as_ref()) {
+            body["status"] = serde_json::to_value(status)?;
+        }
         let pp = PatchParams {
             field_manager: Some(MANAGER.into()),
             ..Default::default()

@@ -87,6 +87,7 @@ impl DirStore {
             revision: doc.resource_version(),
             generation: f.metadata.generation.unwrap_or_default(),
             created: f.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            status: f.status.clone(),
         }))
     }
 
@@ -302,6 +303,11 @@ impl Store for DirStore {
             return Ok(Written::Conflict);
         };
         f.spec = spec.clone();
+        // A write that ends a rollout in flight settles its record in the same write.
+        if let Some(status) = switchyard_core::rollout::status_after_write(spec, f.status.as_ref())
+        {
+            f.status = Some(status);
+        }
         match self.store.write(&current.name, &current.revision, doc) {
             Ok(doc) => Ok(Written::Done(Box::new(
                 self.state(&current.name, &doc)?

@@ -236,6 +236,20 @@ fn an_abort_restores_the_baseline_keeps_the_canary_at_zero_and_ends_the_rollout(
         Some("aborted: canary 1.3.0: error rate 12.4% vs baseline 0.2% over 418 requests (limit +1 pp)")
     );
     assert_eq!(active(&next), None);
+    // `kubectl get fn` shows the restored split, and that nobody confirmed the routers have it.
+    let annotations = next.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        annotations
+            .get(crate::protocol::TRAFFIC_ANNOTATION)
+            .map(String::as_str),
+        Some(crate::plan::describe(&next.spec.traffic).as_str())
+    );
+    assert_eq!(
+        annotations
+            .get(crate::protocol::ROUTERS_ANNOTATION)
+            .map(String::as_str),
+        Some("unconfirmed")
+    );
     // Nothing more happens to a finished rollout.
     assert_eq!(apply(&next, &d, at(6_000), "r", &BTreeMap::new()), None);
 }

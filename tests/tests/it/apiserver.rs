@@ -5,10 +5,13 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::runtime::watcher;
+use kube::ResourceExt as _;
 use serde_json::json;
 use switchyard_core::{Function, FunctionVersion, TOTAL_PPM};
+use switchyard_tests::cli::RealRouter;
+use switchyard_tests::router::report_of;
 use switchyard_tests::{client, namespace};
 
 fn function(ns: &str, traffic: serde_json::Value) -> Function {
@@ -341,4 +344,76 @@ async fn kubectl_get_fn_shows_the_whole_split_in_percent_and_the_stable_version(
             .map(String::as_str),
         Some("1.0.0=100%")
     );
+    // Nobody waited for the routers (--no-wait): the column says so.
+    assert_eq!(printed(&client, &ns).await[0]["Routers"], "unconfirmed");
+
+    // With a real router the writer's wait ends in the column: `pending` in the spec write
+    // itself, then `1/1` in a patch of its own that moves neither the Function's generation
+    // nor the router's table.
+    let ns_ = ns.clone();
+    let _router = tokio::task::spawn_blocking(move || RealRouter::start(&ns_, "r1"))
+        .await
+        .expect("the router");
+    switchyard_tests::cli::wait_for_leases(&client, &ns, &["r1"]).await;
+    let table = |r: &switchyard_core::report::RouterReportStatus| {
+        r.table.as_ref().map_or(0, |t| t.generation)
+    };
+    let tables_before = table(&report_of(&client, &ns, "r1").await.expect("r1's report"));
+    let before = fns.get("hello").await.expect("the Function");
+    let g = before.metadata.generation.expect("a generation");
+    let mut events = fns
+        .watch(
+            &WatchParams::default().fields("metadata.name=hello"),
+            &before.resource_version().expect("a resourceVersion"),
+        )
+        .await
+        .expect("watching the Function")
+        .boxed();
+    // --force: 1.1.0 was rolled back from above.
+    let out = cli
+        .ok(&["traffic", "hello", "1.1.0=50", "1.0.0=50", "--force"])
+        .await;
+    assert!(out.stdout.contains("applied by 1/1 routers"), "{out:?}");
+    let mut seen: Vec<(i64, String)> = Vec::new();
+    let noted = loop {
+        let event = tokio::time::timeout(Duration::from_secs(30), events.next())
+            .await
+            .expect("a change of the Function within 30 s")
+            .expect("the watch goes on")
+            .expect("a watch event");
+        if let WatchEvent::Modified(f) = event {
+            let note = f.annotations().get("switchyard.dev/routers").cloned();
+            seen.push((
+                f.metadata.generation.unwrap_or_default(),
+                note.clone().unwrap_or_default(),
+            ));
+            if note.as_deref() == Some("1/1") {
+                break f;
+            }
+        }
+    };
+    assert_eq!(
+        seen,
+        [(g + 1, "pending".to_string()), (g + 1, "1/1".to_string())],
+        "one spec write (pending), then the note alone"
+    );
+    assert_eq!(printed(&client, &ns).await[0]["Routers"], "1/1");
+    // The router reads the note (its report covers it) without building a table for it: one
+    // swap for the one spec change.
+    let noted_at: u64 = noted
+        .resource_version()
+        .and_then(|rv| rv.parse().ok())
+        .expect("an integer resourceVersion");
+    let report =
+        switchyard_tests::wait_until(Duration::from_secs(30), "r1 reading the note", || {
+            let client = client.clone();
+            let ns = ns.clone();
+            async move {
+                let r = report_of(&client, &ns, "r1").await?;
+                let read: u64 = r.applied.as_ref()?.functions.parse().ok()?;
+                (read >= noted_at).then_some(r)
+            }
+        })
+        .await;
+    assert_eq!(table(&report), tables_before + 1, "{report:?}");
 }

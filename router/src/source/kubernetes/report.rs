@@ -3,9 +3,9 @@
 //! after each swap that changes what it says, and with the numbers and the shadow counts at
 //! most once a second (one merge patch carrying whichever changed).
 //!
-//! One write at a time, at least [`SPACING`] apart: during a storm of changes each write
-//! carries every change read before it, and the first change after a quiet moment goes out at
-//! once. A failed write is retried with the latest state after a backoff.
+//! One write at a time, writes of what is served at least [`SPACING`] apart: during a storm of
+//! changes each write carries every change read before it, and the first change after a quiet
+//! moment goes out at once (a numbers write just before does not delay it). A failed write is retried with the latest state after a backoff.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +20,8 @@ use tokio::time::Instant;
 
 use crate::source::ReadyGate;
 
-/// The least time between two report writes (at most 40 a second).
+/// The least time between two writes of what is served (at most 40 a second); a numbers write
+/// (at most one a second) does not hold the next one back.
 pub(super) const SPACING: Duration = Duration::from_millis(25);
 /// The least time between two writes of the numbers (and shadow counts).
 const NUMBERS_EVERY: Duration = Duration::from_secs(1);
@@ -67,16 +68,19 @@ pub(super) async fn write_reports(
     let mut shadow_due = false;
     let mut shadow_open = true;
     let mut last_write: Option<Instant> = None;
+    // The last write of what is served (create or swap): the spacing counts from it alone, so
+    // that a swap right after a numbers write is not held back (it is on the critical path of
+    // every CLI wait; the numbers are not).
+    let mut last_served: Option<Instant> = None;
     let mut last_numbers: Option<Instant> = None;
     let mut backoff = Duration::from_millis(200);
     let mut retry_at: Option<Instant> = None;
     loop {
-        let earliest = last_write
-            .map_or_else(Instant::now, |t| t + SPACING)
-            .max(retry_at.unwrap_or_else(Instant::now));
+        let retry = retry_at.unwrap_or_else(Instant::now);
         let wake = if swap_due || !created {
-            Some(earliest)
+            Some(last_served.map_or(retry, |t| (t + SPACING).max(retry)))
         } else if numbers_due || shadow_due {
+            let earliest = last_write.map_or(retry, |t| (t + SPACING).max(retry));
             Some(earliest.max(last_numbers.map_or(earliest, |t| t + NUMBERS_EVERY)))
         } else {
             None
@@ -151,6 +155,9 @@ pub(super) async fn write_reports(
             )
         };
         last_write = Some(Instant::now());
+        if what != "numbers" {
+            last_served = last_write;
+        }
         match result {
             Ok(_) => {
                 tracing::debug!(

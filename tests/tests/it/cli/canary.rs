@@ -148,6 +148,9 @@ async fn a_rollout_starts_aborts_and_ends_on_a_manual_write_through_the_api_serv
     assert!(switchyard_core::rollout::active(&f).is_none());
     let shown = switchyard_core::rollout::view(&f).expect("a record");
     assert_eq!(shown.phase, RolloutPhase::Ended);
+    // Stored so, in the same write: the record never says Progressing without a plan.
+    assert_eq!(rollout(&f).phase, RolloutPhase::Ended);
+    assert_eq!(rollout(&f).reason, shown.reason);
     let status = cli.ok(&["status", "hello", "-o", "json"]).await;
     let v: serde_json::Value = serde_json::from_str(&status.stdout).expect("json");
     assert_eq!(v["rollout"]["phase"], "Ended");
