@@ -430,3 +430,69 @@ async fn write_snapshots(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use switchyard_core::resources::RolloutSpec;
+    use switchyard_core::{BuildOptions, Function, FunctionVersion};
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn state(function: Function) -> State {
+        State {
+            functions: vec![Arc::new(function)],
+            versions: ["1.2.0", "1.3.0"]
+                .iter()
+                .map(|v| {
+                    Arc::new(FunctionVersion::test_endpoint(
+                        "hello",
+                        v,
+                        "http://127.0.0.1:9",
+                    ))
+                })
+                .collect(),
+        }
+    }
+
+    fn pairs(set: &crate::numbers::Compared) -> Vec<(String, String)> {
+        let mut pairs: Vec<(String, String)> = set
+            .iter()
+            .map(|(f, v)| (f.to_string(), v.to_string()))
+            .collect();
+        pairs.sort();
+        pairs
+    }
+
+    #[test]
+    fn the_sampler_is_handed_the_versions_of_each_rollout_in_flight_and_none_once_it_ended() {
+        let mut builder = Builder::new(BuildOptions::default(), "r0".into());
+        let metrics = Metrics::new();
+        let (mut compared, mut rx) = Compared::channel();
+        let plain = Function::test("hello")
+            .with_weight("1.2.0", 990_000)
+            .with_weight("1.3.0", 10_000);
+        let mut rolling = plain.clone();
+        rolling.spec.rollout = Some(Box::new(RolloutSpec::with_defaults("1.3.0", "1.2.0")));
+        rolling.metadata.generation = Some(2);
+
+        let outcome = builder.apply(&state(rolling), SystemTime::now(), &metrics);
+        compared.note(&builder, &outcome.touched);
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(
+            pairs(&rx.borrow_and_update()),
+            [
+                ("default/hello".to_string(), "1.2.0".to_string()),
+                ("default/hello".to_string(), "1.3.0".to_string()),
+            ]
+        );
+
+        // The write that ends a rollout removes spec.rollout (a new generation).
+        let mut ended = plain;
+        ended.metadata.generation = Some(3);
+        let outcome = builder.apply(&state(ended), SystemTime::now(), &metrics);
+        compared.note(&builder, &outcome.touched);
+        assert!(rx.has_changed().unwrap());
+        assert!(rx.borrow_and_update().is_empty());
+    }
+}
