@@ -81,16 +81,20 @@ pub fn judge_own(
 pub fn compared(rollouts: &BTreeMap<(String, String), Arc<Function>>) -> HashSet<(String, String)> {
     rollouts
         .values()
-        .filter_map(|f| {
-            let plan = f.spec.rollout.as_deref()?;
-            let key = rollout::function_key(f);
-            Some([
-                (key.clone(), plan.canary.clone()),
-                (key, plan.baseline.clone()),
-            ])
-        })
+        .filter_map(|f| compared_of(f))
         .flatten()
         .collect()
+}
+
+/// The canary and the baseline `function`'s rollout compares, as `(function, version)`;
+/// `None` when it has no rollout in flight (`spec.rollout` is present exactly while one is).
+pub fn compared_of(function: &Function) -> Option<[(String, String); 2]> {
+    let plan = function.spec.rollout.as_deref()?;
+    let key = rollout::function_key(function);
+    Some([
+        (key.clone(), plan.canary.clone()),
+        (key, plan.baseline.clone()),
+    ])
 }
 
 /// This replica's counters of the compared versions now.

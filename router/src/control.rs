@@ -47,6 +47,7 @@ pub(crate) async fn start(
         other => other.open(identity).await?,
     };
     let (snapshots, snapshot_rx) = watch::channel(None::<(Goods, SystemTime)>);
+    let (mut compared, compared_rx) = Compared::channel();
     if let Some(path) = config.snapshot.clone() {
         tokio::spawn(write_snapshots(path, snapshot_rx));
     }
@@ -65,6 +66,7 @@ pub(crate) async fn start(
                 source.as_mut(),
                 &snapshots,
                 &mut journal,
+                &mut compared,
                 Change::State(&state),
                 SystemTime::now(),
             );
@@ -81,17 +83,20 @@ pub(crate) async fn start(
             let before = builder.goods();
             let outcome = builder.apply(&state, as_of, &shared.metrics);
             journal.record(&before, &builder, &outcome);
+            compared.note(&builder, &outcome.touched);
             if let Some(live) = outcome.live {
                 shared.swap(live);
             }
         }
     }
     // The live numbers, sampled off the request path, go out through the source's report.
-    let numbers = crate::numbers::spawn(Arc::clone(&shared), stop.clone());
+    // The versions the rollouts in flight compare are listed first, whatever the cap.
+    let numbers = crate::numbers::spawn(Arc::clone(&shared), compared_rx, stop.clone());
     let control = tokio::spawn(follow(
         shared.clone(),
         builder,
         journal,
+        compared,
         source,
         snapshots,
         numbers,
@@ -133,13 +138,63 @@ enum Change<'a> {
     Update(&'a source::Update),
 }
 
+/// The versions each rollout in flight compares, by Function (`namespace/name`), kept from
+/// the good routes each build leaves and handed to the numbers' sampler, which lists them
+/// ahead of its cap (docs/protocol.md, "Numbers"). A rollout is in flight exactly while
+/// `spec.rollout` is present, and that is a spec change, which every build sees.
+struct Compared {
+    by_function: BTreeMap<String, [(String, String); 2]>,
+    tx: watch::Sender<Arc<crate::numbers::Compared>>,
+}
+
+impl Compared {
+    fn channel() -> (Self, watch::Receiver<Arc<crate::numbers::Compared>>) {
+        let (tx, rx) = watch::channel(Arc::default());
+        let me = Compared {
+            by_function: BTreeMap::new(),
+            tx,
+        };
+        (me, rx)
+    }
+
+    /// Looks again at the Functions a build `touched`; sends the set when it changed.
+    fn note(&mut self, builder: &Builder, touched: &[String]) {
+        if touched.is_empty() {
+            return;
+        }
+        let goods = builder.goods();
+        let mut changed = false;
+        for key in touched {
+            let now = goods
+                .get(key)
+                .and_then(|g| crate::canary::compared_of(&g.function));
+            changed |= match now {
+                Some(pairs) => self.by_function.insert(key.clone(), pairs.clone()) != Some(pairs),
+                None => self.by_function.remove(key).is_some(),
+            };
+        }
+        if changed {
+            let set = self
+                .by_function
+                .values()
+                .flatten()
+                .map(|(f, v)| (Arc::from(f.as_str()), Arc::from(v.as_str())))
+                .collect();
+            // Nobody listening (the sampler stopped) is not an error here.
+            let _ = self.tx.send(Arc::new(set));
+        }
+    }
+}
+
 /// Builds from a state or an update, swaps, tells the source what is served, snapshots.
+#[allow(clippy::too_many_arguments)]
 fn apply(
     shared: &Shared,
     builder: &mut Builder,
     source: &mut dyn ConfigSource,
     snapshots: &watch::Sender<Option<(Goods, SystemTime)>>,
     journal: &mut Journal,
+    compared: &mut Compared,
     change: Change<'_>,
     as_of: SystemTime,
 ) {
@@ -149,6 +204,7 @@ fn apply(
         Change::Update(update) => builder.apply_update(update, as_of, &shared.metrics),
     };
     journal.record(&before, builder, &outcome);
+    compared.note(builder, &outcome.touched);
     if let Some(live) = outcome.live {
         shared.swap(live);
         if !snapshots.is_closed() {
@@ -174,10 +230,12 @@ fn apply(
 }
 
 /// The control loop: follow the source until stopped, then release it.
+#[allow(clippy::too_many_arguments)]
 async fn follow(
     shared: Arc<Shared>,
     mut builder: Builder,
     mut journal: Journal,
+    mut compared: Compared,
     mut source: Box<dyn ConfigSource>,
     snapshots: watch::Sender<Option<(Goods, SystemTime)>>,
     mut numbers: watch::Receiver<Arc<switchyard_core::numbers::Numbers>>,
@@ -219,6 +277,7 @@ async fn follow(
                 source.as_mut(),
                 &snapshots,
                 &mut journal,
+                &mut compared,
                 change,
                 SystemTime::now(),
             );
@@ -369,5 +428,71 @@ async fn write_snapshots(
             Ok(Err(e)) => tracing::warn!("snapshot: {e:#}"),
             Err(e) => tracing::warn!("snapshot writer: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use switchyard_core::resources::RolloutSpec;
+    use switchyard_core::{BuildOptions, Function, FunctionVersion};
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn state(function: Function) -> State {
+        State {
+            functions: vec![Arc::new(function)],
+            versions: ["1.2.0", "1.3.0"]
+                .iter()
+                .map(|v| {
+                    Arc::new(FunctionVersion::test_endpoint(
+                        "hello",
+                        v,
+                        "http://127.0.0.1:9",
+                    ))
+                })
+                .collect(),
+        }
+    }
+
+    fn pairs(set: &crate::numbers::Compared) -> Vec<(String, String)> {
+        let mut pairs: Vec<(String, String)> = set
+            .iter()
+            .map(|(f, v)| (f.to_string(), v.to_string()))
+            .collect();
+        pairs.sort();
+        pairs
+    }
+
+    #[test]
+    fn the_sampler_is_handed_the_versions_of_each_rollout_in_flight_and_none_once_it_ended() {
+        let mut builder = Builder::new(BuildOptions::default(), "r0".into());
+        let metrics = Metrics::new();
+        let (mut compared, mut rx) = Compared::channel();
+        let plain = Function::test("hello")
+            .with_weight("1.2.0", 990_000)
+            .with_weight("1.3.0", 10_000);
+        let mut rolling = plain.clone();
+        rolling.spec.rollout = Some(Box::new(RolloutSpec::with_defaults("1.3.0", "1.2.0")));
+        rolling.metadata.generation = Some(2);
+
+        let outcome = builder.apply(&state(rolling), SystemTime::now(), &metrics);
+        compared.note(&builder, &outcome.touched);
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(
+            pairs(&rx.borrow_and_update()),
+            [
+                ("default/hello".to_string(), "1.2.0".to_string()),
+                ("default/hello".to_string(), "1.3.0".to_string()),
+            ]
+        );
+
+        // The write that ends a rollout removes spec.rollout (a new generation).
+        let mut ended = plain;
+        ended.metadata.generation = Some(3);
+        let outcome = builder.apply(&state(ended), SystemTime::now(), &metrics);
+        compared.note(&builder, &outcome.touched);
+        assert!(rx.has_changed().unwrap());
+        assert!(rx.borrow_and_update().is_empty());
     }
 }

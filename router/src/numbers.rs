@@ -29,7 +29,12 @@ pub const WINDOW: Duration = Duration::from_secs(60);
 pub const MAX_VERSIONS: usize = 300;
 
 /// `(function, version)`, shared with the counters (no string copied per reading).
-type Key = (Arc<str>, Arc<str>);
+pub type Key = (Arc<str>, Arc<str>);
+
+/// The versions that in-flight rollouts compare (`crate::canary::compared_of`): every report
+/// lists those that served ahead of the others, so that the cap never hides a canary or its
+/// baseline from the decider.
+pub type Compared = std::collections::HashSet<Key>;
 
 /// Every served version's cumulative counts at one moment. A version whose counters did not
 /// move since the previous reading shares its `Counts` with it.
@@ -50,6 +55,8 @@ pub struct Sampler {
     kept: VecDeque<Kept>,
     /// The newest reading, for [`read`] to reuse unchanged counts.
     last: Reading,
+    /// Listed first, within the cap.
+    compared: Arc<Compared>,
 }
 
 impl Default for Sampler {
@@ -66,7 +73,14 @@ impl Sampler {
             max_versions,
             kept: VecDeque::new(),
             last: Reading::new(),
+            compared: Arc::default(),
         }
+    }
+
+    /// Sets the versions the rollouts in flight compare; from the next [`Self::observe`] on,
+    /// those that served are listed ahead of every other version and count within the cap.
+    pub fn set_compared(&mut self, compared: Arc<Compared>) {
+        self.compared = compared;
     }
 
     /// The newest reading passed to [`Self::observe`] (empty before the first).
@@ -104,7 +118,8 @@ impl Sampler {
         let base = &self.kept[0];
         let span_ms = now_ms.saturating_sub(base.at_ms);
         let none = Counts::default();
-        let mut versions: Vec<(&Key, &Arc<Counts>, Counts)> = current
+        // `later` is false for a compared version: it sorts first.
+        let mut versions: Vec<(&Key, &Arc<Counts>, Counts, bool)> = current
             .iter()
             .filter(|(_, total)| total.requests > 0)
             .map(|(key, total)| {
@@ -114,10 +129,14 @@ impl Sampler {
                     Some(before) => total.since(before),
                     None => total.since(&none),
                 };
-                (key, total, window)
+                (key, total, window, !self.compared.contains(key))
             })
             .collect();
-        versions.sort_by(|a, b| b.2.requests.cmp(&a.2.requests).then_with(|| a.0.cmp(b.0)));
+        versions.sort_by(|a, b| {
+            (a.3.cmp(&b.3))
+                .then_with(|| b.2.requests.cmp(&a.2.requests))
+                .then_with(|| a.0.cmp(b.0))
+        });
         let omitted = versions.len().saturating_sub(self.max_versions);
         versions.truncate(self.max_versions);
         let numbers = Numbers {
@@ -125,7 +144,7 @@ impl Sampler {
             window_seconds: ((span_ms + 500) / 1000) as u32,
             versions: versions
                 .into_iter()
-                .map(|((function, version), total, window)| VersionNumbers {
+                .map(|((function, version), total, window, _)| VersionNumbers {
                     function: function.to_string(),
                     version: version.to_string(),
                     total: total.as_ref().clone(),
@@ -200,9 +219,11 @@ pub fn own_reading(
 /// Starts the sampler on the current tokio runtime: it reads the counters every second until
 /// `stop` turns true (or nobody listens any more) and sends each new [`Numbers`] on the
 /// returned channel (the first value: nothing counted, `at` = the counters' start). Pair it
-/// with `shared.metrics.started_at()` as the report's `startedAt`.
+/// with `shared.metrics.started_at()` as the report's `startedAt`. `compared` carries the
+/// versions the rollouts in flight compare (see [`Sampler::set_compared`]).
 pub fn spawn(
     shared: Arc<Shared>,
+    mut compared: watch::Receiver<Arc<Compared>>,
     mut stop: watch::Receiver<bool>,
 ) -> watch::Receiver<Arc<Numbers>> {
     let first = Numbers {
@@ -225,6 +246,9 @@ pub fn spawn(
             }
             if *stop.borrow() {
                 return;
+            }
+            if compared.has_changed().unwrap_or(false) {
+                sampler.set_compared(Arc::clone(&compared.borrow_and_update()));
             }
             let current = read(&shared.metrics, sampler.last());
             let now_ms = origin.elapsed().as_millis() as u64;
@@ -399,6 +423,61 @@ mod tests {
     }
 
     #[test]
+    fn the_versions_a_rollout_compares_are_listed_first_within_the_cap() {
+        // Three busy versions and a canary and its baseline with less traffic: under a cap of
+        // three, the canary and the baseline are published and the busiest other version
+        // after them; the rest are omitted.
+        let mut s = Sampler::new(WINDOW, 3);
+        s.set_compared(Arc::new(Compared::from([
+            key("prod/shop", "2"),
+            key("prod/shop", "1"),
+            // Compared but never served here: still left out.
+            key("prod/idle", "9"),
+        ])));
+        let traffic = |scale: u64| {
+            reading(&[
+                ("prod/a", "1", 300 * scale),
+                ("prod/b", "1", 200 * scale),
+                ("prod/c", "1", 100 * scale),
+                ("prod/shop", "1", 20 * scale),
+                ("prod/shop", "2", 2 * scale),
+                ("prod/idle", "9", 0),
+            ])
+        };
+        s.observe(0, at(0), traffic(0));
+        let n = s.observe(10_000, at(10), traffic(1));
+        let order: Vec<(&str, &str)> = n
+            .versions
+            .iter()
+            .map(|v| (v.function.as_str(), v.version.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            [("prod/shop", "1"), ("prod/shop", "2"), ("prod/a", "1")]
+        );
+        assert_eq!(n.omitted, 2);
+        assert_eq!(find(&n, "2").window.requests, 2);
+
+        // More compared versions than the cap: the cap still holds.
+        s.set_compared(Arc::new(Compared::from([
+            key("prod/shop", "2"),
+            key("prod/shop", "1"),
+            key("prod/c", "1"),
+            key("prod/b", "1"),
+        ])));
+        let n = s.observe(20_000, at(20), traffic(2));
+        assert_eq!(n.versions.len(), 3);
+        assert_eq!(n.omitted, 2);
+        assert!(n.versions.iter().all(|v| v.function != "prod/a"));
+
+        // The rollouts ended: back to the busiest first.
+        s.set_compared(Arc::default());
+        let n = s.observe(30_000, at(30), traffic(3));
+        let functions: Vec<&str> = n.versions.iter().map(|v| v.function.as_str()).collect();
+        assert_eq!(functions, ["prod/a", "prod/b", "prod/c"]);
+    }
+
+    #[test]
     fn versions_that_never_served_are_not_published() {
         let mut s = Sampler::default();
         let n = s.observe(0, at(0), reading(&[("prod/a", "1", 0)]));
@@ -480,7 +559,8 @@ mod tests {
     async fn the_spawned_sampler_publishes_what_the_router_counted() {
         let shared = Arc::new(Shared::new("r1".into()));
         let (stop_tx, stop) = watch::channel(false);
-        let mut rx = spawn(Arc::clone(&shared), stop);
+        let (_compared, compared) = watch::channel(Arc::default());
+        let mut rx = spawn(Arc::clone(&shared), compared, stop);
         assert!(rx.borrow().versions.is_empty());
         let m = shared.metrics.backend("prod/a", "1");
         m.record(Duration::from_millis(1), true);

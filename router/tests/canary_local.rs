@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use switchyard_core::plan::VersionState;
-use switchyard_core::resources::{RolloutPhase, RolloutSpec};
+use switchyard_core::resources::{RolloutPhase, RolloutSpec, RolloutStatus};
 use switchyard_core::rollout::{self, By, Outcome};
 use switchyard_core::{Function, FunctionVersion, TOTAL_PPM};
 use switchyard_router::source::local::LocalOptions;
@@ -207,17 +207,17 @@ fn start_rollout(store: &LocalStore, router: &switchyard_router::RouterHandle, s
         .expect("starting the rollout");
 }
 
+/// The progress of `f`'s rollout, if it has one.
+fn rollout_of(f: &Function) -> Option<&RolloutStatus> {
+    f.status.as_ref()?.rollout.as_deref()
+}
+
 /// The stored Function once its rollout has finished.
 fn wait_finished(store: &LocalStore) -> Function {
     let started = Instant::now();
     loop {
         if let Some(f) = store.read("hello").ok().and_then(|d| d.function) {
-            let finished = f
-                .status
-                .as_ref()
-                .and_then(|s| s.rollout.as_ref())
-                .is_some_and(|r| r.phase.finished());
-            if finished {
+            if rollout_of(&f).is_some_and(|r| r.phase.finished()) {
                 return f;
             }
         }
@@ -254,11 +254,7 @@ fn on_a_local_store_the_router_promotes_a_healthy_canary_step_by_step() {
     let _load = Load::start(listen);
     start_rollout(&store, &router, &plan());
     let f = wait_finished(&store);
-    let status = f
-        .status
-        .as_ref()
-        .and_then(|s| s.rollout.as_ref())
-        .expect("status");
+    let status = rollout_of(&f).expect("status");
     assert_eq!(status.phase, RolloutPhase::Succeeded, "{:?}", status.reason);
     assert_eq!(status.actor, "switchyard-router/local-1");
     assert_eq!(f.spec.weight_of("1.3.0"), TOTAL_PPM);
@@ -281,11 +277,7 @@ fn on_a_local_store_the_router_aborts_a_failing_canary_and_serves_the_baseline()
     let load = Load::start(listen);
     start_rollout(&store, &router, &plan());
     let f = wait_finished(&store);
-    let status = f
-        .status
-        .as_ref()
-        .and_then(|s| s.rollout.as_ref())
-        .expect("status");
+    let status = rollout_of(&f).expect("status");
     assert_eq!(status.phase, RolloutPhase::Aborted, "{:?}", status.reason);
     let reason = status.reason.clone().unwrap_or_default();
     assert!(

@@ -488,17 +488,8 @@ impl SlowUpstream {
                 std::thread::spawn(move || {
                     let mut writer = conn.try_clone().unwrap();
                     let mut reader = BufReader::new(conn);
-                    loop {
-                        let mut line = String::new();
-                        // Read one request head (GETs only: no body).
-                        loop {
-                            line.clear();
-                            match reader.read_line(&mut line) {
-                                Ok(0) | Err(_) => return,
-                                Ok(_) if line == "\r\n" => break,
-                                Ok(_) => {}
-                            }
-                        }
+                    // GETs only: the head is the whole request.
+                    while read_head(&mut reader) {
                         r.fetch_add(1, Ordering::SeqCst);
                         std::thread::sleep(delay);
                         let (open, changed) = &*g;
@@ -530,6 +521,21 @@ impl SlowUpstream {
     /// `http://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+}
+
+/// Reads one request head from `reader`, up to and including its empty line; false when the
+/// connection ended (or failed) first. The upstreams of these tests serve GETs without a
+/// body, so the head is the whole request.
+pub fn read_head(reader: &mut impl BufRead) -> bool {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return false,
+            Ok(_) if line == "\r\n" => return true,
+            Ok(_) => {}
+        }
     }
 }
 

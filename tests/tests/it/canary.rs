@@ -6,7 +6,7 @@
 mod kubernetes;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -79,17 +79,7 @@ fn serve(
         return;
     };
     let mut reader = BufReader::new(conn);
-    loop {
-        // Requests here are GETs without a body: the head is everything.
-        let mut line = String::new();
-        loop {
-            line.clear();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) if line == "\r\n" => break,
-                Ok(_) => {}
-            }
-        }
+    while switchyard_tests::router::read_head(&mut reader) {
         if stop.load(Ordering::Relaxed) {
             return;
         }

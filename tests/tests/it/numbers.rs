@@ -3,7 +3,7 @@
 //! version. A version answering 500 to exactly 3 requests in 10 reads back with a 30% error
 //! rate, the other with none, and the observed shares follow the configured split.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,17 +26,7 @@ fn flaky_upstream() -> SocketAddr {
             std::thread::spawn(move || {
                 let mut writer = conn.try_clone().expect("a second handle");
                 let mut reader = BufReader::new(conn);
-                loop {
-                    // A GET without a body: its head ends with an empty line.
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        match reader.read_line(&mut line) {
-                            Ok(0) | Err(_) => return,
-                            Ok(_) if line == "\r\n" => break,
-                            Ok(_) => {}
-                        }
-                    }
+                while read_head(&mut reader) {
                     let n = seen.fetch_add(1, Ordering::Relaxed);
                     let (status, body) = if n % 10 < 3 {
                         ("500 Internal Server Error", "boom")

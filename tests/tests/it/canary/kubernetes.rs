@@ -55,20 +55,50 @@ fn answers_after(load: &Load, routers: &[&Router], f: &Function, n: usize) -> Ve
     load.seen().order[from..from + n].to_vec()
 }
 
+/// The history of a five-step rollout that was promoted: each canary entry's reason up to its
+/// first `:`.
+const PROMOTED: [&str; 5] = [
+    "started step 1/5 at 1%",
+    "advanced to step 2/5 at 5%",
+    "advanced to step 3/5 at 25%",
+    "advanced to step 4/5 at 50%",
+    "promoted",
+];
+
+/// What a rollout run to its end on one router left: the Function then, the load (still
+/// sending), the router, and the two upstreams (kept alive while the test looks on: bind
+/// `_upstreams` by name, since `..` would drop them at once).
+struct Ended {
+    f: Function,
+    load: Load,
+    routers: Vec<Router>,
+    _upstreams: (Faulty, Upstream),
+}
+
+/// One router (replica `<prefix>-0`) under load through a rollout of 1.3.0, served by
+/// `canary`, of five steps held 1 s with 20 requests a side, until it ends in `phase`.
+async fn run_to_the_end(prefix: &str, canary: Faulty, phase: RolloutPhase, what: &str) -> Ended {
+    let (client, ns, baseline, routers) = setup(prefix, 1, &canary).await;
+    let load = Load::start(&[routers[0].listen], "hello");
+    start_rollout(&client, &ns, "hello", &plan("1.3.0", "1.2.0", "1s", 20)).await;
+    let f = wait_rollout(&client, &ns, "hello", what, ended(phase)).await;
+    Ended {
+        f,
+        load,
+        routers,
+        _upstreams: (canary, baseline),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_canary_walks_every_step_and_is_promoted_by_the_router() {
     let canary = Faulty::start("1.3.0", 0, Duration::ZERO);
-    let (client, ns, _baseline, routers) = setup("cnok", 1, &canary).await;
-    let load = Load::start(&[routers[0].listen], "hello");
-    start_rollout(&client, &ns, "hello", &plan("1.3.0", "1.2.0", "1s", 20)).await;
-    let f = wait_rollout(
-        &client,
-        &ns,
-        "hello",
-        "the promotion",
-        ended(RolloutPhase::Succeeded),
-    )
-    .await;
+    let Ended {
+        f,
+        load,
+        routers,
+        _upstreams,
+    } = run_to_the_end("cnok", canary, RolloutPhase::Succeeded, "the promotion").await;
     assert_eq!(f.spec.weight_of("1.3.0"), TOTAL_PPM);
     assert!(
         f.spec.rollout.is_none(),
@@ -84,16 +114,7 @@ async fn a_healthy_canary_walks_every_step_and_is_promoted_by_the_router() {
             what
         })
         .collect();
-    assert_eq!(
-        steps,
-        [
-            "started step 1/5 at 1%",
-            "advanced to step 2/5 at 5%",
-            "advanced to step 3/5 at 25%",
-            "advanced to step 4/5 at 50%",
-            "promoted",
-        ]
-    );
+    assert_eq!(steps, PROMOTED);
     let seen = answers_after(&load, &[&routers[0]], &f, 100);
     assert!(seen.iter().all(|by| by == "hello@1.3.0"), "{seen:?}");
     let all = load.stop();
@@ -107,17 +128,12 @@ async fn a_healthy_canary_walks_every_step_and_is_promoted_by_the_router() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_failing_one_request_in_five_is_aborted_with_the_figures() {
     let canary = Faulty::start("1.3.0", 5, Duration::ZERO);
-    let (client, ns, _baseline, routers) = setup("cnerr", 1, &canary).await;
-    let load = Load::start(&[routers[0].listen], "hello");
-    start_rollout(&client, &ns, "hello", &plan("1.3.0", "1.2.0", "1s", 20)).await;
-    let f = wait_rollout(
-        &client,
-        &ns,
-        "hello",
-        "the abort",
-        ended(RolloutPhase::Aborted),
-    )
-    .await;
+    let Ended {
+        f,
+        load,
+        routers,
+        _upstreams,
+    } = run_to_the_end("cnerr", canary, RolloutPhase::Aborted, "the abort").await;
     let reason = status(&f).reason.clone().unwrap_or_default();
     assert!(
         reason.contains("canary 1.3.0: error rate ")
@@ -142,17 +158,12 @@ async fn a_canary_failing_one_request_in_five_is_aborted_with_the_figures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_200_ms_slower_is_aborted_on_the_latency_rule() {
     let canary = Faulty::start("1.3.0", 0, Duration::from_millis(200));
-    let (client, ns, _baseline, routers) = setup("cnslow", 1, &canary).await;
-    let load = Load::start(&[routers[0].listen], "hello");
-    start_rollout(&client, &ns, "hello", &plan("1.3.0", "1.2.0", "1s", 20)).await;
-    let f = wait_rollout(
-        &client,
-        &ns,
-        "hello",
-        "the abort",
-        ended(RolloutPhase::Aborted),
-    )
-    .await;
+    let Ended {
+        f,
+        load,
+        routers,
+        _upstreams,
+    } = run_to_the_end("cnslow", canary, RolloutPhase::Aborted, "the abort").await;
     let reason = status(&f).reason.clone().unwrap_or_default();
     assert!(
         reason.contains("canary 1.3.0: p99 2") && reason.ends_with("(limit +50ms)"),
@@ -220,17 +231,7 @@ async fn when_the_deciding_router_is_killed_another_continues_without_skipping_o
         .iter()
         .map(|(_, reason)| reason.split(':').next().unwrap_or_default().to_string())
         .collect();
-    assert_eq!(
-        steps,
-        [
-            "started step 1/5 at 1%",
-            "advanced to step 2/5 at 5%",
-            "advanced to step 3/5 at 25%",
-            "advanced to step 4/5 at 50%",
-            "promoted",
-        ],
-        "{history:?}"
-    );
+    assert_eq!(steps, PROMOTED, "{history:?}");
     assert_eq!(
         history.last().map(|(actor, _)| actor.clone()),
         Some(format!("switchyard-router/{survivor}")),
