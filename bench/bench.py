@@ -638,17 +638,24 @@ def part6(env, md, section, notes, quick):
 
         sy("deploy", "bench", "1.0.0", "--endpoint", f"http://{LOOPBACK}:{env.u1}", "--no-wait")
         sy("deploy", "bench", "2.0.0", "--endpoint", f"http://{LOOPBACK}:{env.u2}", "--no-wait")
+        # A slow shadow: 200 ms per answer (the issue's case), its own version.
+        slow = Switchable("slow", delay=0.2)
+        sy("deploy", "bench", "3.0.0", "--endpoint", f"http://{LOOPBACK}:{slow.port}", "--no-wait")
         sy("traffic", "bench", "1.0.0=100", "--no-wait")
         r = env.start_router(None, "bench-shadow", extra=("--store", flag))
-        levels = [0, 10, 100]
+        # Levels: percent copied to the fast 2.0.0, and "100 slow": everything to 3.0.0.
+        levels = [0, 10, 100, "100 slow"]
         rounds, seconds, conns = (2, 3, 32) if quick else (5, 5, 32)
         samples = {lv: [] for lv in levels}
         copies = {lv: {"sent": 0, "compared": 0, "dropped": 0, "errors": 0} for lv in levels}
 
-        def shadow_counts():
+        def target(lv):
+            return "3.0.0" if lv == "100 slow" else "2.0.0"
+
+        def shadow_counts(version):
             status, _, body = http_get(r.admin, "/shadow")
             entries = json.loads(body).get("shadows", []) if status == 200 else []
-            c = next((e for e in entries if e.get("version") == "2.0.0"), {})
+            c = next((e for e in entries if e.get("version") == version), {})
             return {k: c.get(k, 0) for k in ("sent", "compared", "dropped", "errors")}
         try:
             wrk(env, r.port, conns, 1)  # warm-up
@@ -657,15 +664,15 @@ def part6(env, md, section, notes, quick):
                 for lv in order:
                     # The CLI waits until the router serves the change (applied by 1/1 routers).
                     if lv:
-                        sy("shadow", "bench", "2.0.0", "--percent", str(lv))
+                        sy("shadow", "bench", target(lv), "--percent", str(lv).split()[0])
                     else:
                         sy("shadow", "stop", "bench")
-                    before = shadow_counts()
+                    before = shadow_counts(target(lv))
                     pids = tree(r.proc.pid)
                     (u0, s0), w0 = cpu_split(pids), time.monotonic()
                     res = wrk(env, r.port, conns, seconds)
                     (u1, s1), w1 = cpu_split(pids), time.monotonic()
-                    after = shadow_counts()
+                    after = shadow_counts(target(lv))
                     n = max(1, res["requests"])
                     res["rps"] = res["requests"] / (res["duration_us"] / 1e6)
                     res["cpu_us_per_req"] = 1e6 * ((u1 + s1) - (u0 + s0)) / n
@@ -674,18 +681,23 @@ def part6(env, md, section, notes, quick):
                     samples[lv].append(res)
                     for k in copies[lv]:
                         copies[lv][k] += after[k] - before[k]
-                    log(f"part 6 round {rnd + 1}/{rounds} shadow {lv}%: {res['rps']:.0f} req/s "
+                    log(f"part 6 round {rnd + 1}/{rounds} shadow {lv}: {res['rps']:.0f} req/s "
                         f"p99 {res['p99']} us, copies {after['sent'] - before['sent']}")
         finally:
             stop(r.proc)
+            slow.close()
         med = statistics.median
+
+        def label(lv):
+            return "100% slow (200 ms)" if lv == "100 slow" else f"{lv}%"
         base = samples[0]
         base_p99 = med([s["p99"] for s in base]) if base else None
         rows = [
             f"The router on a local store (`--store dir:PATH`), pinned to core 0 as in part 1; wrk "
             f"`-t1 -c{conns}` on core 1, `GET /bench` served by 1.0.0; the shadow copies go to 2.0.0 "
             f"(the same nginx, another listener: a fast shadow) and are compared (every one differs in "
-            f"its body, `1.0.0` vs `2.0.0`, so each also keeps an example). Medians of {rounds} rounds "
+            f"its body, `1.0.0` vs `2.0.0`, so each also keeps an example); `100% slow` copies everything "
+            f"to 3.0.0, which answers after 200 ms (bench.py's threaded Python upstream). Medians of {rounds} rounds "
             f"of {seconds} s per level, levels alternating; the shadow is set with `switchyard shadow` "
             f"(`shadow stop` for 0%) before each run. Copies are counted at the router's `/shadow`.",
             "",
@@ -695,13 +707,13 @@ def part6(env, md, section, notes, quick):
         for lv in levels:
             ss = samples[lv]
             if not ss:
-                rows.append(f"| {lv}% | not measured | | | | | | | | | | |")
+                rows.append(f"| {label(lv)} | not measured | | | | | | | | | | |")
                 continue
             p99 = med([s["p99"] for s in ss])
             vs = "—" if lv == 0 or not base_p99 else f"{100 * (p99 - base_p99) / base_p99:+.1f}%"
             c = copies[lv]
             rows.append(
-                f"| {lv}% | {med([s['rps'] for s in ss]):,.0f} | {med([s['p50'] for s in ss]) / 1000:.2f} | "
+                f"| {label(lv)} | {med([s['rps'] for s in ss]):,.0f} | {med([s['p50'] for s in ss]) / 1000:.2f} | "
                 f"{p99 / 1000:.2f} | {vs} | {med([s['cpu_us_per_req'] for s in ss]):.1f} | "
                 f"{max(s['rss'] for s in ss):.1f} | {c['sent']:,} | {c['compared']:,} | {c['dropped']:,} | "
                 f"{c['errors']:,} | {sum(s['errors'] for s in ss)} |")
@@ -1174,9 +1186,9 @@ def guarded(md, what):
 
 class Switchable:
     """A canary upstream on loopback (threads, keep-alive): `200 <label>`, or `500` from the
-    moment `failing` is set."""
+    moment `failing` is set; each answer after `delay` seconds."""
 
-    def __init__(self, label):
+    def __init__(self, label, delay=0.0):
         import http.server
         outer = self
         self.failing = False
@@ -1186,6 +1198,8 @@ class Switchable:
             protocol_version = "HTTP/1.1"
 
             def do_GET(self):  # noqa: N802
+                if delay:
+                    time.sleep(delay)
                 self.send_response(500 if outer.failing else 200)
                 self.send_header("content-length", str(len(body)))
                 self.end_headers()
