@@ -18,9 +18,10 @@ use crate::output;
 use crate::store::kube::{api, code};
 use crate::wait::show;
 
-/// How long `uninstall --force` waits for the FunctionVersions it deletes (and their
-/// Deployments and Services) to be gone before it deletes the CRDs.
-const VERSIONS_GONE: Duration = Duration::from_secs(120);
+/// How long `uninstall --force` waits, without a single FunctionVersion it deleted going away
+/// (with its Deployment and Service), before it gives up and leaves the CRDs in place: the
+/// garbage collector's pace, not the number of versions, sets how long the whole wait takes.
+const NO_PROGRESS: Duration = Duration::from_secs(120);
 
 /// Deletes every FunctionVersion in the foreground and waits until none is left; each one goes
 /// only after the garbage collector has deleted its Deployment and Service (they name it as
@@ -54,7 +55,7 @@ async fn delete_versions(client: &Client) -> anyhow::Result<usize> {
             }
         }
     }
-    let started = Instant::now();
+    let (mut progress_at, mut fewest) = (Instant::now(), u64::MAX);
     loop {
         let left = all
             .list_metadata(&ListParams::default().limit(1))
@@ -64,14 +65,20 @@ async fn delete_versions(client: &Client) -> anyhow::Result<usize> {
         if left.items.is_empty() {
             return Ok(listed.items.len());
         }
-        if started.elapsed() >= VERSIONS_GONE {
+        // One small page: its remainingItemCount says how many are left.
+        let count = 1 + left.metadata.remaining_item_count.unwrap_or(0).max(0) as u64;
+        if count < fewest {
+            (progress_at, fewest) = (Instant::now(), count);
+        }
+        if progress_at.elapsed() >= NO_PROGRESS {
             let fv = &left.items[0];
             return Err(fail(
                 Code::Timeout,
                 format!(
-                    "timed out after {} waiting for FunctionVersion {}/{} and its Deployment and \
-                     Service to be deleted (nothing else was deleted)",
-                    show(VERSIONS_GONE),
+                    "no FunctionVersion went away for {} ({count} left, {}/{} among them): \
+                     their Deployments and Services are not being deleted (nothing else was \
+                     deleted)",
+                    show(NO_PROGRESS),
                     fv.namespace().unwrap_or_default(),
                     fv.name_any()
                 ),

@@ -256,22 +256,24 @@ async fn the_router_as_install_runs_it_watches_every_namespace_and_the_cli_finds
     );
 
     // A Function in a namespace of its own: the CLI (no --router-namespace) finds that Lease
-    // in switchyard-system and waits for it, and the router serves the change.
+    // in switchyard-system and waits for it, and the router serves the change. Its name (and so
+    // its path) is its own: the router watches every namespace, where the rest of the suite has
+    // left many a `hello` claiming /hello.
     let (v1, v2) = (Upstream::start("1.0.0"), Upstream::start("1.1.0"));
-    cli.ok(&["deploy", "hello", "1.0.0", "--endpoint", &v1.url()])
+    cli.ok(&["deploy", "solo", "1.0.0", "--endpoint", &v1.url()])
         .await;
-    cli.ok(&["deploy", "hello", "1.1.0", "--endpoint", &v2.url()])
+    cli.ok(&["deploy", "solo", "1.1.0", "--endpoint", &v2.url()])
         .await;
-    let out = cli.ok(&["promote", "hello", "1.1.0"]).await;
+    let out = cli.ok(&["promote", "solo", "1.1.0"]).await;
     assert!(out.stdout.contains("applied by 1/1 routers"), "{out:?}");
     let listen = router.listen;
     let served = tokio::task::spawn_blocking(move || {
         HttpClient::new(listen)
-            .get("localhost", "/hello", &[])
+            .get("localhost", "/solo", &[])
             .expect("a request through the router")
     })
     .await
     .expect("the request");
-    assert_eq!(served.header("x-switchyard-served-by"), "hello@1.1.0");
+    assert_eq!(served.header("x-switchyard-served-by"), "solo@1.1.0");
     drop(router);
 }
