@@ -64,6 +64,16 @@ fn held_by(me: &str, before: Option<&LeaseSpec>, now: Timestamp) -> LeaseSpec {
     }
 }
 
+/// Whether the Lease as this replica last wrote it (`spec`) still makes it the decider at
+/// `now`: live by [`protocol::replica_live`] a second from now, so that it stops deciding
+/// before any contender could find the Lease expired.
+pub fn still_held(spec: &LeaseSpec, now: Timestamp) -> bool {
+    let soon = now
+        .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(1))
+        .unwrap_or(now);
+    protocol::replica_live(spec, soon)
+}
+
 /// This replica's side of the decider Lease.
 pub struct DeciderLease {
     api: Api<Lease>,
@@ -82,9 +92,16 @@ impl DeciderLease {
         }
     }
 
-    /// Whether this replica held the Lease after its last [`Self::hold`].
+    /// Whether this replica holds the Lease now: it wrote itself in, and that write is still
+    /// live with a second to spare (by the one rule of [`protocol::replica_live`]). A renewal
+    /// that failed (the API server unreachable) does not extend it: once the last write that
+    /// landed could have expired, a contender may take the Lease, and this replica stops
+    /// deciding first.
     pub fn holds(&self) -> bool {
-        self.held.is_some()
+        self.held
+            .as_ref()
+            .and_then(|l| l.spec.as_ref())
+            .is_some_and(|spec| still_held(spec, Timestamp::now()))
     }
 
     /// Takes or renews the Lease; `Ok(true)` while this replica holds it. A lost race (409) is
@@ -103,7 +120,9 @@ impl DeciderLease {
                 }
                 Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {}
                 Err(e) => {
-                    // Unknown outcome: keep believing until the next read says otherwise.
+                    // Unknown outcome: keep what last landed (not the renewal that may not
+                    // have), so `holds` turns false once that could have expired.
+                    lease.spec = before;
                     self.held = Some(lease);
                     return Err(e);
                 }
@@ -189,6 +208,19 @@ mod tests {
         for (found, expected) in cases {
             assert_eq!(claim(found.as_ref(), "r1", now), expected, "{found:?}");
         }
+    }
+
+    #[test]
+    fn a_holder_whose_renewals_fail_stops_deciding_before_anyone_may_take_over() {
+        let now: Timestamp = "2026-12-02T10:00:00Z".parse().unwrap();
+        // Renewed 1 s ago: still the decider.
+        assert!(still_held(&spec(Some("r1"), 1, now), now));
+        // Its last landed renewal 6 s ago (duration 6 s): a contender still finds it held,
+        // and the holder has already stopped — never two deciders by the clock.
+        let stale = spec(Some("r1"), 6, now);
+        assert_eq!(claim(Some(&stale), "r2", now), Claim::Held);
+        assert!(!still_held(&stale, now));
+        assert!(!still_held(&spec(Some("r1"), 100, now), now));
     }
 
     #[test]
