@@ -24,7 +24,7 @@ const CUT_STEP: u32 = 1;
 const CUT_WEIGHT: u32 = 50_000;
 
 /// Answers the load must have had during the outage before it ends: enough that the canary's
-/// 5% share is far from both 0 and the baseline's (expected 100, sd ~10).
+/// 5% share is far from both 0 and the baseline's (expected >= 100).
 const ANSWERS_WHILE_CUT: usize = 2_000;
 
 /// Waits until every router says whether its watch source is connected, as `connected`.
@@ -103,10 +103,17 @@ async fn an_api_server_outage_mid_step_keeps_the_split_serving_and_the_rollout_r
     });
     let during = api.get("hello").await.expect("reading the Function");
     let to = load.answers();
+    let window = cut_at.elapsed();
     relay.restore();
 
     // Nothing moved while the routers could not write.
-    assert_eq!(status(&during).step, CUT_STEP, "{:?}", status(&during));
+    assert_eq!(
+        status(&during).step,
+        CUT_STEP,
+        "the rollout moved while cut: {:?} by {}",
+        status(&during).reason,
+        status(&during).actor
+    );
     assert_eq!(status(&during).phase, RolloutPhase::Progressing);
     assert_eq!(during.spec.weight_of("1.3.0"), CUT_WEIGHT);
     assert_eq!(canary_history(&during), canary_history(&before));
@@ -119,9 +126,14 @@ async fn an_api_server_outage_mid_step_keeps_the_split_serving_and_the_rollout_r
     let on = |v: &str| cut_answers.iter().filter(|by| *by == v).count();
     let (old, new) = (on("hello@1.2.0"), on("hello@1.3.0"));
     assert_eq!(old + new, cut_answers.len(), "{:?}", seen.by);
-    // 5% of at least 2,000: expected >= 100 with a standard deviation near 10, so 40..=200
-    // of each 2,000 fails only on a broken split, never by chance.
+    // 5% of at least 2,000 answers is >= 100 (a random roll's standard deviation is near 10),
+    // so 2%..=10% fails only on a broken split, never by chance.
     let share_ppm = new as u64 * 1_000_000 / cut_answers.len() as u64;
+    eprintln!(
+        "while cut for {:?}: {} answers, {old} baseline, {new} canary ({share_ppm} ppm)",
+        window,
+        cut_answers.len()
+    );
     assert!(
         (20_000..=100_000).contains(&share_ppm),
         "the canary's share while cut was {share_ppm} ppm of {} answers ({old} baseline, {new} canary)",
