@@ -4,6 +4,7 @@
 //! written with the resourceVersion read); every wait is on the Function's status or history.
 
 mod kubernetes;
+mod outage;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufReader, Write};
