@@ -183,8 +183,33 @@ impl SimulatedNode {
         }
     }
 
-    /// Deletes the Node (kwok stops managing it; its Pods are left to the controllers).
+    /// Cordons and drains the Node (its Pods deleted at once, as a node going away would have
+    /// them evicted) and deletes it. The test control plane runs no pod garbage collector, so a
+    /// Pod left bound to a deleted Node would stay for ever, and with it every owner deleted
+    /// in the foreground (a real `uninstall --force` at the end of the suite waited on one).
     pub async fn remove(self) {
+        // Cordoned first, so that the replacements of the Pods deleted below are not
+        // scheduled back onto it.
+        let _ = Api::<Node>::all(self.client.clone())
+            .patch(
+                &self.name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(serde_json::json!({"spec": {"unschedulable": true}})),
+            )
+            .await;
+        let pods = Api::<Pod>::all(self.client.clone());
+        let on_node = ListParams::default().fields(&format!("spec.nodeName={}", self.name));
+        if let Ok(list) = pods.list(&on_node).await {
+            for pod in list.items {
+                let ns = pod.namespace().unwrap_or_default();
+                let _ = Api::<Pod>::namespaced(self.client.clone(), &ns)
+                    .delete(
+                        &pod.name_any(),
+                        &kube::api::DeleteParams::default().grace_period(0),
+                    )
+                    .await;
+            }
+        }
         let _ = Api::<Node>::all(self.client.clone())
             .delete(&self.name, &Default::default())
             .await;
