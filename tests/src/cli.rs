@@ -345,3 +345,16 @@ pub fn table_rows(text: &str) -> Vec<std::collections::BTreeMap<String, String>>
         })
         .collect()
 }
+
+/// Runs the real `switchyard` binary against the local store `store` (`--store dir:…`), with
+/// no cluster and no `SWITCHYARD_STORE` from the environment to compete with it.
+pub fn local(store: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(binary("switchyard"))
+        .arg("--store")
+        .arg(format!("dir:{}", store.display()))
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .env_remove("SWITCHYARD_STORE")
+        .output()
+        .expect("running switchyard")
+}

@@ -289,6 +289,28 @@ fn panic_on(s: &RolloutStatus, expected: RolloutPhase) -> bool {
 }
 
 /// The reasons of the canary entries of the history, in order.
+/// The Function once its rollout succeeded, its canary history and the step of each entry
+/// (`started 1/5`, `advanced 2/5`, …, `promoted`: each reason up to its first colon).
+pub async fn wait_promoted(
+    client: &kube::Client,
+    ns: &str,
+) -> (Function, Vec<(String, String)>, Vec<String>) {
+    let f = wait_rollout(
+        client,
+        ns,
+        "hello",
+        "the promotion",
+        ended(RolloutPhase::Succeeded),
+    )
+    .await;
+    let history = canary_history(&f);
+    let steps = history
+        .iter()
+        .map(|(_, reason)| reason.split(':').next().unwrap_or_default().to_string())
+        .collect();
+    (f, history, steps)
+}
+
 pub fn canary_history(f: &Function) -> Vec<(String, String)> {
     f.spec
         .history

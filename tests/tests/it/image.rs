@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+use switchyard_tests::router::temp_dir;
 use switchyard_tests::{binary, free_port, get, wait_until_blocking, HttpClient, Upstream};
 
 fn workspace() -> PathBuf {
@@ -22,19 +23,6 @@ fn workspace() -> PathBuf {
         .parent()
         .expect("the workspace root")
         .to_path_buf()
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "switchyard-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default()
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
 }
 
 /// Why the sandbox cannot be made here, if it cannot.

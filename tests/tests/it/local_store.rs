@@ -1,34 +1,13 @@
 //! Switchyard without a cluster: the quickstart, the local store under concurrent writers and
 //! broken files, and a router binary following a rollback made by the CLI.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use switchyard_tests::cli::local;
+use switchyard_tests::router::temp_dir;
 use switchyard_tests::{binary, free_port, get, wait_until_blocking, HttpClient, Upstream};
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "switchyard-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default()
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
-fn switchyard(store: &Path, args: &[&str]) -> Output {
-    Command::new(binary("switchyard"))
-        .arg("--store")
-        .arg(format!("dir:{}", store.display()))
-        .args(args)
-        .env_remove("KUBECONFIG")
-        .output()
-        .expect("running switchyard")
-}
 
 fn ok(out: &Output) -> String {
     assert!(
@@ -119,7 +98,7 @@ fn quickstart_without_a_router_binary_says_how_to_get_one() {
 }
 
 fn deploy_two(store: &Path, a: &Upstream, b: &Upstream) {
-    ok(&switchyard(
+    ok(&local(
         store,
         &[
             "deploy",
@@ -130,7 +109,7 @@ fn deploy_two(store: &Path, a: &Upstream, b: &Upstream) {
             "--no-wait",
         ],
     ));
-    ok(&switchyard(
+    ok(&local(
         store,
         &[
             "deploy",
@@ -157,7 +136,7 @@ fn two_processes_writing_one_function_at_once_lose_no_update() {
                     let reason = format!("writer-{p}-change-{i}");
                     let canary = format!("1.1.0={}", 1 + p * 10 + i);
                     let stable = format!("1.0.0={}", 99 - p * 10 - i);
-                    let out = switchyard(
+                    let out = local(
                         &store,
                         &[
                             "traffic",
@@ -186,11 +165,9 @@ fn two_processes_writing_one_function_at_once_lose_no_update() {
     // The history holds exactly the writes that said they landed, each once: none that
     // exited 5 (lost its race after retrying), none twice, none missing. (That conflicts do
     // happen and end in exit 5 is forced deterministically in lost_race.rs.)
-    let history: serde_json::Value = serde_json::from_str(&ok(&switchyard(
-        &store,
-        &["history", "hello", "-o", "json"],
-    )))
-    .expect("history as JSON");
+    let history: serde_json::Value =
+        serde_json::from_str(&ok(&local(&store, &["history", "hello", "-o", "json"])))
+            .expect("history as JSON");
     let mut recorded: Vec<String> = history
         .as_array()
         .expect("a list")
@@ -218,7 +195,7 @@ fn a_broken_state_file_is_reported_and_left_untouched() {
         text.replacen("weight: 1000000", "weight: 999999", 1),
     ] {
         std::fs::write(&file, &broken).expect("break the file");
-        let out = switchyard(
+        let out = local(
             &store,
             &["traffic", "hello", "1.1.0=10", "1.0.0=90", "--no-wait"],
         );
@@ -239,7 +216,7 @@ fn a_broken_state_file_is_reported_and_left_untouched() {
     }
     let truncated = text[..text.len() / 2].to_string();
     std::fs::write(&file, &truncated).expect("break the file");
-    let out = switchyard(&store, &["status", "hello"]);
+    let out = local(&store, &["status", "hello"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(&format!("{}:", file.display())),
@@ -282,12 +259,12 @@ fn a_router_on_a_store_directory_follows_a_rollback_made_by_the_cli_and_acknowle
     wait_until_blocking(Duration::from_secs(20), "the router to be ready", || {
         get(admin_addr, "/readyz").ok().filter(|r| r.status == 200)
     });
-    let shifted = ok(&switchyard(
+    let shifted = ok(&local(
         &store,
         &["traffic", "hello", "1.1.0=50", "1.0.0=50"],
     ));
     assert!(shifted.contains("applied by 1/1 routers"), "{shifted}");
-    let rolled = ok(&switchyard(&store, &["rollback", "hello"]));
+    let rolled = ok(&local(&store, &["rollback", "hello"]));
     assert!(
         rolled.contains("→ 1.0.0=100% · applied by 1/1 routers"),
         "{rolled}"
@@ -297,11 +274,11 @@ fn a_router_on_a_store_directory_follows_a_rollback_made_by_the_cli_and_acknowle
         let r = client.get("localhost", "/hello", &[]).expect("request");
         assert_eq!(r.header("x-switchyard-served-by"), "hello@1.0.0");
     }
-    let status = ok(&switchyard(&store, &["status", "hello", "-o", "json"]));
+    let status = ok(&local(&store, &["status", "hello", "-o", "json"]));
     assert!(status.contains("local-1"), "{status}");
     // Its file carries its numbers too: status sums them (the 200 requests above).
     let live = wait_until_blocking(Duration::from_secs(20), "the numbers in status", || {
-        let out = switchyard(&store, &["status", "hello", "-o", "json"]);
+        let out = local(&store, &["status", "hello", "-o", "json"]);
         let view: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
         let stable = view["live"]
             .as_array()?
@@ -312,7 +289,7 @@ fn a_router_on_a_store_directory_follows_a_rollback_made_by_the_cli_and_acknowle
     });
     assert_eq!(live["errorRate"], 0.0, "{live}");
     // `routers` lists it; a replica file left behind long ago is pruned, the live one kept.
-    let listed = ok(&switchyard(&store, &["routers", "-o", "json"]));
+    let listed = ok(&local(&store, &["routers", "-o", "json"]));
     let rows: serde_json::Value = serde_json::from_str(&listed).expect("json");
     assert_eq!(rows[0]["name"], "local-1", "{rows}");
     assert_eq!(rows[0]["live"], true, "{rows}");
@@ -322,28 +299,25 @@ fn a_router_on_a_store_directory_follows_a_rollback_made_by_the_cli_and_acknowle
         r#"{"name": "gone", "renewedMs": 1000, "leaseDurationSeconds": 10}"#,
     )
     .expect("an old replica file");
-    let pruned = ok(&switchyard(&store, &["routers", "--prune"]));
+    let pruned = ok(&local(&store, &["routers", "--prune"]));
     assert_eq!(pruned.trim(), "router gone pruned");
     assert!(!store.join("routers").join("gone.json").exists());
     assert!(store.join("routers").join("local-1.json").exists());
 
     // A whole function goes only with --force while a live router serves it.
-    let out = switchyard(&store, &["delete", "hello", "--all"]);
+    let out = local(&store, &["delete", "hello", "--all"]);
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
         "error: function hello is served by 1 live router (local-1); deleting it makes them answer 404 (use --force)"
     );
-    let deleted = ok(&switchyard(
-        &store,
-        &["delete", "hello", "--all", "--force"],
-    ));
+    let deleted = ok(&local(&store, &["delete", "hello", "--all", "--force"]));
     assert_eq!(deleted.trim(), "function hello deleted with its 2 versions");
     wait_until_blocking(Duration::from_secs(20), "the route to go", || {
         let r = client.get("localhost", "/hello", &[]).ok()?;
         (r.status == 404).then_some(())
     });
-    let listed = ok(&switchyard(&store, &["list", "-o", "json"]));
+    let listed = ok(&local(&store, &["list", "-o", "json"]));
     assert_eq!(listed.trim(), "[]");
 }
 
@@ -375,6 +349,6 @@ fn switchyard_store_names_the_local_store_when_no_flag_does() {
     assert_eq!(listed[0]["name"], "hello", "{listed}");
     // The same store through the flag sees the same function.
     let flagged: serde_json::Value =
-        serde_json::from_str(&ok(&switchyard(&store, &["list", "-o", "json"]))).expect("json");
+        serde_json::from_str(&ok(&local(&store, &["list", "-o", "json"]))).expect("json");
     assert_eq!(flagged, listed);
 }

@@ -16,20 +16,10 @@ use std::sync::Arc;
 
 use serde_yaml::Value;
 use switchyard_tests::binary;
-
-fn switchyard(store: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(binary("switchyard"))
-        .arg("--store")
-        .arg(format!("dir:{}", store.display()))
-        .args(args)
-        .env_remove("KUBECONFIG")
-        .env_remove("SWITCHYARD_STORE")
-        .output()
-        .expect("running switchyard")
-}
+use switchyard_tests::cli::local;
 
 fn ok(store: &Path, args: &[&str]) -> String {
-    let out = switchyard(store, args);
+    let out = local(store, args);
     assert!(
         out.status.success(),
         "{args:?}: {}",

@@ -218,19 +218,7 @@ async fn when_the_deciding_router_is_killed_another_continues_without_skipping_o
         .expect("the holder is one of the routers");
     routers[dead].kill();
     let survivor = routers[1 - dead].replica.clone();
-    let f = wait_rollout(
-        &client,
-        &ns,
-        "hello",
-        "the promotion",
-        ended(RolloutPhase::Succeeded),
-    )
-    .await;
-    let history = canary_history(&f);
-    let steps: Vec<String> = history
-        .iter()
-        .map(|(_, reason)| reason.split(':').next().unwrap_or_default().to_string())
-        .collect();
+    let (_, history, steps) = wait_promoted(&client, &ns).await;
     assert_eq!(steps, PROMOTED, "{history:?}");
     assert_eq!(
         history.last().map(|(actor, _)| actor.clone()),

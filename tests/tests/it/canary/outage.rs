@@ -158,19 +158,7 @@ async fn an_api_server_outage_mid_step_keeps_the_split_serving_and_the_rollout_r
     // Back: the routers reconnect and the rollout carries on from step 2 to its end, each
     // step once, decided by a router.
     wait_source(&routers, true);
-    let f = wait_rollout(
-        &client,
-        &ns,
-        "hello",
-        "the promotion",
-        ended(RolloutPhase::Succeeded),
-    )
-    .await;
-    let history = canary_history(&f);
-    let steps: Vec<String> = history
-        .iter()
-        .map(|(_, reason)| reason.split(':').next().unwrap_or_default().to_string())
-        .collect();
+    let (f, history, steps) = wait_promoted(&client, &ns).await;
     assert_eq!(
         steps,
         [

@@ -5,37 +5,15 @@
 //! acknowledged, so the log holds it once the CLI returns.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use switchyard_tests::cli::local;
+use switchyard_tests::router::temp_dir;
 use switchyard_tests::{binary, free_port, get, wait_until_blocking};
 
-fn store_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "switchyard-logs-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default()
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
-fn switchyard(store: &Path, args: &[&str]) -> Output {
-    Command::new(binary("switchyard"))
-        .arg("--store")
-        .arg(format!("dir:{}", store.display()))
-        .args(args)
-        .env_remove("KUBECONFIG")
-        .env_remove("SWITCHYARD_STORE")
-        .output()
-        .expect("running switchyard")
-}
-
 fn ok(store: &Path, args: &[&str]) -> String {
-    let out = switchyard(store, args);
+    let out = local(store, args);
     assert!(
         out.status.success(),
         "{args:?}: exit {:?}\n{}",
@@ -128,7 +106,7 @@ fn two_functions(store: &Path) {
 
 /// `other` claims hello's route: the CLI's wait fails (exit 1) once the router rejected it.
 fn clash(store: &Path) {
-    let out = switchyard(store, &["set", "other", "--prefix", "/hello"]);
+    let out = local(store, &["set", "other", "--prefix", "/hello"]);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -140,7 +118,7 @@ fn clash(store: &Path) {
 #[test]
 fn at_the_default_level_the_router_logs_start_up_each_swap_with_its_split_and_each_rejection_once()
 {
-    let store = store_dir("text");
+    let store = temp_dir("text");
     two_functions(&store);
     let router = LoggedRouter::start(&store, &[]);
     ok(&store, &["traffic", "hello", "1.1.0=10", "1.0.0=90"]);
@@ -193,7 +171,7 @@ fn at_the_default_level_the_router_logs_start_up_each_swap_with_its_split_and_ea
 
 #[test]
 fn with_log_format_json_every_line_is_a_json_object_with_the_same_events() {
-    let store = store_dir("json");
+    let store = temp_dir("json");
     two_functions(&store);
     let router = LoggedRouter::start(&store, &["--log-format", "json"]);
     ok(&store, &["traffic", "hello", "1.1.0=10", "1.0.0=90"]);

@@ -7,34 +7,13 @@
 //! Two routers on one store publish their counts in their files; `shadow status` and `status`
 //! sum them, and `promote`/`traffic` refuse weight for the version whose copies differed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use switchyard_tests::cli::local;
+use switchyard_tests::router::temp_dir;
 use switchyard_tests::{binary, free_port, get, wait_until_blocking, HttpClient, Upstream};
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "switchyard-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default()
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
-fn switchyard(store: &Path, args: &[&str]) -> Output {
-    Command::new(binary("switchyard"))
-        .arg("--store")
-        .arg(format!("dir:{}", store.display()))
-        .args(args)
-        .env_remove("KUBECONFIG")
-        .output()
-        .expect("running switchyard")
-}
 
 fn ok(out: &Output) -> String {
     assert!(
@@ -102,7 +81,7 @@ fn a_shadow_started_by_the_cli_copies_requests_and_stop_ends_the_copies() {
     let store = temp_dir("shadow");
     let (a, b) = (Upstream::start("1.0.0"), Upstream::start("1.1.0"));
     for (v, up) in [("1.0.0", &a), ("1.1.0", &b)] {
-        ok(&switchyard(
+        ok(&local(
             &store,
             &["deploy", "hello", v, "--endpoint", &up.url(), "--no-wait"],
         ));
@@ -129,7 +108,7 @@ fn a_shadow_started_by_the_cli_copies_requests_and_stop_ends_the_copies() {
     wait_until_blocking(Duration::from_secs(20), "the router to be ready", || {
         get(admin, "/readyz").ok().filter(|r| r.status == 200)
     });
-    let started = ok(&switchyard(
+    let started = ok(&local(
         &store,
         &["shadow", "hello", "1.1.0", "--percent", "100"],
     ));
@@ -147,7 +126,7 @@ fn a_shadow_started_by_the_cli_copies_requests_and_stop_ends_the_copies() {
     // The two versions answer with their own labels: every copy differs in its body.
     assert_eq!(c["differing"]["body"].as_u64(), Some(20), "{c}");
     assert_eq!(b.hits(), 20);
-    let stopped = ok(&switchyard(&store, &["shadow", "stop", "hello"]));
+    let stopped = ok(&local(&store, &["shadow", "stop", "hello"]));
     assert!(stopped.contains("applied by 1/1 routers"), "{stopped}");
     for _ in 0..20 {
         client.get("localhost", "/hello", &[]).expect("request");
@@ -162,23 +141,20 @@ fn two_routers_counts_are_summed_and_a_differing_shadow_gets_no_weight_unless_fo
     let store = temp_dir("shadow-sum");
     let (a, b) = (Upstream::start("1.0.0"), Upstream::start("1.1.0"));
     for (v, up) in [("1.0.0", &a), ("1.1.0", &b)] {
-        ok(&switchyard(
+        ok(&local(
             &store,
             &["deploy", "hello", v, "--endpoint", &up.url(), "--no-wait"],
         ));
     }
     let (_r1, listen1, admin1) = router(&store, "local-1");
     let (_r2, listen2, admin2) = router(&store, "local-2");
-    let started = ok(&switchyard(
+    let started = ok(&local(
         &store,
         &["shadow", "hello", "1.1.0", "--percent", "100"],
     ));
     assert!(started.contains("applied by 2/2 routers"), "{started}");
     // Nothing copied yet: shown as active, nothing counted.
-    let view = json(&switchyard(
-        &store,
-        &["shadow", "status", "hello", "-o", "json"],
-    ));
+    let view = json(&local(&store, &["shadow", "status", "hello", "-o", "json"]));
     assert_eq!(view["active"]["version"], "1.1.0", "{view}");
     assert_eq!(view["versions"], serde_json::json!([]), "{view}");
     for (listen, n) in [(listen1, 7), (listen2, 5)] {
@@ -198,10 +174,7 @@ fn two_routers_counts_are_summed_and_a_differing_shadow_gets_no_weight_unless_fo
     }
     // ...and the CLI sums what their files say, once both have written them.
     let view = wait_until_blocking(Duration::from_secs(20), "12 copies summed", || {
-        let v = json(&switchyard(
-            &store,
-            &["shadow", "status", "hello", "-o", "json"],
-        ));
+        let v = json(&local(&store, &["shadow", "status", "hello", "-o", "json"]));
         (v["versions"][0]["compared"].as_u64() == Some(12)).then_some(v)
     });
     let row = &view["versions"][0];
@@ -222,14 +195,14 @@ fn two_routers_counts_are_summed_and_a_differing_shadow_gets_no_weight_unless_fo
         Some(5),
         "bounded: {row}"
     );
-    let text = ok(&switchyard(&store, &["shadow", "status", "hello"]));
+    let text = ok(&local(&store, &["shadow", "status", "hello"]));
     assert!(
         text.contains("Routers:   2 live") && text.contains("differing"),
         "{text}"
     );
-    let status = json(&switchyard(&store, &["status", "hello", "-o", "json"]));
+    let status = json(&local(&store, &["status", "hello", "-o", "json"]));
     assert_eq!(status["shadow"]["versions"][0]["compared"], 12, "{status}");
-    let status = ok(&switchyard(&store, &["status", "hello"]));
+    let status = ok(&local(&store, &["status", "hello"]));
     assert!(
         status.contains("Shadow:      1.1.0 100% GET,HEAD maxBody=1MiB; 1.1.0: differing · 12 of 12 compared differ"),
         "{status}"
@@ -240,7 +213,7 @@ fn two_routers_counts_are_summed_and_a_differing_shadow_gets_no_weight_unless_fo
         &["traffic", "hello", "1.0.0=90", "1.1.0=10", "--no-wait"][..],
         &["canary", "hello", "1.1.0", "--no-wait"][..],
     ] {
-        let out = switchyard(&store, args);
+        let out = local(&store, args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(3), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -250,15 +223,12 @@ fn two_routers_counts_are_summed_and_a_differing_shadow_gets_no_weight_unless_fo
         );
     }
     // Stopped, it still counts (the routers' counts live on); taking weight away is allowed.
-    ok(&switchyard(&store, &["shadow", "stop", "hello"]));
-    let out = switchyard(&store, &["promote", "hello", "1.1.0", "--no-wait"]);
+    ok(&local(&store, &["shadow", "stop", "hello"]));
+    let out = local(&store, &["promote", "hello", "1.1.0", "--no-wait"]);
     assert_eq!(out.status.code(), Some(3));
-    let forced = ok(&switchyard(
-        &store,
-        &["promote", "hello", "1.1.0", "--force"],
-    ));
+    let forced = ok(&local(&store, &["promote", "hello", "1.1.0", "--force"]));
     assert!(forced.contains("applied by 2/2 routers"), "{forced}");
-    ok(&switchyard(
+    ok(&local(
         &store,
         &["traffic", "hello", "1.0.0=100", "--no-wait"],
     ));
