@@ -28,6 +28,11 @@ pub struct FunctionState {
     pub revision: String,
     /// The generation of the spec (`metadata.generation`).
     pub generation: i64,
+    /// The revision a router must have read to serve this spec: `revision`, or the earlier one
+    /// the spec was written at when only metadata changed since (`protocol::written_at`).
+    pub written_at: String,
+    /// `metadata.uid` (empty on a local store).
+    pub uid: String,
     /// When it was created.
     pub created: Option<jiff::Timestamp>,
     /// Its status (an automated canary's progress), as read: a write that ends a rollout in

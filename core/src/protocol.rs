@@ -46,6 +46,43 @@ pub const ROUTERS_PENDING: &str = "pending";
 /// [`ROUTERS_ANNOTATION`] when nobody waited, or a wait could not tell.
 pub const ROUTERS_UNCONFIRMED: &str = "unconfirmed";
 
+/// The annotation saying at which resourceVersion the Function's current spec was written, as
+/// `UID/GENERATION/RESOURCEVERSION`. The writer sets it beside [`ROUTERS_ANNOTATION`] in its
+/// metadata-only patch after the wait. That patch, like any metadata-only change, moves the
+/// resourceVersion but not what any router serves, so `status` judges each router against
+/// this one ([`written_at`]) rather than against the Function's latest resourceVersion.
+pub const WRITTEN_AT_ANNOTATION: &str = "switchyard.dev/written-at";
+
+/// [`WRITTEN_AT_ANNOTATION`]'s value for the write that left a Function with `uid` at
+/// `generation` and resourceVersion `rv`.
+pub fn written_at_value(uid: &str, generation: i64, rv: &str) -> String {
+    format!("{uid}/{generation}/{rv}")
+}
+
+/// The resourceVersion a router must have read to serve this Function's spec as it is: the one
+/// [`WRITTEN_AT_ANNOTATION`] names when it describes this very object (same uid) at its current
+/// generation, else the object's own resourceVersion. A spec or status change bumps the
+/// generation (the Function CRD has no status subresource), so a stale note never applies.
+pub fn written_at(metadata: &ObjectMeta) -> String {
+    let current = metadata.resource_version.clone().unwrap_or_default();
+    let noted = metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(WRITTEN_AT_ANNOTATION))
+        .and_then(|v| {
+            let mut parts = v.splitn(3, '/');
+            let (uid, generation, rv) = (parts.next()?, parts.next()?, parts.next()?);
+            let fits = Some(uid) == metadata.uid.as_deref()
+                && generation.parse().ok() == metadata.generation
+                && matches!(
+                    (resource_version(rv), resource_version(&current)),
+                    (Ok(noted), Ok(now)) if noted <= now
+                );
+            fits.then(|| rv.to_string())
+        });
+    noted.unwrap_or(current)
+}
+
 /// Sets the annotations `kubectl get fn` shows of a Function whose spec is `spec` as it is
 /// written: its split in percent ([`TRAFFIC_ANNOTATION`]) and `routers`
 /// ([`ROUTERS_ANNOTATION`]). Every writer of a whole Function calls it, so the columns never
@@ -261,6 +298,47 @@ pub fn summarize(
 mod tests {
     use super::*;
     use crate::report::{AppliedVersions, Exception};
+
+    #[test]
+    fn written_at_is_the_noted_revision_only_for_the_same_object_at_the_same_generation() {
+        let meta = |uid: &str, generation: i64, rv: &str, note: Option<&str>| ObjectMeta {
+            uid: Some(uid.into()),
+            generation: Some(generation),
+            resource_version: Some(rv.into()),
+            annotations: note
+                .map(|n| BTreeMap::from([(WRITTEN_AT_ANNOTATION.to_string(), n.to_string())])),
+            ..Default::default()
+        };
+        let note = written_at_value("u1", 4, "100");
+        assert_eq!(note, "u1/4/100");
+        for (what, m, want) in [
+            (
+                "noted, then annotated",
+                meta("u1", 4, "105", Some(&note)),
+                "100",
+            ),
+            ("no note", meta("u1", 4, "105", None), "105"),
+            (
+                "a newer generation",
+                meta("u1", 5, "110", Some(&note)),
+                "110",
+            ),
+            (
+                "another object (recreated)",
+                meta("u2", 4, "120", Some(&note)),
+                "120",
+            ),
+            (
+                "a note from the future",
+                meta("u1", 4, "90", Some(&note)),
+                "90",
+            ),
+            ("garbage", meta("u1", 4, "105", Some("4/100")), "105"),
+            ("not a number", meta("u1", 4, "105", Some("u1/4/x")), "105"),
+        ] {
+            assert_eq!(written_at(&m), want, "{what}");
+        }
+    }
 
     fn at(s: &str) -> Timestamp {
         s.parse().expect("a timestamp")

@@ -149,6 +149,11 @@ impl SimRouter {
     pub fn pause(&self) {
         self.paused.store(true, Ordering::Relaxed);
     }
+
+    /// Lets a paused replica carry on (as SIGCONT would).
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::Relaxed);
+    }
 }
 
 impl Drop for SimRouter {

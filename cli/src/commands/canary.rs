@@ -117,6 +117,8 @@ fn state_of(f: &Function, namespace: &str) -> FunctionState {
         spec: f.spec.clone(),
         revision: f.metadata.resource_version.clone().unwrap_or_default(),
         generation: f.metadata.generation.unwrap_or_default(),
+        written_at: switchyard_core::protocol::written_at(&f.metadata),
+        uid: f.metadata.uid.clone().unwrap_or_default(),
         created: f.metadata.creation_timestamp.as_ref().map(|t| t.0),
         status: f.status.clone(),
     }

@@ -117,7 +117,7 @@ pub(crate) fn status_view(
         .map(|r| {
             let one = [(r.name.clone(), r.report.as_ref())];
             let summary =
-                protocol::summarize(&one, &f.namespace, &f.name, &f.revision, f.generation);
+                protocol::summarize(&one, &f.namespace, &f.name, &f.written_at, f.generation);
             let (state, reason) = match &summary {
                 _ if !r.live => ("gone", None),
                 _ if r.report.is_none() => ("unknown", None),

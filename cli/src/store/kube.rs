@@ -32,6 +32,7 @@ use crate::timing;
 pub const MANAGER: &str = workload::MANAGED_BY;
 /// Default container port of a managed version.
 pub const DEFAULT_PORT: u16 = workload::DEFAULT_PORT;
+use switchyard_core::protocol::{written_at_value, WRITTEN_AT_ANNOTATION};
 pub use switchyard_core::protocol::{ROUTERS_ANNOTATION, ROUTERS_PENDING, TRAFFIC_ANNOTATION};
 
 /// Switchyard state in one namespace of a Kubernetes cluster.
@@ -635,6 +636,8 @@ fn state(f: Function) -> FunctionState {
         namespace: f.namespace().unwrap_or_default(),
         revision: f.resource_version().unwrap_or_default(),
         generation: f.metadata.generation.unwrap_or_default(),
+        written_at: switchyard_core::protocol::written_at(&f.metadata),
+        uid: f.metadata.uid.clone().unwrap_or_default(),
         created: f.metadata.creation_timestamp.as_ref().map(|t| t.0),
         status: f.status.clone(),
         spec: f.spec,
@@ -672,7 +675,14 @@ impl Store for KubeStore {
                 let body = serde_json::json!({
                     "metadata": {
                         "resourceVersion": revision,
-                        "annotations": {ROUTERS_ANNOTATION: value},
+                        "annotations": {
+                            ROUTERS_ANNOTATION: value,
+                            WRITTEN_AT_ANNOTATION: written_at_value(
+                                &written.uid,
+                                written.generation,
+                                &written.revision,
+                            ),
+                        },
                     },
                 });
                 match functions

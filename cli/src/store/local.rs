@@ -86,6 +86,8 @@ impl DirStore {
             spec: f.spec.clone(),
             revision: doc.resource_version(),
             generation: f.metadata.generation.unwrap_or_default(),
+            written_at: doc.resource_version(),
+            uid: String::new(),
             created: f.metadata.creation_timestamp.as_ref().map(|t| t.0),
             status: f.status.clone(),
         }))

@@ -15,7 +15,7 @@ async fn waiting_for_routers_works_with_two_replicas_and_times_out_with_exit_4_w
     let cli = Cli::new(&ns);
     two_versions(&cli).await;
     let a = SimRouter::start(&client, &ns, "router-a").await;
-    let _b = SimRouter::start(&client, &ns, "router-b").await;
+    let b = SimRouter::start(&client, &ns, "router-b").await;
     let out = cli.ok(&["traffic", "hello", "1.1.0=10", "1.0.0=90"]).await;
     assert!(
         out.stdout
@@ -32,15 +32,30 @@ async fn waiting_for_routers_works_with_two_replicas_and_times_out_with_exit_4_w
         .metadata
         .generation
         .expect("a generation");
-    assert_eq!(
-        router_states(&cli).await,
-        [
-            ("router-a".into(), true, "applied".into(), Some(g)),
-            ("router-b".into(), true, "applied".into(), Some(g)),
-        ]
-    );
-
+    let applied = [
+        ("router-a".into(), true, "applied".into(), Some(g)),
+        ("router-b".into(), true, "applied".into(), Some(g)),
+    ];
+    assert_eq!(router_states(&cli).await, applied);
+    // A metadata-only edit moves the resourceVersion but not what the routers serve: with both
+    // replicas frozen before they could report it, they still serve this generation.
     a.pause();
+    b.pause();
+    let functions: kube::Api<switchyard_core::Function> =
+        kube::Api::namespaced(client.clone(), &ns);
+    functions
+        .patch(
+            "hello",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({
+                "metadata": {"annotations": {"team": "payments"}}
+            })),
+        )
+        .await
+        .expect("an annotation");
+    assert_eq!(router_states(&cli).await, applied);
+    b.resume();
+
     let out = cli
         .run(&["promote", "hello", "1.1.0", "--force", "--timeout", "1s"])
         .await
