@@ -167,6 +167,15 @@ pub trait Store: Send + Sync {
         &self,
         function: &FunctionState,
     ) -> anyhow::Result<BoxStream<'static, anyhow::Result<Reports>>>;
+    /// [`Store::watch_reports`] opened before the write it will wait for has landed, so that
+    /// opening it costs the wait nothing; `None` where the reports can only be made for the
+    /// written function (a local store). Kubernetes: the same watches, which do not depend on
+    /// the function.
+    async fn watch_reports_ahead(
+        &self,
+    ) -> anyhow::Result<Option<BoxStream<'static, anyhow::Result<Reports>>>> {
+        Ok(None)
+    }
     /// Deletes the Leases and reports (local store: the files) of replicas that have not been
     /// live for two lease durations; only names them when `dry_run`. Returns their names.
     async fn prune_routers(&self, dry_run: bool) -> anyhow::Result<Vec<String>>;

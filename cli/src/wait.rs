@@ -121,22 +121,33 @@ pub struct Waited {
     pub note: String,
 }
 
+/// What a wait may be handed from before the write: the replicas as read with the function,
+/// and the report watch opened while the write was in flight ([`Store::watch_reports_ahead`]).
+/// Either missing is read or opened when the wait starts.
+#[derive(Default)]
+pub struct Ahead {
+    /// The router replicas (their Leases).
+    pub routers: Option<Vec<Router>>,
+    /// The report watch.
+    pub reports: Option<futures::stream::BoxStream<'static, anyhow::Result<Reports>>>,
+}
+
 /// Waits until every live router replica serves `written` (its resourceVersion and
 /// generation): the replicas' reports are watched, the Leases re-read every
 /// [`Store::router_refresh`] (a replica whose Lease expires stops counting, and is named on
 /// stderr). A replica still waiting for a version keeps the wait going; one that refuses the
-/// generation ends it at once (exit 1). `routers` may hold the replicas as read just before
-/// the write; `since` is when the write was sent. On a terminal, a live line shows who is
+/// generation ends it at once (exit 1). `ahead` may hold the replicas as read just before
+/// the write and the report watch already open; `since` is when the write was sent. On a terminal, a live line shows who is
 /// still pending.
 pub async fn routers(
     store: &dyn Store,
     written: &FunctionState,
-    routers: Option<Vec<Router>>,
+    ahead: Ahead,
     timeout: Duration,
     since: Instant,
 ) -> Waited {
     let mut note = UNCONFIRMED.to_string();
-    let result = wait_routers(store, written, routers, timeout, since, &mut note).await;
+    let result = wait_routers(store, written, ahead, timeout, since, &mut note).await;
     Waited { result, note }
 }
 
@@ -144,7 +155,7 @@ pub async fn routers(
 async fn wait_routers(
     store: &dyn Store,
     written: &FunctionState,
-    routers: Option<Vec<Router>>,
+    ahead: Ahead,
     timeout: Duration,
     since: Instant,
     note: &mut String,
@@ -170,12 +181,18 @@ async fn wait_routers(
     };
     // Both in flight at once: the wait costs one round trip before the first report.
     let lease_read = async {
-        match routers {
+        match ahead.routers {
             Some(known) => Ok(known),
             None => store.routers().await,
         }
     };
-    let (routers, mut events) = futures::try_join!(lease_read, store.watch_reports(written))?;
+    let watch = async {
+        match ahead.reports {
+            Some(open) => Ok(open),
+            None => store.watch_reports(written).await,
+        }
+    };
+    let (routers, mut events) = futures::try_join!(lease_read, watch)?;
     timing::mark("watch");
     let mut trace = Trace::new(since);
     let mut live_names = live(&routers);

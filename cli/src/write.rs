@@ -85,8 +85,8 @@ pub struct Landed {
     /// When the successful write landed (after any wait for the store's lock): the router
     /// wait is timed from here.
     pub sent: Instant,
-    /// The router replicas, when they were read before the write.
-    pub routers: Option<Vec<Router>>,
+    /// What the wait needs that was read or opened before the write landed.
+    pub ahead: wait::Ahead,
 }
 
 /// Reads, plans and writes conditionally, re-reading and re-planning on a conflict up to
@@ -97,8 +97,10 @@ pub async fn change(
     write: &Write,
     plan: impl Fn(&Input<'_>) -> anyhow::Result<Next>,
 ) -> anyhow::Result<Option<Landed>> {
-    // The routers a wait will need are read alongside the first attempt's reads.
+    // The routers a wait will need are read alongside the first attempt's reads, and its
+    // report watch opened alongside the first write.
     let mut routers: Option<Vec<Router>> = None;
+    let mut reports = None;
     let wants_routers = !write.no_wait && !write.dry_run;
     for attempt in 0..ATTEMPTS {
         // Concurrent requests share one HTTP/2 connection: no extra handshake.
@@ -169,7 +171,18 @@ pub async fn change(
             diff(store, &function.spec, &next, name).print();
             return Ok(None);
         }
-        match store.write_function(&function, &next).await? {
+        let watch = async {
+            match (wants_routers, &reports) {
+                (true, None) => store.watch_reports_ahead().await,
+                _ => Ok(None),
+            }
+        };
+        let (written, opened) = futures::join!(store.write_function(&function, &next), watch);
+        // A watch that cannot open now is opened again, with its error, by the wait.
+        if let Ok(Some(opened)) = opened {
+            reports = Some(opened);
+        }
+        match written? {
             Written::Done(after) => {
                 let sent = Instant::now();
                 timing::mark("write");
@@ -177,7 +190,7 @@ pub async fn change(
                     before: function,
                     after: *after,
                     sent,
-                    routers,
+                    ahead: wait::Ahead { routers, reports },
                 }));
             }
             Written::Conflict => {
@@ -339,7 +352,7 @@ pub async fn finish(store: &dyn Store, landed: Landed, write: &Write) -> anyhow:
     confirm(
         store,
         &landed.after,
-        landed.routers,
+        landed.ahead,
         landed.sent,
         write,
         &line,
@@ -352,7 +365,7 @@ pub async fn finish(store: &dyn Store, landed: Landed, write: &Write) -> anyhow:
 pub async fn confirm(
     store: &dyn Store,
     after: &FunctionState,
-    routers: Option<Vec<Router>>,
+    ahead: wait::Ahead,
     sent: Instant,
     write: &Write,
     line: &str,
@@ -365,7 +378,7 @@ pub async fn confirm(
         store.note_routers(after, wait::UNCONFIRMED).await;
         return Ok(());
     }
-    let waited = wait::routers(store, after, routers, write.timeout, sent).await;
+    let waited = wait::routers(store, after, ahead, write.timeout, sent).await;
     timing::mark("wait");
     // The Routers column is written after the outcome is printed: the confirmation a person
     // or a script waits for is not held back by a write only `kubectl get` reads.

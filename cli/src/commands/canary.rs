@@ -466,7 +466,10 @@ async fn finish(
     crate::write::confirm(
         store,
         &state_of(after, ""),
-        Some(routers),
+        crate::wait::Ahead {
+            routers: Some(routers),
+            reports: None,
+        },
         sent,
         write,
         &line,

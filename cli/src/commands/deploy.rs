@@ -207,7 +207,7 @@ pub async fn run(store: &dyn Store, d: args::Deploy) -> anyhow::Result<()> {
                 },
                 after: *after,
                 sent,
-                routers: None,
+                ahead: Default::default(),
             };
             return write::finish(store, landed, &d.write).await;
         }

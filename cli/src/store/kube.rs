@@ -33,6 +33,8 @@ pub const MANAGER: &str = workload::MANAGED_BY;
 /// Default container port of a managed version.
 pub const DEFAULT_PORT: u16 = workload::DEFAULT_PORT;
 use switchyard_core::protocol::{written_at_value, WRITTEN_AT_ANNOTATION};
+mod one_connection;
+
 pub use switchyard_core::protocol::{ROUTERS_ANNOTATION, ROUTERS_PENDING, TRAFFIC_ANNOTATION};
 
 /// Switchyard state in one namespace of a Kubernetes cluster.
@@ -322,6 +324,80 @@ impl KubeStore {
         &self.client
     }
 
+    /// The routers' reports, whole, each time one changes ([`Store::watch_reports`]).
+    async fn report_watch(
+        &self,
+    ) -> anyhow::Result<BoxStream<'static, anyhow::Result<Reports>>> {
+        // One watch per namespace from "0": the server first sends every report there is (as
+        // ADDED), then each change, so there is nothing to list and nothing to poll.
+        let params = WatchParams::default().labels(protocol::ROUTER_SELECTOR);
+        // The namespaces' watches open at once (each is a round trip the wait would otherwise
+        // queue behind the previous one).
+        let opened = futures::future::join_all(self.router_namespaces().into_iter().map(|ns| {
+            let reports: Api<RouterReport> = Api::namespaced(self.client.clone(), &ns);
+            let params = params.clone();
+            async move {
+                let result = retrying(|| reports.watch(&params, "0")).await;
+                (ns, reports, result)
+            }
+        }))
+        .await;
+        let mut streams = Vec::new();
+        for (ns, reports, result) in opened {
+            match result {
+                Ok(stream) => streams.push(reopening(reports, params.clone(), ns, stream.boxed())),
+                Err(e) if matches!(code(&e), Some(403 | 404)) => {}
+                Err(e) => {
+                    return Err(api(e))
+                        .with_context(|| format!("watching router reports in namespace {ns}"))
+                }
+            }
+        }
+        if streams.is_empty() {
+            return Err(anyhow!(
+                "cannot watch router reports in namespace {}: forbidden (waits need get, list \
+                 and watch on routerreports.switchyard.dev, as the switchyard-deployer role \
+                 grants)",
+                self.router_namespaces().join(" or ")
+            ));
+        }
+        let serves = self.namespace.clone();
+        let mut known: std::collections::BTreeMap<(String, String), RouterReportStatus> =
+            Default::default();
+        let merged = futures::stream::select_all(streams);
+        Ok(merged
+            .map(move |event| {
+                let (ns, event) = event?;
+                match event {
+                    WatchEvent::Added(r) | WatchEvent::Modified(r) => {
+                        let key = (ns, r.name_any());
+                        match r.status {
+                            Some(s)
+                                if s.watch_namespace.is_empty() || s.watch_namespace == serves =>
+                            {
+                                known.insert(key, s);
+                            }
+                            _ => {
+                                known.remove(&key);
+                            }
+                        }
+                    }
+                    WatchEvent::Deleted(r) => {
+                        known.remove(&(ns, r.name_any()));
+                    }
+                    WatchEvent::Bookmark(_) => {}
+                    WatchEvent::Error(e) => {
+                        return Err(anyhow!("watching router reports: {}", e.message))
+                    }
+                }
+                Ok(known
+                    .iter()
+                    .map(|((_, name), s)| (name.clone(), s.clone()))
+                    .collect())
+            })
+            .boxed())
+    }
+
     fn functions_api(&self) -> Api<Function> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
@@ -599,7 +675,7 @@ fn client(config: Config) -> anyhow::Result<Client> {
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)
         .map_err(tower::BoxError::from)
-        .service(hyper);
+        .service(one_connection::FirstAlone::new(hyper));
     Ok(Client::new(service, config.default_namespace))
 }
 
@@ -1025,74 +1101,13 @@ impl Store for KubeStore {
         &self,
         _function: &FunctionState,
     ) -> anyhow::Result<BoxStream<'static, anyhow::Result<Reports>>> {
-        // One watch per namespace from "0": the server first sends every report there is (as
-        // ADDED), then each change, so there is nothing to list and nothing to poll.
-        let params = WatchParams::default().labels(protocol::ROUTER_SELECTOR);
-        // The namespaces' watches open at once (each is a round trip the wait would otherwise
-        // queue behind the previous one).
-        let opened = futures::future::join_all(self.router_namespaces().into_iter().map(|ns| {
-            let reports: Api<RouterReport> = Api::namespaced(self.client.clone(), &ns);
-            let params = params.clone();
-            async move {
-                let result = retrying(|| reports.watch(&params, "0")).await;
-                (ns, reports, result)
-            }
-        }))
-        .await;
-        let mut streams = Vec::new();
-        for (ns, reports, result) in opened {
-            match result {
-                Ok(stream) => streams.push(reopening(reports, params.clone(), ns, stream.boxed())),
-                Err(e) if matches!(code(&e), Some(403 | 404)) => {}
-                Err(e) => {
-                    return Err(api(e))
-                        .with_context(|| format!("watching router reports in namespace {ns}"))
-                }
-            }
-        }
-        if streams.is_empty() {
-            return Err(anyhow!(
-                "cannot watch router reports in namespace {}: forbidden (waits need get, list \
-                 and watch on routerreports.switchyard.dev, as the switchyard-deployer role \
-                 grants)",
-                self.router_namespaces().join(" or ")
-            ));
-        }
-        let serves = self.namespace.clone();
-        let mut known: std::collections::BTreeMap<(String, String), RouterReportStatus> =
-            Default::default();
-        let merged = futures::stream::select_all(streams);
-        Ok(merged
-            .map(move |event| {
-                let (ns, event) = event?;
-                match event {
-                    WatchEvent::Added(r) | WatchEvent::Modified(r) => {
-                        let key = (ns, r.name_any());
-                        match r.status {
-                            Some(s)
-                                if s.watch_namespace.is_empty() || s.watch_namespace == serves =>
-                            {
-                                known.insert(key, s);
-                            }
-                            _ => {
-                                known.remove(&key);
-                            }
-                        }
-                    }
-                    WatchEvent::Deleted(r) => {
-                        known.remove(&(ns, r.name_any()));
-                    }
-                    WatchEvent::Bookmark(_) => {}
-                    WatchEvent::Error(e) => {
-                        return Err(anyhow!("watching router reports: {}", e.message))
-                    }
-                }
-                Ok(known
-                    .iter()
-                    .map(|((_, name), s)| (name.clone(), s.clone()))
-                    .collect())
-            })
-            .boxed())
+        self.report_watch().await
+    }
+
+    async fn watch_reports_ahead(
+        &self,
+    ) -> anyhow::Result<Option<BoxStream<'static, anyhow::Result<Reports>>>> {
+        self.report_watch().await.map(Some)
     }
 
     async fn prune_routers(&self, dry_run: bool) -> anyhow::Result<Vec<String>> {
