@@ -40,6 +40,8 @@ pub const MAX_HISTORY_ENTRIES: usize = 50;
     printcolumn = r#"{"name":"Image","type":"string","jsonPath":".spec.image"}"#,
     printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".spec.endpoint"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    // `--field-selector spec.function=NAME`: one function's versions without listing them all.
+    selectable = ".spec.function",
     validation = Rule::new("self.spec == oldSelf.spec").message("spec is immutable: versions cannot change, deploy a new version instead").field_path(".spec")
 )]
 #[x_kube(

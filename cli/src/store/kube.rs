@@ -514,10 +514,17 @@ impl KubeStore {
         };
         // Deployments only when the function has a managed version.
         let versions = self.versions_api();
-        let fvs = retrying(|| versions.list(&params))
-            .await
-            .map_err(api)
-            .with_context(context)?;
+        // Only this function's versions (the CRD's selectable field), not the namespace's
+        // thousands; an API server older than 1.31 refuses the selector (400): all of them.
+        let mine = params.clone().fields(&format!("spec.function={function}"));
+        let fvs = match retrying(|| versions.list(&mine)).await {
+            Ok(list) => list,
+            Err(e) if code(&e) == Some(400) => retrying(|| versions.list(&params))
+                .await
+                .map_err(api)
+                .with_context(context)?,
+            Err(e) => return Err(api(e)).with_context(context),
+        };
         let managed = fvs
             .items
             .iter()

@@ -66,6 +66,38 @@ async fn a_valid_function_and_version_are_accepted() {
 }
 
 #[tokio::test]
+async fn one_function_s_versions_are_listed_by_field_selector() {
+    let client = client().await;
+    let ns = namespace(&client, "crd-select").await;
+    let fvs: Api<FunctionVersion> = Api::namespaced(client.clone(), &ns);
+    for (function, v) in [("hello", "1.0.0"), ("hello", "1.1.0"), ("other", "1.0.0")] {
+        let mut fv = version(&ns, v, "http://127.0.0.1:9");
+        fv.metadata.name = Some(switchyard_core::object_name(function, v));
+        fv.spec.function = function.to_string();
+        fvs.create(&PostParams::default(), &fv)
+            .await
+            .expect("version accepted");
+    }
+    // Both ways the CLI lists: from the watch cache (`match_any`) and from etcd.
+    for params in [
+        kube::api::ListParams::default().match_any(),
+        kube::api::ListParams::default(),
+    ] {
+        let listed = fvs
+            .list(&params.fields("spec.function=hello"))
+            .await
+            .expect("spec.function is a selectable field");
+        let mut versions: Vec<String> = listed
+            .items
+            .iter()
+            .map(|fv| fv.spec.version.clone())
+            .collect();
+        versions.sort();
+        assert_eq!(versions, ["1.0.0", "1.1.0"]);
+    }
+}
+
+#[tokio::test]
 async fn the_server_refuses_a_changed_version_spec() {
     let client = client().await;
     let ns = namespace(&client, "crd-immutable").await;
