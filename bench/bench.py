@@ -1678,6 +1678,23 @@ def main():
                                         f"({tb1 - tb0:.1f} s) the router built {n_b:.0f} tables "
                                         f"(`switchyard_router_table_build_seconds`), {1000 * s_b / max(1, n_b):.0f} ms "
                                         f"each on average, {100 * s_b / (tb1 - tb0):.0f}% of the time")
+                                # The same change through the CLI, as a user makes it: process start to
+                                # its confirmation line, and the wait's own "applied ... in N ms".
+                                starts, waits = [], []
+                                for k in range(SCALE_CHANGES):
+                                    split = ["1.1.0=100", "1.2.0=0"] if k % 2 == 0 else ["1.1.0=0", "1.2.0=100"]
+                                    took, _, out = confirmed_cli(env, ns, "traffic", measured, *split)
+                                    starts.append(took)
+                                    m = re.search(r"applied by \d+/\d+ routers in (\d+(?:\.\d+)?)\s*(ms|s)\b", out)
+                                    if m:
+                                        waits.append(float(m.group(1)) * (1000 if m.group(2) == "s" else 1))
+                                    time.sleep(0.3)
+                                notes.append(
+                                    f"scale, {size:,} functions: one change through the CLI (`switchyard traffic "
+                                    f"{measured} …`, {len(starts)} runs): process start to its confirmation line p50 "
+                                    f"{ms(pct(starts, 50))} / max {ms(max(starts))} ms; the routers' acknowledgement "
+                                    f"as the CLI's wait measures it (write → report) "
+                                    + (f"p50 {pct(waits, 50):.0f} / max {max(waits):.0f} ms" if waits else "not printed"))
                                 if rec:
                                     rec.send_signal(signal.SIGINT)
                                     rec.wait(60)
