@@ -9,6 +9,9 @@
 //! blocking read has a guard of several seconds, far above the timeout under test, so a
 //! router without the timeout fails the test instead of hanging it.
 
+mod common;
+use common::free;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;
@@ -27,12 +30,6 @@ const GUARD: Duration = Duration::from_secs(10);
 const SHORT: Duration = Duration::from_millis(300);
 /// Router timeouts no test reaches.
 const LONG: Duration = Duration::from_secs(60);
-
-fn free() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-}
 
 /// An upstream on loopback that runs `serve` on each connection, on its own thread.
 fn upstream(serve: impl Fn(TcpStream) + Send + Sync + 'static) -> SocketAddr {

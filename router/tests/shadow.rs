@@ -6,6 +6,9 @@
 //! reaching a client. Waits are on the admin port's `/shadow` counts (polled with a guard),
 //! or on channels the upstreams signal; never on elapsed time.
 
+mod common;
+use common::free;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,12 +22,6 @@ use switchyard_router::{RouterConfig, RouterHandle, Source};
 
 /// Longest any wait of a test lasts.
 const GUARD: Duration = Duration::from_secs(20);
-
-fn free() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-}
 
 /// One request as an upstream saw it.
 struct Seen {

@@ -4,8 +4,11 @@
 //! Its own test binary: it installs the process's global log subscriber, which counts the
 //! router's warnings about a backend.
 
+mod common;
+use common::free;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,12 +28,6 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Count {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
     }
-}
-
-fn free() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
 }
 
 #[test]

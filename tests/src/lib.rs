@@ -167,12 +167,22 @@ pub fn wait_until_blocking<T>(
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound, read, released).
+/// A TCP port on 127.0.0.1 free at the time of asking (bound, read, released), from below the
+/// kernel's ephemeral range (32768–60999 by default), where every `bind(…:0)` and outgoing
+/// connection lands: a port handed out here for a router to listen on a moment later cannot be
+/// taken meanwhile by another test's upstream. Each port is handed out once per process;
+/// processes start 1,000 ports apart.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding 127.0.0.1:0")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 10_000 + (std::process::id() % 10) as u16 * 1000;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < 1000, "1,000 ports handed out in one test process");
+        if TcpListener::bind(("127.0.0.1", base + n)).is_ok() {
+            return base + n;
+        }
+    }
 }
 
 /// A real HTTP/1.1 upstream on 127.0.0.1: answers every request with `200`, the body

@@ -12,11 +12,27 @@ use std::time::{Duration, Instant};
 use switchyard_router::source::State;
 use switchyard_router::{RouterConfig, RouterHandle, Source};
 
-/// A loopback port free at the time of asking.
+/// A loopback address for a router to listen on, free at the time of asking, from below the
+/// kernel's ephemeral range (32768–60999 by default). Every upstream and client socket in these
+/// tests binds port 0, which lands in that range: a port handed out here and bound by the
+/// router a moment later cannot be taken meanwhile by another test's upstream (which then
+/// answered the router's requests). Each port is handed out once per process; processes start
+/// 1,000 ports apart.
 pub fn free() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 10) as u16 * 1000;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(
+            n < 1000,
+            "1,000 router ports handed out in one test process"
+        );
+        let addr = SocketAddr::from(([127, 0, 0, 1], base + n));
+        if TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
 }
 
 /// A router named `name` serving the fixed `state`, and its proxy address once it accepts
