@@ -10,7 +10,7 @@
 //! router without the timeout fails the test instead of hanging it.
 
 mod common;
-use common::free;
+use common::{free, read_head, status};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -43,27 +43,6 @@ fn upstream(serve: impl Fn(TcpStream) + Send + Sync + 'static) -> SocketAddr {
         }
     });
     addr
-}
-
-fn read_head<R: Read>(r: &mut BufReader<R>) -> Option<String> {
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        head.push_str(&line);
-        if line == "\r\n" {
-            return Some(head);
-        }
-    }
-}
-
-fn status(head: &str) -> u16 {
-    head.split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
 }
 
 fn content_length(head: &str) -> usize {

@@ -3,6 +3,9 @@
 //! (docs/protocol.md, "Local store"). A real router, real upstreams on 127.0.0.1, a real store
 //! directory; every wait is on the stored document.
 
+mod common;
+use common::free;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -58,12 +61,6 @@ fn upstream(label: &'static str, fail_every: u64) -> SocketAddr {
         }
     });
     addr
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
 }
 
 /// Requests to `/hello` on one keep-alive connection until stopped; each answer's
@@ -161,8 +158,8 @@ fn setup(
     };
     store.write("hello", "0", doc).expect("writing hello");
     let mut config = RouterConfig::new("local-1");
-    config.listen = free_addr();
-    config.admin = free_addr();
+    config.listen = free();
+    config.admin = free();
     let listen = config.listen;
     let source = Source::Local(LocalOptions {
         root,

@@ -7,7 +7,7 @@
 //! or on channels the upstreams signal; never on elapsed time.
 
 mod common;
-use common::free;
+use common::{free, header};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -70,13 +70,6 @@ fn upstream(
         }
     });
     (addr, rx)
-}
-
-fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
-    head.lines().find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.eq_ignore_ascii_case(name).then(|| v.trim())
-    })
 }
 
 fn path_of(head: &str) -> &str {
