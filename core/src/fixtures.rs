@@ -116,3 +116,16 @@ impl FunctionVersion {
         self
     }
 }
+
+impl crate::plan::VersionState {
+    /// Each of `versions`, ready: what a plan is handed when every version can take traffic.
+    pub fn all_ready(versions: &[&str]) -> Vec<crate::plan::VersionState> {
+        versions
+            .iter()
+            .map(|v| crate::plan::VersionState {
+                version: v.to_string(),
+                ready: true,
+            })
+            .collect()
+    }
+}

@@ -178,13 +178,7 @@ fn start_rollout(store: &LocalStore, router: &switchyard_router::RouterHandle, s
     let metrics = &router.shared().metrics;
     let own = switchyard_router::numbers::own_reading(metrics, &metrics.started_at(), |_, _| true);
     let readings = BTreeMap::from([("local-1".to_string(), own)]);
-    let versions: Vec<VersionState> = ["1.2.0", "1.3.0"]
-        .iter()
-        .map(|v| VersionState {
-            version: v.to_string(),
-            ready: true,
-        })
-        .collect();
+    let versions = VersionState::all_ready(&["1.2.0", "1.3.0"]);
     let by = By {
         now: jiff::Timestamp::now(),
         actor: "tester",

@@ -13,13 +13,7 @@ fn change(actor: &str) -> Change {
 }
 
 fn ready() -> Vec<VersionState> {
-    ["1.2.0", "1.3.0"]
-        .iter()
-        .map(|v| VersionState {
-            version: v.to_string(),
-            ready: true,
-        })
-        .collect()
+    VersionState::all_ready(&["1.2.0", "1.3.0"])
 }
 
 /// 1.2.0 stable, a rollout of 1.3.0 at its second step (5%).

@@ -11,12 +11,7 @@ fn change(n: u32) -> Change {
 }
 
 fn ready(list: &[&str]) -> Vec<VersionState> {
-    list.iter()
-        .map(|v| VersionState {
-            version: v.to_string(),
-            ready: true,
-        })
-        .collect()
+    VersionState::all_ready(list)
 }
 
 fn split(pairs: &[(&str, u32)]) -> Vec<TrafficTarget> {

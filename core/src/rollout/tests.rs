@@ -48,13 +48,7 @@ fn failing(run: &str, canary: u64, failed: u64, baseline: u64) -> BTreeMap<Strin
 }
 
 fn versions() -> Vec<VersionState> {
-    ["1.2.0", "1.3.0"]
-        .iter()
-        .map(|v| VersionState {
-            version: v.to_string(),
-            ready: true,
-        })
-        .collect()
+    VersionState::all_ready(&["1.2.0", "1.3.0"])
 }
 
 fn by(ms: i64) -> By<'static> {

@@ -41,13 +41,7 @@ fn reading(run: &str, canary: Counts, baseline: Counts) -> Reading {
 fn started() -> Function {
     let mut f = Function::test("hello").with_weight("1.2.0", TOTAL_PPM);
     f.spec.stable = Some("1.2.0".into());
-    let versions: Vec<VersionState> = ["1.2.0", "1.3.0"]
-        .iter()
-        .map(|v| VersionState {
-            version: v.to_string(),
-            ready: true,
-        })
-        .collect();
+    let versions = VersionState::all_ready(&["1.2.0", "1.3.0"]);
     let zero = BTreeMap::from([
         ("r1".to_string(), reading("run", counts(0, 0), counts(0, 0))),
         ("r2".to_string(), reading("run", counts(0, 0), counts(0, 0))),

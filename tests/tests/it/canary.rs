@@ -21,6 +21,7 @@ use switchyard_core::report::RouterReport;
 use switchyard_core::resources::{RolloutPhase, RolloutSpec, RolloutStatus};
 use switchyard_core::rollout::{self, By, Outcome};
 use switchyard_core::Function;
+use switchyard_tests::router::{apply_function, apply_version};
 use switchyard_tests::{wait_until, HttpClient};
 
 /// How long a rollout may take in these tests before one fails.
@@ -211,6 +212,29 @@ pub async fn readings(client: &Client, ns: &str) -> BTreeMap<String, Reading> {
 
 /// A plan of `canary` against `baseline` for tests: steps 1, 5, 25, 50, 100 %, held `hold`,
 /// `min` requests a side, +1 pp of errors and +50 ms of p99 allowed.
+/// A namespace named after `prefix` with Function `hello` on the baseline 1.2.0 (100%, served
+/// by the returned upstream, its stable version) and the canary 1.3.0 deployed at 0%, served by
+/// `canary`.
+pub async fn two_versions(
+    prefix: &str,
+    canary: &Faulty,
+) -> (Client, String, switchyard_tests::Upstream) {
+    let client = switchyard_tests::client().await;
+    let ns = switchyard_tests::namespace(&client, prefix).await;
+    let baseline = switchyard_tests::Upstream::start("1.2.0");
+    apply_version(&client, &ns, "hello", "1.2.0", &baseline.url()).await;
+    apply_version(&client, &ns, "hello", "1.3.0", &canary.url()).await;
+    apply_function(
+        &client,
+        &ns,
+        "hello",
+        &[("1.2.0", switchyard_core::TOTAL_PPM), ("1.3.0", 0)],
+        serde_json::json!({"stable": "1.2.0"}),
+    )
+    .await;
+    (client, ns, baseline)
+}
+
 pub fn plan(canary: &str, baseline: &str, hold: &str, min: u64) -> RolloutSpec {
     let mut spec = RolloutSpec::with_defaults(canary, baseline);
     spec.hold = hold.to_string();

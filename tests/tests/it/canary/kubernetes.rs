@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
-use serde_json::json;
 use switchyard_core::resources::RolloutPhase;
 use switchyard_core::TOTAL_PPM;
-use switchyard_tests::router::{apply_function, apply_version, Router};
-use switchyard_tests::{client, namespace, Upstream};
+use switchyard_tests::router::Router;
+use switchyard_tests::Upstream;
 
 use super::*;
 
@@ -21,19 +20,7 @@ async fn setup(
     replicas: usize,
     canary: &Faulty,
 ) -> (Client, String, Upstream, Vec<Router>) {
-    let client = client().await;
-    let ns = namespace(&client, prefix).await;
-    let baseline = Upstream::start("1.2.0");
-    apply_version(&client, &ns, "hello", "1.2.0", &baseline.url()).await;
-    apply_version(&client, &ns, "hello", "1.3.0", &canary.url()).await;
-    apply_function(
-        &client,
-        &ns,
-        "hello",
-        &[("1.2.0", TOTAL_PPM), ("1.3.0", 0)],
-        json!({"stable": "1.2.0"}),
-    )
-    .await;
+    let (client, ns, baseline) = two_versions(prefix, canary).await;
     let routers = (0..replicas)
         .map(|i| Router::start(&ns, &format!("{prefix}-{i}")))
         .collect();

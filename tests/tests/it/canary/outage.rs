@@ -10,10 +10,9 @@ use serde_json::json;
 use switchyard_core::resources::RolloutPhase;
 use switchyard_core::TOTAL_PPM;
 use switchyard_tests::router::{
-    apiserver_addr, apply_function, apply_version, kubeconfig_via, temp_dir, Relay, Router,
-    RouterOpts, WAIT,
+    apiserver_addr, kubeconfig_via, temp_dir, Relay, Router, RouterOpts, WAIT,
 };
-use switchyard_tests::{client, namespace, wait_until_blocking, Upstream};
+use switchyard_tests::wait_until_blocking;
 
 use super::*;
 
@@ -40,20 +39,8 @@ fn wait_source(routers: &[Router], connected: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_server_outage_mid_step_keeps_the_split_serving_and_the_rollout_resumes_after() {
-    let client = client().await;
-    let ns = namespace(&client, "cnout").await;
     let canary = Faulty::start("1.3.0", 0, Duration::ZERO);
-    let baseline = Upstream::start("1.2.0");
-    apply_version(&client, &ns, "hello", "1.2.0", &baseline.url()).await;
-    apply_version(&client, &ns, "hello", "1.3.0", &canary.url()).await;
-    apply_function(
-        &client,
-        &ns,
-        "hello",
-        &[("1.2.0", TOTAL_PPM), ("1.3.0", 0)],
-        json!({"stable": "1.2.0"}),
-    )
-    .await;
+    let (client, ns, baseline) = two_versions("cnout", &canary).await;
 
     // Both routers reach the API server only through the relay.
     let dir = temp_dir("cnout");

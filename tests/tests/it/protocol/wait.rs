@@ -2,7 +2,6 @@
 //! with no router says so in its own words. The router replicas here are protocol peers on the
 //! real API server, sending exactly the values `switchyard_core::protocol` builds.
 
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -10,7 +9,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::Client;
 use switchyard_core::{protocol, Function};
-use switchyard_tests::cli::write_report;
+use switchyard_tests::cli::{local, write_report};
 use switchyard_tests::{binary, client, kubeconfig_path, namespace, wait_until};
 
 fn cli(ns: &str, args: &[&str]) -> tokio::process::Command {
@@ -117,33 +116,9 @@ async fn a_replica_that_leaves_mid_wait_is_named_and_not_counted() {
     );
 }
 
-fn temp_store(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "switchyard-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default()
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
-fn local(store: &Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(binary("switchyard"))
-        .arg("--store")
-        .arg(format!("dir:{}", store.display()))
-        .args(args)
-        .env_remove("KUBECONFIG")
-        .env_remove("SWITCHYARD_STORE")
-        .output()
-        .expect("running switchyard")
-}
-
 #[test]
 fn with_no_router_on_a_store_directory_the_wait_says_so_and_exits_4() {
-    let store = temp_store("wait-no-router");
+    let store = switchyard_tests::router::temp_dir("wait-no-router");
     for version in ["1.0.0", "1.1.0"] {
         let out = local(
             &store,
