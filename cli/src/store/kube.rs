@@ -28,13 +28,12 @@ use switchyard_core::{
 use super::{Created, FunctionState, Readiness, Reports, Router, Store, VersionInfo, Written};
 use crate::timing;
 
+mod one_connection;
+
 /// Field manager and `app.kubernetes.io/managed-by` value of everything the CLI writes.
 pub const MANAGER: &str = workload::MANAGED_BY;
 /// Default container port of a managed version.
 pub const DEFAULT_PORT: u16 = workload::DEFAULT_PORT;
-use switchyard_core::protocol::{written_at_value, WRITTEN_AT_ANNOTATION};
-mod one_connection;
-
 pub use switchyard_core::protocol::{ROUTERS_ANNOTATION, ROUTERS_PENDING, TRAFFIC_ANNOTATION};
 
 /// Switchyard state in one namespace of a Kubernetes cluster.
@@ -758,7 +757,7 @@ impl Store for KubeStore {
                         "resourceVersion": revision,
                         "annotations": {
                             ROUTERS_ANNOTATION: value,
-                            WRITTEN_AT_ANNOTATION: written_at_value(
+                            protocol::WRITTEN_AT_ANNOTATION: protocol::written_at_value(
                                 &written.uid,
                                 written.generation,
                                 &written.revision,

@@ -58,21 +58,17 @@ where
         std::mem::swap(&mut inner, &mut self.inner);
         let gate = Arc::clone(&self.gate);
         Box::pin(async move {
-            if gate.answered.load(Ordering::Acquire) {
-                return inner.call(request).await;
+            if !gate.answered.load(Ordering::Acquire) {
+                let _alone = gate.first.lock().await;
+                // Checked again: the one before may have been answered while this one waited.
+                if !gate.answered.load(Ordering::Acquire) {
+                    let answer = inner.call(request).await;
+                    // A failed first request opened nothing to share: the next goes alone too.
+                    gate.answered.store(answer.is_ok(), Ordering::Release);
+                    return answer;
+                }
             }
-            let alone = gate.first.lock().await;
-            if gate.answered.load(Ordering::Acquire) {
-                drop(alone);
-                return inner.call(request).await;
-            }
-            let answer = inner.call(request).await;
-            // A failed first request opened nothing to share: the next one goes alone too.
-            if answer.is_ok() {
-                gate.answered.store(true, Ordering::Release);
-            }
-            drop(alone);
-            answer
+            inner.call(request).await
         })
     }
 }
