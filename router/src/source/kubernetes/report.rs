@@ -3,11 +3,9 @@
 //! after each swap that changes what it says, and with the numbers and the shadow counts at
 //! most once a second (one merge patch carrying whichever changed).
 //!
-//! Two lanes, each one write at a time. Writes of what is served are at least [`SPACING`]
-//! apart: during a storm of changes each write carries every change read before it, and the
-//! first change after a quiet moment goes out at once. Numbers writes go beside them (at most
-//! one a second), so a swap never waits behind one in flight. A failed write is retried with
-//! the latest state after a backoff.
+//! One write at a time, writes of what is served at least [`SPACING`] apart: during a storm of
+//! changes each write carries every change read before it, and the first change after a quiet
+//! moment goes out at once (a numbers write just before does not delay it). A failed write is retried with the latest state after a backoff.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +20,8 @@ use tokio::time::Instant;
 
 use crate::source::ReadyGate;
 
-/// The least time between two writes of what is served (at most 40 a second); numbers writes
-/// (at most one a second) are not counted.
+/// The least time between two writes of what is served (at most 40 a second); a numbers write
+/// (at most one a second) does not hold the next one back.
 pub(super) const SPACING: Duration = Duration::from_millis(25);
 /// The least time between two writes of the numbers (and shadow counts).
 const NUMBERS_EVERY: Duration = Duration::from_secs(1);
@@ -69,34 +67,27 @@ pub(super) async fn write_reports(
     let mut numbers_open = true;
     let mut shadow_due = false;
     let mut shadow_open = true;
-    // The last write of what is served (create or swap): their spacing counts from it alone.
+    let mut last_write: Option<Instant> = None;
+    // The last write of what is served (create or swap): the spacing counts from it alone, so
+    // that a swap right after a numbers write is not held back (it is on the critical path of
+    // every CLI wait; the numbers are not).
     let mut last_served: Option<Instant> = None;
     let mut last_numbers: Option<Instant> = None;
     let mut backoff = Duration::from_millis(200);
     let mut retry_at: Option<Instant> = None;
-    // The numbers lane: at most one write in flight, beside the writes of what is served.
-    let mut live_write: Option<tokio::task::JoinHandle<kube::Result<RouterReport>>> = None;
-    let mut live_backoff = Duration::from_millis(200);
-    let mut live_retry_at: Option<Instant> = None;
     loop {
         let retry = retry_at.unwrap_or_else(Instant::now);
-        let served_wake =
-            (swap_due || !created).then(|| last_served.map_or(retry, |t| (t + SPACING).max(retry)));
-        let live_wake =
-            (created && live_write.is_none() && (numbers_due || shadow_due)).then(|| {
-                let retry = live_retry_at.unwrap_or_else(Instant::now);
-                last_numbers.map_or(retry, |t| (t + NUMBERS_EVERY).max(retry))
-            });
-        let wake = match (served_wake, live_wake) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let wake = if swap_due || !created {
+            Some(last_served.map_or(retry, |t| (t + SPACING).max(retry)))
+        } else if numbers_due || shadow_due {
+            let earliest = last_write.map_or(retry, |t| (t + SPACING).max(retry));
+            Some(earliest.max(last_numbers.map_or(earliest, |t| t + NUMBERS_EVERY)))
+        } else {
+            None
         };
         tokio::select! {
             changed = inputs.desired.changed() => {
                 if changed.is_err() {
-                    if let Some(write) = live_write.take() {
-                        write.abort();
-                    }
                     return;
                 }
                 swap_due = true;
@@ -116,58 +107,14 @@ pub(super) async fn write_reports(
                 }
                 continue;
             }
-            done = async { live_write.as_mut().expect("in flight").await }, if live_write.is_some() => {
-                live_write = None;
-                let failed = match done {
-                    Ok(Ok(_)) => None,
-                    // Gone: the next write of what is served writes it whole, numbers included.
-                    Ok(Err(kube::Error::Api(e))) if e.code == 404 => {
-                        created = false;
-                        None
-                    }
-                    Ok(Err(e)) => Some(e.to_string()),
-                    Err(e) => Some(e.to_string()),
-                };
-                if let Some(e) = failed {
-                    tracing::warn!(%replica, "writing the report (numbers), will retry: {e}");
-                    // What it carried is still to be said, as it stands by then.
-                    numbers_due = true;
-                    shadow_due = true;
-                    live_retry_at = Some(Instant::now() + live_backoff);
-                    live_backoff = (live_backoff * 2).min(Duration::from_secs(5));
-                } else {
-                    tracing::debug!(%replica, "report numbers written");
-                    live_retry_at = None;
-                    live_backoff = Duration::from_millis(200);
-                }
-                continue;
-            }
             _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
-        }
-        let now = protocol::report_time(jiff::Timestamp::now());
-        if served_wake.is_none_or(|w| w > Instant::now()) {
-            // The numbers' turn: only the parts that changed since their last write.
-            let numbers = numbers_due
-                .then(|| inputs.numbers.borrow_and_update().clone())
-                .flatten();
-            let shadow = shadow_due
-                .then(|| inputs.shadow.borrow_and_update().clone())
-                .flatten();
-            numbers_due = false;
-            shadow_due = false;
-            last_numbers = Some(Instant::now());
-            let patch = report::live_patch(numbers.as_ref(), shadow.as_ref(), &now);
-            let (api, replica, merge) = (api.clone(), replica.clone(), merge.clone());
-            live_write = Some(tokio::spawn(async move {
-                api.patch(&replica, &merge, &Patch::Merge(&patch)).await
-            }));
-            continue;
         }
         let status = inputs
             .desired
             .borrow_and_update()
             .clone()
             .unwrap_or_default();
+        let now = protocol::report_time(jiff::Timestamp::now());
         let started = std::time::Instant::now();
         let (what, result) = if !created {
             let mut whole = status;
@@ -185,7 +132,7 @@ pub(super) async fn write_reports(
                 "create",
                 api.patch(&replica, &apply, &Patch::Apply(&body)).await,
             )
-        } else {
+        } else if swap_due {
             let mut changed = status;
             changed.reported_at = now;
             let patch = report::swap_patch(&changed);
@@ -193,8 +140,24 @@ pub(super) async fn write_reports(
                 "swap",
                 api.patch(&replica, &merge, &Patch::Merge(&patch)).await,
             )
+        } else {
+            // Only the parts that changed since their last write.
+            let numbers = numbers_due
+                .then(|| inputs.numbers.borrow_and_update().clone())
+                .flatten();
+            let shadow = shadow_due
+                .then(|| inputs.shadow.borrow_and_update().clone())
+                .flatten();
+            let patch = report::live_patch(numbers.as_ref(), shadow.as_ref(), &now);
+            (
+                "numbers",
+                api.patch(&replica, &merge, &Patch::Merge(&patch)).await,
+            )
         };
-        last_served = Some(Instant::now());
+        last_write = Some(Instant::now());
+        if what != "numbers" {
+            last_served = last_write;
+        }
         match result {
             Ok(_) => {
                 tracing::debug!(
@@ -202,14 +165,22 @@ pub(super) async fn write_reports(
                     "report {what} written in {:.1} ms",
                     started.elapsed().as_secs_f64() * 1000.0
                 );
-                if what == "create" {
-                    created = true;
-                    gate.reported();
-                    numbers_due = false;
-                    shadow_due = false;
-                    last_numbers = last_served;
+                match what {
+                    "create" => {
+                        created = true;
+                        gate.reported();
+                        swap_due = false;
+                        numbers_due = false;
+                        shadow_due = false;
+                        last_numbers = last_write;
+                    }
+                    "swap" => swap_due = false,
+                    _ => {
+                        numbers_due = false;
+                        shadow_due = false;
+                        last_numbers = last_write;
+                    }
                 }
-                swap_due = false;
                 retry_at = None;
                 backoff = Duration::from_millis(200);
             }
