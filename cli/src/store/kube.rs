@@ -324,9 +324,7 @@ impl KubeStore {
     }
 
     /// The routers' reports, whole, each time one changes ([`Store::watch_reports`]).
-    async fn report_watch(
-        &self,
-    ) -> anyhow::Result<BoxStream<'static, anyhow::Result<Reports>>> {
+    async fn report_watch(&self) -> anyhow::Result<BoxStream<'static, anyhow::Result<Reports>>> {
         // One watch per namespace from "0": the server first sends every report there is (as
         // ADDED), then each change, so there is nothing to list and nothing to poll.
         let params = WatchParams::default().labels(protocol::ROUTER_SELECTOR);

@@ -129,7 +129,11 @@ mod tests {
         assert_eq!(inner.most.load(Ordering::SeqCst), 3);
         inner.most.store(0, Ordering::SeqCst);
         four_at_once(&svc).await;
-        assert_eq!(inner.most.load(Ordering::SeqCst), 4, "answered once: no more waiting");
+        assert_eq!(
+            inner.most.load(Ordering::SeqCst),
+            4,
+            "answered once: no more waiting"
+        );
     }
 
     #[tokio::test]
