@@ -133,6 +133,16 @@ def cpu_seconds(pids):
     return sum(cpu_split(pids))
 
 
+def core_busy(core):
+    """(busy, total) jiffies of one core since boot, from /proc/stat (idle and iowait are not busy)."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(f"cpu{core} "):
+                v = [int(x) for x in line.split()[1:]]
+                return sum(v) - v[3] - v[4], sum(v)
+    return 0, 0
+
+
 def rss_mib(pids):
     total = 0
     for p in pids:
@@ -568,9 +578,11 @@ def part1(env, targets, rounds, seconds, levels):
         for t in order:
             for c in levels:
                 pids = tree(t.proc.pid) if t.proc else []
-                (u0, s0), w0 = cpu_split(pids), time.monotonic()
+                (u0, s0), w0, k0 = cpu_split(pids), time.monotonic(), core_busy(1)
                 res = wrk(env, t.port, c, seconds)
-                (u1, s1), w1 = cpu_split(pids), time.monotonic()
+                (u1, s1), w1, k1 = cpu_split(pids), time.monotonic(), core_busy(1)
+                # Core 1 runs wrk and the upstreams: near 100% busy, it (not the proxy) sets the pace.
+                res["core1_pct"] = 100 * (k1[0] - k0[0]) / max(1, k1[1] - k0[1])
                 c0, c1 = u0 + s0, u1 + s1
                 n = max(1, res["requests"])
                 res["cpu_pct"] = 100 * (c1 - c0) / (w1 - w0) if t.proc else None
@@ -592,10 +604,12 @@ def part1_table(samples, targets, levels, rounds, seconds):
         f"(wrk -t1, keep-alive, `GET /bench`). Proxy pinned to core 0 (`taskset -c 0`, one worker "
         "each: router `--threads 1`, nginx `worker_processes 1`, HAProxy `nbthread 1`); wrk and "
         "the upstreams on core 1. CPU is the proxy's user+system time over the run's wall time "
-        "(100% = one core); RSS at the end of the run.",
+        "(100% = one core); RSS at the end of the run. Core 1 busy: the share of core 1 (wrk and "
+        "the upstreams) not idle during the run, from `/proc/stat`; near 100%, the load generator "
+        "and not the proxy sets the pace.",
         "",
-        "| target | conns | req/s | p50 ms | p99 ms | p99.9 ms | proxy CPU % | proxy CPU µs/req (user + system) | proxy RSS MiB | errors | router req/s ÷ this |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| target | conns | req/s | p50 ms | p99 ms | p99.9 ms | proxy CPU % | proxy CPU µs/req (user + system) | proxy RSS MiB | core 1 busy % | errors | router req/s ÷ this |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in levels:
         router = samples.get(("switchyard-router", c))
@@ -615,7 +629,8 @@ def part1_table(samples, targets, levels, rounds, seconds):
                 f"| {t.name} | {c} | {rps:,.0f} | {med([s['p50'] for s in ss]) / 1000:.2f} | "
                 f"{med([s['p99'] for s in ss]) / 1000:.2f} | {med([s['p999'] for s in ss]) / 1000:.2f} | "
                 f"{(f'{med(cpu):.0f}' if cpu else 'n/a (no proxy)')} | {split} | "
-                f"{(f'{max(rss):.1f}' if rss else '—')} | {sum(s['errors'] for s in ss)} | {ratio} |")
+                f"{(f'{max(rss):.1f}' if rss else '—')} | {med([s['core1_pct'] for s in ss]):.0f} | "
+                f"{sum(s['errors'] for s in ss)} | {ratio} |")
     return lines
 
 
