@@ -127,6 +127,12 @@ pub trait Store: Send + Sync {
     fn actor(&self) -> String;
     /// One function, if it exists.
     async fn function(&self, name: &str) -> anyhow::Result<Option<FunctionState>>;
+    /// Like [`Store::function`], but possibly from a cache that lags writes by moments, when
+    /// that is much faster. A conditional write planned from it fails on a stale read and is
+    /// re-planned from [`Store::function`]; an outcome without a write is re-checked there.
+    async fn function_cached(&self, name: &str) -> anyhow::Result<Option<FunctionState>> {
+        self.function(name).await
+    }
     /// Every function.
     async fn functions(&self) -> anyhow::Result<Vec<FunctionState>>;
     /// Every version of a function with its readiness, oldest first, as of now.

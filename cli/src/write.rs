@@ -102,9 +102,21 @@ pub async fn change(
     let mut routers: Option<Vec<Router>> = None;
     let mut reports = None;
     let wants_routers = !write.no_wait && !write.dry_run;
+    // The first plan starts from the store's cache (a stale read only makes the conditional
+    // write fail and re-plan); an outcome without a write, or a dry run's diff, is only said
+    // from a consistent read.
+    let mut consistent = write.dry_run;
+    let mut warned = false;
     for attempt in 0..ATTEMPTS {
+        let read_function = async {
+            if consistent {
+                store.function(name).await
+            } else {
+                store.function_cached(name).await
+            }
+        };
         // Concurrent requests share one HTTP/2 connection: no extra handshake.
-        let reads = async { futures::try_join!(store.function(name), store.versions_cached(name)) };
+        let reads = async { futures::try_join!(read_function, store.versions_cached(name)) };
         let lease_read = async {
             match (wants_routers, &routers) {
                 (true, None) => store.routers().await.map(Some),
@@ -115,13 +127,17 @@ pub async fn change(
         if listed.is_some() {
             routers = listed;
         }
-        let function = function.ok_or_else(|| {
-            fail(
+        timing::mark("read");
+        let Some(function) = function else {
+            if !consistent {
+                consistent = true;
+                continue;
+            }
+            return Err(fail(
                 Code::Invalid,
                 format!("function {name} not found in {}", store.location()),
-            )
-        })?;
-        timing::mark("read");
+            ));
+        };
         let change = Change {
             now: format!("{:.0}", jiff::Timestamp::now()),
             actor: store.actor(),
@@ -134,6 +150,10 @@ pub async fn change(
         });
         let next = match planned {
             Ok(next) => next,
+            Err(_) if !consistent => {
+                consistent = true;
+                continue;
+            }
             // The cached versions may lag one created or made ready a moment ago: a refusal
             // is final only against a consistent read. (The other way round, a version
             // deleted or no longer ready within that moment, the routers still validate.)
@@ -148,6 +168,10 @@ pub async fn change(
         };
         let next = match next {
             Next::Spec(spec) => *spec,
+            Next::Unchanged(_) if !consistent => {
+                consistent = true;
+                continue;
+            }
             Next::Unchanged(line) => {
                 crate::output::line(format_args!("{line}"));
                 return Ok(None);
@@ -155,6 +179,10 @@ pub async fn change(
         };
         let last_action = next.history.last().map(|h| h.action);
         if plan::same_state(&function.spec, &next) && last_action != Some(Action::Undo) {
+            if !consistent {
+                consistent = true;
+                continue;
+            }
             crate::output::line(format_args!(
                 "{name}: already {}, nothing to change",
                 plan::describe(&function.spec.traffic)
@@ -162,7 +190,8 @@ pub async fn change(
             return Ok(None);
         }
         // Only --force gets here with traffic back to a version rolled back from.
-        if attempt == 0 {
+        if !warned {
+            warned = true;
             for v in plan::returns_to_rolled_back(&function.spec, &next.traffic) {
                 eprintln!("warning: sending traffic back to {name}@{v}, which was rolled back from (--force)");
             }
@@ -195,6 +224,7 @@ pub async fn change(
             }
             Written::Conflict => {
                 timing::mark("write");
+                consistent = true;
                 tokio::time::sleep(jitter(attempt)).await;
             }
         }
@@ -430,4 +460,199 @@ pub fn apply(
     )
     .map(Next::from)
     .map_err(exit::plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::local::DirStore;
+    use crate::store::{Created, Reports};
+    use futures::stream::BoxStream;
+    use switchyard_core::{FunctionVersionSpec, TrafficTarget};
+
+    /// The local store, whose cache answers with a state read earlier: the API server's watch
+    /// cache lagging a write.
+    struct Lagging {
+        store: DirStore,
+        cached: Option<FunctionState>,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for Lagging {
+        fn location(&self) -> String {
+            self.store.location()
+        }
+        fn actor(&self) -> String {
+            self.store.actor()
+        }
+        async fn function(&self, name: &str) -> anyhow::Result<Option<FunctionState>> {
+            self.store.function(name).await
+        }
+        async fn function_cached(&self, _: &str) -> anyhow::Result<Option<FunctionState>> {
+            Ok(self.cached.clone())
+        }
+        async fn functions(&self) -> anyhow::Result<Vec<FunctionState>> {
+            self.store.functions().await
+        }
+        async fn versions(&self, function: &str) -> anyhow::Result<Vec<VersionInfo>> {
+            self.store.versions(function).await
+        }
+        async fn create_version(&self, spec: &FunctionVersionSpec) -> anyhow::Result<Created> {
+            self.store.create_version(spec).await
+        }
+        async fn create_function(
+            &self,
+            name: &str,
+            spec: &FunctionSpec,
+        ) -> anyhow::Result<Written> {
+            self.store.create_function(name, spec).await
+        }
+        async fn write_function(
+            &self,
+            current: &FunctionState,
+            spec: &FunctionSpec,
+        ) -> anyhow::Result<Written> {
+            self.store.write_function(current, spec).await
+        }
+        async fn delete_function(&self, current: &FunctionState) -> anyhow::Result<Written> {
+            self.store.delete_function(current).await
+        }
+        async fn delete_version(&self, function: &str, version: &str) -> anyhow::Result<()> {
+            self.store.delete_version(function, version).await
+        }
+        async fn routers(&self) -> anyhow::Result<Vec<Router>> {
+            self.store.routers().await
+        }
+        async fn reports(&self, function: Option<&FunctionState>) -> anyhow::Result<Vec<Router>> {
+            self.store.reports(function).await
+        }
+        async fn watch_reports(
+            &self,
+            function: &FunctionState,
+        ) -> anyhow::Result<BoxStream<'static, anyhow::Result<Reports>>> {
+            self.store.watch_reports(function).await
+        }
+        async fn prune_routers(&self, dry_run: bool) -> anyhow::Result<Vec<String>> {
+            self.store.prune_routers(dry_run).await
+        }
+        async fn watch_function(
+            &self,
+            after: &FunctionState,
+        ) -> anyhow::Result<BoxStream<'static, anyhow::Result<FunctionState>>> {
+            self.store.watch_function(after).await
+        }
+    }
+
+    fn to(version: &str) -> Vec<TrafficTarget> {
+        vec![TrafficTarget {
+            version: version.into(),
+            weight: TOTAL_PPM,
+        }]
+    }
+
+    /// A local store holding function `f` at 1.0.0=100% with versions 1.0.0 and 2.0.0, in a
+    /// directory of its own.
+    async fn store(test: &str) -> DirStore {
+        let dir =
+            std::env::temp_dir().join(format!("switchyard-write-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = DirStore::open(&dir, true, Duration::from_secs(5)).unwrap();
+        for version in ["1.0.0", "2.0.0"] {
+            let spec = FunctionVersionSpec {
+                function: "f".into(),
+                version: version.into(),
+                image: None,
+                port: None,
+                env: Vec::new(),
+                args: Vec::new(),
+                replicas: None,
+                resources: None,
+                endpoint: Some("http://127.0.0.1:9".into()),
+            };
+            store.create_version(&spec).await.unwrap();
+        }
+        let spec = FunctionSpec {
+            traffic: to("1.0.0"),
+            ..FunctionSpec::default()
+        };
+        assert!(matches!(
+            store.create_function("f", &spec).await.unwrap(),
+            Written::Done(_)
+        ));
+        store
+    }
+
+    async fn write(store: &DirStore, edit: impl FnOnce(&mut FunctionSpec)) -> FunctionState {
+        let current = store.function("f").await.unwrap().unwrap();
+        let mut spec = current.spec.clone();
+        edit(&mut spec);
+        match store.write_function(&current, &spec).await.unwrap() {
+            Written::Done(after) => *after,
+            Written::Conflict => panic!("nobody else writes here"),
+        }
+    }
+
+    /// Moves all traffic to `version`, keeping the rest of the spec as read.
+    async fn move_all(store: &Lagging, version: &str) -> Option<Landed> {
+        let no_wait = Write {
+            dry_run: false,
+            no_wait: true,
+            timeout: Duration::from_secs(5),
+            reason: None,
+        };
+        change(store, "f", &no_wait, |input| {
+            let mut spec = input.function.spec.clone();
+            spec.traffic = to(version);
+            Ok(Next::from(spec))
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_plan_from_a_lagging_cache_is_made_again_and_loses_no_write() {
+        let dir = store("lagging").await;
+        let cached = dir.function("f").await.unwrap();
+        // Someone else's write that the cache has not seen yet.
+        write(&dir, |s| s.hosts = vec!["shop.example".into()]).await;
+        let lagging = Lagging { store: dir, cached };
+        let landed = move_all(&lagging, "2.0.0").await.expect("a write");
+        let now = lagging.store.function("f").await.unwrap().unwrap();
+        assert_eq!(now.spec.traffic, to("2.0.0"));
+        assert_eq!(
+            now.spec.hosts,
+            vec!["shop.example".to_string()],
+            "the other write survived"
+        );
+        assert_eq!(landed.after.revision, now.revision);
+    }
+
+    #[tokio::test]
+    async fn nothing_to_change_is_only_said_from_a_consistent_read() {
+        let dir = store("already").await;
+        write(&dir, |s| s.traffic = to("2.0.0")).await;
+        let cached = dir.function("f").await.unwrap();
+        // Back to 1.0.0 since: the cache still says 2.0.0, where the change goes.
+        write(&dir, |s| s.traffic = to("1.0.0")).await;
+        let lagging = Lagging { store: dir, cached };
+        assert!(
+            move_all(&lagging, "2.0.0").await.is_some(),
+            "written, not 'already'"
+        );
+        let now = lagging.store.function("f").await.unwrap().unwrap();
+        assert_eq!(now.spec.traffic, to("2.0.0"));
+        // And when the store agrees, nothing is written.
+        assert!(move_all(&lagging, "2.0.0").await.is_none());
+        let again = lagging.store.function("f").await.unwrap().unwrap();
+        assert_eq!(again.revision, now.revision);
+    }
+
+    #[tokio::test]
+    async fn a_function_the_cache_has_not_seen_yet_is_read_again() {
+        let lagging = Lagging {
+            store: store("unseen").await,
+            cached: None,
+        };
+        assert!(move_all(&lagging, "2.0.0").await.is_some());
+    }
 }
