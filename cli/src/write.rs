@@ -89,6 +89,62 @@ pub struct Landed {
     pub ahead: wait::Ahead,
 }
 
+/// What one read of a function and its versions leads to.
+enum Decision {
+    /// Write this spec over this state.
+    Write(Box<(FunctionState, FunctionSpec)>),
+    /// Write nothing, and say this line.
+    Say(String),
+    /// Write nothing: the function is missing or the plan refused.
+    Fail(anyhow::Error),
+}
+
+/// Plans from one read. A refusal from a consistent read is checked once more against the
+/// versions as of now: the cached list may lag one created or made ready a moment ago. (The
+/// other way round, a version deleted or no longer ready within that moment, the routers still
+/// validate.)
+async fn decide(
+    store: &dyn Store,
+    name: &str,
+    function: Option<FunctionState>,
+    versions: Vec<VersionInfo>,
+    consistent: bool,
+    change: &Change,
+    plan: &impl Fn(&Input<'_>) -> anyhow::Result<Next>,
+) -> Decision {
+    let Some(function) = function else {
+        return Decision::Fail(fail(
+            Code::Invalid,
+            format!("function {name} not found in {}", store.location()),
+        ));
+    };
+    let input = |versions| Input {
+        function: &function,
+        versions,
+        change,
+    };
+    let planned = match plan(&input(&versions)) {
+        Err(_) if consistent => match store.versions(name).await {
+            Ok(now) => plan(&input(&now)),
+            Err(e) => Err(e),
+        },
+        planned => planned,
+    };
+    let next = match planned {
+        Ok(Next::Spec(next)) => next,
+        Ok(Next::Unchanged(line)) => return Decision::Say(line),
+        Err(e) => return Decision::Fail(e),
+    };
+    let last_action = next.history.last().map(|h| h.action);
+    if plan::same_state(&function.spec, &next) && last_action != Some(Action::Undo) {
+        return Decision::Say(format!(
+            "{name}: already {}, nothing to change",
+            plan::describe(&function.spec.traffic)
+        ));
+    }
+    Decision::Write(Box::new((function, *next)))
+}
+
 /// Reads, plans and writes conditionally, re-reading and re-planning on a conflict up to
 /// [`ATTEMPTS`] times. `None`: nothing to change, or a dry run.
 pub async fn change(
@@ -123,72 +179,30 @@ pub async fn change(
                 _ => Ok(None),
             }
         };
-        let ((function, mut versions), listed) = futures::try_join!(reads, lease_read)?;
+        let ((function, versions), listed) = futures::try_join!(reads, lease_read)?;
         if listed.is_some() {
             routers = listed;
         }
         timing::mark("read");
-        let Some(function) = function else {
-            if !consistent {
-                consistent = true;
-                continue;
-            }
-            return Err(fail(
-                Code::Invalid,
-                format!("function {name} not found in {}", store.location()),
-            ));
-        };
         let change = Change {
             now: format!("{:.0}", jiff::Timestamp::now()),
             actor: store.actor(),
             reason: write.reason.clone(),
         };
-        let planned = plan(&Input {
-            function: &function,
-            versions: &versions,
-            change: &change,
-        });
-        let next = match planned {
-            Ok(next) => next,
-            Err(_) if !consistent => {
+        let decided = decide(store, name, function, versions, consistent, &change, &plan).await;
+        let (function, next) = match decided {
+            Decision::Write(chosen) => *chosen,
+            // Said only from a consistent read: the cache may lag the write that changes it.
+            _ if !consistent => {
                 consistent = true;
                 continue;
             }
-            // The cached versions may lag one created or made ready a moment ago: a refusal
-            // is final only against a consistent read. (The other way round, a version
-            // deleted or no longer ready within that moment, the routers still validate.)
-            Err(_) => {
-                versions = store.versions(name).await?;
-                plan(&Input {
-                    function: &function,
-                    versions: &versions,
-                    change: &change,
-                })?
-            }
-        };
-        let next = match next {
-            Next::Spec(spec) => *spec,
-            Next::Unchanged(_) if !consistent => {
-                consistent = true;
-                continue;
-            }
-            Next::Unchanged(line) => {
+            Decision::Say(line) => {
                 crate::output::line(format_args!("{line}"));
                 return Ok(None);
             }
+            Decision::Fail(e) => return Err(e),
         };
-        let last_action = next.history.last().map(|h| h.action);
-        if plan::same_state(&function.spec, &next) && last_action != Some(Action::Undo) {
-            if !consistent {
-                consistent = true;
-                continue;
-            }
-            crate::output::line(format_args!(
-                "{name}: already {}, nothing to change",
-                plan::describe(&function.spec.traffic)
-            ));
-            return Ok(None);
-        }
         // Only --force gets here with traffic back to a version rolled back from.
         if !warned {
             warned = true;
@@ -475,6 +489,18 @@ mod tests {
     struct Lagging {
         store: DirStore,
         cached: Option<FunctionState>,
+        /// The store's directory, removed when the test is done.
+        dir: std::path::PathBuf,
+    }
+
+    impl Drop for Lagging {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn dir_of(test: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("switchyard-write-{test}-{}", std::process::id()))
     }
 
     #[async_trait::async_trait]
@@ -553,8 +579,7 @@ mod tests {
     /// A local store holding function `f` at 1.0.0=100% with versions 1.0.0 and 2.0.0, in a
     /// directory of its own.
     async fn store(test: &str) -> DirStore {
-        let dir =
-            std::env::temp_dir().join(format!("switchyard-write-{test}-{}", std::process::id()));
+        let dir = dir_of(test);
         let _ = std::fs::remove_dir_all(&dir);
         let store = DirStore::open(&dir, true, Duration::from_secs(5)).unwrap();
         for version in ["1.0.0", "2.0.0"] {
@@ -615,7 +640,11 @@ mod tests {
         let cached = dir.function("f").await.unwrap();
         // Someone else's write that the cache has not seen yet.
         write(&dir, |s| s.hosts = vec!["shop.example".into()]).await;
-        let lagging = Lagging { store: dir, cached };
+        let lagging = Lagging {
+            store: dir,
+            cached,
+            dir: dir_of("lagging"),
+        };
         let landed = move_all(&lagging, "2.0.0").await.expect("a write");
         let now = lagging.store.function("f").await.unwrap().unwrap();
         assert_eq!(now.spec.traffic, to("2.0.0"));
@@ -634,7 +663,11 @@ mod tests {
         let cached = dir.function("f").await.unwrap();
         // Back to 1.0.0 since: the cache still says 2.0.0, where the change goes.
         write(&dir, |s| s.traffic = to("1.0.0")).await;
-        let lagging = Lagging { store: dir, cached };
+        let lagging = Lagging {
+            store: dir,
+            cached,
+            dir: dir_of("already"),
+        };
         assert!(
             move_all(&lagging, "2.0.0").await.is_some(),
             "written, not 'already'"
@@ -652,6 +685,7 @@ mod tests {
         let lagging = Lagging {
             store: store("unseen").await,
             cached: None,
+            dir: dir_of("unseen"),
         };
         assert!(move_all(&lagging, "2.0.0").await.is_some());
     }
